@@ -1,0 +1,179 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+The copy engine: bytes go through Python, with Twisted's producer/consumer
+flow control.  It serves everything the splice engine cannot: TLS, wrapped or
+fake transports, reactors without C{IReactorFDSet}, and every fallback.
+
+Each transport is the other's streaming producer, so a destination that stops
+reading pauses its source after one transport buffer (64 KiB) and memory stays
+bounded.  An end of stream from one side half-closes the other through
+C{loseWriteConnection} when that transport supports it; a transport that
+cannot half-close (TLS) is closed once the other side has finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from splicetx._relay import CLOSED, DONE, RESET, Relay, _closeTransport, _Side
+
+
+def _canHalfClose(transport: Any) -> bool:
+    """
+    Whether C{loseWriteConnection} really half-closes this transport (a
+    L{ProtocolWrapper} such as TLS forwards unknown attributes to the raw
+    socket transport underneath, which would bypass TLS).
+    """
+    if isinstance(transport, ProtocolWrapper) or getattr(transport, "TLS", False):
+        return False
+    return callable(getattr(transport, "loseWriteConnection", None))
+
+
+@implementer(IPushProducer)
+class _Pauser:
+    """
+    Pauses and resumes reading from one side on behalf of the other side's
+    write buffer.  C{stopProducing} is ignored: the relay decides when to
+    close.
+    """
+
+    def __init__(self, side: _Side) -> None:
+        self.side = side
+
+    def pauseProducing(self) -> None:
+        side = self.side
+        if not side.lost and not side.readEOF:
+            side.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        side = self.side
+        if not side.lost and not side.readEOF:
+            side.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class CopyEngine:
+    """
+    Runs a relay by copying through userspace.  See the module docstring.
+    """
+
+    name = "copy"
+
+    def __init__(self, run: Relay, toA: bytes, toB: bytes) -> None:
+        self.run: Optional[Relay] = run
+        self._toA = toA
+        self._toB = toB
+        self._aToB = 0
+        self._bToA = 0
+        self._sent: dict[str, bool] = {"A": False, "B": False}
+        self._registered: list[Any] = []
+
+    def bytesAToB(self) -> int:
+        return self._aToB
+
+    def bytesBToA(self) -> int:
+        return self._bToA
+
+    def start(self) -> None:
+        run = self.run
+        assert run is not None
+        a, b = run._sides
+        for side in (a, b):
+            t = side.transport
+            if getattr(t, "producer", None) is not None:
+                t.unregisterProducer()
+        for consumer, producer in ((a, b), (b, a)):
+            if not consumer.lost:
+                consumer.transport.registerProducer(_Pauser(producer), True)
+                self._registered.append(consumer.transport)
+        if self._toB:
+            self._aToB += len(self._toB)
+            b.transport.write(self._toB)
+        if self._toA:
+            self._bToA += len(self._toA)
+            a.transport.write(self._toA)
+        for side in (a, b):
+            if not side.lost and not side.readEOF:
+                side.transport.resumeProducing()
+        # A side may have hit end of stream before the hand-over.
+        for side in (a, b):
+            if side.readEOF:
+                self.readConnectionLost(side)
+
+    def dataReceived(self, side: _Side, data: bytes) -> None:
+        if side.name == "A":
+            self._aToB += len(data)
+        else:
+            self._bToA += len(data)
+        peer = side.peer
+        assert peer is not None
+        peer.transport.write(data)
+
+    def readConnectionLost(self, side: _Side) -> None:
+        """
+        C{side}'s peer sent end of stream: half-close the other transport.
+        """
+        if self._sent[side.name]:
+            return
+        self._sent[side.name] = True
+        peer = side.peer
+        assert peer is not None
+        run = self.run
+        assert run is not None
+        if _canHalfClose(peer.transport):
+            peer.transport.loseWriteConnection()
+            if all(self._sent.values()):
+                run._end(DONE, "both directions finished", abort=False)
+        else:
+            # Cannot half-close (TLS): close it once its buffer is flushed.
+            if all(self._sent.values()):
+                run._end(DONE, "both directions finished", abort=False)
+            else:
+                run._end(
+                    CLOSED,
+                    f"{side.name} finished sending and {peer.name} cannot be "
+                    "half-closed (TLS)",
+                    abort=False,
+                )
+
+    def writeConnectionLost(self, side: _Side) -> None:
+        pass
+
+    def connectionLost(self, side: _Side, reason: Failure) -> None:
+        run = self.run
+        assert run is not None
+        if reason.check(ConnectionDone):
+            # A clean close without a half-close first (TLS close_notify, a
+            # transport that does not half-close): whatever it sent is
+            # delivered, nothing more can go to it.
+            self._sent[side.name] = True
+            if all(self._sent.values()):
+                run._end(DONE, "both directions finished", abort=False)
+            else:
+                run._end(
+                    CLOSED, f"transport {side.name} closed the connection", abort=False
+                )
+        else:
+            run._end(
+                RESET, f"transport {side.name} lost: {reason.getErrorMessage()}", abort=True
+            )
+
+    def stop(self) -> None:
+        for t in self._registered:
+            if getattr(t, "producer", None) is not None:
+                t.unregisterProducer()
+        self._registered = []
+
+    def closeTransport(self, side: _Side, abort: bool) -> None:
+        _closeTransport(side.transport, abort)
+
+    def release(self) -> None:
+        self.run = None

@@ -1,0 +1,620 @@
+# -*- test-case-name: tests.test_relay -*-
+"""
+The splice engine: the kernel moves the bytes, socket -> pipe -> socket.
+
+How it owns the sockets (DESIGN.md rule 1).  Twisted's epoll and poll reactors
+keep one selectable per file descriptor and remove by fd number, so two
+objects registered for one socket steal each other's events.  This engine
+therefore registers exactly one object per socket, a L{_SpliceSocket}
+(an C{IReadWriteDescriptor}) that serves both the direction that reads from
+the socket and the direction that writes to it, and keeps the Twisted
+transport fully quiet while it does: not reading, not writing, no producer, an
+empty write buffer, and the methods that would re-register it
+(C{startReading}, C{write}, C{resumeProducing} ...) shadowed on the instance
+until the relay ends.  C{loseConnection}/C{abortConnection} on a quiet
+transport end the relay instead.  We chose this over swapping the
+transport's C{doRead}/C{doWrite} because the engine's own descriptors make the
+reactor's view explicit (their C{__repr__} names the relay, which is what
+trial's "reactor unclean" report shows) and keep the hot path free of the
+transport's per-call checks.
+
+The loop for one direction (DESIGN.md rules 3-8):
+
+  - read from the source only while the pipe is empty, so C{EAGAIN} from
+    socket -> pipe always means "socket drained" and C{0} means end of stream;
+  - pump the pipe into the destination at once; if it refuses (C{EAGAIN}),
+    stop reading the source and wait for the destination to be writable
+    (level-triggered reactors would spin otherwise);
+  - on end of stream: the pipe is empty, so C{shutdown(SHUT_WR)} the
+    destination and leave the other direction running;
+  - the pipe goes back to the pool as soon as it is empty, so an idle relay
+    holds no pipe.
+
+At most L{MAX_ROUNDS} pipe-fulls move per readiness event, so one bulk
+transfer cannot starve other connections on the same reactor.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any, Optional
+
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import IPullProducer, IReadWriteDescriptor
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from splicetx._relay import CLOSED, ERROR, RESET, Relay, _closeTransport, _Side
+
+_splice = os.splice
+_FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
+
+#: Pipe-fulls one readiness event may move before yielding to the reactor.
+MAX_ROUNDS = 4
+
+#: Errors that mean the peer is gone: the relay ends as a reset.
+RESET_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETRESET,
+        errno.ENOTCONN,
+    }
+)
+
+#: Errors of a first splice that mean "the kernel cannot splice this": the
+#: relay falls back to copying when nothing has moved yet.
+FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP})
+
+_GUARDED_NOOPS = (
+    "startReading",
+    "stopReading",
+    "startWriting",
+    "stopWriting",
+    "pauseProducing",
+    "resumeProducing",
+)
+
+
+def _noop(*args: object) -> None:
+    return None
+
+
+def _errname(err: int) -> str:
+    return f"{errno.errorcode.get(err, err)} ({os.strerror(err)})"
+
+
+@implementer(IReadWriteDescriptor)
+class _SpliceSocket:
+    """
+    The one reactor-registered object for one relayed socket.
+
+    @ivar source: the L{_Direction} that reads from this socket.
+    @ivar sink: the L{_Direction} that writes to this socket.
+    """
+
+    def __init__(self, engine: "SpliceEngine", side: _Side) -> None:
+        t = side.transport
+        self.engine: Optional[SpliceEngine] = engine
+        self.reactor = engine.reactor
+        self.name = side.name
+        self.sock: socket.socket = t.socket
+        self.fd: int = self.sock.fileno()
+        self.reading = False
+        self.writing = False
+        self.source: Any = None
+        self.sink: Any = None
+        self._desc = f"{side.name} fd={self.fd} {t.getPeer()!r}"
+
+    # IReadWriteDescriptor
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        self.source.readable()
+
+    def doWrite(self) -> None:
+        self.sink.writable()
+
+    def connectionLost(self, reason: Failure) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.socketLost(self, reason)
+
+    def logPrefix(self) -> str:
+        return "splicetx"
+
+    # registration bookkeeping (one epoll_ctl only when interest changes)
+    def startReading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.reactor.addReader(self)
+
+    def stopReading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.reactor.removeReader(self)
+
+    def startWriting(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.reactor.addWriter(self)
+
+    def stopWriting(self) -> None:
+        if self.writing:
+            self.writing = False
+            self.reactor.removeWriter(self)
+
+    def teardown(self) -> None:
+        """
+        Leave the reactor (before anything closes the fd) and go inert.
+        """
+        self.stopReading()
+        self.stopWriting()
+        self.doRead = self.doWrite = _noop  # type: ignore[method-assign]
+        self.fd = -1
+        self.engine = None
+        self.source = self.sink = None
+
+    def __repr__(self) -> str:
+        state = ("r" if self.reading else "") + ("w" if self.writing else "")
+        return f"<splicetx splice socket {self._desc} [{state or 'idle'}]>"
+
+
+class _Direction:
+    """
+    One direction of a spliced relay: source socket -> pipe -> destination.
+    """
+
+    def __init__(
+        self, engine: "SpliceEngine", src: _SpliceSocket, dst: _SpliceSocket
+    ) -> None:
+        self.engine: Any = engine
+        self.pool = engine.pool
+        self.src = src
+        self.dst = dst
+        self.srcfd = src.fd
+        self.dstfd = dst.fd
+        self.name = f"{src.name}->{dst.name}"
+        self.pipe: Any = None
+        self.inPipe = 0
+        self.moved = 0
+        self.eof = False
+        self.done = False
+
+    def readable(self) -> None:
+        """
+        The source is readable (and, by invariant, the pipe is empty).
+        """
+        pipe = self.pipe
+        if pipe is None:
+            try:
+                pipe = self.pipe = self.pool.take()
+            except OSError as e:
+                self.engine.pipeFailed(self, e)
+                return
+        rounds = MAX_ROUNDS
+        srcfd = self.srcfd
+        while True:
+            try:
+                n = _splice(srcfd, pipe.writeFD, pipe.size, None, None, _FLAGS)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.engine.spliceFailed(self, e, True)
+                return
+            if not n:
+                self.pool.give(pipe)
+                self.pipe = None
+                self.eof = True
+                self.src.stopReading()
+                self.finish()
+                return
+            self.inPipe = n
+            r = self.pump()
+            if r:
+                if r == 1:
+                    self.src.stopReading()
+                    self.dst.startWriting()
+                return
+            rounds -= 1
+            if n < pipe.size or not rounds:
+                break
+        self.pipe = None
+        self.pool.give(pipe)
+
+    def pump(self) -> int:
+        """
+        Move the pipe's bytes to the destination.
+
+        @return: 0 when the pipe is empty, 1 when the destination refused
+            more, 2 when the relay ended with an error.
+        """
+        pipe = self.pipe
+        dstfd = self.dstfd
+        while True:
+            try:
+                m = _splice(pipe.readFD, dstfd, self.inPipe, None, None, _FLAGS)
+            except BlockingIOError:
+                return 1
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.engine.spliceFailed(self, e, False)
+                return 2
+            if not m:
+                self.engine.fail(ERROR, f"{self.name}: splice into {self.dst.name} wrote 0 bytes")
+                return 2
+            self.moved += m
+            left = self.inPipe - m
+            self.inPipe = left
+            if not left:
+                return 0
+            # A short write: the socket buffer is full; wait for POLLOUT
+            # rather than spend a system call to hear EAGAIN.
+            return 1
+
+    def writable(self) -> None:
+        """
+        The destination is writable again and the pipe holds bytes.
+        """
+        r = self.pump()
+        if r:
+            return
+        self.dst.stopWriting()
+        pipe = self.pipe
+        self.pipe = None
+        self.pool.give(pipe)
+        if self.eof:
+            self.finish()
+            return
+        self.src.startReading()
+        # The source was held back by us: it most likely has bytes now.
+        self.readable()
+
+    def finish(self) -> None:
+        """
+        End of stream from the source, pipe drained: half-close the
+        destination; the other direction carries on.
+        """
+        self.done = True
+        try:
+            self.dst.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.engine.directionDone()
+
+    def __repr__(self) -> str:
+        return f"<splicetx direction {self.name} moved={self.moved} inPipe={self.inPipe}>"
+
+
+@implementer(IPullProducer)
+class _Drained:
+    """
+    A pull producer registered on a transport during hand-over: the transport
+    calls C{resumeProducing} at registration and again each time its write
+    buffer has drained, which is the public signal that the kernel path may
+    take over the socket (DESIGN.md rule 2).
+    """
+
+    def __init__(self, engine: "SpliceEngine", side: _Side) -> None:
+        self.engine: Optional[SpliceEngine] = engine
+        self.side = side
+
+    def resumeProducing(self) -> None:
+        t = self.side.transport
+        if self.engine is None:
+            return
+        if len(t.dataBuffer) - t.offset + t._tempDataLen:
+            return
+        engine, self.engine = self.engine, None
+        if t.producer is self:
+            t.unregisterProducer()
+        engine.drained(self.side)
+
+    def stopProducing(self) -> None:
+        self.engine = None
+
+
+class SpliceEngine:
+    """
+    Runs a relay through kernel pipes.  See the module docstring.
+    """
+
+    name = "splice"
+
+    def __init__(self, run: Relay, toA: bytes, toB: bytes) -> None:
+        self.run: Optional[Relay] = run
+        self.reactor = run._reactor
+        self.pool = run.pipePool()
+        self._toA = toA
+        self._toB = toB
+        self._reserved = False
+        self._installed = False
+        self._stopped = False
+        self._waiting: set[str] = set()
+        self._drainers: list[_Drained] = []
+        self._socks: list[_SpliceSocket] = []
+        self._ab: Optional[_Direction] = None
+        self._ba: Optional[_Direction] = None
+        self._doneAToB = self._doneBToA = 0
+        self._guarded: list[Any] = []
+
+    # -- byte counts ----------------------------------------------------------
+
+    def bytesAToB(self) -> int:
+        d = self._ab
+        return len(self._toB) + (d.moved if d is not None else self._doneAToB)
+
+    def bytesBToA(self) -> int:
+        d = self._ba
+        return len(self._toA) + (d.moved if d is not None else self._doneBToA)
+
+    # -- hand-over ----------------------------------------------------------------
+
+    def start(self) -> None:
+        run = self.run
+        assert run is not None
+        pool = self.pool
+        if not pool.reserve(2):
+            run._engine = None
+            run._startCopy(
+                f"pipe limit reached ({pool.maxPipes} pipes)", self._toA, self._toB
+            )
+            return
+        self._reserved = True
+        # Prove that pipes can be made now (EMFILE, ENFILE): fall back with
+        # nothing lost if not.  The pipes stay in the pool for reuse.
+        taken = []
+        try:
+            for _ in range(2):
+                taken.append(pool.take())
+        except OSError as e:
+            for p in taken:
+                pool.give(p)
+            pool.unreserve(2)
+            self._reserved = False
+            run._engine = None
+            run._startCopy(
+                f"cannot create pipes: {_errname(e.errno or 0)}", self._toA, self._toB
+            )
+            return
+        for p in taken:
+            pool.give(p)
+
+        a, b = run._sides
+        for side in (a, b):
+            t = side.transport
+            t.stopReading()
+            if t.producer is not None:
+                t.unregisterProducer()
+        if self._toB:
+            b.transport.write(self._toB)
+        if self._toA:
+            a.transport.write(self._toA)
+        self._waiting = {"A", "B"}
+        for side in (a, b):
+            drainer = _Drained(self, side)
+            self._drainers.append(drainer)
+            if not side.lost:
+                side.transport.registerProducer(drainer, False)
+
+    def drained(self, side: _Side) -> None:
+        self._waiting.discard(side.name)
+        if not self._waiting and not self._stopped:
+            self._install()
+
+    def _install(self) -> None:
+        run = self.run
+        assert run is not None
+        a, b = run._sides
+        self._installed = True
+        for side in (a, b):
+            self._guard(side)
+        sa = _SpliceSocket(self, a)
+        sb = _SpliceSocket(self, b)
+        self._socks = [sa, sb]
+        ab = self._ab = _Direction(self, sa, sb)
+        ba = self._ba = _Direction(self, sb, sa)
+        sa.source, sa.sink = ab, ba
+        sb.source, sb.sink = ba, ab
+        sa.startReading()
+        sb.startReading()
+
+    def _guard(self, side: _Side) -> None:
+        """
+        Shadow the methods that would re-register the transport with the
+        reactor while the kernel owns its socket.
+        """
+        t = side.transport
+        run = self.run
+        name = side.name
+
+        def refuseWrite(*args: object) -> None:
+            raise RuntimeError(
+                f"transport {name} ({t!r}) is being relayed by splicetx; "
+                "write to it after the relay ends"
+            )
+
+        def lose() -> None:
+            if run is not None:
+                run.close(CLOSED, f"loseConnection() called on transport {name}")
+
+        def abort() -> None:
+            if run is not None:
+                run.abort(CLOSED, f"abortConnection() called on transport {name}")
+
+        d = t.__dict__
+        for attr in _GUARDED_NOOPS:
+            d[attr] = _noop
+        d["write"] = d["writeSequence"] = d["loseWriteConnection"] = refuseWrite
+        d["loseConnection"] = d["stopProducing"] = lose
+        d["abortConnection"] = abort
+        self._guarded.append(t)
+
+    def _unguard(self) -> None:
+        names = (
+            *_GUARDED_NOOPS,
+            "write",
+            "writeSequence",
+            "loseWriteConnection",
+            "loseConnection",
+            "stopProducing",
+            "abortConnection",
+        )
+        for t in self._guarded:
+            d = t.__dict__
+            for attr in names:
+                d.pop(attr, None)
+        self._guarded = []
+
+    # -- events from the sides (hand-over only) ---------------------------------
+
+    def dataReceived(self, side: _Side, data: bytes) -> None:
+        # Reading stops before hand-over starts, so this only happens with
+        # transports that deliver synchronously; keep order by buffering.
+        assert side.peer is not None
+        side.peer.transport.write(data)
+        if side.name == "A":
+            self._toB += data
+        else:
+            self._toA += data
+
+    def readConnectionLost(self, side: _Side) -> None:
+        pass
+
+    def connectionLost(self, side: _Side, reason: Failure) -> None:
+        # Leave it to the relay's default: a lost transport ends the relay.
+        pass
+
+    # -- the relay's decisions -------------------------------------------------
+
+    def directionDone(self) -> None:
+        ab, ba = self._ab, self._ba
+        if ab is not None and ba is not None and ab.done and ba.done:
+            run = self.run
+            assert run is not None
+            run._end("done", "both directions finished", abort=False)
+
+    def fail(self, reason: str, detail: str) -> None:
+        run = self.run
+        if run is not None:
+            run._end(reason, detail, abort=True)
+
+    def _nothingMoved(self) -> bool:
+        ab, ba = self._ab, self._ba
+        return (
+            ab is not None
+            and ba is not None
+            and ab.moved == ba.moved == ab.inPipe == ba.inPipe == 0
+            and not ab.eof
+            and not ba.eof
+        )
+
+    def spliceFailed(self, direction: _Direction, e: OSError, reading: bool) -> None:
+        err = e.errno or 0
+        where = direction.src.name if reading else direction.dst.name
+        if err in FALLBACK_ERRNOS and reading and self._nothingMoved():
+            self._fallBack(f"first splice failed: {_errname(err)}")
+            return
+        reason = RESET if err in RESET_ERRNOS else ERROR
+        self.fail(
+            reason,
+            f"{direction.name}: {'read from' if reading else 'write to'} "
+            f"{where} failed: {_errname(err)}",
+        )
+
+    def pipeFailed(self, direction: _Direction, e: OSError) -> None:
+        if self._nothingMoved():
+            self._fallBack(f"cannot create a pipe: {_errname(e.errno or 0)}")
+            return
+        self.fail(ERROR, f"{direction.name}: cannot create a pipe: {_errname(e.errno or 0)}")
+
+    def socketLost(self, sock: _SpliceSocket, reason: Failure) -> None:
+        """
+        The reactor dropped one of our sockets: an error/hang-up event, or
+        reactor shutdown.
+        """
+        try:
+            err = sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as e:
+            err = e.errno or 0
+        if err:
+            self.fail(
+                RESET if err in RESET_ERRNOS else ERROR,
+                f"transport {sock.name}: {_errname(err)}",
+            )
+        else:
+            self.fail(CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}")
+
+    def _fallBack(self, why: str) -> None:
+        run = self.run
+        assert run is not None
+        self.stop()
+        run._fallBack(why)
+
+    # -- the end ----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """
+        Leave the reactor, give back or close the pipes, un-quiet the
+        transports.  Idempotent.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        for drainer in self._drainers:
+            t = drainer.side.transport
+            drainer.engine = None
+            if getattr(t, "producer", None) is drainer:
+                t.unregisterProducer()
+        for sock in self._socks:
+            sock.teardown()
+        for d in (self._ab, self._ba):
+            if d is not None and d.pipe is not None:
+                if d.inPipe:
+                    self.pool.discard(d.pipe)
+                else:
+                    self.pool.give(d.pipe)
+                d.pipe = None
+        if self._reserved:
+            self._reserved = False
+            self.pool.unreserve(2)
+        self._unguard()
+
+    def closeTransport(self, side: _Side, abort: bool) -> None:
+        """
+        Close a transport.  Once installed the transport's buffer is empty
+        and it is not registered with the reactor, so it is closed at once
+        (this also works while the reactor shuts down).
+        """
+        t = side.transport
+        if self._installed:
+            t.connectionLost(Failure(ConnectionAborted() if abort else ConnectionDone()))
+        else:
+            _closeTransport(t, abort)
+
+    def release(self) -> None:
+        """
+        Break reference cycles once the result is out (DESIGN.md rule 13).
+        """
+        for d in (self._ab, self._ba):
+            if d is not None:
+                d.engine = None
+                d.src = d.dst = None  # type: ignore[assignment]
+        if self._ab is not None:
+            self._doneAToB = self._ab.moved
+        if self._ba is not None:
+            self._doneBToA = self._ba.moved
+        self._ab = self._ba = None
+        self._socks = []
+        self._drainers = []
+        self.run = None
