@@ -13,7 +13,7 @@ cannot half-close (TLS) is closed once the other side has finished.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
@@ -68,7 +68,7 @@ class CopyEngine:
     name = "copy"
 
     def __init__(self, run: Relay, toA: bytes, toB: bytes) -> None:
-        self.run: Optional[Relay] = run
+        self.run: Relay | None = run
         self._toA = toA
         self._toB = toB
         self._aToB = 0
@@ -163,7 +163,9 @@ class CopyEngine:
                 )
         else:
             run._end(
-                RESET, f"transport {side.name} lost: {reason.getErrorMessage()}", abort=True
+                RESET,
+                f"transport {side.name} lost: {reason.getErrorMessage()}",
+                abort=True,
             )
 
     def stop(self) -> None:

@@ -28,7 +28,6 @@ import errno
 import fcntl
 import os
 import resource
-from typing import Optional
 
 __all__ = ["Pipe", "PipePool", "DEFAULT_PIPE_SIZE", "defaultPipePool"]
 
@@ -71,7 +70,7 @@ class Pipe:
         self.size = size
 
     @classmethod
-    def open(cls, size: int) -> "Pipe":
+    def open(cls, size: int) -> Pipe:
         """
         Create a pipe and try to resize it to C{size} bytes.
 
@@ -137,7 +136,7 @@ class PipePool:
     def __init__(
         self,
         pipeSize: int = DEFAULT_PIPE_SIZE,
-        maxPipes: Optional[int] = None,
+        maxPipes: int | None = None,
         maxIdle: int = 64,
     ) -> None:
         """
@@ -246,7 +245,7 @@ class PipePool:
         )
 
 
-_default: Optional[PipePool] = None
+_default: PipePool | None = None
 
 
 def defaultPipePool() -> PipePool:

@@ -28,7 +28,7 @@ C{connectionLost} when the transport closes, as it would without splicetx.
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import attr
 from twisted.internet.defer import Deferred
@@ -110,7 +110,7 @@ class RelayResult:
     duration: float
     reason: str
     detail: str
-    fallbackReason: Optional[str] = None
+    fallbackReason: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -120,7 +120,7 @@ class RelayResult:
         return self.reason == DONE
 
 
-def spliceUnavailableReason(transport: object, reactor: object) -> Optional[str]:
+def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     """
     Tell why the splice engine cannot serve C{transport} on C{reactor}.
 
@@ -202,15 +202,15 @@ class _Side:
     @ivar lost: C{True} once the transport has called C{connectionLost}.
     """
 
-    def __init__(self, run: "Relay", name: str, transport: Any) -> None:
-        self.run: Optional[Relay] = run
+    def __init__(self, run: Relay, name: str, transport: Any) -> None:
+        self.run: Relay | None = run
         self.name = name
         self.transport = transport
-        self.peer: Optional[_Side] = None
+        self.peer: _Side | None = None
         self._owner, self._attr = _deliveryPoint(transport)
         self.original = getattr(self._owner, self._attr)
         self.lost = False
-        self.lostReason: Optional[Failure] = None
+        self.lostReason: Failure | None = None
         self.readEOF = False
 
     def interpose(self) -> None:
@@ -251,7 +251,9 @@ class _Side:
         try:
             self.original.connectionLost(reason)
         except Exception:
-            _log.failure("connectionLost of {protocol!r} failed", protocol=self.original)
+            _log.failure(
+                "connectionLost of {protocol!r} failed", protocol=self.original
+            )
         if run is not None:
             run._sideLost(self, reason)
 
@@ -273,11 +275,11 @@ class Relay:
         transportA: Any,
         transportB: Any,
         *,
-        reactor: Optional[Any] = None,
+        reactor: Any | None = None,
         engine: str = "auto",
         toA: bytes = b"",
         toB: bytes = b"",
-        pipePool: Optional[PipePool] = None,
+        pipePool: PipePool | None = None,
     ) -> None:
         """
         @param transportA: a connected transport (usually the client side).
@@ -303,13 +305,13 @@ class Relay:
         self._toA = bytes(toA)
         self._toB = bytes(toB)
         self._pool = pipePool
-        self._deferred: Optional[Deferred[RelayResult]] = None
-        self._engine: Optional[Any] = None
+        self._deferred: Deferred[RelayResult] | None = None
+        self._engine: Any | None = None
         self._sides: list[_Side] = []
-        self._ending: Optional[tuple[str, str]] = None
-        self._result: Optional[RelayResult] = None
+        self._ending: tuple[str, str] | None = None
+        self._result: RelayResult | None = None
         self._started = 0.0
-        self.fallbackReason: Optional[str] = None
+        self.fallbackReason: str | None = None
         # Byte counts of engines that already ended (after a fallback).
         self._carriedAToB = 0
         self._carriedBToA = 0
@@ -317,7 +319,7 @@ class Relay:
     # -- public -------------------------------------------------------------
 
     @property
-    def engine(self) -> Optional[str]:
+    def engine(self) -> str | None:
         """
         C{"splice"} or C{"copy"} once started, else C{None}.
         """
@@ -339,7 +341,7 @@ class Relay:
         e = self._engine
         return self._carriedBToA + (e.bytesBToA() if e is not None else 0)
 
-    def start(self) -> "Deferred[RelayResult]":
+    def start(self) -> Deferred[RelayResult]:
         """
         Start relaying.
 
@@ -400,7 +402,7 @@ class Relay:
 
     # -- engine selection ---------------------------------------------------
 
-    def _check(self) -> tuple[str, Optional[str]]:
+    def _check(self) -> tuple[str, str | None]:
         a, b = self._a, self._b
         if self._engineChoice not in ENGINES:
             raise RelayUsageError(
@@ -439,7 +441,7 @@ class Relay:
             self._pool = defaultPipePool()
         return self._pool
 
-    def _startCopy(self, reason: Optional[str], toA: bytes, toB: bytes) -> None:
+    def _startCopy(self, reason: str | None, toA: bytes, toB: bytes) -> None:
         from splicetx._copy import CopyEngine
 
         self.fallbackReason = reason
@@ -477,7 +479,11 @@ class Relay:
         self._ending = (reason, detail)
         level = _log.info if reason in (DONE, CANCELLED) else _log.warn
         if reason not in (DONE,):
-            level("splicetx relay ended ({reason}): {detail}", reason=reason, detail=detail)
+            level(
+                "splicetx relay ended ({reason}): {detail}",
+                reason=reason,
+                detail=detail,
+            )
         engine = self._engine
         if engine is not None:
             engine.stop()
@@ -536,7 +542,7 @@ class Relay:
 
     # For tests and logs.
     @property
-    def result(self) -> Optional[RelayResult]:
+    def result(self) -> RelayResult | None:
         """
         The L{RelayResult} once the relay has ended, else C{None}.
         """
@@ -557,12 +563,12 @@ def relay(
     transportA: Any,
     transportB: Any,
     *,
-    reactor: Optional[Any] = None,
+    reactor: Any | None = None,
     engine: str = "auto",
     toA: bytes = b"",
     toB: bytes = b"",
-    pipePool: Optional[PipePool] = None,
-) -> "Deferred[RelayResult]":
+    pipePool: PipePool | None = None,
+) -> Deferred[RelayResult]:
     """
     Relay bytes between two connected transports until both directions are
     finished, then close both.

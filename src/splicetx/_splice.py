@@ -39,7 +39,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IPullProducer, IReadWriteDescriptor
@@ -99,9 +99,9 @@ class _SpliceSocket:
     @ivar sink: the L{_Direction} that writes to this socket.
     """
 
-    def __init__(self, engine: "SpliceEngine", side: _Side) -> None:
+    def __init__(self, engine: SpliceEngine, side: _Side) -> None:
         t = side.transport
-        self.engine: Optional[SpliceEngine] = engine
+        self.engine: SpliceEngine | None = engine
         self.reactor = engine.reactor
         self.name = side.name
         self.sock: socket.socket = t.socket
@@ -173,7 +173,7 @@ class _Direction:
     """
 
     def __init__(
-        self, engine: "SpliceEngine", src: _SpliceSocket, dst: _SpliceSocket
+        self, engine: SpliceEngine, src: _SpliceSocket, dst: _SpliceSocket
     ) -> None:
         self.engine: Any = engine
         self.pool = engine.pool
@@ -251,7 +251,9 @@ class _Direction:
                 self.engine.spliceFailed(self, e, False)
                 return 2
             if not m:
-                self.engine.fail(ERROR, f"{self.name}: splice into {self.dst.name} wrote 0 bytes")
+                self.engine.fail(
+                    ERROR, f"{self.name}: splice into {self.dst.name} wrote 0 bytes"
+                )
                 return 2
             self.moved += m
             left = self.inPipe - m
@@ -293,7 +295,9 @@ class _Direction:
         self.engine.directionDone()
 
     def __repr__(self) -> str:
-        return f"<splicetx direction {self.name} moved={self.moved} inPipe={self.inPipe}>"
+        return (
+            f"<splicetx direction {self.name} moved={self.moved} inPipe={self.inPipe}>"
+        )
 
 
 @implementer(IPullProducer)
@@ -305,8 +309,8 @@ class _Drained:
     take over the socket (DESIGN.md rule 2).
     """
 
-    def __init__(self, engine: "SpliceEngine", side: _Side) -> None:
-        self.engine: Optional[SpliceEngine] = engine
+    def __init__(self, engine: SpliceEngine, side: _Side) -> None:
+        self.engine: SpliceEngine | None = engine
         self.side = side
 
     def resumeProducing(self) -> None:
@@ -332,7 +336,7 @@ class SpliceEngine:
     name = "splice"
 
     def __init__(self, run: Relay, toA: bytes, toB: bytes) -> None:
-        self.run: Optional[Relay] = run
+        self.run: Relay | None = run
         self.reactor = run._reactor
         self.pool = run.pipePool()
         self._toA = toA
@@ -343,8 +347,8 @@ class SpliceEngine:
         self._waiting: set[str] = set()
         self._drainers: list[_Drained] = []
         self._socks: list[_SpliceSocket] = []
-        self._ab: Optional[_Direction] = None
-        self._ba: Optional[_Direction] = None
+        self._ab: _Direction | None = None
+        self._ba: _Direction | None = None
         self._doneAToB = self._doneBToA = 0
         self._guarded: list[Any] = []
 
@@ -536,7 +540,9 @@ class SpliceEngine:
         if self._nothingMoved():
             self._fallBack(f"cannot create a pipe: {_errname(e.errno or 0)}")
             return
-        self.fail(ERROR, f"{direction.name}: cannot create a pipe: {_errname(e.errno or 0)}")
+        self.fail(
+            ERROR, f"{direction.name}: cannot create a pipe: {_errname(e.errno or 0)}"
+        )
 
     def socketLost(self, sock: _SpliceSocket, reason: Failure) -> None:
         """
@@ -598,7 +604,9 @@ class SpliceEngine:
         """
         t = side.transport
         if self._installed:
-            t.connectionLost(Failure(ConnectionAborted() if abort else ConnectionDone()))
+            t.connectionLost(
+                Failure(ConnectionAborted() if abort else ConnectionDone())
+            )
         else:
             _closeTransport(t, abort)
 

@@ -23,7 +23,8 @@ C{RelayTests_asyncio}: trial and pytest both collect them.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
@@ -151,12 +152,24 @@ def runScenario(
     """
     outcome: list[Any] = []
     timedOut: list[bool] = []
+    leftovers: list[Any] = []
+
+    def snapshot() -> None:
+        leftovers[:] = [
+            s
+            for s in set(reactor.getReaders()) | set(reactor.getWriters())
+            if s not in _internal(reactor)
+        ]
+
+    def stop() -> None:
+        snapshot()
+        reactor.stop()
 
     def finished(result: Any) -> None:
         outcome.append(result)
         if not timedOut:
             # Let closes that were started in the same turn complete.
-            reactor.callLater(0, reactor.stop)
+            reactor.callLater(0, stop)
 
     def start() -> None:
         d: Deferred[Any] = maybeDeferred(scenario, reactor)
@@ -164,18 +177,13 @@ def runScenario(
 
     def expire() -> None:
         timedOut.append(True)
-        reactor.stop()
+        stop()
 
     reactor.callWhenRunning(start)
     timer = reactor.callLater(timeout, expire)
     try:
         reactor.run(installSignalHandlers=False)
     finally:
-        leftovers = [
-            s
-            for s in set(reactor.getReaders()) | set(reactor.getWriters())
-            if s not in _internal(reactor)
-        ]
         if timer.active():
             timer.cancel()
         _dispose(reactor)
@@ -211,7 +219,7 @@ class ReactorTestMixin:
     def runScenario(
         self,
         scenario: Callable[[Any], Any],
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         requireClean: bool = True,
     ) -> Any:
         """
@@ -226,7 +234,7 @@ class ReactorTestMixin:
 
 
 def makeReactorTests(
-    mixin: type, reactors: Optional[list[str]] = None
+    mixin: type, reactors: list[str] | None = None
 ) -> dict[str, type]:
     """
     Make one L{SynchronousTestCase} per reactor from a L{ReactorTestMixin}
