@@ -39,6 +39,7 @@ from twisted.internet.interfaces import (
     IReactorFDSet,
     ISSLTransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -239,7 +240,7 @@ class _Side:
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.lost:
             return
         self.lost = True

@@ -233,9 +233,7 @@ class ReactorTestMixin:
         )
 
 
-def makeReactorTests(
-    mixin: type, reactors: list[str] | None = None
-) -> dict[str, type]:
+def makeReactorTests(mixin: type, reactors: list[str] | None = None) -> dict[str, type]:
     """
     Make one L{SynchronousTestCase} per reactor from a L{ReactorTestMixin}
     subclass.
