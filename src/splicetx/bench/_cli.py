@@ -1,0 +1,647 @@
+"""
+C{python -m splicetx.bench}: options, the run plan, and the loop that runs
+every load through every proxy, interleaved across repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import gc
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from splicetx.bench import _loadgen, _proxies, _report
+from splicetx.bench._procstats import TreeMeter, snapshot
+from splicetx.bench._wire import makeSourceFile
+
+QUICK_PROXIES = (
+    "direct",
+    "splice-64k",
+    "splice-1m",
+    "copy",
+    "portforward",
+    "plainloop",
+)
+LOAD_FAMILIES = ("bulk", "latency", "churn", "idle")
+CHURN_WORKERS = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m splicetx.bench",
+        description=(
+            "Measure splicetx against no proxy, twist portforward, a plain "
+            "Python splice loop, socat and haproxy, on 127.0.0.1.  Writes "
+            "results.md, results.json and results.png into --out."
+        ),
+    )
+    p.add_argument("--out", default="bench-results", help="output directory")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run in under a minute: fewer proxies, short loads, 1 rep",
+    )
+    p.add_argument("--reps", type=int, help="repetitions (default 3; quick 1)")
+    p.add_argument(
+        "--seconds", type=float, help="seconds per bulk run (default 2; quick 0.3)"
+    )
+    p.add_argument(
+        "--proxies",
+        help="comma-separated proxies (default: all available; quick: "
+        + ",".join(QUICK_PROXIES)
+        + ")",
+    )
+    p.add_argument(
+        "--loads",
+        default=",".join(LOAD_FAMILIES),
+        help="comma-separated load families: bulk,latency,churn,idle",
+    )
+    p.add_argument("--streams", default="1,8", help="bulk stream counts (default 1,8)")
+    p.add_argument(
+        "--directions", default="up,down", help="bulk directions (default up,down)"
+    )
+    p.add_argument("--pings", type=int, help="ping-pong round trips (default 20000)")
+    p.add_argument("--churn-seconds", type=float, help="seconds per churn run (3)")
+    p.add_argument("--idle-conns", type=int, help="idle connections (default 2000)")
+    p.add_argument(
+        "--strace",
+        action="store_true",
+        help="add syscalls per GB from a separate run under strace -c -f",
+    )
+    p.add_argument(
+        "--iperf3",
+        action="store_true",
+        help="generate the bulk loads with iperf3 instead of the built-in generator",
+    )
+    p.add_argument(
+        "--splicetx-launcher",
+        choices=("auto", "cli", "standin"),
+        default="auto",
+        help="start splicetx with 'twist splice-proxy' (cli) or the bench's "
+        "stand-in script; auto: the CLI when installed",
+    )
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin client, backend and proxy to one CPU for the latency test",
+    )
+    p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    return p
+
+
+class Progress:
+    """
+    A one-line progress bar on stderr (one line per step when stderr is not a
+    terminal).
+    """
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total = max(1, total)
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.started = time.monotonic()
+
+    def step(self, label: str) -> None:
+        self.show(label)
+        self.done += 1
+
+    def show(self, label: str) -> None:
+        frac = self.done / self.total
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        line = (
+            f"[{bar}] {self.done}/{self.total} "
+            f"{time.monotonic() - self.started:5.0f}s  {label}"
+        )
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self, label: str = "done") -> None:
+        self.done = self.total
+        self.show(label)
+        if self.tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _allTasks(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def pinned(pids: list[int], enabled: bool) -> Iterator[bool]:
+    """
+    Pin every thread of C{pids} (and the calling thread) to one CPU for the
+    duration; restore afterwards.
+    """
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        yield False
+        return
+    allowed = os.sched_getaffinity(0)
+    cpu = {max(allowed)}
+    saved: list[tuple[int, set[int]]] = []
+    tids = [0]
+    for pid in pids:
+        tids += _allTasks(pid)
+        try:
+            import psutil
+
+            for kid in psutil.Process(pid).children(recursive=True):
+                tids += _allTasks(kid.pid)
+        except Exception:
+            pass
+    for tid in tids:
+        try:
+            saved.append((tid, os.sched_getaffinity(tid)))
+            os.sched_setaffinity(tid, cpu)
+        except OSError:
+            pass
+    try:
+        yield True
+    finally:
+        for tid, mask in saved:
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                pass
+
+
+def _cpuSelf() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _cpuOf(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    s = snapshot(pid)
+    return s.user + s.system
+
+
+class Bench:
+    """
+    One bench run: the plan, the processes, the measurements.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.errors: list[str] = []
+        self.runs: list[dict[str, Any]] = []
+        self.skipped: dict[str, str] = {}
+        self.proxies: dict[str, _proxies.RunningProxy] = {}
+        self.iperfProxies: dict[str, _proxies.RunningProxy] = {}
+        self.backend: subprocess.Popen | None = None
+        self.iperfServer: subprocess.Popen | None = None
+        self.pinnedLatency = False
+
+    # -- plan ---------------------------------------------------------------
+
+    def configure(self) -> None:
+        a = self.args
+        q = a.quick
+        self.reps = a.reps or (1 if q else 3)
+        self.seconds = a.seconds or (0.3 if q else 2.0)
+        self.pings = a.pings or (1000 if q else 20000)
+        self.churnSeconds = a.churn_seconds or (0.5 if q else 3.0)
+        self.idleConns = a.idle_conns or (200 if q else 2000)
+        self.families = [f for f in a.loads.split(",") if f]
+        for f in self.families:
+            if f not in LOAD_FAMILIES:
+                raise SystemExit(f"unknown load family {f!r}")
+        streams = [int(s) for s in a.streams.split(",") if s]
+        directions = [d for d in a.directions.split(",") if d]
+        self.loads: list[str] = []
+        if "bulk" in self.families:
+            self.loads += [f"bulk-{n}-{d}" for n in streams for d in directions]
+        self.loads += [f for f in ("latency", "churn", "idle") if f in self.families]
+
+        import splicetx
+
+        self.defaultPipeSize = splicetx.DEFAULT_PIPE_SIZE
+        self.spliceDefault = _proxies.defaultSpliceName(self.defaultPipeSize)
+        specs = _proxies.allSpecs(self.defaultPipeSize)
+        known = {s.name for s in specs}
+        if a.proxies:
+            wanted = [p for p in a.proxies.split(",") if p]
+        elif q:
+            wanted = list(QUICK_PROXIES)
+        else:
+            wanted = [s.name for s in specs]
+        for w in wanted:
+            if w not in known:
+                raise SystemExit(
+                    f"unknown proxy {w!r}; known: {', '.join(sorted(known))}"
+                )
+        self.specs = []
+        for s in specs:
+            if s.name not in wanted:
+                continue
+            why = _proxies.unavailableReason(s)
+            if why:
+                self.skipped[s.name] = why
+                continue
+            self.specs.append(s)
+
+        if a.splicetx_launcher == "auto":
+            self.launcher = "cli" if _proxies.hasSpliceProxyPlugin() else "standin"
+        else:
+            self.launcher = a.splicetx_launcher
+        if a.strace and shutil.which("strace") is None:
+            self.skipped["--strace"] = "strace is not installed"
+        self.useIperf = a.iperf3 and "bulk" in self.families
+        if a.iperf3 and shutil.which("iperf3") is None:
+            self.skipped["--iperf3"] = (
+                "iperf3 is not installed; built-in generator used"
+            )
+            self.useIperf = False
+
+    def applies(self, spec: _proxies.ProxySpec, load: str) -> bool:
+        family = load.split("-")[0]
+        if family == "idle" and spec.kind == "direct":
+            return False
+        return family in spec.loads
+
+    # -- processes ----------------------------------------------------------
+
+    def startAll(self, work: str) -> None:
+        self.sourcePath = os.path.join(work, "source.bin")
+        makeSourceFile(self.sourcePath)
+        self.backend = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "splicetx.bench._backend",
+                "--file",
+                self.sourcePath,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(os.path.join(work, "backend.log"), "wb"),
+        )
+        assert self.backend.stdout is not None
+        line = self.backend.stdout.readline()
+        if not line.strip():
+            raise SystemExit("the backend did not start; see backend.log")
+        self.backendPort = int(line)
+        upstreamFor = {s.name: self.backendPort for s in self.specs}
+        starting = []
+        for s in self.specs:
+            launcher = self.launcher
+            proxy = _proxies.start(s, upstreamFor[s.name], launcher, work)
+            starting.append(proxy)
+        if self.useIperf:
+            port = _proxies.freePort()
+            self.iperfServer = subprocess.Popen(
+                ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            self.iperfPort = port
+            for s in self.specs:
+                if "bulk" in s.loads:
+                    proxy = _proxies.start(s, port, self.launcher, work)
+                    self.iperfProxies[s.name] = proxy
+        for proxy in starting:
+            why = _proxies.waitListening(proxy)
+            if why and proxy.spec.kind == "splicetx" and proxy.launcher == "cli":
+                # The CLI may not take our options yet: fall back, and say so.
+                self.errors.append(
+                    f"{proxy.spec.name}: twist splice-proxy failed ({why}); "
+                    "using the stand-in"
+                )
+                proxy.stop()
+                proxy = _proxies.start(proxy.spec, self.backendPort, "standin", work)
+                why = _proxies.waitListening(proxy)
+            if why:
+                self.skipped[proxy.spec.name] = f"did not start: {why}"
+                proxy.stop()
+                continue
+            warm = _loadgen.churn(proxy.port, 0.05, workers=1)
+            if warm["conns"] == 0:
+                self.skipped[proxy.spec.name] = f"does not relay: {warm['error']}"
+                proxy.stop()
+                continue
+            self.proxies[proxy.spec.name] = proxy
+        for name, proxy in list(self.iperfProxies.items()):
+            if name not in self.proxies or _proxies.waitListening(proxy):
+                proxy.stop()
+                del self.iperfProxies[name]
+
+    def stopAll(self) -> None:
+        for proxy in [*self.proxies.values(), *self.iperfProxies.values()]:
+            proxy.stop()
+        for p in (self.backend, self.iperfServer):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    # -- one measurement ----------------------------------------------------
+
+    def measure(self, proxy: _proxies.RunningProxy, load: str) -> dict[str, Any]:
+        family = load.split("-")[0]
+        backendPid = self.backend.pid if self.backend is not None else None
+        if family == "bulk":
+            _, n, d = load.split("-")
+            useIperf = self.useIperf and proxy.spec.name in self.iperfProxies
+            target = self.iperfProxies[proxy.spec.name] if useIperf else proxy
+            port = (
+                target.port
+                if target.spec.kind != "direct"
+                else (self.iperfPort if useIperf else self.backendPort)
+            )
+            meter = TreeMeter(target.pid)
+            gen0 = _cpuSelf() + _cpuOf(None if useIperf else backendPid)
+            meter.start()
+            if useIperf:
+                r = _loadgen.iperf3Bulk(port, int(n), d == "up", self.seconds)
+            else:
+                r = _loadgen.bulk(
+                    port,
+                    int(n),
+                    d == "up",
+                    self.seconds,
+                    self.fileFD,
+                    self.fileSize,
+                    self.devnull,
+                )
+            m = meter.stop()
+            gen = _cpuSelf() + _cpuOf(None if useIperf else backendPid) - gen0
+            gb = r["bytes"] / 1e9
+            out: dict[str, Any] = {
+                "gbps": r["bytes"] * 8 / r["seconds"] / 1e9,
+                "bytes": r["bytes"],
+                "seconds": r["seconds"],
+                "errors": r["errors"],
+            }
+            if r["error"]:
+                out["error"] = r["error"]
+            if gb > 0 and not useIperf:
+                out["genCPUPerGB"] = gen / gb
+            if m and gb > 0:
+                out.update(
+                    cpuUserPerGB=m["user"] / gb,
+                    cpuSysPerGB=m["system"] / gb,
+                    cpuPerGB=(m["user"] + m["system"]) / gb,
+                    ctxPerGB=m["ctx"] / gb,
+                    peakRSSMiB=m["peakRSS"] / (1 << 20),
+                    peakFDs=m["peakFDs"],
+                )
+            return out
+        if family == "latency":
+            pids = [p for p in (proxy.pid, backendPid) if p is not None]
+            meter = TreeMeter(proxy.pid)
+            with pinned(pids, not self.args.no_pin) as did:
+                self.pinnedLatency = did
+                meter.start()
+                r = _loadgen.latency(proxy.port, self.pings)
+                m = meter.stop()
+            if m and r.get("count"):
+                r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["count"] * 1e6
+            return r
+        if family == "churn":
+            meter = TreeMeter(proxy.pid)
+            meter.start()
+            r = _loadgen.churn(proxy.port, self.churnSeconds, CHURN_WORKERS)
+            m = meter.stop()
+            if m and r["conns"]:
+                r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["conns"] * 1e6
+                r["peakRSSMiB"] = m["peakRSS"] / (1 << 20)
+            return r
+        if family == "idle":
+            assert proxy.pid is not None
+            time.sleep(0.2)
+            base = snapshot(proxy.pid)
+            socks, failures, error = _loadgen.openIdle(proxy.port, self.idleConns)
+            time.sleep(0.3)
+            held = snapshot(proxy.pid)
+            n = max(1, len(socks))
+            for s in socks:
+                s.close()
+            left = held.fds
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                left = snapshot(proxy.pid).fds
+                if left <= base.fds:
+                    break
+                time.sleep(0.1)
+            out = {
+                "conns": len(socks),
+                "rssPerConnKiB": (held.rss - base.rss) / n / 1024,
+                "fdsPerConn": (held.fds - base.fds) / n,
+                "failures": failures,
+                "fdsLeft": max(0, left - base.fds),
+            }
+            if error:
+                out["error"] = error
+            return out
+        raise ValueError(load)
+
+    # -- strace -------------------------------------------------------------
+
+    def straceRun(self, proxy: _proxies.RunningProxy, load: str, work: str) -> dict:
+        assert proxy.pid is not None
+        path = os.path.join(work, f"strace-{proxy.spec.name}.txt")
+        tracer = subprocess.Popen(
+            ["strace", "-c", "-f", "-q", "-o", path, "-p", str(proxy.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        _, n, d = load.split("-")
+        try:
+            r = _loadgen.bulk(
+                proxy.port,
+                int(n),
+                d == "up",
+                self.seconds,
+                self.fileFD,
+                self.fileSize,
+                self.devnull,
+            )
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            try:
+                tracer.wait(20)
+            except subprocess.TimeoutExpired:
+                tracer.kill()
+                tracer.wait()
+        gb = r["bytes"] / 1e9
+        calls = parseStrace(path)
+        if not calls or gb <= 0:
+            return {"error": f"no strace summary ({r.get('error') or 'no data'})"}
+        total = sum(calls.values())
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+        return {
+            "syscallsPerGB": total / gb,
+            "topPerGB": [(k, v / gb) for k, v in top],
+            "bytes": r["bytes"],
+        }
+
+    # -- the whole run ------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        a = self.args
+        started = datetime.datetime.now().astimezone()
+        t0 = time.monotonic()
+        work = tempfile.mkdtemp(prefix="splicetx-bench-")
+        logs = os.path.join(os.path.abspath(a.out), "logs")
+        try:
+            self.startAll(work)
+            self.fileFD = os.open(self.sourcePath, os.O_RDONLY)
+            self.fileSize = os.fstat(self.fileFD).st_size
+            self.devnull = os.open(os.devnull, os.O_WRONLY)
+            order = [s.name for s in self.specs if s.name in self.proxies]
+            plan = [
+                (rep, load, name)
+                for rep in range(self.reps)
+                for load in self.loads
+                for name in order
+                if self.applies(self.proxies[name].spec, load)
+            ]
+            straceLoad = next(
+                (lo for lo in self.loads if lo.startswith("bulk-8")), None
+            )
+            straceLoad = straceLoad or next(
+                (lo for lo in self.loads if lo.startswith("bulk")), None
+            )
+            doStrace = a.strace and "--strace" not in self.skipped and straceLoad
+            straceTargets = [n for n in order if self.proxies[n].pid is not None]
+            progress = Progress(len(plan) + (len(straceTargets) if doStrace else 0))
+            for rep, load, name in plan:
+                proxy = self.proxies[name]
+                progress.step(f"rep {rep + 1}/{self.reps} {load:<12} {name}")
+                if not proxy.alive():
+                    self.errors.append(f"{name} died before {load} (rep {rep + 1})")
+                    continue
+                gc.collect()
+                r = self.measure(proxy, load)
+                r.update(proxy=name, load=load, rep=rep)
+                if r.get("error"):
+                    self.errors.append(f"{name} {load} rep {rep + 1}: {r['error']}")
+                self.runs.append(r)
+                time.sleep(0.1)
+            strace: dict[str, Any] = {}
+            if doStrace:
+                for name in straceTargets:
+                    progress.step(f"strace {straceLoad} {name}")
+                    strace[name] = self.straceRun(self.proxies[name], straceLoad, work)
+            progress.finish(f"done in {time.monotonic() - t0:.0f}s")
+        finally:
+            self.stopAll()
+            os.makedirs(logs, exist_ok=True)
+            for f in os.listdir(work):
+                if f.endswith((".log", ".cfg")) or f.startswith("strace-"):
+                    shutil.copy(os.path.join(work, f), logs)
+            shutil.rmtree(work, ignore_errors=True)
+
+        summary = _report.summarize(self.runs)
+        import splicetx
+        import twisted
+
+        result: dict[str, Any] = {
+            "meta": {
+                "command": "python -m splicetx.bench "
+                + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+                "started": started.isoformat(timespec="seconds"),
+                "elapsed": time.monotonic() - t0,
+                "machine": f"{platform.node()}, Linux {platform.release()}, "
+                f"{os.cpu_count()} CPUs ({_cpuModel()})",
+                "software": f"Python {platform.python_version()}, Twisted "
+                f"{twisted.__version__}, splicetx {splicetx.__version__}",
+                "launcher": (
+                    "twist splice-proxy (the CLI)"
+                    if self.launcher == "cli"
+                    else "the bench's stand-in (splicetx.bench._standin; "
+                    "twist splice-proxy not used)"
+                ),
+                "generator": ("iperf3 for bulk loads" if self.useIperf else "built-in")
+                + " (sendfile from a page-cached file; splice into /dev/null)",
+                "reps": self.reps,
+                "bulkSeconds": self.seconds,
+                "pings": self.pings,
+                "churnSeconds": self.churnSeconds,
+                "churnWorkers": CHURN_WORKERS,
+                "idleConns": self.idleConns,
+                "pinned": self.pinnedLatency,
+                "quick": bool(a.quick),
+                "spliceDefault": self.spliceDefault,
+                "defaultPipeSize": self.defaultPipeSize,
+                "straceLoad": straceLoad if doStrace else None,
+            },
+            "proxies": {n: _proxies.describe(p) for n, p in self.proxies.items()},
+            "skipped": self.skipped,
+            "summary": summary,
+            "targets": _report.targets(summary, self.spliceDefault),
+            "strace": strace,
+            "errors": self.errors,
+            "runs": self.runs,
+        }
+        return result
+
+
+def parseStrace(path: str) -> dict[str, int]:
+    """
+    Read the call counts out of an C{strace -c} summary.
+    """
+    calls: dict[str, int] = {}
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except OSError:
+        return calls
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 5 or not parts[0][0].isdigit() or parts[-1] == "total":
+            continue
+        try:
+            calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[3])
+        except ValueError:
+            continue
+    return calls
+
+
+def _cpuModel() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run the bench; return the process exit status (0 when every proxy that
+    started produced figures).
+    """
+    args = _parser().parse_args(argv)
+    bench = Bench(args)
+    bench.configure()
+    result = bench.run()
+    paths = _report.write(result, args.out, drawChart=not args.no_chart)
+    sys.stderr.write("wrote " + ", ".join(paths) + "\n")
+    print(_report.markdown(result))
+    return 0 if bench.runs else 1

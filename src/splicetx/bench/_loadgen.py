@@ -1,0 +1,283 @@
+"""
+The bench's load generator, client side.  It runs in the bench's own
+process; every stream is a thread that blocks in C{sendfile} (sending from a
+page-cached file) or C{splice} (receiving into C{/dev/null} through a 1 MiB
+pipe), so the generator spends a few system calls per megabyte and leaves the
+CPU to the proxy under test.  The backend is L{splicetx.bench._backend}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+from splicetx.bench._wire import (
+    COUNT,
+    DOWNLOAD,
+    ECHO,
+    UPLOAD,
+    header,
+    recvExactly,
+    sendFor,
+    sinkAll,
+)
+
+HOST = "127.0.0.1"
+
+
+def _connect(port: int, timeout: float = 10.0) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((HOST, port))
+    return s
+
+
+def bulk(
+    port: int,
+    streams: int,
+    upload: bool,
+    seconds: float,
+    fileFD: int,
+    fileSize: int,
+    devnull: int,
+) -> dict[str, Any]:
+    """
+    Move bytes through C{port} on C{streams} connections at once for about
+    C{seconds}: upload (client to backend) or download.
+
+    @return: C{bytes} (delivered end to end), C{seconds} (from the common
+        start until the last stream finished), C{errors}, C{error}.
+    """
+    barrier = threading.Barrier(streams + 1, timeout=60)
+    moved = [0] * streams
+    ends = [0.0] * streams
+    errors: list[str] = []
+
+    def stream(i: int) -> None:
+        try:
+            s = _connect(port)
+        except OSError as e:
+            errors.append(f"connect: {e}")
+            barrier.abort()
+            return
+        try:
+            # Truly blocking (a timeout makes the fd non-blocking, and
+            # sendfile/splice would see EAGAIN); join() bounds the wait.
+            s.settimeout(None)
+            barrier.wait()
+            if upload:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.sendall(header(UPLOAD))
+                sendFor(s, fileFD, fileSize, seconds, framed=True)
+                moved[i] = COUNT.unpack(recvExactly(s, COUNT.size))[0]
+            else:
+                s.sendall(header(DOWNLOAD, int(seconds * 1000)))
+                moved[i] = sinkAll(s, devnull)
+            ends[i] = time.monotonic()
+        except (OSError, threading.BrokenBarrierError) as e:
+            errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            s.close()
+
+    threads = [
+        threading.Thread(target=stream, args=(i,), daemon=True) for i in range(streams)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    start = time.monotonic()
+    for t in threads:
+        t.join(seconds + 180)
+    end = max([e for e in ends if e] or [time.monotonic()])
+    return {
+        "bytes": sum(moved),
+        "seconds": max(end - start, 1e-9),
+        "errors": len(errors),
+        "error": errors[0] if errors else None,
+    }
+
+
+def latency(port: int, count: int, size: int = 1024, warmup: int = 200) -> dict:
+    """
+    Ping-pong C{size}-byte messages through C{port}, one at a time.
+
+    @return: C{p50us}, C{p99us}, C{meanus}, C{count}, C{errors}, C{error}.
+    """
+    msg = os.urandom(size)
+    buf = bytearray(size)
+    view = memoryview(buf)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    try:
+        s = _connect(port)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(header(ECHO))
+        recvInto = s.recv_into
+        send = s.sendall
+        for i in range(warmup + count):
+            t0 = clock()
+            send(msg)
+            got = 0
+            while got < size:
+                n = recvInto(view[got:])
+                if not n:
+                    raise ConnectionError("end of stream during ping-pong")
+                got += n
+            t1 = clock()
+            if i >= warmup:
+                samples.append(t1 - t0)
+        if buf != msg:
+            raise ValueError("echo mismatch")
+        s.close()
+    except (OSError, ValueError) as e:
+        return {"errors": 1, "error": f"{type(e).__name__}: {e}", "count": len(samples)}
+    samples.sort()
+
+    def pct(p: float) -> float:
+        return samples[min(len(samples) - 1, int(p * len(samples)))] / 1000.0
+
+    return {
+        "p50us": pct(0.50),
+        "p99us": pct(0.99),
+        "meanus": sum(samples) / len(samples) / 1000.0,
+        "count": len(samples),
+        "errors": 0,
+        "error": None,
+    }
+
+
+def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
+    """
+    Open a connection, echo 100 bytes, close; repeat on C{workers} threads
+    for C{seconds}.
+
+    @return: C{conns} (completed), C{failures}, C{seconds}, C{connsPerSec},
+        C{error} (the first failure).
+    """
+    payload = os.urandom(100)
+    first = header(ECHO) + payload
+    ok = [0] * workers
+    bad = [0] * workers
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+
+    def work(i: int) -> None:
+        while time.monotonic() < deadline:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.settimeout(10)
+                s.connect((HOST, port))
+                s.sendall(first)
+                if recvExactly(s, len(payload)) != payload:
+                    raise ValueError("echo mismatch")
+                ok[i] += 1
+            except (OSError, ValueError) as e:
+                bad[i] += 1
+                if len(errors) < 5:
+                    errors.append(f"{type(e).__name__}: {e}")
+            finally:
+                s.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - start
+    return {
+        "conns": sum(ok),
+        "failures": sum(bad),
+        "seconds": took,
+        "connsPerSec": sum(ok) / took,
+        "error": errors[0] if errors else None,
+    }
+
+
+def openIdle(port: int, count: int, batch: int = 100) -> tuple[list, int, str | None]:
+    """
+    Open C{count} connections through C{port}, each proven end to end with a
+    100-byte echo, and leave them open.
+
+    @return: the sockets, the number of failures, the first error.
+    """
+    payload = b"i" * 100
+    first = header(ECHO) + payload
+    socks: list[socket.socket] = []
+    failures = 0
+    error = None
+    for startAt in range(0, count, batch):
+        pending = []
+        for _ in range(min(batch, count - startAt)):
+            try:
+                s = _connect(port)
+                s.sendall(first)
+                pending.append(s)
+            except OSError as e:
+                failures += 1
+                error = error or f"{type(e).__name__}: {e}"
+        for s in pending:
+            try:
+                if recvExactly(s, len(payload)) != payload:
+                    raise ValueError("echo mismatch")
+                socks.append(s)
+            except (OSError, ValueError) as e:
+                failures += 1
+                error = error or f"{type(e).__name__}: {e}"
+                s.close()
+    return socks, failures, error
+
+
+def iperf3Bulk(port: int, streams: int, upload: bool, seconds: float) -> dict[str, Any]:
+    """
+    Run C{iperf3} as the client through C{port} (an iperf3 server must be
+    upstream of it).
+
+    @return: like L{bulk}.
+    """
+    import json
+
+    argv = [
+        "iperf3",
+        "-c",
+        HOST,
+        "-p",
+        str(port),
+        "-t",
+        str(max(1, round(seconds))),
+        "-P",
+        str(streams),
+        "-Z",
+        "-J",
+    ]
+    if not upload:
+        argv.append("-R")
+    try:
+        out = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 60
+        ).stdout
+        data = json.loads(out)
+        if "error" in data:
+            raise RuntimeError(data["error"])
+        recv = data["end"]["sum_received"]
+        return {
+            "bytes": int(recv["bytes"]),
+            "seconds": float(recv["seconds"]),
+            "errors": 0,
+            "error": None,
+        }
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+        subprocess.SubprocessError,
+    ) as e:
+        return {"bytes": 0, "seconds": 1.0, "errors": 1, "error": f"iperf3: {e}"}

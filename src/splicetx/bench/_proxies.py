@@ -1,0 +1,358 @@
+"""
+The proxies under test: what they are, how to start one as its own process
+on 127.0.0.1, and how to stop it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import attr
+
+BULK_ONLY = ("bulk",)
+ALL_LOADS = ("bulk", "latency", "churn", "idle")
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ProxySpec:
+    """
+    One proxy under test.
+
+    @ivar name: short id used in tables, JSON and C{--proxies}.
+    @ivar label: what it is, for readers.
+    @ivar kind: C{direct}, C{splicetx}, C{portforward}, C{plainloop},
+        C{socat} or C{haproxy}.
+    @ivar engine: the splicetx engine (C{splicetx} only).
+    @ivar pipeSize: pipe size in bytes (splicetx and the plain loop).
+    @ivar loads: the load families it runs (C{bulk}, C{latency}, C{churn},
+        C{idle}).
+    """
+
+    name: str
+    label: str
+    kind: str
+    engine: str | None = None
+    pipeSize: int | None = None
+    loads: tuple[str, ...] = ALL_LOADS
+
+
+def _kib(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
+def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
+    """
+    Every proxy the bench knows, in table order.  The splice engine at the
+    default pipe size runs every load; the other sizes only bulk (the sweep).
+    """
+    specs = [ProxySpec("direct", "no proxy (the ceiling)", "direct")]
+    for size in (64 << 10, 256 << 10, 1 << 20):
+        name = f"splice-{size >> 10}k" if size < 1 << 20 else f"splice-{size >> 20}m"
+        default = size == defaultPipeSize
+        specs.append(
+            ProxySpec(
+                name,
+                f"splicetx, splice engine, {_kib(size)} pipes"
+                + (" (default)" if default else ""),
+                "splicetx",
+                "splice",
+                size,
+                ALL_LOADS if default else BULK_ONLY,
+            )
+        )
+    specs += [
+        ProxySpec("copy", "splicetx, copy engine", "splicetx", "copy", defaultPipeSize),
+        ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
+        ProxySpec(
+            "plainloop",
+            "plain Python epoll + splice loop, 1 MiB pipes (yardstick)",
+            "plainloop",
+            pipeSize=1 << 20,
+        ),
+        ProxySpec("socat", "socat (fork per connection)", "socat"),
+        ProxySpec("haproxy", "HAProxy, 1 thread, splice forced", "haproxy"),
+    ]
+    return specs
+
+
+def defaultSpliceName(defaultPipeSize: int) -> str:
+    """
+    The name of the splice-engine proxy at the default pipe size.
+    """
+    size = defaultPipeSize
+    return f"splice-{size >> 10}k" if size < 1 << 20 else f"splice-{size >> 20}m"
+
+
+def unavailableReason(spec: ProxySpec) -> str | None:
+    """
+    Why C{spec} cannot run here, or C{None}.
+    """
+    if spec.kind in ("socat", "haproxy") and shutil.which(spec.kind) is None:
+        return f"{spec.kind} is not installed (apt-get install {spec.kind})"
+    return None
+
+
+def hasSpliceProxyPlugin() -> bool:
+    """
+    Whether C{twist splice-proxy} exists (the splicetx CLI).
+    """
+    try:
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        from twisted import plugins
+
+        return any(
+            getattr(p, "tapname", None) == "splice-proxy"
+            for p in getPlugins(IServiceMaker, plugins)
+        )
+    except Exception:
+        return False
+
+
+def freePort() -> int:
+    """
+    A TCP port on 127.0.0.1 that was free a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _twist(*args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "twisted",
+        "--reactor=epoll",
+        "--log-level=warn",
+        "--log-format=text",
+        "--log-file=-",
+        *args,
+    ]
+
+
+def command(
+    spec: ProxySpec, port: int, upstream: int, launcher: str, workDir: str
+) -> list[str]:
+    """
+    The argv that starts C{spec} listening on C{port}, relaying to
+    C{upstream}.  C{launcher} is C{cli} (C{twist splice-proxy}) or
+    C{standin} (L{splicetx.bench._standin}) for splicetx.
+    """
+    if spec.kind == "splicetx":
+        assert spec.engine is not None and spec.pipeSize is not None
+        if launcher == "cli":
+            return _twist(
+                "splice-proxy",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--connect",
+                f"tcp:127.0.0.1:{upstream}",
+                "--engine",
+                spec.engine,
+                "--pipe-size",
+                str(spec.pipeSize),
+            )
+        return [
+            sys.executable,
+            "-m",
+            "splicetx.bench._standin",
+            "--listen",
+            str(port),
+            "--connect",
+            str(upstream),
+            "--engine",
+            spec.engine,
+            "--pipe-size",
+            str(spec.pipeSize),
+        ]
+    if spec.kind == "portforward":
+        return _twist(
+            "portforward",
+            "--port",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--host",
+            "127.0.0.1",
+            "--dest_port",
+            str(upstream),
+        )
+    if spec.kind == "plainloop":
+        return [
+            sys.executable,
+            "-m",
+            "splicetx.bench._plainloop",
+            "--listen",
+            str(port),
+            "--connect",
+            str(upstream),
+            "--pipe-size",
+            str(spec.pipeSize or 1 << 20),
+        ]
+    if spec.kind == "socat":
+        return [
+            "socat",
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=4096",
+            f"TCP:127.0.0.1:{upstream}",
+        ]
+    if spec.kind == "haproxy":
+        cfg = os.path.join(workDir, f"haproxy-{port}.cfg")
+        with open(cfg, "w") as f:
+            f.write(
+                "global\n"
+                "    nbthread 1\n"
+                "    maxconn 20000\n"
+                "defaults\n"
+                "    mode tcp\n"
+                "    timeout connect 10s\n"
+                "    timeout client 300s\n"
+                "    timeout server 300s\n"
+                "    option splice-request\n"
+                "    option splice-response\n"
+                "frontend bench\n"
+                f"    bind 127.0.0.1:{port}\n"
+                "    default_backend upstream\n"
+                "backend upstream\n"
+                f"    server s1 127.0.0.1:{upstream}\n"
+            )
+        return ["haproxy", "-db", "-f", cfg]
+    raise ValueError(f"no command for {spec.kind}")
+
+
+@attr.s(auto_attribs=True)
+class RunningProxy:
+    """
+    A started proxy (or the direct path, which has no process).
+    """
+
+    spec: ProxySpec
+    port: int
+    process: subprocess.Popen | None = None
+    argv: list[str] = attr.Factory(list)
+    launcher: str | None = None
+    logPath: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def stop(self) -> None:
+        """
+        Stop the proxy and anything it forked.
+        """
+        p = self.process
+        if p is None or p.poll() is not None:
+            return
+        try:
+            import psutil
+
+            kids = psutil.Process(p.pid).children(recursive=True)
+        except Exception:
+            kids = []
+        p.send_signal(signal.SIGTERM)
+        for k in kids:
+            try:
+                k.terminate()
+            except Exception:
+                pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+        for k in kids:
+            try:
+                k.kill()
+            except Exception:
+                pass
+
+
+def logTail(path: str | None, lines: int = 8) -> str:
+    """
+    The last lines of a log file, for error messages.
+    """
+    if not path:
+        return ""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip()
+    except OSError:
+        return ""
+
+
+def waitListening(proxy: RunningProxy, timeout: float = 30.0) -> str | None:
+    """
+    Wait until the proxy accepts connections.
+
+    @return: C{None}, or why it did not come up.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proxy.alive():
+            assert proxy.process is not None
+            return (
+                f"exited with status {proxy.process.returncode}: "
+                f"{logTail(proxy.logPath)}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=1):
+                return None
+        except OSError:
+            time.sleep(0.05)
+    return f"not listening after {timeout:.0f}s: {logTail(proxy.logPath)}"
+
+
+def start(spec: ProxySpec, upstream: int, launcher: str, workDir: str) -> RunningProxy:
+    """
+    Start C{spec} in front of C{upstream}; do not wait for it (see
+    L{waitListening}).
+    """
+    if spec.kind == "direct":
+        return RunningProxy(spec, upstream)
+    port = freePort()
+    argv = command(spec, port, upstream, launcher, workDir)
+    logPath = os.path.join(workDir, f"{spec.name}-{port}.log")
+    log = open(logPath, "wb")
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    return RunningProxy(
+        spec,
+        port,
+        process,
+        argv,
+        launcher if spec.kind == "splicetx" else None,
+        logPath,
+    )
+
+
+def describe(proxy: RunningProxy) -> dict[str, Any]:
+    """
+    JSON-ready description of a running proxy.
+    """
+    return {
+        "label": proxy.spec.label,
+        "kind": proxy.spec.kind,
+        "engine": proxy.spec.engine,
+        "pipeSize": proxy.spec.pipeSize,
+        "launcher": proxy.launcher,
+        "argv": proxy.argv,
+    }

@@ -1,0 +1,185 @@
+"""
+Tests for C{python -m splicetx.bench}: the bench runs end to end in its quick
+mode and writes its three outputs, and its pure helpers compute what they
+claim.  Nothing here looks at how fast anything is.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import splicetx
+from splicetx.bench import _cli, _proxies, _report, _wire
+
+SPLICE = _proxies.defaultSpliceName(splicetx.DEFAULT_PIPE_SIZE)
+PROXIES = ("direct", SPLICE, "copy")
+
+_ran: dict[str, object] = {}
+
+
+def _quickRun() -> tuple[str, subprocess.CompletedProcess]:
+    """
+    Run the bench once per test process (quick mode, three proxies) and
+    share the result between the tests that read it.
+    """
+    if not _ran:
+        out = tempfile.mkdtemp(prefix="splicetx-test-bench-")
+        atexit.register(shutil.rmtree, out, True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "splicetx.bench",
+                "--quick",
+                "--proxies",
+                ",".join(PROXIES),
+                "--out",
+                out,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        _ran["out"], _ran["proc"] = out, proc
+    return _ran["out"], _ran["proc"]  # type: ignore[return-value]
+
+
+class QuickBenchTests(SynchronousTestCase):
+    """
+    C{python -m splicetx.bench --quick} runs and writes its outputs.
+    """
+
+    def test_exitsCleanly(self) -> None:
+        """
+        The quick bench exits with status 0.
+        """
+        _, proc = _quickRun()
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+
+    def test_writesThreeFiles(self) -> None:
+        """
+        results.json, results.md and a real PNG results.png are written.
+        """
+        out, _ = _quickRun()
+        for name in ("results.json", "results.md", "results.png"):
+            path = os.path.join(out, name)
+            self.assertTrue(os.path.exists(path), name)
+            self.assertGreater(os.path.getsize(path), 0, name)
+        with open(os.path.join(out, "results.png"), "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_jsonHasFiguresForDirectAndSplicetx(self) -> None:
+        """
+        The JSON summary holds bulk throughput for direct and splicetx, and
+        the splicetx proxy figures (CPU per GB) that direct cannot have.
+        """
+        out, _ = _quickRun()
+        with open(os.path.join(out, "results.json")) as f:
+            result = json.load(f)
+        summary = result["summary"]
+        for name in PROXIES:
+            self.assertIn(name, summary)
+            self.assertGreater(summary[name]["bulk-8-up"]["gbps"]["median"], 0)
+        self.assertGreater(summary[SPLICE]["bulk-8-up"]["cpuPerGB"]["median"], 0)
+        self.assertNotIn("cpuPerGB", summary["direct"]["bulk-8-up"])
+        for load in ("latency", "churn", "idle"):
+            self.assertIn(load, summary[SPLICE])
+        self.assertEqual(result["proxies"][SPLICE]["engine"], "splice")
+        self.assertIn(result["proxies"][SPLICE]["launcher"], ("cli", "standin"))
+
+    def test_markdownHasRows(self) -> None:
+        """
+        The Markdown report has table rows for direct and splicetx.
+        """
+        out, _ = _quickRun()
+        with open(os.path.join(out, "results.md")) as f:
+            md = f.read()
+        self.assertIn("| **direct** |", md)
+        self.assertIn(f"| **{SPLICE}** |", md)
+        self.assertIn("## bulk, 8 streams, upload", md)
+
+    def test_progressOnStderr(self) -> None:
+        """
+        A progress bar is written to stderr and ends with "done".
+        """
+        _, proc = _quickRun()
+        self.assertIn("[###", proc.stderr)
+        self.assertIn("done in", proc.stderr)
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    The bench's pure helpers.
+    """
+
+    def test_headerRoundTrip(self) -> None:
+        """
+        A connection header is 16 bytes and parses back to mode and parameter.
+        """
+        h = _wire.header(_wire.DOWNLOAD, 2500)
+        self.assertEqual(len(h), _wire.HEADER_SIZE)
+        self.assertEqual(_wire.parseHeader(h), (_wire.DOWNLOAD, 2500))
+
+    def test_summarizeMedianAndRange(self) -> None:
+        """
+        summarize() gives median, min, max and count per proxy, load and
+        figure, and ignores non-numeric fields.
+        """
+        runs = [
+            {"proxy": "p", "load": "l", "rep": i, "gbps": v, "error": None}
+            for i, v in enumerate([3.0, 1.0, 2.0])
+        ]
+        s = _report.summarize(runs)
+        self.assertEqual(
+            s["p"]["l"]["gbps"], {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+        )
+        self.assertNotIn("error", s["p"]["l"])
+
+    def test_targetsCompareAgainstBaselines(self) -> None:
+        """
+        targets() computes ratios against portforward and direct and says
+        whether each goal is met.
+        """
+
+        def one(v: float) -> dict:
+            return {"median": v, "min": v, "max": v, "n": 1}
+
+        summary = {
+            "direct": {"bulk-8-up": {"gbps": one(10.0)}},
+            "portforward": {"bulk-8-up": {"gbps": one(2.0), "cpuPerGB": one(2.0)}},
+            "s": {"bulk-8-up": {"gbps": one(6.0), "cpuPerGB": one(0.4)}},
+        }
+        got = {t["target"]: t for t in _report.targets(summary, "s")}
+        tp = got["bulk-8-up: throughput vs portforward"]
+        self.assertAlmostEqual(tp["value"], 3.0)
+        self.assertTrue(tp["met"])
+        share = got["bulk-8-up: share of direct throughput"]
+        self.assertAlmostEqual(share["value"], 0.6)
+        self.assertFalse(share["met"])
+        self.assertTrue(got["bulk-8-up: CPU-s/GB vs portforward"]["met"])
+
+    def test_parseStrace(self) -> None:
+        """
+        parseStrace() reads call counts from an strace -c summary, with and
+        without an errors column, and skips the total line.
+        """
+        text = (
+            "% time     seconds  usecs/call     calls    errors syscall\n"
+            "------ ----------- ----------- --------- --------- ----------------\n"
+            " 80.00    0.008000           4      2000       500 splice\n"
+            " 20.00    0.002000           2      1000           epoll_wait\n"
+            "------ ----------- ----------- --------- --------- ----------------\n"
+            "100.00    0.010000           3      3000       500 total\n"
+        )
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        self.assertEqual(_cli.parseStrace(path), {"splice": 2000, "epoll_wait": 1000})
