@@ -1,0 +1,456 @@
+# -*- test-case-name: tests.test_relay_faults -*-
+"""
+Misuse, fallbacks that need special transports or limits, descriptor and
+memory hygiene, and fairness of L{splicetx.relay}.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    gatherResults,
+    inlineCallbacks,
+)
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocol,
+    IPullProducer,
+    IPushProducer,
+    IReadWriteDescriptor,
+)
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from splicetx import (
+    DONE,
+    PipePool,
+    Relay,
+    RelayUsageError,
+    _copy,
+    _relay,
+    _splice,
+    relay,
+)
+from splicetx.testing import ReactorTestMixin, makeReactorTests
+
+from ._harness import Peer, _clientFactory, _factory, _Holder, makePair, payload
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fakePair() -> tuple[Any, Any, Any, Any, Any]:
+    """
+    Two in-memory connections: client <-> A and B <-> server (iosim).
+    """
+    client, holderA = Peer(None, "client"), _Holder()
+    holderB, server = _Holder(), Peer(None, "server")
+    pumpA = iosim.connect(
+        holderA, iosim.makeFakeServer(holderA), client, iosim.makeFakeClient(client)
+    )
+    pumpB = iosim.connect(
+        server, iosim.makeFakeServer(server), holderB, iosim.makeFakeClient(holderB)
+    )
+    return client, holderA, holderB, server, (pumpA, pumpB)
+
+
+class UsageTests(SynchronousTestCase):
+    """
+    Misuse is an errback with L{RelayUsageError} that says what was wrong.
+    """
+
+    def _usage(self, *args: Any, **kw: Any) -> str:
+        d = relay(*args, reactor=MemoryReactorClock(), **kw)
+        f = self.failureResultOf(d, RelayUsageError)
+        return str(f.value)
+
+    def test_sameTransportTwice(self) -> None:
+        """Relaying a transport to itself is refused."""
+        client, a, b, server, pumps = _fakePair()
+        self.assertIn("to itself", self._usage(a.transport, a.transport))
+
+    def test_notConnected(self) -> None:
+        """A disconnecting transport is refused."""
+        client, a, b, server, pumps = _fakePair()
+        a.transport.loseConnection()
+        self.assertIn("transport A", self._usage(a.transport, b.transport))
+        self.assertIn("not connected", self._usage(a.transport, b.transport))
+
+    def test_alreadyRelayed(self) -> None:
+        """A transport already being relayed is refused."""
+        client, a, b, server, pumps = _fakePair()
+        first = relay(a.transport, b.transport, reactor=MemoryReactorClock())
+        self.assertNoResult(first)
+        client2, a2, b2, server2, pumps2 = _fakePair()
+        msg = self._usage(a2.transport, b.transport)
+        self.assertIn("transport B", msg)
+        self.assertIn("already being relayed", msg)
+
+    def test_unknownEngine(self) -> None:
+        """An unknown engine name is refused and the valid ones are listed."""
+        client, a, b, server, pumps = _fakePair()
+        msg = self._usage(a.transport, b.transport, engine="zerocopy")
+        self.assertIn("'zerocopy'", msg)
+        self.assertIn("splice", msg)
+
+    def test_forcedSpliceOnFake(self) -> None:
+        """engine='splice' on a fake transport is refused with the reason."""
+        client, a, b, server, pumps = _fakePair()
+        msg = self._usage(a.transport, b.transport, engine="splice")
+        self.assertIn("not a socket transport", msg)
+
+    def test_noProtocol(self) -> None:
+        """A transport with no protocol to take events from is refused."""
+
+        class Bare:
+            connected = True
+
+        client, a, b, server, pumps = _fakePair()
+        self.assertIn("no protocol", self._usage(Bare(), b.transport))
+
+
+class FakeTransportTests(SynchronousTestCase):
+    """
+    Fake transports (no kernel) take the copy engine with the same contract.
+    """
+
+    def test_fakeRelay(self) -> None:
+        """Bytes, half-close and the result through iosim fake transports."""
+        client, a, b, server, (pumpA, pumpB) = _fakePair()
+        d = relay(a.transport, b.transport, reactor=MemoryReactorClock(), toB=b"hs:")
+        client.transport.write(b"hello")
+        server.transport.write(b"world")
+        for _ in range(3):
+            pumpA.flush()
+            pumpB.flush()
+        self.assertEqual(server.received, len(b"hs:hello"))
+        self.assertEqual(client.received, len(b"world"))
+        client.transport.loseConnection()
+        server.transport.loseConnection()
+        for _ in range(3):
+            pumpA.flush()
+            pumpB.flush()
+        result = self.successResultOf(d)
+        self.assertEqual(result.engine, "copy")
+        self.assertIn("not a socket transport", result.fallbackReason)
+        self.assertEqual((result.bytesAToB, result.bytesBToA), (8, 5))
+        self.assertIsNotNone(a.lostReason)
+        self.assertIsNotNone(b.lostReason)
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    The engine objects provide the interfaces they are registered as.
+    """
+
+    def test_interfaces(self) -> None:
+        """Sides, producers and the splice descriptor verify."""
+        client, a, b, server, pumps = _fakePair()
+        r = Relay(a.transport, b.transport, reactor=MemoryReactorClock())
+        side = _relay._Side(r, "A", a.transport)
+        verifyObject(IProtocol, side)
+        verifyObject(IHalfCloseableProtocol, side)
+        verifyObject(IPushProducer, _copy._Pauser(side))
+        verifyObject(IPullProducer, _splice._Drained(None, side))  # type: ignore[arg-type]
+        self.assertTrue(IReadWriteDescriptor.implementedBy(_splice._SpliceSocket))
+        for name in ("fileno", "doRead", "doWrite", "connectionLost", "logPrefix"):
+            self.assertTrue(callable(getattr(_splice._SpliceSocket, name)))
+
+
+_PEM = os.path.join(
+    os.path.dirname(__import__("twisted.test").test.__file__), "server.pem"
+)
+
+
+class TLSMixin(ReactorTestMixin):
+    """
+    A TLS transport on one side: the copy engine relays it, nothing lost.
+    """
+
+    @inlineCallbacks
+    def _tls(self, reactor: Any) -> Any:
+        with open(_PEM, "rb") as f:
+            cert = ssl.PrivateCertificate.loadPEM(f.read())
+        client, holderA = Peer(reactor, "client"), _Holder()
+        holderB, server = _Holder(), Peer(reactor, "server")
+        # TLS wrappers get this reactor as their clock (listenSSL would use
+        # the global reactor, which is not running in these tests).
+        serverTLS = TLSMemoryBIOFactory(
+            cert.options(), False, _factory(holderA), clock=reactor
+        )
+        clientTLS = TLSMemoryBIOFactory(
+            ssl.CertificateOptions(), True, _clientFactory(client), clock=reactor
+        )
+        portA = reactor.listenTCP(0, serverTLS, interface="127.0.0.1")
+        portB = reactor.listenTCP(0, _factory(server), interface="127.0.0.1")
+        reactor.connectTCP("127.0.0.1", portA.getHost().port, clientTLS)
+        reactor.connectTCP("127.0.0.1", portB.getHost().port, _clientFactory(holderB))
+        yield gatherResults([holderA.made, holderB.made, client.made, server.made])
+        yield DeferredList([portA.stopListening(), portB.stopListening()])
+        d = relay(holderA.transport, holderB.transport, reactor=reactor)
+        up, down = payload(1 << 20, 1), payload(1 << 20, 2)
+        server.send(down, halfClose=False)
+        client.send(up, halfClose=False)
+        # TLS cannot half-close: the client closes once it has the reply.
+        received: Deferred[None] = Deferred()
+        client.onData = lambda data: (
+            client.received >= len(down)
+            and not received.called
+            and received.callback(None)
+        )
+        yield received
+        yield deferLater(reactor, 0.1, lambda: None)
+        client.transport.loseConnection()
+        result = yield d
+        yield server.eof
+        server.transport.loseConnection()
+        yield gatherResults([client.lost, server.lost])
+        self.assertEqual(server.digest(), sha(up))
+        self.assertEqual(client.digest(), sha(down))
+        self.assertEqual(result.engine, "copy")
+        self.assertIn("TLS", result.fallbackReason)
+
+    def test_tls(self) -> None:
+        """TLS on side A falls back to copying with integrity both ways."""
+        self.runScenario(self._tls)
+
+
+class FileDescriptorHygieneMixin(ReactorTestMixin):
+    """
+    Relays that end in every way leave no descriptor and no registration.
+    """
+
+    count = 1000
+
+    @inlineCallbacks
+    def _many(self, reactor: Any) -> Any:
+        pool = PipePool(maxIdle=4)
+        fds0 = len(os.listdir("/proc/self/fd"))
+        endings = [
+            "done",
+            "clientReset",
+            "serverReset",
+            "cancel",
+            "appClose",
+            "copy",
+            "limit",
+        ]
+        outcomes: dict[str, int] = {}
+        batch = 25
+        for start in range(0, self.count, batch):
+            ds = []
+            for i in range(start, min(start + batch, self.count)):
+                ds.append(self._one(reactor, endings[i % len(endings)], pool, outcomes))
+            yield gatherResults(ds)
+        pool.close()
+        yield deferLater(reactor, 0.05, lambda: None)
+        fds1 = len(os.listdir("/proc/self/fd"))
+        self.assertEqual(fds1, fds0, f"fd count {fds0} -> {fds1}")
+        self.assertEqual(pool.reserved, 0)
+        self.assertEqual(pool.inUse, 0)
+        self.assertEqual(sum(outcomes.values()), self.count)
+        return outcomes
+
+    @inlineCallbacks
+    def _one(
+        self, reactor: Any, ending: str, pool: PipePool, outcomes: dict[str, int]
+    ) -> Any:
+        kw: dict[str, Any] = {"pipePool": pool}
+        if ending == "copy":
+            kw["engine"] = "copy"
+        if ending == "limit":
+            kw["pipePool"] = PipePool(maxPipes=0)
+        pair = yield makePair(reactor, **kw)
+        pair.client.send(
+            payload(3000, 1), halfClose=ending in ("done", "copy", "limit")
+        )
+        pair.server.send(
+            payload(5000, 2), halfClose=ending in ("done", "copy", "limit")
+        )
+        if ending == "clientReset":
+            pair.client.transport.abortConnection()
+        elif ending == "serverReset":
+            pair.server.transport.abortConnection()
+        elif ending == "cancel":
+            pair.result.cancel()
+        elif ending == "appClose":
+            yield deferLater(reactor, 0, lambda: None)
+            pair.relay.close()
+        result = yield pair.result
+        for peer in (pair.client, pair.server):
+            if not peer.lost.called:
+                yield peer.eof
+                if peer.transport is not None and not peer.lost.called:
+                    peer.transport.loseConnection()
+        yield gatherResults([pair.client.lost, pair.server.lost])
+        outcomes[result.reason] = outcomes.get(result.reason, 0) + 1
+
+    def test_noLeaks(self) -> None:
+        """1,000 relays ending every way: fd count back to baseline, reactor clean."""
+        outcomes = self.runScenario(self._many, timeout=240)
+        self.assertIn(DONE, outcomes)
+        self.assertGreater(len(outcomes), 2)
+
+
+class CycleMixin(ReactorTestMixin):
+    """
+    A finished relay is freed by reference counting alone (DESIGN.md rule 13).
+    """
+
+    @inlineCallbacks
+    def _cycle(self, reactor: Any) -> Any:
+        pair = yield makePair(reactor, engine="splice")
+        pair.client.send(payload(100_000, 1))
+        pair.server.send(payload(100_000, 2))
+        yield pair.result
+        yield gatherResults([pair.client.lost, pair.server.lost])
+        engine = pair.relay._engine
+        refs = [weakref.ref(pair.relay), weakref.ref(engine)]
+        refs += [weakref.ref(s) for s in pair.relay._sides]
+        return refs
+
+    def test_noCycles(self) -> None:
+        """Relay, engine and sides die without the cycle collector."""
+        gc.collect()
+        gc.disable()
+        try:
+            refs = self.runScenario(self._cycle)
+            alive = [r() for r in refs if r() is not None]
+            self.assertEqual(alive, [])
+        finally:
+            gc.enable()
+
+
+class FairnessMixin(ReactorTestMixin):
+    """
+    A bulk relay does not stall a small request/response relay.
+    """
+
+    @inlineCallbacks
+    def _fair(self, reactor: Any) -> Any:
+        bulk = yield makePair(reactor, engine="splice")
+        rr = yield makePair(reactor, engine="splice")
+        rr.server.onData = lambda data: rr.server.transport.write(data)
+
+        @inlineCallbacks
+        def pingpong(n: int) -> Any:
+            rtts = []
+            for _ in range(n):
+                got: Deferred[None] = Deferred()
+                want = rr.client.received + 1024
+                rr.client.onData = lambda data: (
+                    rr.client.received >= want and not got.called and got.callback(None)
+                )
+                t0 = reactor.seconds()
+                rr.client.transport.write(b"x" * 1024)
+                yield got
+                rtts.append(reactor.seconds() - t0)
+            return sorted(rtts)
+
+        idle = yield pingpong(100)
+        data = payload(256 << 20, 1)
+        bulk.client.send(data, halfClose=True, maxChunk=1 << 20)
+        bulk.server.onData = None
+        yield deferLater(reactor, 0.1, lambda: None)
+        before = bulk.relay.bytesAToB
+        busy = yield pingpong(200)
+        during = bulk.relay.bytesAToB - before
+        yield bulk.server.eof
+        bulk.server.transport.loseConnection()
+        rr.client.transport.loseConnection()
+        yield rr.server.eof
+        rr.server.transport.loseConnection()
+        yield gatherResults([bulk.result, rr.result, rr.client.lost, rr.server.lost])
+        return idle, busy, during, bulk.relay.bytesAToB
+
+    def test_fairness(self) -> None:
+        """Ping-pong round trips stay within a few ms while 256 MiB is spliced."""
+        idle, busy, during, total = self.runScenario(self._fair, timeout=120)
+        print(
+            f"\n{self.reactorName}: RTT p50 idle {idle[len(idle) // 2] * 1e6:.0f} us, "
+            f"under bulk p50 {busy[len(busy) // 2] * 1e6:.0f} us "
+            f"p99 {busy[int(len(busy) * 0.99)] * 1e6:.0f} us, "
+            f"{during / 2**20:.0f} MiB spliced meanwhile"
+        )
+        # The bulk transfer was really running during the ping-pong.
+        self.assertGreater(during, 8 << 20)
+        p50 = busy[len(busy) // 2]
+        self.assertLess(p50, 0.010, f"median RTT under bulk {p50 * 1e3:.2f} ms")
+        self.assertEqual(total, 256 << 20)
+
+
+_RLIMIT_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, os, resource, sys
+    sys.path[:0] = [{src!r}, {root!r}]
+    from twisted.internet.defer import gatherResults, inlineCallbacks
+    from splicetx import PipePool
+    from splicetx.testing import buildReactor, runScenario
+    from tests._harness import makePair, payload
+
+    @inlineCallbacks
+    def scenario(reactor):
+        holder = {{}}
+        def before(pair):
+            # Every fd number from here on is refused: pipes cannot be made.
+            top = max(int(x) for x in os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, top + 1))
+        pair = yield makePair(reactor, beforeRelay=before, pipePool=PipePool())
+        up, down = payload(1 << 20, 1), payload(1 << 20, 2)
+        pair.client.send(up); pair.server.send(down)
+        result = yield pair.result
+        yield gatherResults([pair.client.lost, pair.server.lost])
+        return dict(engine=result.engine, why=result.fallbackReason,
+                    up=pair.server.digest() == hashlib.sha256(up).hexdigest(),
+                    down=pair.client.digest() == hashlib.sha256(down).hexdigest())
+    print(json.dumps(runScenario(buildReactor(sys.argv[1]), scenario, timeout=30)))
+    """
+)
+
+
+class RlimitMixin(ReactorTestMixin):
+    """
+    Pipe creation refused by RLIMIT_NOFILE: the copy engine takes over.
+    """
+
+    def test_emfile(self) -> None:
+        """With no fd left for pipes, the relay copies and loses nothing."""
+        script = _RLIMIT_SCRIPT.format(src=SRC, root=os.path.dirname(HERE))
+        out = subprocess.run(
+            [sys.executable, "-c", script, self.reactorName],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual(got["engine"], "copy")
+        self.assertIn("EMFILE", got["why"])
+        self.assertTrue(got["up"] and got["down"], got)
+
+
+globals().update(makeReactorTests(TLSMixin))
+globals().update(makeReactorTests(FileDescriptorHygieneMixin))
+globals().update(makeReactorTests(CycleMixin))
+globals().update(makeReactorTests(FairnessMixin))
+globals().update(makeReactorTests(RlimitMixin))
