@@ -369,9 +369,7 @@ class Relay:
         a.interpose()
         b.interpose()
         if engine == "splice":
-            from splicetx._splice import SpliceEngine
-
-            self._engine = SpliceEngine(self, self._toA, self._toB)
+            self._engine = _splice.SpliceEngine(self, self._toA, self._toB)
         else:
             self._startCopy(reason, self._toA, self._toB)
             return d
@@ -443,10 +441,8 @@ class Relay:
         return self._pool
 
     def _startCopy(self, reason: str | None, toA: bytes, toB: bytes) -> None:
-        from splicetx._copy import CopyEngine
-
         self.fallbackReason = reason
-        self._engine = CopyEngine(self, toA, toB)
+        self._engine = _copy.CopyEngine(self, toA, toB)
         self._engine.start()
 
     def _fallBack(self, reason: str, toA: bytes = b"", toB: bytes = b"") -> None:
@@ -605,3 +601,9 @@ def relay(
         toB=toB,
         pipePool=pipePool,
     ).start()
+
+
+# The engines import this module's names; they are imported here, at the end,
+# and never lazily: a fallback must work when no file descriptor is left
+# (importing a module opens its file).
+from splicetx import _copy, _splice  # noqa: E402
