@@ -109,7 +109,7 @@ def connectFailureReason(failure: Any) -> str:
     from twisted.internet import defer, error
 
     exc = getattr(failure, "value", failure)
-    table = [
+    table: list[tuple[Any, str]] = [
         (error.ConnectionRefusedError, "refused"),
         ((error.TimeoutError, error.TCPTimedOutError), "timeout"),
         (error.DNSLookupError, "dns"),
@@ -290,7 +290,7 @@ class ProxyMetrics:
         from twisted.internet.task import LoopingCall
 
         if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
+            from twisted.internet import reactor
         self._pipes = Gauge(
             "splicetx_pipes",
             "Kernel pipes of the splice engine.",
@@ -410,7 +410,7 @@ def startMetricsEndpoint(
     from twisted.web.server import Site
 
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
     site = Site(root, reactor=reactor)

@@ -88,7 +88,7 @@ def inheritedListeners(
     """
     env = os.environ if environ is None else environ
     text = env.get(ENV_FDS, "")
-    result = []
+    result: list[tuple[int, int]] = []
     for item in filter(None, text.split(",")):
         fd, sep, family = item.partition(":")
         if not sep or not fd.isdigit() or family not in _FAMILIES:
@@ -114,7 +114,7 @@ def adoptListeners(
     @raise ValueError: when the number of factories does not match.
     """
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     listeners = inheritedListeners(environ)
     if len(listeners) != len(factories):
         raise ValueError(
@@ -150,7 +150,7 @@ def watchSupervisor(
     if ENV_SUPERVISOR not in env:
         return None
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     supervisor = int(env[ENV_SUPERVISOR])
 
     def check() -> None:

@@ -256,7 +256,7 @@ def prepareListener(description: str, mode: str | None = None, reactor: Any = No
     from twisted.internet.defer import fail
 
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     if mode not in (None, REUSEPORT, SHARED):
         return fail(ValueError(f"unknown worker socket mode {mode!r}"))
     try:
@@ -361,7 +361,7 @@ class WorkerSupervisor:
         if count < 1:
             raise ValueError(f"need at least one worker, not {count!r}")
         if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
+            from twisted.internet import reactor
         self._reactor = reactor
         self.workerArgv = list(workerArgv)
         self.count = count
@@ -507,7 +507,12 @@ class WorkerSupervisor:
         """
         if self._stopping is not None:
             d: Deferred[None] = Deferred()
-            self._stopping.addBoth(lambda r: (d.callback(None), r)[1])
+
+            def relay(result: object) -> object:
+                d.callback(None)
+                return result
+
+            self._stopping.addBoth(relay)
             return d
         self.running = False
         for listener in self.listeners:
@@ -601,10 +606,10 @@ class WorkerSupervisorService(Service):
 
         reactor = self._reactor
         if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
+            from twisted.internet import reactor
 
             self._reactor = reactor
-        d = gatherResults(
+        d: Deferred[Any] = gatherResults(
             [prepareListener(desc, self.mode, reactor) for desc in self.listen],
             consumeErrors=True,
         )
