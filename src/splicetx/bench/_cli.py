@@ -418,6 +418,7 @@ class Bench:
                 m = meter.stop()
             if m and r.get("count"):
                 r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["count"] * 1e6
+                r["cpuUserUsPerOp"] = m["user"] / r["count"] * 1e6
             return r
         if family == "churn":
             meter = TreeMeter(proxy.pid)
@@ -426,6 +427,7 @@ class Bench:
             m = meter.stop()
             if m and r["conns"]:
                 r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["conns"] * 1e6
+                r["cpuUserUsPerOp"] = m["user"] / r["conns"] * 1e6
                 r["peakRSSMiB"] = m["peakRSS"] / (1 << 20)
             return r
         if family == "idle":

@@ -203,12 +203,19 @@ def command(
             f"TCP:127.0.0.1:{upstream}",
         ]
     if spec.kind == "haproxy":
+        import resource
+
+        # haproxy needs about 2.5 fds per connection with splicing (sockets
+        # and pipes) and refuses to start when maxconn does not fit.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = soft if hard == resource.RLIM_INFINITY else max(soft, hard)
+        maxconn = max(256, min(20000, (limit - 256) // 3))
         cfg = os.path.join(workDir, f"haproxy-{port}.cfg")
         with open(cfg, "w") as f:
             f.write(
                 "global\n"
                 "    nbthread 1\n"
-                "    maxconn 20000\n"
+                f"    maxconn {maxconn}\n"
                 "defaults\n"
                 "    mode tcp\n"
                 "    timeout connect 10s\n"

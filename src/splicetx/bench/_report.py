@@ -313,8 +313,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{meta.get('churnWorkers', 4)} client threads, each: open, 100 B "
             "echo, close.",
             "",
-            "| proxy | conns/s | × portforward | failures | proxy CPU µs per conn |",
-            "|---|---:|---:|---:|---:|",
+            "| proxy | conns/s | × portforward | failures | proxy CPU µs per conn "
+            "| of which user |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for p in proxies:
             if "churn" not in summary[p]:
@@ -333,6 +334,7 @@ def markdown(result: dict[str, Any]) -> str:
                         ),
                         _fmt(med(summary, p, "churn", "failures"), 0),
                         _fmt(med(summary, p, "churn", "cpuUsPerOp"), 1),
+                        _fmt(med(summary, p, "churn", "cpuUserUsPerOp"), 1),
                     ]
                 )
                 + " |"
@@ -369,10 +371,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
 
     sweep = [p for p in proxies if p.startswith("splice-")]
-    if sweep:
-        loadsHere = [
-            lo for lo in bulkLoads if any(lo in summary.get(p, {}) for p in sweep)
-        ]
+    loadsHere = [lo for lo in bulkLoads if any(lo in summary.get(p, {}) for p in sweep)]
+    if sweep and loadsHere:
         lines += [
             "## Pipe-size sweep (splice engine)",
             "",

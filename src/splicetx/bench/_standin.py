@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     epollreactor.install()
     from twisted.internet import reactor
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.protocol import ClientFactory, Factory, Protocol
     from twisted.logger import (
         FilteringLogObserver,
         LogLevel,
@@ -50,30 +49,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     pool = splicetx.PipePool(pipeSize=args.pipe_size)
-    upstream = TCP4ClientEndpoint(reactor, "127.0.0.1", args.connect, timeout=10)
 
-    class Downstream(Protocol):
+    class Upstream(Protocol):
         def connectionMade(self) -> None:
-            self.transport.pauseProducing()
-            self.gone = False
-            d = connectProtocol(upstream, Protocol())
-            d.addCallbacks(self.upstreamConnected, self.upstreamFailed)
-
-        def upstreamConnected(self, up: Any) -> None:
-            if self.gone:
-                up.transport.abortConnection()
+            down = self.factory.downstream
+            if down.gone:
+                self.transport.abortConnection()
                 return
             splicetx.relay(
+                down.transport,
                 self.transport,
-                up.transport,
                 engine=args.engine,
                 pipePool=pool,
                 reactor=reactor,
             )
 
-        def upstreamFailed(self, f: Any) -> None:
-            print(f"standin: upstream: {f.getErrorMessage()}", file=sys.stderr)
-            self.transport.abortConnection()
+    class UpstreamFactory(ClientFactory):
+        # Quiet and Deferred-free, like twist portforward's client side.
+        noisy = False
+        protocol = Upstream
+
+        def __init__(self, downstream: Downstream) -> None:
+            self.downstream = downstream
+
+        def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+            print(f"standin: upstream: {reason.getErrorMessage()}", file=sys.stderr)
+            self.downstream.transport.abortConnection()
+
+    class Downstream(Protocol):
+        gone = False
+
+        def connectionMade(self) -> None:
+            self.transport.pauseProducing()
+            reactor.connectTCP(
+                "127.0.0.1", args.connect, UpstreamFactory(self), timeout=10
+            )
 
         def connectionLost(self, reason: Any = None) -> None:
             self.gone = True
