@@ -495,8 +495,6 @@ def chart(result: dict[str, Any], path: str) -> None:
     ax.set_xticks([j + width * (len(loads) - 1) / 2 for j in range(len(cpuProxies))])
     ax.set_xticklabels(cpuProxies, rotation=35, ha="right")
     ax.set_ylabel("proxy CPU seconds per GB (solid user, hatched system)")
-    if any(b.get_height() > 0 for b in ax.patches):
-        ax.set_yscale("log")
     ax.set_title("CPU per byte (lower is better)")
     ax.legend(fontsize=8)
 
