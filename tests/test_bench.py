@@ -179,7 +179,8 @@ class HelperTests(SynchronousTestCase):
             "------ ----------- ----------- --------- --------- ----------------\n"
             "100.00    0.010000           3      3000       500 total\n"
         )
-        path = self.mktemp()
-        with open(path, "w") as f:
+        fd, path = tempfile.mkstemp(suffix=".strace")
+        self.addCleanup(os.remove, path)
+        with os.fdopen(fd, "w") as f:
             f.write(text)
         self.assertEqual(_cli.parseStrace(path), {"splice": 2000, "epoll_wait": 1000})
