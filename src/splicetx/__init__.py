@@ -19,6 +19,11 @@ from splicetx._relay import (
     relay,
     spliceUnavailableReason,
 )
+from splicetx._sendfile import (
+    ZeroCopyFileSender,
+    sendFile,
+    sendFileUnavailableReason,
+)
 
 __version__ = "0.1.0"
 
@@ -30,6 +35,9 @@ __all__ = [
     "PipePool",
     "DEFAULT_PIPE_SIZE",
     "spliceUnavailableReason",
+    "sendFile",
+    "sendFileUnavailableReason",
+    "ZeroCopyFileSender",
     "DONE",
     "RESET",
     "ERROR",

@@ -3,6 +3,20 @@ Helpers for testing relays and proxies built on splicetx, under trial and
 pytest.
 """
 
+from splicetx.testing._backends import (
+    Backend,
+    BackendConnection,
+    Listener,
+    Tally,
+    digest,
+    payload,
+)
+from splicetx.testing._loopback import (
+    Loopback,
+    LoopbackClient,
+    runLoopback,
+    withLoopback,
+)
 from splicetx.testing._reactors import (
     REACTORS,
     ReactorTestMixin,
@@ -21,4 +35,14 @@ __all__ = [
     "buildReactor",
     "makeReactorTests",
     "runScenario",
+    "Backend",
+    "BackendConnection",
+    "Listener",
+    "Loopback",
+    "LoopbackClient",
+    "Tally",
+    "digest",
+    "payload",
+    "runLoopback",
+    "withLoopback",
 ]
