@@ -27,10 +27,13 @@ C{connectionLost} when the transport closes, as it would without splicetx.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from typing import Any
 
 import attr
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -130,14 +133,10 @@ def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     """
     if not sys.platform.startswith("linux"):
         return f"splice(2) is Linux-only (platform {sys.platform})"
-    import os
-
     if not hasattr(os, "splice"):
         return "os.splice is unavailable (Python < 3.10)"
     if not IReactorFDSet.providedBy(reactor):
         return f"reactor {type(reactor).__name__} does not provide IReactorFDSet"
-    from twisted.internet import tcp
-
     if isinstance(transport, ProtocolWrapper):
         if ISSLTransport.providedBy(transport) or hasattr(
             transport, "getPeerCertificate"
@@ -148,8 +147,6 @@ def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
         return f"not a socket transport ({type(transport).__name__})"
     if getattr(transport, "TLS", False) or ISSLTransport.providedBy(transport):
         return "TLS transport"
-    import socket
-
     sock = getattr(transport, "socket", None)
     if sock is None or sock.type != socket.SOCK_STREAM:
         return "not a stream socket"

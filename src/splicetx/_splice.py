@@ -110,7 +110,7 @@ class _SpliceSocket:
         self.writing = False
         self.source: Any = None
         self.sink: Any = None
-        self._desc = f"{side.name} fd={self.fd} {t.getPeer()!r}"
+        self._transport = t
 
     # IReadWriteDescriptor
     def fileno(self) -> int:
@@ -163,8 +163,16 @@ class _SpliceSocket:
         self.source = self.sink = None
 
     def __repr__(self) -> str:
+        # Built on demand: a relay should not pay for it per connection.
         state = ("r" if self.reading else "") + ("w" if self.writing else "")
-        return f"<splicetx splice socket {self._desc} [{state or 'idle'}]>"
+        try:
+            peer = repr(self._transport.getPeer())
+        except Exception:
+            peer = "?"
+        return (
+            f"<splicetx splice socket {self.name} fd={self.fd} {peer} "
+            f"[{state or 'idle'}]>"
+        )
 
 
 class _Direction:
@@ -285,13 +293,16 @@ class _Direction:
     def finish(self) -> None:
         """
         End of stream from the source, pipe drained: half-close the
-        destination; the other direction carries on.
+        destination; the other direction carries on.  When the other
+        direction is already finished, the close that follows at once sends
+        the FIN, so no separate C{shutdown} is needed.
         """
         self.done = True
-        try:
-            self.dst.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        if not self.dst.source.done:
+            try:
+                self.dst.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         self.engine.directionDone()
 
     def __repr__(self) -> str:
@@ -456,12 +467,11 @@ class SpliceEngine:
             if run is not None:
                 run.abort(CLOSED, f"abortConnection() called on transport {name}")
 
-        d = t.__dict__
         for attr in _GUARDED_NOOPS:
-            d[attr] = _noop
-        d["write"] = d["writeSequence"] = d["loseWriteConnection"] = refuseWrite
-        d["loseConnection"] = d["stopProducing"] = lose
-        d["abortConnection"] = abort
+            setattr(t, attr, _noop)
+        t.write = t.writeSequence = t.loseWriteConnection = refuseWrite
+        t.loseConnection = t.stopProducing = lose
+        t.abortConnection = abort
         self._guarded.append(t)
 
     def _unguard(self) -> None:
@@ -475,9 +485,11 @@ class SpliceEngine:
             "abortConnection",
         )
         for t in self._guarded:
-            d = t.__dict__
             for attr in names:
-                d.pop(attr, None)
+                try:
+                    delattr(t, attr)
+                except AttributeError:
+                    pass
         self._guarded = []
 
     # -- events from the sides (hand-over only) ---------------------------------
