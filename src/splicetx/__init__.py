@@ -24,6 +24,7 @@ from splicetx._sendfile import (
     sendFile,
     sendFileUnavailableReason,
 )
+from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,8 @@ __all__ = [
     "sendFile",
     "sendFileUnavailableReason",
     "ZeroCopyFileSender",
+    "SpliceProxyFactory",
+    "SpliceProxyProtocol",
     "DONE",
     "RESET",
     "ERROR",

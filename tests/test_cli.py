@@ -1,0 +1,662 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+Subprocess tests of C{twist splice-proxy}: the real command, driven over
+loopback with asyncio peers; every child is killed in cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from .test_cli_support import (
+    LOOPBACK,
+    ProxyProcess,
+    blackholePort,
+    closedWithin,
+    connectProxy,
+    cpuSeconds,
+    echoChunks,
+    listenOverflows,
+    readAll,
+    refusingPort,
+    runAsync,
+    sendAll,
+    sha,
+    startServer,
+    twistCommand,
+    waitUntil,
+)
+
+MiB = 1 << 20
+
+
+class _ProxyTestCase(SynchronousTestCase):
+    """
+    Starts proxies that are killed in cleanup.
+    """
+
+    def proxy(self, args: list[str], **kwargs: Any) -> ProxyProcess:
+        p = ProxyProcess(args, **kwargs)
+        self.addCleanup(p.kill)
+        return p
+
+    def forward(self, upstreamPort: int, *extra: str, **kwargs: Any) -> ProxyProcess:
+        return self.proxy(
+            [
+                "--listen",
+                f"tcp:0:interface={LOOPBACK}",
+                "--connect",
+                f"tcp:{LOOPBACK}:{upstreamPort}",
+                *extra,
+            ],
+            **kwargs,
+        )
+
+
+async def _startProxy(make: Any) -> tuple[ProxyProcess, int]:
+    """
+    Start a proxy (C{make()}) from inside the event loop without blocking it.
+    """
+    proxy = make()
+    port = await asyncio.to_thread(proxy.listeningPort)
+    return proxy, port
+
+
+class IntegrityTests(_ProxyTestCase):
+    """
+    Bytes arrive intact both ways, through both engines.
+    """
+
+    def _bothWaysAtOnce(self, engine: str) -> None:
+        toUpstream = os.urandom(4 * MiB)
+        toClient = os.urandom(3 * MiB + 17)
+        seen: dict[str, str] = {}
+
+        async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            got, _ = await asyncio.gather(readAll(r), sendAll(w, toClient))
+            seen["upstream"] = sha(got)
+            w.close()
+
+        async def scenario() -> ProxyProcess:
+            server, uport = await startServer(upstream)
+            proxy, port = await _startProxy(
+                lambda: self.forward(uport, "--engine", engine)
+            )
+            r, w = await connectProxy(port)
+            got, _ = await asyncio.gather(readAll(r), sendAll(w, toUpstream))
+            seen["client"] = sha(got)
+            w.close()
+            await waitUntil(lambda: "upstream" in seen)
+            server.close()
+            return proxy
+
+        proxy = runAsync(scenario(), 30)
+        self.assertEqual(seen["client"], sha(toClient))
+        self.assertEqual(seen["upstream"], sha(toUpstream))
+        [event] = proxy.waitForConnections(1)
+        self.assertEqual(event["reason"], "done")
+        self.assertEqual(event["engine"], engine)
+        self.assertEqual(event["bytesClientToUpstream"], len(toUpstream))
+        self.assertEqual(event["bytesUpstreamToClient"], len(toClient))
+        self.assertTrue(event["client"].startswith(f"{LOOPBACK}:"))
+
+    def test_spliceBothWays(self) -> None:
+        """
+        4 MiB up and 3 MiB down at the same time arrive byte-exact through
+        the splice engine, and one event logs the connection.
+        """
+        self._bothWaysAtOnce("splice")
+
+    def test_copyBothWays(self) -> None:
+        """
+        The same through the copy engine (--engine copy).
+        """
+        self._bothWaysAtOnce("copy")
+
+
+class HalfCloseTests(_ProxyTestCase):
+    """
+    An end of stream from one side half-closes the other; the other
+    direction keeps flowing.
+    """
+
+    def test_clientFinishesFirst(self) -> None:
+        """
+        Client sends and half-closes; the upstream reads to the end, then
+        answers (request, FIN, response) and the client gets it all.
+        """
+        request = os.urandom(MiB + 3)
+        response = os.urandom(2 * MiB + 5)
+        seen: dict[str, str] = {}
+
+        async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            seen["upstream"] = sha(await readAll(r))
+            await sendAll(w, response)
+            w.close()
+
+        async def scenario() -> ProxyProcess:
+            server, uport = await startServer(upstream)
+            proxy, port = await _startProxy(lambda: self.forward(uport))
+            r, w = await connectProxy(port)
+            await sendAll(w, request)
+            seen["client"] = sha(await readAll(r))
+            w.close()
+            await waitUntil(lambda: "upstream" in seen)
+            server.close()
+            return proxy
+
+        proxy = runAsync(scenario(), 30)
+        self.assertEqual(seen, {"upstream": sha(request), "client": sha(response)})
+        [event] = proxy.waitForConnections(1)
+        self.assertEqual(event["reason"], "done")
+
+    def test_upstreamFinishesFirst(self) -> None:
+        """
+        The upstream sends and half-closes first (a banner); the client reads
+        to the end, then sends, and the upstream still receives everything.
+        """
+        banner = os.urandom(MiB + 11)
+        request = os.urandom(MiB // 2 + 1)
+        seen: dict[str, str] = {}
+
+        async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await sendAll(w, banner)
+            seen["upstream"] = sha(await readAll(r))
+            w.close()
+
+        async def scenario() -> ProxyProcess:
+            server, uport = await startServer(upstream)
+            proxy, port = await _startProxy(lambda: self.forward(uport))
+            r, w = await connectProxy(port)
+            seen["client"] = sha(await readAll(r))
+            await sendAll(w, request)
+            await waitUntil(lambda: "upstream" in seen)
+            w.close()
+            server.close()
+            return proxy
+
+        proxy = runAsync(scenario(), 30)
+        self.assertEqual(seen, {"upstream": sha(request), "client": sha(banner)})
+        [event] = proxy.waitForConnections(1)
+        self.assertEqual(event["reason"], "done")
+
+
+class BurstTests(_ProxyTestCase):
+    """
+    Many connections at once.
+    """
+
+    def test_fiveHundredConcurrent(self) -> None:
+        """
+        500 clients connecting at once all complete their exchange; the
+        proxy's listen queue is the --backlog default (1024), so nothing
+        overflows.
+        """
+        count = 500
+
+        async def one(port: int, i: int) -> bool:
+            data = i.to_bytes(4, "big") * 256
+            r, w = await connectProxy(port)
+            await sendAll(w, data)
+            got = await readAll(r)
+            w.close()
+            return got == data
+
+        async def scenario() -> tuple[ProxyProcess, list[bool], float, int]:
+            server, uport = await startServer(echoChunks)
+            proxy, port = await _startProxy(lambda: self.forward(uport))
+            queue = _listenQueueLimit(port)
+            before = listenOverflows()
+            start = time.monotonic()
+            results = await asyncio.gather(*(one(port, i) for i in range(count)))
+            elapsed = time.monotonic() - start
+            overflows = listenOverflows() - before
+            server.close()
+            sys.stderr.write(
+                f"\n[500-connection burst: {elapsed:.2f} s, listen queue {queue}, "
+                f"host ListenOverflows +{overflows}]\n"
+            )
+            return proxy, results, elapsed, queue
+
+        proxy, results, elapsed, queue = runAsync(scenario(), 60)
+        self.assertEqual(results.count(True), count)
+        self.assertEqual(queue, 1024)
+        events = proxy.waitForConnections(count, timeout=20)
+        self.assertEqual({e["reason"] for e in events}, {"done"})
+
+
+def _listenQueueLimit(port: int) -> int:
+    """
+    The backlog of the listening socket on C{port} (ss shows it as Send-Q).
+    """
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    fields = out.split()
+    return int(fields[2]) if len(fields) > 2 else -1
+
+
+class UpstreamFailureTests(_ProxyTestCase):
+    """
+    A refused or hanging upstream closes the client promptly, is logged, and
+    the proxy keeps serving.
+    """
+
+    def test_refused(self) -> None:
+        """
+        With the upstream refusing, each client is closed well under a
+        second, the reason is logged, and the proxy keeps serving.
+        """
+        refusing = refusingPort()
+        self.addCleanup(refusing.close)
+        uport = refusing.getsockname()[1]
+
+        async def scenario() -> tuple[ProxyProcess, list[float]]:
+            proxy, port = await _startProxy(lambda: self.forward(uport))
+            took = []
+            for _ in range(2):
+                start = time.monotonic()
+                r, w = await connectProxy(port)
+                w.write(b"hello")
+                self.assertTrue(await closedWithin(r, 5))
+                took.append(time.monotonic() - start)
+                w.close()
+            return proxy, took
+
+        proxy, took = runAsync(scenario(), 30)
+        self.assertLess(max(took), 1.0)
+        events = proxy.waitForConnections(2)
+        for event in events:
+            self.assertEqual(event["reason"], "upstream failed")
+            self.assertIn("refused", event["detail"].lower())
+            self.assertEqual(event["engine"], "none")
+        self.assertIsNone(proxy.proc.poll())
+
+    def test_connectTimeout(self) -> None:
+        """
+        An upstream that never answers the SYN closes the client after
+        --connect-timeout, logged as timed out.
+        """
+        hole, fillers = blackholePort()
+        self.addCleanup(hole.close)
+        for f in fillers:
+            self.addCleanup(f.close)
+        uport = hole.getsockname()[1]
+
+        async def scenario() -> tuple[ProxyProcess, float]:
+            proxy, port = await _startProxy(
+                lambda: self.forward(uport, "--connect-timeout", "0.4")
+            )
+            start = time.monotonic()
+            r, w = await connectProxy(port)
+            closed = await closedWithin(r, 5)
+            w.close()
+            self.assertTrue(closed)
+            return proxy, time.monotonic() - start
+
+        proxy, took = runAsync(scenario(), 30)
+        self.assertGreaterEqual(took, 0.3)
+        [event] = proxy.waitForConnections(1)
+        self.assertEqual(event["reason"], "upstream failed")
+        self.assertIn("timed out after 0.4 s", event["detail"])
+
+
+class TimeoutAndLimitTests(_ProxyTestCase):
+    """
+    --idle-timeout and --max-connections.
+    """
+
+    def test_idleTimeout(self) -> None:
+        """
+        A silent connection is closed after --idle-timeout and logged as
+        such, while a connection exchanging bytes more often survives.
+        """
+
+        async def pingEvery(port: int, interval: float, times: int) -> int:
+            r, w = await connectProxy(port)
+            answered = 0
+            for i in range(times):
+                w.write(b"ping%d" % i)
+                await w.drain()
+                if await asyncio.wait_for(r.read(100), 2):
+                    answered += 1
+                await asyncio.sleep(interval)
+            w.close()
+            return answered
+
+        async def silent(port: int) -> bool:
+            r, w = await connectProxy(port)
+            w.write(b"hi")
+            await r.read(100)
+            closed = await closedWithin(r, 5)
+            w.close()
+            return closed
+
+        async def scenario() -> tuple[ProxyProcess, int, bool]:
+            server, uport = await startServer(echoChunks)
+            proxy, port = await _startProxy(
+                lambda: self.forward(uport, "--idle-timeout", "0.6")
+            )
+            answered, closed = await asyncio.gather(
+                pingEvery(port, 0.15, 8), silent(port)
+            )
+            server.close()
+            return proxy, answered, closed
+
+        proxy, answered, closed = runAsync(scenario(), 30)
+        self.assertEqual(answered, 8)
+        self.assertTrue(closed)
+        events = proxy.waitForConnections(2)
+        reasons = sorted(e["reason"] for e in events)
+        self.assertIn("idle timeout", reasons)
+        self.assertEqual(reasons.count("idle timeout"), 1)
+
+    def test_maxConnections(self) -> None:
+        """
+        Beyond --max-connections the proxy stops accepting: the extra client
+        waits in the listen queue (not dropped) and is served once a slot
+        frees.
+        """
+
+        async def ping(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bytes:
+            w.write(b"x")
+            await w.drain()
+            return await r.read(10)
+
+        async def scenario() -> tuple[ProxyProcess, bytes | None, bytes]:
+            server, uport = await startServer(echoChunks)
+            proxy, port = await _startProxy(
+                lambda: self.forward(uport, "--max-connections", "2")
+            )
+            c1 = await connectProxy(port)
+            c2 = await connectProxy(port)
+            self.assertEqual(await asyncio.wait_for(ping(*c1), 5), b"x")
+            self.assertEqual(await asyncio.wait_for(ping(*c2), 5), b"x")
+            c3 = await connectProxy(port)
+            try:
+                early = await asyncio.wait_for(ping(*c3), 0.5)
+            except asyncio.TimeoutError:
+                early = None
+            c1[1].close()
+            late = await asyncio.wait_for(c3[0].read(10), 5)
+            for _, w in (c2, c3):
+                w.close()
+            server.close()
+            return proxy, early, late
+
+        proxy, early, late = runAsync(scenario(), 30)
+        self.assertIsNone(early)
+        self.assertEqual(late, b"x")
+        events = proxy.waitForConnections(3)
+        self.assertEqual(len(events), 3)
+
+
+class DrainTests(_ProxyTestCase):
+    """
+    SIGTERM: stop listening at once, let live transfers finish for up to
+    --drain-timeout, then abort the rest; exit status 0.
+    """
+
+    def test_transferInFlightCompletes(self) -> None:
+        """
+        A transfer running when SIGTERM arrives completes within the drain
+        time while new connections are refused at once; exit status 0.
+        """
+        data = os.urandom(MiB)
+        seen: dict[str, Any] = {}
+
+        async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            digest = sha(await readAll(r))
+            w.write(digest.encode())
+            w.write_eof()
+            await w.drain()
+            w.close()
+
+        async def refusedSoon(port: int) -> bool:
+            for _ in range(50):
+                try:
+                    _, w = await connectProxy(port)
+                    w.close()
+                except ConnectionRefusedError:
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+
+        async def scenario() -> ProxyProcess:
+            server, uport = await startServer(upstream)
+            proxy, port = await _startProxy(
+                lambda: self.forward(uport, "--drain-timeout", "10")
+            )
+            r, w = await connectProxy(port)
+            chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+            for i, chunk in enumerate(chunks):
+                w.write(chunk)
+                await w.drain()
+                if i == 0:
+                    proxy.signal(signal.SIGTERM)
+                    seen["refused"] = await refusedSoon(port)
+                await asyncio.sleep(0.03)
+            w.write_eof()
+            seen["reply"] = (await readAll(r)).decode()
+            w.close()
+            server.close()
+            return proxy
+
+        proxy = runAsync(scenario(), 30)
+        self.assertEqual(proxy.wait(10), 0)
+        self.assertTrue(seen["refused"])
+        self.assertEqual(seen["reply"], sha(data))
+        # Probes that got in before the signal was handled are logged too.
+        [event] = [
+            e for e in proxy.connections() if e["bytesClientToUpstream"] == len(data)
+        ]
+        self.assertEqual(event["reason"], "done")
+        drained = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "drained")
+        self.assertEqual(drained["aborted"], 0)
+
+    def test_cutAfterDrainTimeout(self) -> None:
+        """
+        A connection still open when --drain-timeout expires is cut; the
+        process then exits with status 0.
+        """
+
+        async def scenario() -> tuple[ProxyProcess, bool]:
+            server, uport = await startServer(echoChunks)
+            proxy, port = await _startProxy(
+                lambda: self.forward(uport, "--drain-timeout", "0.5")
+            )
+            r, w = await connectProxy(port)
+            w.write(b"hello")
+            self.assertEqual(await asyncio.wait_for(r.read(10), 5), b"hello")
+            proxy.signal(signal.SIGTERM)
+            early = await closedWithin(r, 0.2)
+            closed = early or await closedWithin(r, 5)
+            w.close()
+            server.close()
+            return proxy, closed and not early
+
+        proxy, cutLate = runAsync(scenario(), 30)
+        self.assertTrue(cutLate)
+        self.assertEqual(proxy.wait(10), 0)
+        [event] = proxy.connections()
+        self.assertIn("drain timeout", event["detail"])
+        drained = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "drained")
+        self.assertEqual(drained["aborted"], 1)
+
+
+class DeploymentTests(_ProxyTestCase):
+    """
+    systemd socket activation, plugin discovery and reactor selection.
+    """
+
+    def test_systemdSocketActivation(self) -> None:
+        """
+        A listening socket passed as systemd does (fd 3, LISTEN_FDS=1,
+        LISTEN_FDNAMES, LISTEN_PID=<pid>) is adopted with
+        --listen systemd:domain=INET:index=0.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind((LOOPBACK, 0))
+        listener.listen(128)
+        lport = listener.getsockname()[1]
+        fd = listener.fileno()
+
+        async def scenario() -> tuple[ProxyProcess, bytes]:
+            server, uport = await startServer(echoChunks)
+            # bash, not sh: dash cannot redirect from fds above 9.
+            command = [
+                "bash",
+                "-c",
+                "export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=proxy.socket; "
+                f'exec "$@" 3<&{fd} {fd}<&-',
+                "bash",
+                *twistCommand(
+                    [
+                        "--listen",
+                        "systemd:domain=INET:index=0",
+                        "--connect",
+                        f"tcp:{LOOPBACK}:{uport}",
+                    ]
+                ),
+            ]
+            proxy, port = await _startProxy(
+                lambda: self.proxy([], command=command, pass_fds=[fd])
+            )
+            self.assertEqual(port, lport)
+            listener.close()
+            r, w = await connectProxy(lport)
+            await sendAll(w, b"activated")
+            got = await readAll(r)
+            w.close()
+            server.close()
+            return proxy, got
+
+        proxy, got = runAsync(scenario(), 30)
+        self.assertEqual(got, b"activated")
+        [event] = proxy.waitForConnections(1)
+        self.assertEqual(event["engine"], "splice")
+
+    def test_twistHelpListsPlugin(self) -> None:
+        """
+        C{twist --help} lists the splice-proxy sub-command.
+        """
+        out = subprocess.run(
+            [sys.executable, "-m", "twisted", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        self.assertEqual(out.returncode, 0)
+        self.assertIn("splice-proxy", out.stdout)
+
+    def test_reactors(self) -> None:
+        """
+        C{twist --reactor=NAME splice-proxy} works with epoll, poll, select
+        and asyncio, splicing on each.
+        """
+        names = ["epoll", "poll", "select", "asyncio"]
+        data = os.urandom(256 * 1024)
+
+        async def through(port: int) -> bytes:
+            r, w = await connectProxy(port)
+            await sendAll(w, data)
+            got = await readAll(r)
+            w.close()
+            return got
+
+        async def scenario() -> list[ProxyProcess]:
+            server, uport = await startServer(echoChunks)
+            started = await asyncio.gather(
+                *(
+                    _startProxy(
+                        lambda name=name: self.forward(
+                            uport, twistArgs=[f"--reactor={name}"]
+                        )
+                    )
+                    for name in names
+                )
+            )
+            results = await asyncio.gather(*(through(port) for _, port in started))
+            server.close()
+            for got in results:
+                self.assertEqual(sha(got), sha(data))
+            return [p for p, _ in started]
+
+        proxies = runAsync(scenario(), 45)
+        for name, proxy in zip(names, proxies, strict=True):
+            [event] = proxy.waitForConnections(1)
+            self.assertEqual((name, event["engine"]), (name, "splice"))
+
+
+class FileDescriptorExhaustionTests(_ProxyTestCase):
+    """
+    Running out of file descriptors neither spins nor crashes.
+    """
+
+    def test_outOfDescriptors(self) -> None:
+        """
+        With a 64-descriptor limit and no --max-connections, a burst of 60
+        clients exhausts the table: the proxy stays up, does not spin the
+        accept loop, and serves new clients once the burst is gone.
+        """
+        import resource
+
+        def lowLimit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+        async def hold(port: int) -> Any:
+            try:
+                return await asyncio.wait_for(connectProxy(port), 5)
+            except (OSError, asyncio.TimeoutError):
+                return None
+
+        async def scenario() -> tuple[ProxyProcess, float, bytes]:
+            server, uport = await startServer(echoChunks)
+            proxy, port = await _startProxy(
+                lambda: self.forward(
+                    uport, "--max-connections", "0", preexec_fn=lowLimit
+                )
+            )
+            clients = [
+                c for c in await asyncio.gather(*(hold(port) for _ in range(60)))
+            ]
+            await asyncio.sleep(0.3)
+            before = cpuSeconds(proxy.pid)
+            await asyncio.sleep(1.0)
+            spent = cpuSeconds(proxy.pid) - before
+            for c in clients:
+                if c is not None:
+                    c[1].close()
+            await asyncio.sleep(0.3)
+            got = b""
+            for _ in range(20):
+                try:
+                    r, w = await connectProxy(port)
+                    await sendAll(w, b"still here")
+                    got = await asyncio.wait_for(readAll(r), 5)
+                    w.close()
+                except (ConnectionError, OSError):
+                    got = b""
+                if got:
+                    break
+                await asyncio.sleep(0.1)
+            server.close()
+            return proxy, spent, got
+
+        proxy, spent, got = runAsync(scenario(), 45)
+        self.assertIsNone(proxy.proc.poll())
+        self.assertLess(spent, 0.5)
+        self.assertEqual(got, b"still here")

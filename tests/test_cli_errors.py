@@ -1,0 +1,258 @@
+# -*- test-case-name: tests.test_cli_errors -*-
+"""
+Bad input to C{twist splice-proxy}: one clear line on standard error, a
+non-zero exit status, never a traceback.  Table-driven: every row runs the
+real command as a subprocess (all rows at once, the first time a test asks).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import tempfile
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from .test_cli_support import LOOPBACK, twistCommand
+
+OK_CONNECT = ["--connect", f"tcp:{LOOPBACK}:9"]
+OK_LISTEN = ["--listen", f"tcp:0:interface={LOOPBACK}"]
+USAGE = 64
+START = 1
+
+#: (name, arguments, exit status, text expected in the one stderr line).
+#: {busy} is a loopback port already in use, {garbage} a file that is not a
+#: key, {tmp} a scratch directory.
+BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
+    ("nothing", [], USAGE, "--connect is required"),
+    ("noConnect", OK_LISTEN, USAGE, "--connect is required"),
+    ("noListen", OK_CONNECT, USAGE, "--listen is required"),
+    (
+        "unknownListenType",
+        ["--listen", "bogus:1", *OK_CONNECT],
+        USAGE,
+        "Unknown endpoint type: 'bogus'",
+    ),
+    (
+        "bareListenPort",
+        ["--listen", "8080", *OK_CONNECT],
+        USAGE,
+        "did you mean tcp:8080?",
+    ),
+    (
+        "listenPortNotANumber",
+        ["--listen", "tcp:http", *OK_CONNECT],
+        USAGE,
+        "expected a number, got 'http'",
+    ),
+    (
+        "connectWithoutPort",
+        [*OK_LISTEN, "--connect", f"tcp:{LOOPBACK}"],
+        USAGE,
+        "--connect tcp:127.0.0.1: missing or unexpected arguments",
+    ),
+    (
+        "connectPortNotANumber",
+        [*OK_LISTEN, "--connect", f"tcp:{LOOPBACK}:abc"],
+        USAGE,
+        "expected a number, got 'abc'",
+    ),
+    (
+        "connectPortOutOfRange",
+        [*OK_LISTEN, "--connect", f"tcp:{LOOPBACK}:70000"],
+        USAGE,
+        "port 70000 out of range",
+    ),
+    (
+        "unknownConnectType",
+        [*OK_LISTEN, "--connect", "carrier-pigeon:coop"],
+        USAGE,
+        "Unknown endpoint type: 'carrier-pigeon'",
+    ),
+    (
+        "tcp6ConnectWithoutPort",
+        [*OK_LISTEN, "--connect", "tcp6:[::1]"],
+        USAGE,
+        "tcp6 needs a host and a port",
+    ),
+    (
+        "unknownEngine",
+        [*OK_LISTEN, *OK_CONNECT, "--engine", "turbo"],
+        USAGE,
+        "--engine: unknown engine 'turbo'",
+    ),
+    (
+        "pipeSizeNotANumber",
+        [*OK_LISTEN, *OK_CONNECT, "--pipe-size", "big"],
+        USAGE,
+        "--pipe-size: expected a size in bytes",
+    ),
+    (
+        "pipeSizeNegative",
+        [*OK_LISTEN, *OK_CONNECT, "--pipe-size", "-1"],
+        USAGE,
+        "--pipe-size: must be positive",
+    ),
+    (
+        "maxPipesNegative",
+        [*OK_LISTEN, *OK_CONNECT, "--max-pipes", "-5"],
+        USAGE,
+        "--max-pipes: must be at least 0",
+    ),
+    (
+        "connectTimeoutNotANumber",
+        [*OK_LISTEN, *OK_CONNECT, "--connect-timeout", "soon"],
+        USAGE,
+        "--connect-timeout: expected a number of seconds",
+    ),
+    (
+        "connectTimeoutZero",
+        [*OK_LISTEN, *OK_CONNECT, "--connect-timeout", "0"],
+        USAGE,
+        "--connect-timeout: must be positive",
+    ),
+    (
+        "idleTimeoutNegative",
+        [*OK_LISTEN, *OK_CONNECT, "--idle-timeout", "-2"],
+        USAGE,
+        "--idle-timeout: must be zero or more",
+    ),
+    (
+        "drainTimeoutNaN",
+        [*OK_LISTEN, *OK_CONNECT, "--drain-timeout", "nan"],
+        USAGE,
+        "--drain-timeout: must be a finite number",
+    ),
+    (
+        "maxConnectionsNegative",
+        [*OK_LISTEN, *OK_CONNECT, "--max-connections", "-1"],
+        USAGE,
+        "--max-connections: must be at least 0",
+    ),
+    (
+        "backlogZero",
+        [*OK_LISTEN, *OK_CONNECT, "--backlog", "0"],
+        USAGE,
+        "--backlog: must be at least 1",
+    ),
+    (
+        "unknownOption",
+        [*OK_LISTEN, *OK_CONNECT, "--turbo"],
+        USAGE,
+        "option --turbo not recognized",
+    ),
+    (
+        "strayArgument",
+        [*OK_LISTEN, *OK_CONNECT, "extra"],
+        USAGE,
+        "unexpected argument(s): extra",
+    ),
+    (
+        "systemdWithoutSockets",
+        ["--listen", "systemd:domain=INET:index=0", *OK_CONNECT],
+        USAGE,
+        "no such socket inherited from systemd",
+    ),
+    (
+        "missingTLSKey",
+        ["--listen", "ssl:0:privateKey={tmp}/missing.pem", *OK_CONNECT],
+        USAGE,
+        "No such file or directory",
+    ),
+    (
+        "garbageTLSKey",
+        ["--listen", "ssl:0:privateKey={garbage}", *OK_CONNECT],
+        USAGE,
+        "cannot load the TLS key or certificate",
+    ),
+    (
+        "portInUse",
+        ["--listen", f"tcp:{{busy}}:interface={LOOPBACK}", *OK_CONNECT],
+        START,
+        "cannot listen on tcp:{busy}",
+    ),
+    (
+        "unixSocketDirectoryMissing",
+        ["--listen", "unix:{tmp}/no/such/dir/proxy.sock", *OK_CONNECT],
+        START,
+        "cannot listen on unix:",
+    ),
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _runAll() -> dict[str, tuple[int | None, str, str, dict[str, str]]]:
+    """
+    Run every row of L{BAD_INPUTS} at once; return C{name: (status, stdout,
+    stderr, substitutions)}.
+    """
+    busy = socket.socket()
+    busy.bind((LOOPBACK, 0))
+    busy.listen(1)
+    tmp = tempfile.mkdtemp(prefix="splicetx-cli-")
+    garbage = os.path.join(tmp, "garbage.pem")
+    with open(garbage, "w") as f:
+        f.write("this is not a key\n")
+    subs = {"busy": str(busy.getsockname()[1]), "tmp": tmp, "garbage": garbage}
+    procs = {}
+    try:
+        for name, args, _, _ in BAD_INPUTS:
+            procs[name] = subprocess.Popen(
+                twistCommand([a.format(**subs) for a in args]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        results = {}
+        for name, proc in procs.items():
+            try:
+                out, err = proc.communicate(timeout=60)
+                results[name] = (proc.returncode, out, err, subs)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                results[name] = (None, out, err, subs)
+        return results
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        busy.close()
+
+
+class BadInputTests(SynchronousTestCase):
+    """
+    One generated test per row of L{BAD_INPUTS}.
+    """
+
+    def check(self, name: str, status: int, text: str) -> None:
+        code, out, err, subs = _runAll()[name]
+        lines = [line for line in err.splitlines() if line.strip()]
+        self.assertNotIn("Traceback", err + out)
+        self.assertEqual(
+            (code, len(lines)), (status, 1), f"status/stderr lines: {err!r}"
+        )
+        self.assertIn(text.format(**subs), lines[0])
+        self.assertTrue(lines[0].startswith("splice-proxy: error: "), lines[0])
+
+
+def _makeTest(name: str, args: list[str], status: int, text: str) -> Any:
+    def test(self: BadInputTests) -> None:
+        self.check(name, status, text)
+
+    test.__name__ = f"test_{name}"
+    test.__doc__ = (
+        f"splice-proxy {' '.join(args) or '(no options)'} exits {status} with "
+        f"one line containing {text!r}."
+    )
+    return test
+
+
+for _row in BAD_INPUTS:
+    setattr(BadInputTests, f"test_{_row[0]}", _makeTest(*_row))
+del _row
