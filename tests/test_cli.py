@@ -7,6 +7,7 @@ loopback with asyncio peers; every child is killed in cleanup.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import socket
@@ -15,7 +16,9 @@ import sys
 import time
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from splicetx._tap import Options, clientEndpoint, makeService, withBacklog
 
 from .test_cli_support import (
     LOOPBACK,
@@ -469,7 +472,7 @@ class DrainTests(_ProxyTestCase):
     def test_cutAfterDrainTimeout(self) -> None:
         """
         A connection still open when --drain-timeout expires is cut; the
-        process then exits with status 0.
+        process then exits with status 0 (SIGINT drains like SIGTERM).
         """
 
         async def scenario() -> tuple[ProxyProcess, bool]:
@@ -480,7 +483,7 @@ class DrainTests(_ProxyTestCase):
             r, w = await connectProxy(port)
             w.write(b"hello")
             self.assertEqual(await asyncio.wait_for(r.read(10), 5), b"hello")
-            proxy.signal(signal.SIGTERM)
+            proxy.signal(signal.SIGINT)
             early = await closedWithin(r, 0.2)
             closed = early or await closedWithin(r, 5)
             w.close()
@@ -660,3 +663,174 @@ class FileDescriptorExhaustionTests(_ProxyTestCase):
         self.assertIsNone(proxy.proc.poll())
         self.assertLess(spent, 0.5)
         self.assertEqual(got, b"still here")
+
+
+def _ipv6Loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class IPv6Tests(_ProxyTestCase):
+    """
+    IPv6 on both sides.
+    """
+
+    def test_tcp6BothSides(self) -> None:
+        """
+        --listen tcp6 with a bracketed interface and --connect tcp6:[::1]:PORT
+        relay over IPv6 loopback.
+        """
+        if not _ipv6Loopback():
+            raise SkipTest("no IPv6 loopback")
+
+        async def scenario() -> tuple[ProxyProcess, bytes]:
+            server = await asyncio.start_server(echoChunks, "::1", 0)
+            uport = server.sockets[0].getsockname()[1]
+            proxy, port = await _startProxy(
+                lambda: self.proxy(
+                    [
+                        "--listen",
+                        "tcp6:0:interface=[::1]",
+                        "--connect",
+                        f"tcp6:[::1]:{uport}",
+                    ]
+                )
+            )
+            r, w = await asyncio.open_connection("::1", port)
+            await sendAll(w, b"over six")
+            got = await readAll(r)
+            w.close()
+            server.close()
+            return proxy, got
+
+        proxy, got = runAsync(scenario(), 30)
+        self.assertEqual(got, b"over six")
+        [event] = proxy.waitForConnections(1)
+        self.assertTrue(event["client"].startswith("[::1]:"), event["client"])
+        self.assertTrue(event["upstream"].startswith("[::1]:"), event["upstream"])
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Option parsing and endpoint-string helpers, in process.
+    """
+
+    def parse(self, *args: str) -> Options:
+        options = Options()
+        options.exitOnUsageError = False
+        options.parseOptions(list(args))
+        return options
+
+    def test_defaultsAndConversions(self) -> None:
+        """
+        Numbers become numbers, --listen is repeatable and gets the default
+        backlog, max-connections defaults to auto.
+        """
+        o = self.parse(
+            "--listen",
+            "tcp:8989",
+            "--listen",
+            "unix:/tmp/x.sock:backlog=7",
+            "--connect",
+            "tcp:127.0.0.1:8080",
+            "--pipe-size",
+            "256K",
+            "--idle-timeout",
+            "1.5",
+        )
+        self.assertEqual(
+            o["listen"], ["tcp:8989:backlog=1024", "unix:/tmp/x.sock:backlog=7"]
+        )
+        self.assertEqual(o["pipe-size"], 256 * 1024)
+        self.assertEqual(o["idle-timeout"], 1.5)
+        self.assertEqual(o["connect-timeout"], 30.0)
+        self.assertEqual(o["max-connections"], "auto")
+        self.assertIsNone(o["max-pipes"])
+        self.assertEqual(o["engine"], "auto")
+
+    def test_maxConnectionsZeroIsUnlimited(self) -> None:
+        """
+        --max-connections 0 means no limit (None).
+        """
+        o = self.parse(
+            "--listen", "tcp:1", "--connect", "tcp:h:1", "--max-connections", "0"
+        )
+        self.assertIsNone(o["max-connections"])
+
+    def test_usageErrorExitsWithOneLine(self) -> None:
+        """
+        By default a usage error exits with status 64 (the one-line message
+        goes to stderr) instead of raising UsageError.
+        """
+        options = Options()
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as caught:
+            options.parseOptions(["--listen", "tcp:1"])
+        self.assertEqual(caught.exception.code, 64)
+        self.assertEqual(
+            err.getvalue().count("\n"), 1, f"one line expected: {err.getvalue()!r}"
+        )
+
+    def test_withBacklog(self) -> None:
+        """
+        backlog= is added to tcp/tcp6/unix/ssl strings that lack it, and
+        only to those.
+        """
+        self.assertEqual(withBacklog("tcp:80", 9), "tcp:80:backlog=9")
+        self.assertEqual(withBacklog("TCP6:80", 9), "TCP6:80:backlog=9")
+        self.assertEqual(withBacklog("tcp:80:backlog=3", 9), "tcp:80:backlog=3")
+        self.assertEqual(
+            withBacklog("systemd:domain=INET:index=0", 9), "systemd:domain=INET:index=0"
+        )
+        self.assertEqual(
+            withBacklog("unix:/a\\:b:mode=600", 9), "unix:/a\\:b:mode=600:backlog=9"
+        )
+
+    def test_clientEndpoints(self) -> None:
+        """
+        tcp6 (with a bracketed literal or host=) builds a TCP6ClientEndpoint;
+        tcp builds Twisted's own; ports are range-checked.
+        """
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+        from twisted.internet.testing import MemoryReactor
+
+        reactor = MemoryReactor()
+        e6 = clientEndpoint(reactor, "tcp6:[2001:db8::2]:80:timeout=5")
+        self.assertIsInstance(e6, TCP6ClientEndpoint)
+        self.assertEqual((e6._host, e6._port, e6._timeout), ("2001:db8::2", 80, 5.0))
+        e6b = clientEndpoint(reactor, "tcp6:host=example.com:port=443")
+        self.assertEqual((e6b._host, e6b._port), ("example.com", 443))
+        self.assertIsInstance(clientEndpoint(reactor, "tcp:h:1"), TCP4ClientEndpoint)
+        self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:0")
+        self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:h:65536")
+        self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:1:color=red")
+
+    def test_makeService(self) -> None:
+        """
+        makeService carries every option to the service without starting it.
+        """
+        o = self.parse(
+            "--listen",
+            "tcp:0",
+            "--connect",
+            "tcp:h:1",
+            "--engine",
+            "copy",
+            "--drain-timeout",
+            "3",
+            "--max-pipes",
+            "8",
+        )
+        service = makeService(o)
+        self.assertEqual(service.listen, ["tcp:0:backlog=1024"])
+        self.assertEqual(service.listenGiven, ["tcp:0"])
+        self.assertEqual(
+            (service.engine, service.drainTimeout, service.maxPipes),
+            ("copy", 3.0, 8),
+        )
+        self.assertFalse(service.running)

@@ -529,3 +529,49 @@ class FactoryTests(SynchronousTestCase):
         self.assertRaises(
             NotImplementedError, SpliceProxyProtocol().handshakeReceived, b"x"
         )
+
+
+class ServiceMixin(ReactorTestMixin):
+    """
+    The C{twist splice-proxy} service in process: listen, relay, drain.
+    """
+
+    scenarioTimeout = 20.0
+
+    def test_serviceRelaysAndDrains(self) -> None:
+        """
+        The service listens on its endpoints, relays, and on stop stops
+        listening, aborts what is left at the drain timeout and fires.
+        """
+        from splicetx._tap import SpliceProxyService
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            service = SpliceProxyService(
+                reactor,
+                [f"tcp:0:interface={LOOPBACK}"],
+                f"tcp:{LOOPBACK}:{up.getHost().port}",
+                drainTimeout=0.2,
+                handleSignals=False,
+            )
+            service.startService()
+            [port] = service.ports
+            client = connectClient(reactor, port)
+            client.keep = True
+            yield client.made
+            client.transport.write(b"ping")
+            while not client.chunks:
+                yield deferLater(reactor, 0.01, lambda: None)
+            yield gatherResults([service.stopService(), client.lost])
+            yield up.stopListening()
+            return b"".join(client.chunks), service.factory
+
+        echoed, factory = self.runScenario(scenario)
+        self.assertEqual(echoed, b"ping")
+        self.assertTrue(factory.draining)
+        self.assertEqual(factory.liveProtocols, set())
+
+
+globals().update(makeReactorTests(ServiceMixin))

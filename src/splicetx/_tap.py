@@ -227,7 +227,9 @@ class _ParseOnlyReactor:
         return None
 
 
-def _explain(e: BaseException) -> str:
+def _explain(e: BaseException | None) -> str:
+    if e is None:
+        return "unknown error"
     if isinstance(e, TypeError):
         return f"missing or unexpected arguments ({e})"
     if isinstance(e, KeyError):
@@ -622,14 +624,7 @@ class SpliceProxyService(Service):
         _, maxPipes, maxConnections = self._capacity()
         pool = PipePool(pipeSize=self.pipeSize, maxPipes=maxPipes)
         upstream = clientEndpoint(reactor, self.connect)
-        factory = SpliceProxyFactory(
-            upstream,
-            reactor=reactor,
-            engine=self.engine,
-            pipePool=pool,
-            connectTimeout=self.connectTimeout,
-            idleTimeout=self.idleTimeout,
-        )
+        factory = self.buildFactory(upstream, pool)
         factory.maxConnections = maxConnections
         self.factory = factory
         for description, given in zip(self.listen, self.listenGiven, strict=True):
@@ -665,6 +660,25 @@ class SpliceProxyService(Service):
             connectTimeout=self.connectTimeout,
             idleTimeout=self.idleTimeout,
             drainTimeout=self.drainTimeout,
+        )
+
+    def buildFactory(self, upstream: Any, pipePool: PipePool) -> SpliceProxyFactory:
+        """
+        Make the factory that serves every listening endpoint.  Override to
+        use a L{SpliceProxyFactory} subclass or another protocol (access
+        control, PROXY protocol, metrics).
+
+        @param upstream: the C{--connect} endpoint.
+        @param pipePool: the pipe pool built from C{--pipe-size} and
+            C{--max-pipes}.
+        """
+        return SpliceProxyFactory(
+            upstream,
+            reactor=self.reactor,
+            engine=self.engine,
+            pipePool=pipePool,
+            connectTimeout=self.connectTimeout,
+            idleTimeout=self.idleTimeout,
         )
 
     def _listening(self, port: Any, description: str) -> Any:

@@ -95,9 +95,8 @@ def describeAddress(address: Any) -> str:
     if isinstance(address, IPv6Address):
         return f"[{address.host}]:{address.port}"
     if isinstance(address, UNIXAddress):
-        name = address.name
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
+        raw = address.name
+        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return f"unix:{name or '(unnamed)'}"
     return str(address)
 
@@ -134,6 +133,8 @@ class _UpstreamProtocol(Protocol):
     transport over: it stops reading at once (nothing is lost; the relay
     resumes reading) and keeps anything that still arrives for the client.
     """
+
+    transport: Any
 
     def __init__(self, proxy: SpliceProxyProtocol) -> None:
         self.proxy: SpliceProxyProtocol | None = proxy
@@ -201,6 +202,7 @@ class SpliceProxyProtocol(Protocol):
     readsHandshake: bool = False
 
     factory: SpliceProxyFactory
+    transport: Any
     upstream: Any = None
     upstreamEndpoint: Any = None
     relay: Relay | None = None
@@ -652,7 +654,7 @@ class SpliceProxyFactory(Factory):
     @ivar draining: C{True} once L{drain} was called.
     """
 
-    protocol = SpliceProxyProtocol
+    protocol = SpliceProxyProtocol  # type: ignore[assignment]
     noisy = False
 
     def __init__(
