@@ -451,7 +451,7 @@ class Relay:
         assert old is not None
         self._carriedAToB += old.bytesAToB()
         self._carriedBToA += old.bytesBToA()
-        _log.info("splicetx: falling back to the copy engine: {why}", why=reason)
+        _log.debug("splicetx: falling back to the copy engine: {why}", why=reason)
         self._startCopy(reason, toA, toB)
 
     # -- the end --------------------------------------------------------------
@@ -471,13 +471,12 @@ class Relay:
         if self._ending is not None or self._deferred is None:
             return
         self._ending = (reason, detail)
-        level = _log.info if reason in (DONE, CANCELLED) else _log.warn
-        if reason not in (DONE,):
-            level(
-                "splicetx relay ended ({reason}): {detail}",
-                reason=reason,
-                detail=detail,
-            )
+        # The RelayResult carries the reason; applications log it once per
+        # connection (the proxy does).  Debug level here, so a connection is
+        # never reported twice.
+        _log.debug(
+            "splicetx relay ended ({reason}): {detail}", reason=reason, detail=detail
+        )
         engine = self._engine
         if engine is not None:
             engine.stop()
