@@ -472,6 +472,55 @@ class ProxyMixin(ReactorTestMixin):
         [result] = results
         self.assertIn("drain timeout", result.detail)
 
+    def test_genericEndpointPath(self) -> None:
+        """
+        An endpoint that is not plain TCP is connected through its
+        C{connect} method (the Deferred path) and relays like the direct
+        C{connectTCP} path; C{connectUpstream}'s Deferred fires with the
+        upstream protocol.
+        """
+        data = payload(50_000, seed=5)
+
+        class Wrapped:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+                self.calls = 0
+
+            def connect(self, factory: Any) -> Any:
+                self.calls += 1
+                return self.inner.connect(factory)
+
+        class Explicit(SpliceProxyProtocol):
+            readsHandshake = True
+            fired: list[Any] = []
+
+            def handshakeReceived(self, data: bytes) -> None:
+                d = self.connectUpstream(self.factory.upstream, toUpstream=data)
+                d.addCallback(self.fired.append)
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            endpoint = Wrapped(TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port))
+            factory = RecordingFactory(endpoint, reactor=reactor)
+            factory.protocol = Explicit
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            done = factory.nextResult()
+            client = connectClient(reactor, port)
+            yield client.made
+            yield client.send(data)
+            result = yield done
+            yield client.lost
+            yield stopAll([up, port])
+            return client.digest(), result, endpoint.calls
+
+        digest, result, calls = self.runScenario(scenario)
+        self.assertEqual((digest, result.reason, calls), (sha(data), DONE, 1))
+        [upstream] = Explicit.fired
+        self.assertIsNotNone(upstream)
+        Explicit.fired.clear()
+
 
 globals().update(makeReactorTests(ProxyMixin))
 
@@ -521,6 +570,32 @@ class FactoryTests(SynchronousTestCase):
             "example.com:80",
         )
         self.assertEqual(describeEndpoint(None), "(none)")
+
+    def test_directTarget(self) -> None:
+        """
+        Plain TCP endpoints (and TCP6 ones with an IPv6 literal) are
+        connected with C{connectTCP} directly; anything else goes through
+        the endpoint.
+        """
+        from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint
+        from twisted.internet.testing import MemoryReactor
+
+        from splicetx.proxy import _directTarget
+
+        reactor = MemoryReactor()
+        self.assertEqual(
+            _directTarget(TCP4ClientEndpoint(reactor, "10.0.0.2", 80, timeout=5)),
+            ("10.0.0.2", 80, 5.0, None),
+        )
+        self.assertEqual(
+            _directTarget(TCP6ClientEndpoint(reactor, "::1", 80))[:2], ("::1", 80)
+        )
+        self.assertIsNone(
+            _directTarget(TCP6ClientEndpoint(reactor, "example.com", 80))[0]
+        )
+        self.assertIsNone(
+            _directTarget(HostnameEndpoint(reactor, "example.com", 80))[0]
+        )
 
     def test_handshakeNotImplemented(self) -> None:
         """

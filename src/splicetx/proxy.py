@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import attr
+from twisted.internet import error as _error
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import (
     CancelledError,
@@ -40,13 +41,19 @@ from twisted.internet.defer import (
     TimeoutError,
     gatherResults,
     maybeDeferred,
-    succeed,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx._pipes import PipePool
+from splicetx._proxyprotocol import (
+    ProxyHeader,
+    ProxyHeaderParser,
+    ProxyProtocolError,
+    buildHeader,
+)
 from splicetx._relay import (
     CANCELLED,
     CLOSED,
@@ -136,12 +143,15 @@ class _UpstreamProtocol(Protocol):
 
     transport: Any
 
-    def __init__(self, proxy: SpliceProxyProtocol) -> None:
+    def __init__(self, proxy: SpliceProxyProtocol, notify: bool = False) -> None:
         self.proxy: SpliceProxyProtocol | None = proxy
         self.received: list[bytes] = []
+        self._notify = notify
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
+        if self._notify and self.proxy is not None:
+            self.proxy._connected(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
@@ -162,7 +172,8 @@ class _UpstreamProtocol(Protocol):
 
 class _UpstreamFactory(Factory):
     """
-    Builds the one L{_UpstreamProtocol} of one proxied connection.
+    Builds the one L{_UpstreamProtocol} of one proxied connection (for
+    endpoints other than plain TCP, through C{endpoint.connect}).
     """
 
     noisy = False
@@ -174,6 +185,58 @@ class _UpstreamFactory(Factory):
         p = _UpstreamProtocol(self.proxy)
         p.factory = self
         return p
+
+
+class _DirectUpstreamFactory(ClientFactory):
+    """
+    The quiet, Deferred-free path for plain TCP upstreams: the proxy calls
+    C{reactor.connectTCP} with this factory, so the connector's own timer is
+    the connect timeout and success or failure reach the proxy directly,
+    without the endpoint's wrapping factory, wrapping protocol and Deferred.
+    """
+
+    noisy = False
+
+    def __init__(self, proxy: SpliceProxyProtocol) -> None:
+        self.proxy: SpliceProxyProtocol | None = proxy
+
+    def buildProtocol(self, addr: Any) -> _UpstreamProtocol | None:
+        proxy = self.proxy
+        if proxy is None:
+            return None
+        p = _UpstreamProtocol(proxy, notify=True)
+        p.factory = self
+        return p
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            proxy._connectFailed(reason)
+
+
+_NOT_DIRECT = (None, 0, 0.0, None)
+
+
+def _directTarget(endpoint: Any) -> tuple[Any, int, float, Any]:
+    """
+    Tell whether C{endpoint} can be connected with C{reactor.connectTCP}
+    directly (a L{TCP4ClientEndpoint}, or a L{TCP6ClientEndpoint} with an
+    IPv6 literal), reading what the endpoint parsed.
+
+    @return: C{(host, port, timeout, bindAddress)}, or C{(None, ...)} when
+        the endpoint must be used through its C{connect} method.
+    """
+    kind = type(endpoint)
+    if kind is not TCP4ClientEndpoint and kind is not TCP6ClientEndpoint:
+        return _NOT_DIRECT
+    host = getattr(endpoint, "_host", None)
+    port = getattr(endpoint, "_port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return _NOT_DIRECT
+    if kind is TCP6ClientEndpoint and not isIPv6Address(host):
+        return _NOT_DIRECT
+    timeout = getattr(endpoint, "_timeout", 30)
+    return host, port, float(timeout or 0), getattr(endpoint, "_bindAddress", None)
 
 
 class SpliceProxyProtocol(Protocol):
@@ -197,6 +260,8 @@ class SpliceProxyProtocol(Protocol):
     @ivar relay: the L{Relay} once L{startRelay} was called, else C{None}.
     @ivar result: the L{RelayResult} once the connection has ended.
     @ivar startedAt: when the client connected, by the reactor's clock.
+    @ivar proxyHeader: the L{ProxyHeader} the client sent, when the factory
+        accepts the PROXY protocol, else C{None}.
     """
 
     readsHandshake: bool = False
@@ -209,7 +274,12 @@ class SpliceProxyProtocol(Protocol):
     result: RelayResult | None = None
     startedAt: float = 0.0
 
-    _connecting: Deferred[Any] | None = None
+    proxyHeader: ProxyHeader | None = None
+
+    _connecting: Any = None
+    _waiters: list[Deferred[Any]] | None = None
+    _headerParser: ProxyHeaderParser | None = None
+    _headerTimer: Any = None
     _clientLost: bool = False
     _finished: bool = False
     _ending: tuple[str, str] | None = None
@@ -312,23 +382,77 @@ class SpliceProxyProtocol(Protocol):
         """
         if self._connecting is not None or self.upstream is not None:
             raise RuntimeError("connectUpstream() was already called")
+        if toUpstream:
+            self._pendingToUpstream = bytes(toUpstream) + self._pendingToUpstream
+        d: Deferred[Any] = Deferred()
+        self._waiters = [d]
+        self._connect(endpoint)
+        return d
+
+    def _connect(self, endpoint: Any) -> None:
+        """
+        Start the upstream connection.  Plain TCP endpoints are connected
+        with C{reactor.connectTCP} directly (see L{_DirectUpstreamFactory});
+        any other endpoint through its C{connect} method.
+        """
         self._pauseClient()
-        self._pendingToUpstream = bytes(toUpstream) + self._pendingToUpstream
         self.upstreamEndpoint = endpoint
         if self._clientLost or self._finished:
-            return succeed(None)
+            self._fireWaiters(None)
+            return
         factory = self.factory
-        d: Deferred[Any] = maybeDeferred(endpoint.connect, _UpstreamFactory(self))
         timeout = factory.connectTimeout
+        host, port, endpointTimeout, bindAddress = _directTarget(endpoint)
+        if host is not None:
+            if endpointTimeout and (not timeout or endpointTimeout < timeout):
+                timeout = endpointTimeout
+            self._connecting = factory.reactor.connectTCP(
+                host,
+                port,
+                _DirectUpstreamFactory(self),
+                timeout=timeout or 30.0,
+                bindAddress=bindAddress,
+            )
+            return
+        try:
+            d: Deferred[Any] = endpoint.connect(_UpstreamFactory(self))
+        except Exception:
+            self._connectFailed(Failure())
+            return
         if timeout and not d.called:
             # Not Deferred.addTimeout: endpoints fail a cancelled attempt
             # with their own errors (ConnectingCancelledError), which it
             # does not recognise as its timeout.
             timer = factory.reactor.callLater(timeout, self._connectTimedOut, d)
             d.addBoth(_cancelTimer, timer)
-        self._connecting = d
+        if not d.called:
+            self._connecting = d
         d.addCallbacks(self._connected, self._connectFailed)
-        return d
+
+    def _cancelConnecting(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is None:
+            return
+        if isinstance(connecting, Deferred):
+            connecting.cancel()
+            return
+        # A direct connector: stop it quietly (its failure is ignored, the
+        # connection's end is already decided).
+        factory = getattr(connecting, "factory", None)
+        if isinstance(factory, _DirectUpstreamFactory):
+            factory.proxy = None
+        try:
+            connecting.stopConnecting()
+        except _error.NotConnectingError:
+            pass
+        if self._waiters is not None:
+            self._fireWaiters(None)
+
+    def _fireWaiters(self, value: Any) -> None:
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            for d in waiters:
+                d.callback(value)
 
     def _connectTimedOut(self, d: Deferred[Any]) -> None:
         self._timedOut = True
@@ -343,9 +467,11 @@ class SpliceProxyProtocol(Protocol):
         L{relayFinished}.
 
         Order of the bytes the upstream receives: what was already written
-        to its transport, then C{toUpstream} (e.g. a PROXY protocol header),
-        then the C{toUpstream} given to L{connectUpstream}, then the client's
-        stream.  The client receives what was written to its transport, then
+        to its transport, then the PROXY protocol header when the factory's
+        C{sendProxyProtocol} is set, then C{toUpstream}, then the
+        C{toUpstream} given to L{connectUpstream} (and the bytes that
+        followed an accepted PROXY header), then the client's stream.  The
+        client receives what was written to its transport, then
         C{toClient} (e.g. a handshake reply), then the upstream's stream.
 
         @return: a L{Deferred} firing with the L{RelayResult} after
@@ -361,6 +487,9 @@ class SpliceProxyProtocol(Protocol):
         factory = self.factory
         toB = bytes(toUpstream) + self._pendingToUpstream
         self._pendingToUpstream = b""
+        version = factory.sendProxyProtocol
+        if version is not None:
+            toB = self._outgoingProxyHeader(version) + toB
         toA = bytes(toClient)
         if isinstance(upstream, _UpstreamProtocol):
             toA += upstream.takeReceived()
@@ -396,9 +525,7 @@ class SpliceProxyProtocol(Protocol):
             return
         if self._ending is None:
             self._ending = (reason, detail)
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
+        self._cancelConnecting()
         if self.upstream is not None:
             _abort(self.upstream.transport)
         _abort(self.transport)
@@ -407,32 +534,140 @@ class SpliceProxyProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """
-        Register with the factory, check L{clientAccepted}, then (unless
-        L{readsHandshake}) pause the client and connect to
-        L{chooseUpstream}.
+        Register with the factory; with the factory's C{acceptProxyProtocol}
+        read the PROXY header first; then check the factory's C{acl} and
+        L{clientAccepted}, then (unless L{readsHandshake}) pause the client
+        and connect to L{chooseUpstream}.
         """
         factory = self.factory
         reactor = factory.reactor
         self.startedAt = self._lastActivity = reactor.seconds()
         factory._protocolStarted(self)
-        self._scheduleIdleCheck()
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.connectionOpened(factory.forwardName)
+        if factory.idleTimeout:
+            self._scheduleIdleCheck()
+        if factory.acceptProxyProtocol:
+            self._headerParser = ProxyHeaderParser()
+            self._headerTimer = reactor.callLater(
+                factory.proxyProtocolTimeout, self._headerTimedOut
+            )
+            return
+        self._admit()
+
+    def _admit(self) -> None:
+        """
+        The client's address is known: apply the access rules, then go on to
+        the handshake or the upstream.
+        """
+        factory = self.factory
         if not self.readsHandshake:
             self._pauseClient()
+        acl = factory.acl
+        if acl is not None:
+            allowed, why = acl.isAllowed(self.clientAddress())
+            if not allowed:
+                self._refuse("acl", why)
+                return
         if not self.clientAccepted():
             self._ending = (REJECTED, "refused by clientAccepted()")
             self.transport.loseConnection()
             return
-        if not self.readsHandshake:
-            d = maybeDeferred(self.chooseUpstream)
-            d.addCallback(self._chosen)
-            d.addErrback(self._connectFailed)
+        if self.readsHandshake:
+            return
+        try:
+            endpoint = self.chooseUpstream()
+        except Exception:
+            self._connectFailed(Failure())
+            return
+        if isinstance(endpoint, Deferred):
+            endpoint.addCallback(self._chosen)
+            endpoint.addErrback(self._connectFailed)
+            return
+        try:
+            self._chosen(endpoint)
+        except Exception:
+            self._connectFailed(Failure())
+
+    def _refuse(self, metricReason: str, detail: str) -> None:
+        """
+        Close a client before any upstream connection, count it and let the
+        connection's one log event say why.
+        """
+        self._ending = (REJECTED, detail)
+        factory = self.factory
+        if factory.metrics is not None:
+            factory.metrics.connectionRefused(metricReason, factory.forwardName)
+        self._pauseClient()
+        self.transport.loseConnection()
+
+    def clientAddress(self) -> Any:
+        """
+        The client's address: the source address of an accepted PROXY
+        protocol header, else the connection's peer.
+        """
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return header.source
+        return self.transport.getPeer()
+
+    def _outgoingProxyHeader(self, version: int) -> bytes:
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return buildHeader(version, header.source, header.destination)
+        return buildHeader(version, self.transport.getPeer(), self.transport.getHost())
+
+    # -- accepting the PROXY protocol -------------------------------------------
+
+    def _feedHeader(self, data: bytes) -> None:
+        parser = self._headerParser
+        assert parser is not None
+        try:
+            header = parser.feed(data)
+        except ProxyProtocolError as e:
+            self._headerDone()
+            self._refuse("proxy_protocol", str(e))
+            return
+        if header is None:
+            return
+        self._headerDone()
+        self.proxyHeader = header
+        rest = header.rest
+        if self.readsHandshake:
+            self._admit()
+            if rest and self._reading and not self._finished and not self._clientLost:
+                self.dataReceived(rest)
+        else:
+            self._pendingToUpstream += rest
+            self._admit()
+
+    def _headerDone(self) -> None:
+        self._headerParser = None
+        timer, self._headerTimer = self._headerTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _headerTimedOut(self) -> None:
+        self._headerTimer = None
+        parser = self._headerParser
+        if parser is None or self._finished or self._clientLost:
+            return
+        self._headerParser = None
+        self._refuse(
+            "proxy_protocol_timeout",
+            f"no complete PROXY protocol header within "
+            f"{self.factory.proxyProtocolTimeout:g} s (got {parser.buffered} bytes)",
+        )
 
     def dataReceived(self, data: bytes) -> None:
         """
         Hand client bytes to L{handshakeReceived}; bytes that arrive after
         L{connectUpstream} was called are kept for the upstream.
         """
-        if self._reading and self.readsHandshake:
+        if self._headerParser is not None:
+            self._feedHeader(data)
+        elif self._reading and self.readsHandshake:
             self._lastActivity = self.factory.reactor.seconds()
             self.handshakeReceived(data)
         else:
@@ -447,9 +682,9 @@ class SpliceProxyProtocol(Protocol):
         self._clientLost = True
         if self.relay is not None or self._finished:
             return
-        connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
+        if self._headerParser is not None:
+            self._headerDone()
+        self._cancelConnecting()
         if self.upstream is not None:
             _abort(self.upstream.transport)
         reason_, detail = self._ending or (
@@ -471,17 +706,21 @@ class SpliceProxyProtocol(Protocol):
             if not self._clientLost:
                 self.transport.pauseProducing()
 
-    def _chosen(self, endpoint: Any) -> Any:
+    def _chosen(self, endpoint: Any) -> None:
         if endpoint is None:
             raise ValueError("no upstream endpoint (chooseUpstream returned None)")
         if self._clientLost or self._finished:
             return None
-        return self.connectUpstream(endpoint)
+        if self._connecting is not None or self.upstream is not None:
+            raise RuntimeError("connectUpstream() was already called")
+        self._connect(endpoint)
+        return None
 
     def _connected(self, upstream: Any) -> Any:
         self._connecting = None
         if self._clientLost or self._finished:
             _abort(upstream.transport)
+            self._fireWaiters(None)
             return None
         self.upstream = upstream
         try:
@@ -489,18 +728,34 @@ class SpliceProxyProtocol(Protocol):
         except Exception:
             _log.failure("upstreamConnected() of {proxy!r} failed", proxy=self)
             self.abort(ERROR, "upstreamConnected() raised an exception")
+        if self._waiters is not None:
+            self._fireWaiters(upstream)
         return upstream
 
     def _connectFailed(self, reason: Failure) -> None:
         self._connecting = None
+        if self._waiters is not None:
+            # Fire after the failure is handled, whatever happens below.
+            try:
+                self._upstreamFailedNow(reason)
+            finally:
+                self._fireWaiters(None)
+            return None
+        self._upstreamFailedNow(reason)
+        return None
+
+    def _upstreamFailedNow(self, reason: Failure) -> None:
         if self._clientLost or self._finished:
-            return None
+            return
         if reason.check(CancelledError) and self._ending is not None:
-            return None
-        if self._timedOut or reason.check(TimeoutError):
+            return
+        if self._timedOut or reason.check(TimeoutError, _error.TimeoutError):
             why = f"timed out after {self.factory.connectTimeout:g} s"
         else:
             why = reason.getErrorMessage()
+        factory = self.factory
+        if factory.metrics is not None:
+            factory.metrics.connectFailed(reason, factory.forwardName)
         self._ending = (
             UPSTREAM_FAILED,
             f"cannot connect to {describeEndpoint(self.upstreamEndpoint)}: {why}",
@@ -510,7 +765,6 @@ class SpliceProxyProtocol(Protocol):
         except Exception:
             _log.failure("upstreamFailed() of {proxy!r} failed", proxy=self)
             _abort(self.transport)
-        return None
 
     def _upstreamLost(self, upstream: _UpstreamProtocol, reason: Failure) -> None:
         """
@@ -554,9 +808,23 @@ class SpliceProxyProtocol(Protocol):
             call.cancel()
         factory = self.factory
         duration = max(0.0, factory.reactor.seconds() - self.startedAt)
-        result = attr.evolve(result, duration=duration)
+        result = RelayResult(
+            result.engine,
+            result.bytesAToB,
+            result.bytesBToA,
+            duration,
+            result.reason,
+            result.detail,
+            result.fallbackReason,
+        )
         self.result = result
+        metrics = factory.metrics
         try:
+            if metrics is not None:
+                forward = factory.forwardName
+                metrics.connectionClosed(forward)
+                if result.engine != _NO_ENGINE:
+                    metrics.relayFinished(result, forward)
             self.relayFinished(result)
         except Exception:
             _log.failure("relayFinished() of {proxy!r} failed", proxy=self)
@@ -652,6 +920,22 @@ class SpliceProxyFactory(Factory):
     @ivar liveProtocols: the connected L{SpliceProxyProtocol}s that have not
         ended yet.
     @ivar draining: C{True} once L{drain} was called.
+    @ivar acl: an L{AccessControl <splicetx._acl.AccessControl>} whose
+        C{isAllowed} decides which clients are served, or C{None}.  A refused
+        client is closed before any upstream connection, with reason
+        L{REJECTED}.
+    @ivar acceptProxyProtocol: read a PROXY protocol header (v1 or v2) from
+        every client first; its source address is then the client's address
+        for the log and C{acl}, and the bytes after it are relayed first.
+    @ivar proxyProtocolTimeout: seconds a client has to send that header.
+    @ivar sendProxyProtocol: C{1} or C{2} to send a PROXY protocol header
+        with the client's address to the upstream before the relay, or
+        C{None}.
+    @ivar metrics: a L{ProxyMetrics <splicetx._metrics.ProxyMetrics>} to
+        record into, or C{None}.
+    @ivar forwardName: the C{forward} label of those metrics.
+    @ivar logFields: extra fields for every connection's log event (e.g.
+        the worker's pid), or C{None}.
     """
 
     protocol = SpliceProxyProtocol  # type: ignore[assignment]
@@ -666,6 +950,13 @@ class SpliceProxyFactory(Factory):
         pipePool: PipePool | None = None,
         connectTimeout: float = 30.0,
         idleTimeout: float = 0.0,
+        acl: Any = None,
+        acceptProxyProtocol: bool = False,
+        proxyProtocolTimeout: float = 5.0,
+        sendProxyProtocol: int | None = None,
+        metrics: Any = None,
+        forwardName: str = "default",
+        logFields: dict[str, Any] | None = None,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -675,8 +966,15 @@ class SpliceProxyFactory(Factory):
         @param pipePool: see L{pipePool}.
         @param connectTimeout: see L{connectTimeout}.
         @param idleTimeout: see L{idleTimeout}.
-        @raise ValueError: for an unknown engine or a negative or non-finite
-            timeout.
+        @param acl: see L{acl}.
+        @param acceptProxyProtocol: see L{acceptProxyProtocol}.
+        @param proxyProtocolTimeout: see L{proxyProtocolTimeout}.
+        @param sendProxyProtocol: see L{sendProxyProtocol}.
+        @param metrics: see L{metrics}.
+        @param forwardName: see L{forwardName}.
+        @param logFields: see L{logFields}.
+        @raise ValueError: for an unknown engine, PROXY protocol version, or
+            a negative or non-finite timeout.
         """
         if engine not in ENGINES:
             raise ValueError(
@@ -685,6 +983,7 @@ class SpliceProxyFactory(Factory):
         for name, value in (
             ("connectTimeout", connectTimeout),
             ("idleTimeout", idleTimeout),
+            ("proxyProtocolTimeout", proxyProtocolTimeout),
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, not {value!r}")
@@ -696,6 +995,19 @@ class SpliceProxyFactory(Factory):
         self.pipePool = pipePool
         self.connectTimeout = float(connectTimeout)
         self.idleTimeout = float(idleTimeout)
+        if sendProxyProtocol not in (None, 1, 2):
+            raise ValueError(
+                f"sendProxyProtocol must be None, 1 or 2, not {sendProxyProtocol!r}"
+            )
+        if acl is not None and getattr(acl, "empty", False):
+            acl = None
+        self.acl = acl
+        self.acceptProxyProtocol = bool(acceptProxyProtocol)
+        self.proxyProtocolTimeout = float(proxyProtocolTimeout)
+        self.sendProxyProtocol = sendProxyProtocol
+        self.metrics = metrics
+        self.forwardName = forwardName
+        self.logFields = logFields or None
         self.maxConnections: int | None = None
         self.liveProtocols: set[SpliceProxyProtocol] = set()
         self.draining = False
@@ -722,12 +1034,21 @@ class SpliceProxyFactory(Factory):
         C{splicetx.proxy}, with the fields C{client}, C{upstream},
         C{engine}, C{bytesClientToUpstream}, C{bytesUpstreamToClient},
         C{duration}, C{reason}, C{detail} and C{fallbackReason} (all plain
-        strings and numbers, so C{twist --log-format json} keeps them).
+        strings and numbers, so C{twist --log-format json} keeps them);
+        with an accepted PROXY header, C{client} is the header's source and
+        C{peer} the balancer that sent it; plus L{logFields}.
 
         @param proto: the protocol of the connection.
         @param result: its L{RelayResult}.
         """
-        client = describeAddress(proto.transport.getPeer())
+        extra = self.logFields
+        header = proto.proxyHeader
+        if header is not None and header.source is not None:
+            extra = dict(extra or ())
+            extra["peer"] = describeAddress(proto.transport.getPeer())
+            client = describeAddress(header.source)
+        else:
+            client = describeAddress(proto.transport.getPeer())
         upstream = proto.upstream
         if upstream is not None and upstream.transport is not None:
             upstreamText = describeAddress(upstream.transport.getPeer())
@@ -748,6 +1069,7 @@ class SpliceProxyFactory(Factory):
             reason=result.reason,
             detail=result.detail,
             fallbackReason=result.fallbackReason,
+            **(extra or {}),
         )
 
     # -- live connections, max-connections and drain ---------------------------
