@@ -175,12 +175,100 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
         "cannot listen on tcp:{busy}",
     ),
     (
+        "configBadPort",
+        ["--config", "{tmp}/bad.conf"],
+        USAGE,
+        "{tmp}/bad.conf:3: bind port 0 out of range 1-65535",
+    ),
+    (
+        "configOverlap",
+        ["--config", "{tmp}/overlap.conf"],
+        USAGE,
+        "{tmp}/overlap.conf:2: 0.0.0.0 8080 overlaps the forward on line 1",
+    ),
+    (
+        "configBadRule",
+        ["--config", "{tmp}/rule.conf"],
+        USAGE,
+        "{tmp}/rule.conf:2: allow: bad address rule '10.0.0.0/33'",
+    ),
+    (
+        "configMissing",
+        ["--config", "{tmp}/missing.conf"],
+        USAGE,
+        "{tmp}/missing.conf: cannot read: No such file or directory",
+    ),
+    (
+        "configAndListenWithoutConnect",
+        ["--config", "{tmp}/overlap.conf", *OK_LISTEN],
+        USAGE,
+        "--connect is required",
+    ),
+    (
+        "badAllow",
+        [*OK_LISTEN, *OK_CONNECT, "--allow", "10.0.0.0/33"],
+        USAGE,
+        "--allow: bad address rule '10.0.0.0/33'",
+    ),
+    (
+        "badDeny",
+        [*OK_LISTEN, *OK_CONNECT, "--allow", "::1", "--deny", "localhost"],
+        USAGE,
+        "--deny: bad address rule 'localhost'",
+    ),
+    (
+        "badProxyProtocolVersion",
+        [*OK_LISTEN, *OK_CONNECT, "--proxy-protocol", "v3"],
+        USAGE,
+        "--proxy-protocol: expected v1 or v2, got 'v3'",
+    ),
+    (
+        "proxyProtocolTimeoutZero",
+        [*OK_LISTEN, *OK_CONNECT, "--accept-proxy-protocol"]
+        + ["--proxy-protocol-timeout", "0"],
+        USAGE,
+        "--proxy-protocol-timeout: must be positive",
+    ),
+    (
+        "workersZero",
+        [*OK_LISTEN, *OK_CONNECT, "--workers", "0"],
+        USAGE,
+        "--workers: must be at least 1",
+    ),
+    (
+        "badMetricsEndpoint",
+        [*OK_LISTEN, *OK_CONNECT, "--metrics", "bogus:1"],
+        USAGE,
+        "--metrics bogus:1: Unknown endpoint type: 'bogus'",
+    ),
+    (
+        "metricsPortInUse",
+        [*OK_LISTEN, *OK_CONNECT, "--metrics", f"tcp:{{busy}}:interface={LOOPBACK}"],
+        START,
+        "cannot listen on tcp:{busy}",
+    ),
+    (
+        "workersPortInUse",
+        ["--listen", f"tcp:{{busy}}:interface={LOOPBACK}", *OK_CONNECT]
+        + ["--workers", "2"],
+        START,
+        "cannot listen on tcp:{busy}",
+    ),
+    (
         "unixSocketDirectoryMissing",
         ["--listen", "unix:{tmp}/no/such/dir/proxy.sock", *OK_CONNECT],
         START,
         "cannot listen on unix:",
     ),
 ]
+
+
+#: rinetd files written to {tmp} for the --config rows.
+_CONFIGS = {
+    "bad.conf": "# bad port\nallow 127.0.0.1\n127.0.0.1 0 127.0.0.1 80\n",
+    "overlap.conf": "127.0.0.1 8080 127.0.0.1 80\n0.0.0.0 8080 127.0.0.1 81\n",
+    "rule.conf": "127.0.0.1 8080 127.0.0.1 80\nallow 10.0.0.0/33\n",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -196,6 +284,9 @@ def _runAll() -> dict[str, tuple[int | None, str, str, dict[str, str]]]:
     garbage = os.path.join(tmp, "garbage.pem")
     with open(garbage, "w") as f:
         f.write("this is not a key\n")
+    for name, text in _CONFIGS.items():
+        with open(os.path.join(tmp, name), "w") as f:
+            f.write(text)
     subs = {"busy": str(busy.getsockname()[1]), "tmp": tmp, "garbage": garbage}
     procs = {}
     try:
