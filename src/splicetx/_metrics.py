@@ -209,19 +209,30 @@ class ProxyMetrics:
         )
         self._pipes: Gauge | None = None
         self._pipeLoop: Any = None
+        # Label children by (metric, label values): labels() validates and
+        # locks on every call, which costs more per connection than the
+        # increments themselves.  Label values are bounded, so is this.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def connectionOpened(self, forward: str = "default") -> None:
         """
         Count an accepted client connection and mark it active.
         """
-        self.connections.labels(forward).inc()
-        self.active.labels(forward).inc()
+        self._child(self.connections, forward).inc()
+        self._child(self.active, forward).inc()
 
     def connectionClosed(self, forward: str = "default") -> None:
         """
         Mark a client connection counted by L{connectionOpened} as gone.
         """
-        self.active.labels(forward).dec()
+        self._child(self.active, forward).dec()
 
     def connectionRefused(self, reason: str, forward: str = "default") -> None:
         """
@@ -259,14 +270,16 @@ class ProxyMetrics:
         if not clientIsA:
             up, down = down, up
         engine = result.engine
+        child = self._child
         if up:
-            self.bytes.labels(forward, CLIENT_TO_UPSTREAM, engine).inc(up)
+            child(self.bytes, forward, CLIENT_TO_UPSTREAM, engine).inc(up)
         if down:
-            self.bytes.labels(forward, UPSTREAM_TO_CLIENT, engine).inc(down)
-        self.relays.labels(forward, engine, result.reason).inc()
+            child(self.bytes, forward, UPSTREAM_TO_CLIENT, engine).inc(down)
+        child(self.relays, forward, engine, result.reason).inc()
         if result.fallbackReason is not None:
+            # Free text: not cached (the label set is the library's concern).
             self.fallbacks.labels(forward, result.fallbackReason).inc()
-        self.duration.labels(forward).observe(max(0.0, result.duration))
+        child(self.duration, forward).observe(max(0.0, result.duration))
 
     def watchPipePool(
         self, pool: Any, reactor: Any = None, interval: float = 5.0
