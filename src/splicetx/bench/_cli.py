@@ -321,7 +321,12 @@ class Bench:
                     self.iperfProxies[s.name] = proxy
         for proxy in starting:
             why = _proxies.waitListening(proxy)
-            if why and proxy.spec.kind == "splicetx" and proxy.launcher == "cli":
+            if (
+                why
+                and proxy.spec.kind == "splicetx"
+                and proxy.launcher == "cli"
+                and not proxy.spec.workers  # the stand-in has no workers
+            ):
                 # The CLI may not take our options yet: fall back, and say so.
                 self.errors.append(
                     f"{proxy.spec.name}: twist splice-proxy failed ({why}); "

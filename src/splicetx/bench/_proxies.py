@@ -33,6 +33,8 @@ class ProxySpec:
     @ivar pipeSize: pipe size in bytes (splicetx and the plain loop).
     @ivar loads: the load families it runs (C{bulk}, C{latency}, C{churn},
         C{idle}).
+    @ivar workers: C{--workers N} for splicetx (CLI launcher only), or
+        C{None} for one process.
     """
 
     name: str
@@ -41,6 +43,7 @@ class ProxySpec:
     engine: str | None = None
     pipeSize: int | None = None
     loads: tuple[str, ...] = ALL_LOADS
+    workers: int | None = None
 
 
 def _kib(n: int) -> str:
@@ -69,6 +72,15 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
         )
     specs += [
         ProxySpec("copy", "splicetx, copy engine", "splicetx", "copy", defaultPipeSize),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-w2",
+            "splicetx, splice engine, default pipes, --workers 2",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("bulk", "churn"),
+            workers=2,
+        ),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
             "plainloop",
@@ -96,6 +108,8 @@ def unavailableReason(spec: ProxySpec) -> str | None:
     """
     if spec.kind in ("socat", "haproxy") and shutil.which(spec.kind) is None:
         return f"{spec.kind} is not installed (apt-get install {spec.kind})"
+    if spec.workers and not hasSpliceProxyPlugin():
+        return "--workers needs the twist splice-proxy CLI"
     return None
 
 
@@ -160,6 +174,7 @@ def command(
                 spec.engine,
                 "--pipe-size",
                 str(spec.pipeSize),
+                *(["--workers", str(spec.workers)] if spec.workers else []),
             )
         return [
             sys.executable,
