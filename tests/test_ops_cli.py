@@ -183,6 +183,7 @@ class AccessControlTests(_OpsTestCase):
         self.assertEqual(event["reason"], "rejected")
         self.assertEqual(event["detail"], "127.0.0.1 denied by rule 127.0.0.1")
         self.assertEqual(event["engine"], "none")
+        self.assertEqual(event["upstream"], f"{LOOPBACK}:{up.port}")
         [good] = allowed.waitForConnections(1)
         self.assertEqual(good["reason"], "done")
         metrics = denied.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")

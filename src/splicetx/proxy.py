@@ -1053,7 +1053,7 @@ class SpliceProxyFactory(Factory):
         if upstream is not None and upstream.transport is not None:
             upstreamText = describeAddress(upstream.transport.getPeer())
         else:
-            upstreamText = describeEndpoint(proto.upstreamEndpoint)
+            upstreamText = describeEndpoint(proto.upstreamEndpoint or self.upstream)
         level = _log.info if result.reason in (DONE, CLOSED) else _log.warn
         level(
             "{client} -> {upstream}: {reason} ({detail}); engine {engine}, "
