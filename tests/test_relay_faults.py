@@ -358,9 +358,12 @@ class FairnessMixin(ReactorTestMixin):
             for _ in range(n):
                 got: Deferred[None] = Deferred()
                 want = rr.client.received + 1024
-                rr.client.onData = lambda data: (
-                    rr.client.received >= want and not got.called and got.callback(None)
-                )
+
+                def onData(data: bytes, got: Any = got, want: int = want) -> None:
+                    if rr.client.received >= want and not got.called:
+                        got.callback(None)
+
+                rr.client.onData = onData
                 t0 = reactor.seconds()
                 rr.client.transport.write(b"x" * 1024)
                 yield got
