@@ -160,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             "n/a"
             if r["cpuSecondsPerGB"] is None
             else (
-                f"{r['cpuSecondsPerGB']:.3f} ({r['userPerGB']:.3f} + {r['systemPerGB']:.3f})"
+                f"{r['cpuSecondsPerGB']:.3f} "
+                f"({r['userPerGB']:.3f} + {r['systemPerGB']:.3f})"
             )
         )
         print(
-            f"| {r['proxy']} | {r['bytes']} | {r['seconds']:.2f} | {r['gbitPerSecond']:.2f} | {cpu} |"
+            f"| {r['proxy']} | {r['bytes']} | {r['seconds']:.2f} "
+            f"| {r['gbitPerSecond']:.2f} | {cpu} |"
         )
     if args.json:
         with open(args.json, "w") as f:
