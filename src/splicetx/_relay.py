@@ -471,12 +471,8 @@ class Relay:
         if self._ending is not None or self._deferred is None:
             return
         self._ending = (reason, detail)
-        # The RelayResult carries the reason; applications log it once per
-        # connection (the proxy does).  Debug level here, so a connection is
-        # never reported twice.
-        _log.debug(
-            "splicetx relay ended ({reason}): {detail}", reason=reason, detail=detail
-        )
+        # No log event here: the RelayResult carries the reason, and the
+        # application logs it once per connection (the proxy does).
         engine = self._engine
         if engine is not None:
             engine.stop()

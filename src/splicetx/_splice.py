@@ -311,6 +311,13 @@ class _Direction:
         )
 
 
+def _bufferEmpty(t: Any) -> bool:
+    """
+    Whether a L{tcp.Connection}'s write buffer is empty.
+    """
+    return not (len(t.dataBuffer) - t.offset + t._tempDataLen)
+
+
 @implementer(IPullProducer)
 class _Drained:
     """
@@ -328,7 +335,7 @@ class _Drained:
         t = self.side.transport
         if self.engine is None:
             return
-        if len(t.dataBuffer) - t.offset + t._tempDataLen:
+        if not _bufferEmpty(t):
             return
         engine, self.engine = self.engine, None
         if t.producer is self:
@@ -387,10 +394,11 @@ class SpliceEngine:
             return
         self._reserved = True
         # Prove that pipes can be made now (EMFILE, ENFILE): fall back with
-        # nothing lost if not.  The pipes stay in the pool for reuse.
+        # nothing lost if not.  The pipes stay in the pool for reuse; with two
+        # idle pipes in the pool there is nothing to prove.
         taken = []
         try:
-            for _ in range(2):
+            for _ in range(max(0, 2 - pool.idle)):
                 taken.append(pool.take())
         except OSError as e:
             for p in taken:
@@ -417,10 +425,16 @@ class SpliceEngine:
             a.transport.write(self._toA)
         self._waiting = {"A", "B"}
         for side in (a, b):
+            if _bufferEmpty(side.transport):
+                # The usual case: nothing to flush, no producer needed.
+                self._waiting.discard(side.name)
+                continue
             drainer = _Drained(self, side)
             self._drainers.append(drainer)
             if not side.lost:
                 side.transport.registerProducer(drainer, False)
+        if not self._waiting:
+            self._install()
 
     def drained(self, side: _Side) -> None:
         self._waiting.discard(side.name)
