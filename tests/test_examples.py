@@ -205,6 +205,7 @@ class HelpTests(SynchronousTestCase):
             names,
             [
                 "http_connect_proxy.py",
+                "line_router.py",
                 "sendfile_server.py",
                 "socks5_proxy.py",
                 "tcp_forward.py",
@@ -238,6 +239,47 @@ class TcpForwardTests(_ExampleTestCase):
         while "engine splice" not in child.log() and time.monotonic() < deadline:
             time.sleep(0.02)
         self.assertIn("engine splice", child.log())
+
+
+class LineRouterTests(_ExampleTestCase):
+    """
+    examples/line_router.py: a subclass that routes by the first line.
+    """
+
+    def test_routes(self) -> None:
+        """
+        Each name reaches its own upstream; the line is consumed and the
+        bytes after it arrive first, exactly.
+        """
+        web, db = self.echo(), self.echo()
+        child = self.start(
+            "line_router.py",
+            "--route",
+            f"web=tcp:127.0.0.1:{web.port}",
+            "--route",
+            f"db=tcp:127.0.0.1:{db.port}",
+        )
+        for name, echo, seed in ((b"web", web, 1), (b"db", db, 2), (b"db", db, 3)):
+            data = payload(1 * MiB, seed)
+            before = echo.accepted
+            s = _connect(child.port)
+            self.assertEqual(_roundTrip(s, name + b"\n" + data), data)
+            self.assertEqual(echo.accepted, before + 1)
+        self.assertEqual((web.accepted, db.accepted), (1, 2))
+
+    def test_unknownRoute(self) -> None:
+        """
+        An unknown name is refused with a reason and reaches no upstream.
+        """
+        web = self.echo()
+        child = self.start("line_router.py", "--route", f"web=tcp:127.0.0.1:{web.port}")
+        s = _connect(child.port)
+        try:
+            s.sendall(b"mail\nhello")
+            self.assertEqual(_readAll(s), b"ERR unknown route mail\n")
+        finally:
+            s.close()
+        self.assertEqual(web.accepted, 0)
 
 
 class HttpConnectTests(_ExampleTestCase):
