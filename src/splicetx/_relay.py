@@ -442,17 +442,17 @@ class Relay:
         self._engine = _copy.CopyEngine(self, toA, toB)
         self._engine.start()
 
-    def _fallBack(self, reason: str, toA: bytes = b"", toB: bytes = b"") -> None:
+    def _fallBack(self, reason: str) -> None:
         """
-        Switch a running splice relay to the copy engine (nothing is lost:
-        the caller hands over any bytes it still held).
+        Switch a running splice relay to the copy engine.  Only called while
+        nothing is held in kernel pipes, so nothing is lost.
         """
         old = self._engine
         assert old is not None
         self._carriedAToB += old.bytesAToB()
         self._carriedBToA += old.bytesBToA()
         _log.debug("splicetx: falling back to the copy engine: {why}", why=reason)
-        self._startCopy(reason, toA, toB)
+        self._startCopy(reason, b"", b"")
 
     # -- the end --------------------------------------------------------------
 
@@ -461,7 +461,7 @@ class Relay:
         if self._result is None:
             # Transports finish closing in a later reactor turn; the caller
             # of cancel() gets its answer now.
-            self._fire(force=True)
+            self._fire()
 
     def _end(self, reason: str, detail: str, abort: bool) -> None:
         """
@@ -491,11 +491,11 @@ class Relay:
                 engine.connectionLost(side, reason)
             if self._ending is None:
                 # The engine did not decide: the transport was closed under us.
-                why = "reset" if not reason.check(ConnectionDone) else "closed"
+                clean = bool(reason.check(ConnectionDone))
                 self._end(
-                    RESET if why == "reset" else CLOSED,
+                    CLOSED if clean else RESET,
                     f"transport {side.name} lost: {reason.getErrorMessage()}",
-                    abort=why == "reset",
+                    abort=not clean,
                 )
         self._maybeFire()
 
@@ -505,7 +505,7 @@ class Relay:
         if all(s.lost for s in self._sides):
             self._fire()
 
-    def _fire(self, force: bool = False) -> None:
+    def _fire(self) -> None:
         if self._result is not None:
             return
         assert self._ending is not None
@@ -525,7 +525,6 @@ class Relay:
             side.run = None
             side.peer = None
         d, self._deferred = self._deferred, None
-        self._deferred = None
         if d is not None and not d.called:
             d.callback(self._result)
 
