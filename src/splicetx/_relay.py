@@ -124,6 +124,33 @@ class RelayResult:
         return self.reason == DONE
 
 
+def _platformReason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"splice(2) is Linux-only (platform {sys.platform})"
+    if not hasattr(os, "splice"):
+        return "os.splice is unavailable (Python < 3.10)"
+    return None
+
+
+_PLATFORM_REASON = _platformReason()
+
+
+def _streamSocketClasses() -> frozenset[type]:
+    classes: set[type] = {tcp.Server, tcp.Client}
+    try:
+        from twisted.internet import unix
+    except ImportError:  # pragma: no cover (platforms without AF_UNIX)
+        pass
+    else:
+        classes.update((unix.Server, unix.Client))
+    return frozenset(classes)
+
+
+#: Twisted's transport classes whose socket is always a connected stream
+#: socket: checked by exact type, so a subclass takes the general path.
+_STREAM_SOCKET_CLASSES = _streamSocketClasses()
+
+
 def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     """
     Tell why the splice engine cannot serve C{transport} on C{reactor}.
@@ -131,12 +158,18 @@ def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     @return: C{None} when it can, otherwise a short reason such as
         C{"TLS transport"}.
     """
-    if not sys.platform.startswith("linux"):
-        return f"splice(2) is Linux-only (platform {sys.platform})"
-    if not hasattr(os, "splice"):
-        return "os.splice is unavailable (Python < 3.10)"
+    if _PLATFORM_REASON is not None:
+        return _PLATFORM_REASON
     if not IReactorFDSet.providedBy(reactor):
         return f"reactor {type(reactor).__name__} does not provide IReactorFDSet"
+    if type(transport) in _STREAM_SOCKET_CLASSES:
+        # The common case, without the general path's dozen look-ups.
+        t: Any = transport
+        if t.TLS:
+            return "TLS transport"
+        if t._writeDisconnected or t._writeDisconnecting:
+            return "transport already half-closed"
+        return None
     if isinstance(transport, ProtocolWrapper):
         if ISSLTransport.providedBy(transport) or hasattr(
             transport, "getPeerCertificate"
@@ -164,6 +197,8 @@ def _deliveryPoint(transport: Any) -> tuple[Any, str]:
 
     @raise RelayUsageError: when there is none.
     """
+    if type(transport) in _STREAM_SOCKET_CLASSES and not transport.TLS:
+        return transport, "protocol"
     if isinstance(transport, ProtocolWrapper):
         return transport, "wrappedProtocol"
     if getattr(transport, "TLS", False) and isinstance(
@@ -254,6 +289,8 @@ class _Side:
             )
         if run is not None:
             run._sideLost(self, reason)
+        else:
+            self.original = None
 
     def __repr__(self) -> str:
         return f"<splicetx side {self.name} of {self.transport!r}>"
@@ -521,9 +558,18 @@ class Relay:
         )
         if self._engine is not None:
             self._engine.release()
+        # Break the cycles through the sides (relay -> side -> the original
+        # protocol -> relay, in a proxy) so that a finished relay is freed by
+        # reference counting, not left to the cyclic garbage collector.
+        # A side not lost yet (a cancel fires before the transports finish
+        # closing) keeps its original protocol to give it back; it lets go of
+        # it in its own connectionLost.
         for side in self._sides:
             side.run = None
             side.peer = None
+            if side.lost:
+                side.original = None
+        self._sides = []
         d, self._deferred = self._deferred, None
         if d is not None and not d.called:
             d.callback(self._result)

@@ -204,14 +204,23 @@ class _DirectUpstreamFactory(ClientFactory):
         proxy = self.proxy
         if proxy is None:
             return None
-        p = _UpstreamProtocol(proxy, notify=True)
-        p.factory = self
-        return p
+        # The factory has done its job: drop the proxy, so that the cycle
+        # proxy -> upstream -> factory -> proxy never forms and a finished
+        # connection is freed by reference counting.
+        self.proxy = None
+        return _UpstreamProtocol(proxy, notify=True)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         proxy, self.proxy = self.proxy, None
         if proxy is not None:
             proxy._connectFailed(reason)
+
+    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+        # Twisted's connector and client transport refer to each other and
+        # nothing breaks that after a connection ends (connectionFailed does
+        # it for failures); do it here so the pair is freed at once rather
+        # than by the cyclic garbage collector, once per proxied connection.
+        connector.transport = None
 
 
 _NOT_DIRECT = (None, 0, 0.0, None)
