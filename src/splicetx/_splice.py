@@ -41,8 +41,9 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPullProducer, IReadWriteDescriptor
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -72,18 +73,67 @@ RESET_ERRNOS = frozenset(
 #: relay falls back to copying when nothing has moved yet.
 FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP})
 
-_GUARDED_NOOPS = (
-    "startReading",
-    "stopReading",
-    "startWriting",
-    "stopWriting",
-    "pauseProducing",
-    "resumeProducing",
-)
-
 
 def _noop(*args: object) -> None:
     return None
+
+
+class _GuardedTransport:
+    """
+    Mixed in front of a relayed transport's class for the relay's duration
+    (the instance's C{__class__} is swapped, and swapped back at the end):
+    the methods that would re-register the socket with the reactor do
+    nothing, writing raises, and closing ends the relay.  One class
+    assignment each way, instead of shadowing a dozen methods per
+    connection on the instance.
+
+    The instance carries C{_splicetxGuard}: C{(relay, side name)}.
+    """
+
+    _splicetxGuarded = True
+    _splicetxGuard: tuple[Any, str]
+
+    startReading = stopReading = startWriting = stopWriting = _noop
+    pauseProducing = resumeProducing = _noop
+
+    def write(self, *args: object) -> None:
+        raise RuntimeError(
+            f"transport {self._splicetxGuard[1]} ({self!r}) is being relayed by "
+            "splicetx; write to it after the relay ends"
+        )
+
+    writeSequence = loseWriteConnection = write
+
+    def loseConnection(self, *args: object) -> None:
+        run, name = self._splicetxGuard
+        if run is not None:
+            run.close(CLOSED, f"loseConnection() called on transport {name}")
+
+    stopProducing = loseConnection
+
+    def abortConnection(self) -> None:
+        run, name = self._splicetxGuard
+        if run is not None:
+            run.abort(CLOSED, f"abortConnection() called on transport {name}")
+
+
+_guardedClasses: dict[type, type] = {}
+
+
+def _guardedClass(cls: type) -> type:
+    """
+    The guarded variant of transport class C{cls}: same name, module and
+    interfaces, so C{repr}, C{isinstance} and C{providedBy} are unchanged.
+    """
+    guarded = _guardedClasses.get(cls)
+    if guarded is None:
+        guarded = type(
+            cls.__name__,
+            (_GuardedTransport, cls),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
+        )
+        _guardedClasses[cls] = guarded
+    return guarded
 
 
 def _errname(err: int) -> str:
@@ -460,50 +510,20 @@ class SpliceEngine:
 
     def _guard(self, side: _Side) -> None:
         """
-        Shadow the methods that would re-register the transport with the
-        reactor while the kernel owns its socket.
+        Quiet the transport's own re-registering and writing methods while
+        the kernel owns its socket (see L{_GuardedTransport}).
         """
         t = side.transport
-        run = self.run
-        name = side.name
-
-        def refuseWrite(*args: object) -> None:
-            raise RuntimeError(
-                f"transport {name} ({t!r}) is being relayed by splicetx; "
-                "write to it after the relay ends"
-            )
-
-        def lose() -> None:
-            if run is not None:
-                run.close(CLOSED, f"loseConnection() called on transport {name}")
-
-        def abort() -> None:
-            if run is not None:
-                run.abort(CLOSED, f"abortConnection() called on transport {name}")
-
-        for attr in _GUARDED_NOOPS:
-            setattr(t, attr, _noop)
-        t.write = t.writeSequence = t.loseWriteConnection = refuseWrite
-        t.loseConnection = t.stopProducing = lose
-        t.abortConnection = abort
+        t._splicetxGuard = (self.run, side.name)
+        t.__class__ = _guardedClass(type(t))
         self._guarded.append(t)
 
     def _unguard(self) -> None:
-        names = (
-            *_GUARDED_NOOPS,
-            "write",
-            "writeSequence",
-            "loseWriteConnection",
-            "loseConnection",
-            "stopProducing",
-            "abortConnection",
-        )
         for t in self._guarded:
-            for attr in names:
-                try:
-                    delattr(t, attr)
-                except AttributeError:
-                    pass
+            cls = type(t)
+            if getattr(cls, "_splicetxGuarded", False):
+                t.__class__ = cls.__bases__[1]
+            t.__dict__.pop("_splicetxGuard", None)
         self._guarded = []
 
     # -- events from the sides (hand-over only) ---------------------------------
@@ -630,9 +650,9 @@ class SpliceEngine:
         """
         t = side.transport
         if self._installed:
-            t.connectionLost(
-                Failure(ConnectionAborted() if abort else ConnectionDone())
-            )
+            # A clean close shares Twisted's own connectionDone failure, as
+            # Twisted's transports do: no Failure to build per connection.
+            t.connectionLost(Failure(ConnectionAborted()) if abort else connectionDone)
         else:
             _closeTransport(t, abort)
 
