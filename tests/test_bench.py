@@ -184,3 +184,86 @@ class HelperTests(SynchronousTestCase):
         with os.fdopen(fd, "w") as f:
             f.write(text)
         self.assertEqual(_cli.parseStrace(path), {"splice": 2000, "epoll_wait": 1000})
+
+    def test_parsePerfReport(self) -> None:
+        """
+        parsePerfReport() reads shares by DSO and by symbol, marks kernel
+        symbols, and skips comments.
+        """
+        byDso = (
+            "# Samples: 14K of event 'cpu-clock'\n"
+            "#\n"
+            "    54.60%  libpython3.11.so.1.0\n"
+            "    42.17%  [kernel.kallsyms]\n"
+            "     2.43%  libc.so.6\n"
+        )
+        self.assertEqual(
+            _cli.parsePerfReport(byDso, "dso"),
+            {
+                "libpython3.11.so.1.0": 54.6,
+                "[kernel.kallsyms]": 42.17,
+                "libc.so.6": 2.43,
+            },
+        )
+        bySym = (
+            "    36.04%  [k] _raw_spin_unlock_irqrestore\n"
+            "     2.20%  [.] _PyEval_EvalFrameDefault\n"
+        )
+        self.assertEqual(
+            _cli.parsePerfReport(bySym, "sym"),
+            {
+                "_raw_spin_unlock_irqrestore (kernel)": 36.04,
+                "_PyEval_EvalFrameDefault": 2.2,
+            },
+        )
+
+    def test_classifyDso(self) -> None:
+        """
+        The kernel, the interpreter (shared library or static binary) and
+        everything else are told apart.
+        """
+        got = [
+            _cli.classifyDso(d)
+            for d in (
+                "[kernel.kallsyms]",
+                "libpython3.11.so.1.0",
+                "/usr/bin/python3.11",
+                "libc.so.6",
+                "_socket.cpython-311-x86_64-linux-gnu.so",
+                "[vdso]",
+            )
+        ]
+        self.assertEqual(got, ["kernel", "python", "python", "other", "other", "other"])
+
+
+class PerfOptionTests(SynchronousTestCase):
+    """
+    C{--perf} says where one proxy's CPU went, or, without perf installed,
+    says that it was skipped and why.
+    """
+
+    def test_perf(self) -> None:
+        out = tempfile.mkdtemp(prefix="splicetx-test-perf-")
+        self.addCleanup(shutil.rmtree, out, True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "splicetx.bench", "--quick", "--perf"]
+            + ["--proxies", SPLICE, "--loads", "bulk", "--streams", "8"]
+            + ["--directions", "up", "--no-chart", "--out", out],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        with open(os.path.join(out, "results.json")) as f:
+            result = json.load(f)
+        if shutil.which("perf") is None:
+            self.assertIn("--perf", result["skipped"])
+            self.assertEqual(result["perf"], {})
+            return
+        shares = result["perf"]["bulk-8-up"][SPLICE]
+        self.assertNotIn("error", shares)
+        total = shares["kernel"] + shares["python"] + shares["other"]
+        self.assertAlmostEqual(total, 100.0, delta=1.0)
+        self.assertTrue(shares["topSymbols"])
+        with open(os.path.join(out, "results.md")) as f:
+            self.assertIn("## Where the CPU goes", f.read())

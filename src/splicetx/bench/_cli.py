@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         help="add syscalls per GB from a separate run under strace -c -f",
     )
     p.add_argument(
+        "--perf",
+        action="store_true",
+        help="add where each proxy's CPU goes (kernel, Python interpreter, other "
+        "code; top symbols) from separate untimed runs under perf record",
+    )
+    p.add_argument(
         "--iperf3",
         action="store_true",
         help="generate the bulk loads with iperf3 instead of the built-in generator",
@@ -265,6 +271,8 @@ class Bench:
             self.launcher = a.splicetx_launcher
         if a.strace and shutil.which("strace") is None:
             self.skipped["--strace"] = "strace is not installed"
+        if a.perf and shutil.which("perf") is None:
+            self.skipped["--perf"] = "perf is not installed (Debian: linux-perf)"
         self.useIperf = a.iperf3 and "bulk" in self.families
         if a.iperf3 and shutil.which("iperf3") is None:
             self.skipped["--iperf3"] = (
@@ -505,6 +513,40 @@ class Bench:
             "bytes": r["bytes"],
         }
 
+    # -- perf -----------------------------------------------------------------
+
+    def perfRun(self, proxy: _proxies.RunningProxy, load: str, work: str) -> dict:
+        """
+        Sample the proxy's process tree with C{perf record -e cpu-clock}
+        while C{load} runs once more, untimed, and say where its CPU went.
+        """
+        assert proxy.pid is not None
+        path = os.path.join(work, f"perf-{proxy.spec.name}-{load}.data")
+        recorder = subprocess.Popen(
+            ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999"]
+            + ["-o", path, "-p", str(proxy.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        try:
+            r = self.measure(proxy, load)
+        finally:
+            recorder.send_signal(signal.SIGINT)
+            try:
+                recorder.wait(30)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+                recorder.wait()
+        byDso = perfReport(path, "dso")
+        if not byDso:
+            return {"error": f"no perf samples ({r.get('error') or 'perf failed'})"}
+        shares = {"kernel": 0.0, "python": 0.0, "other": 0.0}
+        for dso, pct in byDso.items():
+            shares[classifyDso(dso)] += pct
+        top = sorted(perfReport(path, "sym").items(), key=lambda kv: -kv[1])[:5]
+        return {**shares, "topSymbols": top}
+
     # -- the whole run ------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -534,7 +576,19 @@ class Bench:
             )
             doStrace = a.strace and "--strace" not in self.skipped and straceLoad
             straceTargets = [n for n in order if self.proxies[n].pid is not None]
-            progress = Progress(len(plan) + (len(straceTargets) if doStrace else 0))
+            perfLoads = [straceLoad] if straceLoad else []
+            perfLoads += [lo for lo in self.loads if lo == "churn"]
+            perfPlan = [
+                (lo, n)
+                for lo in perfLoads
+                for n in straceTargets
+                if self.applies(self.proxies[n].spec, lo)
+            ]
+            if not a.perf or "--perf" in self.skipped:
+                perfPlan = []
+            progress = Progress(
+                len(plan) + (len(straceTargets) if doStrace else 0) + len(perfPlan)
+            )
             for rep, load, name in plan:
                 proxy = self.proxies[name]
                 progress.step(f"rep {rep + 1}/{self.reps} {load:<12} {name}")
@@ -553,6 +607,12 @@ class Bench:
                 for name in straceTargets:
                     progress.step(f"strace {straceLoad} {name}")
                     strace[name] = self.straceRun(self.proxies[name], straceLoad, work)
+            perf: dict[str, dict[str, Any]] = {}
+            for lo, name in perfPlan:
+                progress.step(f"perf {lo} {name}")
+                perf.setdefault(lo, {})[name] = self.perfRun(
+                    self.proxies[name], lo, work
+                )
             progress.finish(f"done in {time.monotonic() - t0:.0f}s")
         finally:
             self.stopAll()
@@ -601,6 +661,7 @@ class Bench:
             "summary": summary,
             "targets": _report.targets(summary, self.spliceDefault),
             "strace": strace,
+            "perf": perf,
             "errors": self.errors,
             "runs": self.runs,
         }
@@ -626,6 +687,61 @@ def parseStrace(path: str) -> dict[str, int]:
         except ValueError:
             continue
     return calls
+
+
+def perfReport(path: str, key: str) -> dict[str, float]:
+    """
+    The sample shares (percent) of a C{perf record} file, by C{key}
+    (C{dso} or C{sym}), from C{perf report --stdio}.
+    """
+    try:
+        out = subprocess.run(
+            ["perf", "report", "-i", path, "--stdio", "--no-children"]
+            + ["--sort", key, "-g", "none"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parsePerfReport(out, key)
+
+
+def parsePerfReport(out: str, key: str) -> dict[str, float]:
+    """
+    Parse C{perf report --stdio --sort KEY -g none} output into
+    C{{name: percent}}; kernel symbols get a C{" (kernel)"} suffix.
+    """
+    shares: dict[str, float] = {}
+    for line in out.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "%" not in line.split()[0]:
+            continue
+        pct, _, name = line.partition("%")
+        try:
+            value = float(pct)
+        except ValueError:
+            continue
+        name = name.strip()
+        if key == "sym" and name.startswith("["):
+            # "[k] tcp_sendmsg" / "[.] _PyEval_EvalFrameDefault"
+            kind, _, name = name.partition(" ")
+            name = name.strip() + (" (kernel)" if kind == "[k]" else "")
+        shares[name] = shares.get(name, 0.0) + value
+    return shares
+
+
+def classifyDso(dso: str) -> str:
+    """
+    C{kernel}, C{python} (the interpreter) or C{other} (C extensions, libc,
+    a C proxy's own code) for a C{perf report} DSO name.
+    """
+    if dso.startswith("[kernel") or dso.startswith("[vdso") or dso == "[unknown]":
+        return "kernel" if dso.startswith("[kernel") else "other"
+    base = os.path.basename(dso)
+    if base.startswith("libpython") or base.startswith("python"):
+        return "python"
+    return "other"
 
 
 def _cpuModel() -> str:

@@ -425,6 +425,29 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| **{p}** | {_fmt(st['syscallsPerGB'], 0)} | {top} |")
         lines.append("")
 
+    for load, byProxy in (result.get("perf") or {}).items():
+        lines += [
+            f"## Where the CPU goes (`--perf`, a separate untimed run of {load})",
+            "",
+            "Share of the proxy's CPU samples (perf record -e cpu-clock): in the "
+            "kernel (system calls and the network stack they drive), in the "
+            "Python interpreter, and in other code (C extensions, libc, a C "
+            "proxy's own code).",
+            "",
+            "| proxy | kernel | Python interpreter | other | top symbols |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for p, pf in byProxy.items():
+            if "error" in pf:
+                lines.append(f"| **{p}** | — | — | — | {pf['error']} |")
+                continue
+            top = ", ".join(f"{k} {v:.0f} %" for k, v in pf["topSymbols"][:4])
+            lines.append(
+                f"| **{p}** | {pf['kernel']:.0f} % | {pf['python']:.0f} % "
+                f"| {pf['other']:.0f} % | {top} |"
+            )
+        lines.append("")
+
     lines += ["## Proxies", ""]
     for p, d in result["proxies"].items():
         how = f" — `{' '.join(d['argv'])}`" if d.get("argv") else ""
