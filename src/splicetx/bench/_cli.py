@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from splicetx.bench import _loadgen, _proxies, _report
-from splicetx.bench._procstats import TreeMeter, snapshot
+from splicetx.bench._procstats import TreeMeter, snapshot, treePids
 from splicetx.bench._wire import makeSourceFile
 
 QUICK_PROXIES = (
@@ -517,17 +517,20 @@ class Bench:
 
     def perfRun(self, proxy: _proxies.RunningProxy, load: str, work: str) -> dict:
         """
-        Sample the proxy's process tree with C{perf record -e cpu-clock}
-        while C{load} runs once more, untimed, and say where its CPU went.
+        Sample the proxy's process tree (workers included) with C{perf
+        record -e cpu-clock} while C{load} runs once more, untimed, and say
+        where its CPU went.
         """
         assert proxy.pid is not None
         path = os.path.join(work, f"perf-{proxy.spec.name}-{load}.data")
-        recorder = subprocess.Popen(
-            ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999"]
-            + ["-o", path, "-p", str(proxy.pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        errPath = path + ".err"
+        with open(errPath, "w") as err:
+            recorder = subprocess.Popen(
+                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999"]
+                + ["-o", path, "-p", ",".join(map(str, treePids(proxy.pid)))],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         time.sleep(0.5)
         try:
             r = self.measure(proxy, load)
@@ -540,7 +543,9 @@ class Bench:
                 recorder.wait()
         byDso = perfReport(path, "dso")
         if not byDso:
-            return {"error": f"no perf samples ({r.get('error') or 'perf failed'})"}
+            with open(errPath) as f:
+                why = " ".join(f.read().split())[-200:] or "perf failed"
+            return {"error": f"no perf samples ({r.get('error') or why})"}
         shares = {"kernel": 0.0, "python": 0.0, "other": 0.0}
         for dso, pct in byDso.items():
             shares[classifyDso(dso)] += pct

@@ -30,6 +30,20 @@ class Snapshot:
     ctx: dict[int, int] = attr.Factory(dict)
 
 
+def treePids(pid: int) -> list[int]:
+    """
+    Process C{pid} and its descendants (just C{[pid]} when psutil cannot
+    see it).
+    """
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return [pid]
+
+
 def snapshot(pid: int) -> Snapshot:
     """
     Sum the figures of process C{pid} and its descendants.
