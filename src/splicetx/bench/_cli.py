@@ -647,8 +647,12 @@ class Bench:
                     else "the bench's stand-in (splicetx.bench._standin; "
                     "twist splice-proxy not used)"
                 ),
-                "generator": ("iperf3 for bulk loads" if self.useIperf else "built-in")
-                + " (sendfile from a page-cached file; splice into /dev/null)",
+                "generator": (
+                    "iperf3 -Z for the bulk loads, built-in for the others"
+                    if self.useIperf
+                    else "built-in (sendfile from a page-cached file; "
+                    "splice into /dev/null)"
+                ),
                 "reps": self.reps,
                 "bulkSeconds": self.seconds,
                 "pings": self.pings,

@@ -375,6 +375,7 @@ def describe(proxy: RunningProxy) -> dict[str, Any]:
         "kind": proxy.spec.kind,
         "engine": proxy.spec.engine,
         "pipeSize": proxy.spec.pipeSize,
+        "workers": proxy.spec.workers,
         "launcher": proxy.launcher,
         "argv": proxy.argv,
     }

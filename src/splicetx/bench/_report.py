@@ -525,7 +525,10 @@ def chart(result: dict[str, Any], path: str) -> None:
     sweep = sorted(
         (result["proxies"][p]["pipeSize"], p)
         for p in proxies
-        if p.startswith("splice-") and result["proxies"][p].get("pipeSize")
+        # One process per pipe size: the --workers rows are not part of it.
+        if p.startswith("splice-")
+        and result["proxies"][p].get("pipeSize")
+        and not result["proxies"][p].get("workers")
     )
     if sweep:
         ax2 = ax.twinx()
