@@ -263,7 +263,8 @@ class PerfOptionTests(SynchronousTestCase):
         shares = result["perf"]["bulk-8-up"][SPLICE]
         self.assertNotIn("error", shares)
         total = shares["kernel"] + shares["python"] + shares["other"]
-        self.assertAlmostEqual(total, 100.0, delta=1.0)
+        # perf rounds each share to 0.01 %; trial's assertAlmostEqual has no delta.
+        self.assertLessEqual(abs(total - 100.0), 1.0, total)
         self.assertTrue(shares["topSymbols"])
         with open(os.path.join(out, "results.md")) as f:
             self.assertIn("## Where the CPU goes", f.read())
