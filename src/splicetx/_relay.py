@@ -163,13 +163,26 @@ def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     if not IReactorFDSet.providedBy(reactor):
         return f"reactor {type(reactor).__name__} does not provide IReactorFDSet"
     if type(transport) in _STREAM_SOCKET_CLASSES:
-        # The common case, without the general path's dozen look-ups.
-        t: Any = transport
-        if t.TLS:
+        # The common case: a stream socket by construction, TLS only if
+        # startTLS() set the flag; the general checks are not needed.
+        if transport.TLS:  # type: ignore[attr-defined]
             return "TLS transport"
-        if t._writeDisconnected or t._writeDisconnecting:
-            return "transport already half-closed"
-        return None
+    else:
+        why = _notAPlainStreamSocket(transport)
+        if why is not None:
+            return why
+    if getattr(transport, "_writeDisconnected", False) or getattr(
+        transport, "_writeDisconnecting", False
+    ):
+        return "transport already half-closed"
+    return None
+
+
+def _notAPlainStreamSocket(transport: object) -> str | None:
+    """
+    Why C{transport}, of a class other than Twisted's own TCP/UNIX ones, is
+    not a plain (non-TLS) stream socket transport, or C{None} when it is.
+    """
     if isinstance(transport, ProtocolWrapper):
         if ISSLTransport.providedBy(transport) or hasattr(
             transport, "getPeerCertificate"
@@ -183,10 +196,6 @@ def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     sock = getattr(transport, "socket", None)
     if sock is None or sock.type != socket.SOCK_STREAM:
         return "not a stream socket"
-    if getattr(transport, "_writeDisconnected", False) or getattr(
-        transport, "_writeDisconnecting", False
-    ):
-        return "transport already half-closed"
     return None
 
 

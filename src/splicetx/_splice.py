@@ -90,7 +90,8 @@ class _GuardedTransport:
     The instance carries C{_splicetxGuard}: C{(relay, side name)}.
     """
 
-    _splicetxGuarded = True
+    #: The class the instance had before (set on each guarded class).
+    _splicetxOriginal: type
     _splicetxGuard: tuple[Any, str]
 
     startReading = stopReading = startWriting = stopWriting = _noop
@@ -130,7 +131,11 @@ def _guardedClass(cls: type) -> type:
         guarded = type(
             cls.__name__,
             (_GuardedTransport, cls),
-            {"__module__": cls.__module__, "__qualname__": cls.__qualname__},
+            {
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+                "_splicetxOriginal": cls,
+            },
         )
         _guardedClasses[cls] = guarded
     return guarded
@@ -520,9 +525,9 @@ class SpliceEngine:
 
     def _unguard(self) -> None:
         for t in self._guarded:
-            cls = type(t)
-            if getattr(cls, "_splicetxGuarded", False):
-                t.__class__ = cls.__bases__[1]
+            original = getattr(type(t), "_splicetxOriginal", None)
+            if original is not None:
+                t.__class__ = original
             t.__dict__.pop("_splicetxGuard", None)
         self._guarded = []
 

@@ -30,18 +30,26 @@ class Snapshot:
     ctx: dict[int, int] = attr.Factory(dict)
 
 
-def treePids(pid: int) -> list[int]:
+def _tree(pid: int) -> list[Any]:
     """
-    Process C{pid} and its descendants (just C{[pid]} when psutil cannot
-    see it).
+    The psutil processes of C{pid} and its descendants, C{pid} first;
+    empty when psutil cannot see it.
     """
     import psutil
 
     try:
         root = psutil.Process(pid)
-        return [pid, *(c.pid for c in root.children(recursive=True))]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return [pid]
+        return []
+
+
+def treePids(pid: int) -> list[int]:
+    """
+    Process C{pid} and its descendants (just C{[pid]} when psutil cannot
+    see it).
+    """
+    return [p.pid for p in _tree(pid)] or [pid]
 
 
 def snapshot(pid: int) -> Snapshot:
@@ -51,11 +59,7 @@ def snapshot(pid: int) -> Snapshot:
     import psutil
 
     snap = Snapshot()
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return snap
+    procs = _tree(pid)
     for i, p in enumerate(procs):
         try:
             with p.oneshot():
