@@ -236,13 +236,31 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(got, ["kernel", "python", "python", "other", "other", "other"])
 
 
+def _perfCannotRecord() -> str | None:
+    """
+    Why C{perf record} cannot sample on this machine (not installed, or
+    the kernel refuses it), or C{None} when it can.
+    """
+    if shutil.which("perf") is None:
+        return None
+    probe = subprocess.run(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-o", os.devnull, "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return " ".join(probe.stderr.split())[-200:] or "perf record failed"
+    return None
+
+
 class PerfOptionTests(SynchronousTestCase):
     """
     C{--perf} says where one proxy's CPU went, or, without perf installed,
     says that it was skipped and why.
     """
 
-    def test_perf(self) -> None:
+    def runBench(self, env: dict[str, str] | None = None) -> dict:
         out = tempfile.mkdtemp(prefix="splicetx-test-perf-")
         self.addCleanup(shutil.rmtree, out, True)
         proc = subprocess.run(
@@ -252,10 +270,20 @@ class PerfOptionTests(SynchronousTestCase):
             capture_output=True,
             text=True,
             timeout=300,
+            env=env,
         )
         self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
         with open(os.path.join(out, "results.json")) as f:
-            result = json.load(f)
+            result: dict = json.load(f)
+        with open(os.path.join(out, "results.md")) as f:
+            result["markdown"] = f.read()
+        return result
+
+    def test_perf(self) -> None:
+        why = _perfCannotRecord()
+        if why is not None:
+            self.skipTest(f"perf is installed but cannot record here: {why}")
+        result = self.runBench()
         if shutil.which("perf") is None:
             self.assertIn("--perf", result["skipped"])
             self.assertEqual(result["perf"], {})
@@ -266,5 +294,28 @@ class PerfOptionTests(SynchronousTestCase):
         # perf rounds each share to 0.01 %; trial's assertAlmostEqual has no delta.
         self.assertLessEqual(abs(total - 100.0), 1.0, total)
         self.assertTrue(shares["topSymbols"])
-        with open(os.path.join(out, "results.md")) as f:
-            self.assertIn("## Where the CPU goes", f.read())
+        self.assertIn("## Where the CPU goes", result["markdown"])
+
+    def test_perfFails(self) -> None:
+        """
+        When perf cannot sample (here a stand-in C{perf} that prints an
+        error and exits), the run still completes and the report carries
+        perf's own words instead of figures.
+        """
+        bin = tempfile.mkdtemp(prefix="splicetx-test-fakeperf-")
+        self.addCleanup(shutil.rmtree, bin, True)
+        fake = os.path.join(bin, "perf")
+        with open(fake, "w") as f:
+            f.write(
+                "#!/bin/sh\necho 'perf_event_open: permission denied' >&2\nexit 1\n"
+            )
+        os.chmod(fake, 0o755)
+        env = dict(os.environ, PATH=bin + os.pathsep + os.environ.get("PATH", ""))
+        result = self.runBench(env)
+        self.assertEqual(
+            result["perf"]["bulk-8-up"][SPLICE],
+            {
+                "error": "perf did not start sampling "
+                "(perf_event_open: permission denied)"
+            },
+        )

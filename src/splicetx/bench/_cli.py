@@ -11,6 +11,7 @@ import datetime
 import gc
 import os
 import platform
+import select
 import shlex
 import shutil
 import signal
@@ -524,28 +525,52 @@ class Bench:
         assert proxy.pid is not None
         path = os.path.join(work, f"perf-{proxy.spec.name}-{load}.data")
         errPath = path + ".err"
-        with open(errPath, "w") as err:
-            recorder = subprocess.Popen(
-                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999"]
-                + ["-o", path, "-p", ",".join(map(str, treePids(proxy.pid)))],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        time.sleep(0.5)
+        # perf starts with its events off (-D -1) and turns them on when
+        # told on the control pipe, answering "ack": the load starts only
+        # once sampling runs. (A fixed sleep lost every sample of a --quick
+        # run whenever perf took longer than that to start on a busy box.)
+        ctlRead, ctlWrite = os.pipe()
+        ackRead, ackWrite = os.pipe()
         try:
-            r = self.measure(proxy, load)
+            with open(errPath, "w") as err:
+                recorder = subprocess.Popen(
+                    ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999"]
+                    + ["-D", "-1", "--control", f"fd:{ctlRead},{ackWrite}"]
+                    + ["-o", path, "-p", ",".join(map(str, treePids(proxy.pid)))],
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    pass_fds=(ctlRead, ackWrite),
+                )
         finally:
+            os.close(ctlRead)
+            os.close(ackWrite)
+        r: dict = {}
+        started = False
+        try:
+            with contextlib.suppress(OSError):  # EPIPE: perf already gone
+                os.write(ctlWrite, b"enable\n")
+                started = _awaitAck(ackRead, 30.0)
+            if started:
+                r = self.measure(proxy, load)
+        finally:
+            # The control pipes stay open until perf has exited: perf left
+            # an unfinished data file when they closed under it.
             recorder.send_signal(signal.SIGINT)
             try:
                 recorder.wait(30)
             except subprocess.TimeoutExpired:
                 recorder.kill()
                 recorder.wait()
+            os.close(ctlWrite)
+            os.close(ackRead)
+        with open(errPath) as f:
+            why = " ".join(f.read().split())[-200:]
+        if not started:
+            return {"error": f"perf did not start sampling ({why or 'no ack'})"}
         byDso = perfReport(path, "dso")
         if not byDso:
-            with open(errPath) as f:
-                why = " ".join(f.read().split())[-200:] or "perf failed"
-            return {"error": f"no perf samples ({r.get('error') or why})"}
+            why = r.get("error") or why or "perf report found none"
+            return {"error": f"no perf samples ({why})"}
         shares = {"kernel": 0.0, "python": 0.0, "other": 0.0}
         for dso, pct in byDso.items():
             shares[classifyDso(dso)] += pct
@@ -696,6 +721,24 @@ def parseStrace(path: str) -> dict[str, int]:
         except ValueError:
             continue
     return calls
+
+
+def _awaitAck(fd: int, timeout: float) -> bool:
+    """
+    Wait up to C{timeout} seconds for C{perf record --control} to answer
+    C{ack} on C{fd}; C{False} if it exits or stays silent.
+    """
+    deadline = time.monotonic() + timeout
+    got = b""
+    while b"ack" not in got:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return False
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return False
+        got += chunk
+    return True
 
 
 def perfReport(path: str, key: str) -> dict[str, float]:
