@@ -810,6 +810,34 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:h:65536")
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:1:color=red")
 
+    def test_normalConnectionsFollowTwistLogLevel(self) -> None:
+        """
+        Under C{twist --log-level warn} (or above) the service's factories
+        skip the C{info} event of normal connections, which C{twist} would
+        drop; at the default level, at C{info}, and without C{twist}'s
+        options (C{twistd}, a library user) they log them.
+        """
+        from twisted.application.twist._options import TwistOptions
+
+        cli = ["splice-proxy", "--listen", "tcp:0", "--connect", "tcp:h:1"]
+        seen = {}
+        for level in (None, "debug", "info", "warn", "error", "critical"):
+            twist = TwistOptions()
+            twist.parseOptions(([f"--log-level={level}"] if level else []) + cli)
+            seen[level] = makeService(twist.subOptions).logNormalConnections
+        self.assertEqual(
+            seen,
+            {
+                None: True,
+                "debug": True,
+                "info": True,
+                "warn": False,
+                "error": False,
+                "critical": False,
+            },
+        )
+        self.assertTrue(makeService(self.parse(*cli[1:])).logNormalConnections)
+
     def test_makeService(self) -> None:
         """
         makeService carries every option to the service without starting it.

@@ -195,6 +195,43 @@ class ProxyMixin(ReactorTestMixin):
         self.assertIn("duration", event)
         self.assertIn("fallbackReason", event)
 
+    def test_quietNormalConnections(self) -> None:
+        """
+        With C{logNormalConnections} off, a connection that ends normally
+        logs nothing while one whose upstream refused is still logged.
+        """
+        closed = socket.socket()
+        self.addCleanup(closed.close)
+        closed.bind((LOOPBACK, 0))
+        events, stop = capturedEvents()
+        self.addCleanup(stop)
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            results = []
+            for target in (up.getHost().port, closed.getsockname()[1]):
+                factory = RecordingFactory(
+                    TCP4ClientEndpoint(reactor, LOOPBACK, target), reactor=reactor
+                )
+                factory.logNormalConnections = False
+                port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+                done = factory.nextResult()
+                client = connectClient(reactor, port)
+                yield client.made
+                yield client.send(b"ping")
+                results.append((yield done))
+                yield closedByProxy(client)
+                yield stopAll([port])
+            yield stopAll([up])
+            return results
+
+        normal, refused = self.runScenario(scenario)
+        self.assertEqual(normal.reason, DONE)
+        self.assertEqual(refused.reason, UPSTREAM_FAILED)
+        self.assertEqual([e["reason"] for e in events], [UPSTREAM_FAILED])
+
     def test_chooseUpstreamDeferred(self) -> None:
         """
         C{chooseUpstream} may return a Deferred; the client's early bytes

@@ -32,7 +32,7 @@ from twisted.internet.endpoints import (
     serverFromString,
 )
 from twisted.internet.interfaces import IReactorPluggableNameResolver
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -795,6 +795,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         sendProxyProtocol: int | None = None,
         metricsEndpoint: str | None = None,
         configWarnings: list[str] | None = None,
+        logNormalConnections: bool = True,
     ) -> None:
         """
         @param reactor: the reactor.
@@ -816,6 +817,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
         @param metricsEndpoint: serve Prometheus metrics on this server
             endpoint (not in a worker: the supervisor serves them).
         @param configWarnings: lines to log at start (C{--config}).
+        @param logNormalConnections: log connections that ended normally
+            (see L{SpliceProxyFactory.logNormalConnections}).
         """
         self.reactor = reactor
         self.listen = listen
@@ -841,6 +844,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         self.sendProxyProtocol = sendProxyProtocol
         self.metricsEndpoint = metricsEndpoint
         self.configWarnings = configWarnings or []
+        self.logNormalConnections = logNormalConnections
         self.factory: SpliceProxyFactory | None = None
         self.factories: list[SpliceProxyFactory] = []
         self.ports: list[Any] = []
@@ -937,6 +941,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             factory.metrics = self.metrics
             factory.forwardName = forward.name
             factory.logFields = logFields
+            factory.logNormalConnections = self.logNormalConnections
             self.factories.append(factory)
             for description, given in zip(
                 forward.listen, forward.listenGiven, strict=True
@@ -1365,6 +1370,21 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         return d.addCallback(stopped)
 
 
+def _infoObserved(options: Options) -> bool:
+    """
+    Whether C{info} events can reach the log: C{False} only under C{twist}
+    with C{--log-level} C{warn} or above (C{twist}'s log file observer
+    filters by that level; C{twistd} has no such option and logs all).
+
+    @param options: our parsed options; C{twist} gives them a C{parent}.
+    """
+    parent = getattr(options, "parent", None)
+    level = parent.get("logLevel") if isinstance(parent, usage.Options) else None
+    if level not in LogLevel.iterconstants():
+        return True
+    return bool(level <= LogLevel.info)
+
+
 def makeService(options: Options) -> Service:
     """
     Build the C{splice-proxy} service from parsed L{Options}, on the
@@ -1413,4 +1433,5 @@ def makeService(options: Options) -> Service:
         sendProxyProtocol=options.get("proxy-protocol"),
         metricsEndpoint=options.get("metrics"),
         configWarnings=list(options.get("config-warnings") or []),
+        logNormalConnections=_infoObserved(options),
     )

@@ -945,10 +945,17 @@ class SpliceProxyFactory(Factory):
     @ivar forwardName: the C{forward} label of those metrics.
     @ivar logFields: extra fields for every connection's log event (e.g.
         the worker's pid), or C{None}.
+    @ivar logNormalConnections: when C{False}, a connection that ended
+        normally (C{done} or C{closed}) logs nothing; failures are still
+        logged at C{warn}.  C{twist splice-proxy} sets it when
+        C{--log-level} is C{warn} or above, where the C{info} event would
+        be built only to be dropped (about a tenth of a short connection's
+        CPU).
     """
 
     protocol = SpliceProxyProtocol  # type: ignore[assignment]
     noisy = False
+    logNormalConnections = True
 
     def __init__(
         self,
@@ -1047,9 +1054,16 @@ class SpliceProxyFactory(Factory):
         with an accepted PROXY header, C{client} is the header's source and
         C{peer} the balancer that sent it; plus L{logFields}.
 
+        Normal ends (C{done}, C{closed}) are logged at C{info}, others at
+        C{warn}; with L{logNormalConnections} false, normal ends are not
+        logged.
+
         @param proto: the protocol of the connection.
         @param result: its L{RelayResult}.
         """
+        normal = result.reason in (DONE, CLOSED)
+        if normal and not self.logNormalConnections:
+            return
         extra = self.logFields
         header = proto.proxyHeader
         if header is not None and header.source is not None:
@@ -1063,7 +1077,7 @@ class SpliceProxyFactory(Factory):
             upstreamText = describeAddress(upstream.transport.getPeer())
         else:
             upstreamText = describeEndpoint(proto.upstreamEndpoint or self.upstream)
-        level = _log.info if result.reason in (DONE, CLOSED) else _log.warn
+        level = _log.info if normal else _log.warn
         level(
             "{client} -> {upstream}: {reason} ({detail}); engine {engine}, "
             "{bytesClientToUpstream} bytes up, {bytesUpstreamToClient} bytes "
