@@ -319,3 +319,31 @@ class PerfOptionTests(SynchronousTestCase):
                 "(perf_event_open: permission denied)"
             },
         )
+
+
+class StraceOptionTests(SynchronousTestCase):
+    """
+    C{--strace} counts the system calls of a proxy's whole process tree,
+    the C{--workers} supervisor's workers included.
+    """
+
+    def test_workers(self) -> None:
+        if shutil.which("strace") is None:
+            self.skipTest("strace is not installed (Debian: strace)")
+        out = tempfile.mkdtemp(prefix="splicetx-test-strace-")
+        self.addCleanup(shutil.rmtree, out, True)
+        workers = SPLICE + "-w2"
+        proc = subprocess.run(
+            [sys.executable, "-m", "splicetx.bench", "--quick", "--strace"]
+            + ["--proxies", workers, "--loads", "bulk", "--streams", "8"]
+            + ["--directions", "up", "--no-chart", "--out", out],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        with open(os.path.join(out, "results.json")) as f:
+            counted = json.load(f)["strace"][workers]
+        self.assertNotIn("error", counted)
+        self.assertIn("splice", dict(counted["topPerGB"]))
+        self.assertGreater(counted["syscallsPerGB"], 0)

@@ -478,8 +478,11 @@ class Bench:
     def straceRun(self, proxy: _proxies.RunningProxy, load: str, work: str) -> dict:
         assert proxy.pid is not None
         path = os.path.join(work, f"strace-{proxy.spec.name}.txt")
+        # Every process of the tree (a --workers supervisor only accepts
+        # nothing itself): -f follows only children forked after attaching.
+        pids = [a for pid in treePids(proxy.pid) for a in ("-p", str(pid))]
         tracer = subprocess.Popen(
-            ["strace", "-c", "-f", "-q", "-o", path, "-p", str(proxy.pid)],
+            ["strace", "-c", "-f", "-q", "-o", path, *pids],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
