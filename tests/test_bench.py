@@ -7,6 +7,7 @@ claim.  Nothing here looks at how fast anything is.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 import splicetx
-from splicetx.bench import _cli, _proxies, _report, _wire
+from splicetx.bench import _cli, _loadgen, _proxies, _report, _wire
 
 SPLICE = _proxies.defaultSpliceName(splicetx.DEFAULT_PIPE_SIZE)
 PROXIES = ("direct", SPLICE, "copy")
@@ -92,6 +93,11 @@ class QuickBenchTests(SynchronousTestCase):
         self.assertNotIn("cpuPerGB", summary["direct"]["bulk-8-up"])
         for load in ("latency", "churn", "idle"):
             self.assertIn(load, summary[SPLICE])
+        # Churn clients connected from a loopback address of each run's own.
+        sources = [r["source"] for r in result["runs"] if r["load"] == "churn"]
+        self.assertEqual(len(sources), len(PROXIES))
+        self.assertEqual(len(set(sources)), len(sources))
+        self.assertTrue(all(ipaddress.ip_address(a).is_loopback for a in sources))
         self.assertEqual(result["proxies"][SPLICE]["engine"], "splice")
         self.assertIn(result["proxies"][SPLICE]["launcher"], ("cli", "standin"))
 
@@ -119,6 +125,32 @@ class HelperTests(SynchronousTestCase):
     """
     The bench's pure helpers.
     """
+
+    def test_repetitionOrder(self) -> None:
+        """
+        Every repetition runs every proxy once, in an order of its own that
+        a rerun repeats; no proxy always follows the same neighbour.
+        """
+        names = ["direct", "a", "b", "c", "d", "e", "f", "g"]
+        orders = [_cli.repetitionOrder(names, rep) for rep in range(5)]
+        for order in orders:
+            self.assertEqual(sorted(order), sorted(names))
+        self.assertEqual(orders, [_cli.repetitionOrder(names, r) for r in range(5)])
+        afterDirect = {
+            order[order.index("direct") + 1]
+            for order in orders
+            if order[-1] != "direct"
+        }
+        self.assertGreater(len(afterDirect), 1, orders)
+
+    def test_churnSources(self) -> None:
+        """
+        Each churn run gets a loopback source address of its own.
+        """
+        sources = [_loadgen.churnSource() for _ in range(300)]
+        self.assertEqual(len(set(sources)), 300)
+        for source in sources:
+            self.assertTrue(ipaddress.ip_address(source).is_loopback, source)
 
     def test_headerRoundTrip(self) -> None:
         """

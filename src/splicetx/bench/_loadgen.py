@@ -8,6 +8,7 @@ CPU to the proxy under test.  The backend is L{splicetx.bench._backend}.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -153,14 +154,37 @@ def latency(port: int, count: int, size: int = 1024, warmup: int = 200) -> dict:
     }
 
 
+# Linux's IP_BIND_ADDRESS_NO_PORT (Python 3.12 names it): bind() takes only
+# the address, and connect() picks the port knowing the whole 4-tuple.
+_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+_churnRuns = itertools.count()
+
+
+def churnSource() -> str:
+    """
+    A loopback source address of its own for one churn run (127.1.x.y).
+
+    The client closes first, so each connection it makes leaves a socket in
+    TIME_WAIT for 60 s on its 4-tuple; direct's churn leaves some 30,000 of
+    them towards the backend's port.  From one shared 127.0.0.1, the next
+    run's connects (and a proxy's own connects to the backend) would hunt
+    for free ports among them, and whichever proxy ran next paid for what
+    the one before left behind.
+    """
+    n = next(_churnRuns) % (250 * 250)
+    return f"127.1.{n // 250}.{n % 250 + 1}"
+
+
 def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
     """
     Open a connection, echo 100 bytes, close; repeat on C{workers} threads
-    for C{seconds}.
+    for C{seconds}, from a source address of the run's own
+    (L{churnSource}).
 
     @return: C{conns} (completed), C{failures}, C{seconds}, C{connsPerSec},
-        C{error} (the first failure).
+        C{error} (the first failure), C{source} (the client address).
     """
+    source = churnSource()
     payload = os.urandom(100)
     first = header(ECHO) + payload
     ok = [0] * workers
@@ -173,6 +197,8 @@ def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.settimeout(10)
+                s.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
+                s.bind((source, 0))
                 s.connect((HOST, port))
                 s.sendall(first)
                 if recvExactly(s, len(payload)) != payload:
@@ -198,6 +224,7 @@ def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
         "seconds": took,
         "connsPerSec": sum(ok) / took,
         "error": errors[0] if errors else None,
+        "source": source,
     }
 
 

@@ -211,8 +211,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Software: {meta['software']}",
         f"- splicetx launched with: {meta['launcher']}",
         f"- Load generator: {meta['generator']}",
-        f"- Repetitions: {meta['reps']} (proxies interleaved within each "
-        "repetition); cells show median (min–max) when there is more than one.",
+        f"- Repetitions: {meta['reps']} (proxies interleaved, in a shuffled "
+        "order of each repetition's own); cells show median (min–max) when "
+        "there is more than one.",
         "- CPU, context switches, RSS and fds are the proxy's process tree "
         "(psutil); direct has no proxy process.",
         "",
