@@ -286,36 +286,46 @@ def _perfCannotRecord() -> str | None:
     return None
 
 
+def runBenchOnce(
+    case: SynchronousTestCase,
+    option: str,
+    proxy: str,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """
+    Run a quick 8-stream upload through C{proxy} with C{option} (C{--perf},
+    C{--strace}); return its JSON, plus its Markdown as C{"markdown"}.
+    """
+    out = tempfile.mkdtemp(prefix="splicetx-test-bench-")
+    case.addCleanup(shutil.rmtree, out, True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "splicetx.bench", "--quick", option]
+        + ["--proxies", proxy, "--loads", "bulk", "--streams", "8"]
+        + ["--directions", "up", "--no-chart", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    case.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    with open(os.path.join(out, "results.json")) as f:
+        result: dict = json.load(f)
+    with open(os.path.join(out, "results.md")) as f:
+        result["markdown"] = f.read()
+    return result
+
+
 class PerfOptionTests(SynchronousTestCase):
     """
     C{--perf} says where one proxy's CPU went, or, without perf installed,
     says that it was skipped and why.
     """
 
-    def runBench(self, env: dict[str, str] | None = None) -> dict:
-        out = tempfile.mkdtemp(prefix="splicetx-test-perf-")
-        self.addCleanup(shutil.rmtree, out, True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "splicetx.bench", "--quick", "--perf"]
-            + ["--proxies", SPLICE, "--loads", "bulk", "--streams", "8"]
-            + ["--directions", "up", "--no-chart", "--out", out],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-        with open(os.path.join(out, "results.json")) as f:
-            result: dict = json.load(f)
-        with open(os.path.join(out, "results.md")) as f:
-            result["markdown"] = f.read()
-        return result
-
     def test_perf(self) -> None:
         why = _perfCannotRecord()
         if why is not None:
             self.skipTest(f"perf is installed but cannot record here: {why}")
-        result = self.runBench()
+        result = runBenchOnce(self, "--perf", SPLICE)
         if shutil.which("perf") is None:
             self.assertIn("--perf", result["skipped"])
             self.assertEqual(result["perf"], {})
@@ -343,7 +353,7 @@ class PerfOptionTests(SynchronousTestCase):
             )
         os.chmod(fake, 0o755)
         env = dict(os.environ, PATH=bin + os.pathsep + os.environ.get("PATH", ""))
-        result = self.runBench(env)
+        result = runBenchOnce(self, "--perf", SPLICE, env)
         self.assertEqual(
             result["perf"]["bulk-8-up"][SPLICE],
             {
@@ -362,20 +372,8 @@ class StraceOptionTests(SynchronousTestCase):
     def test_workers(self) -> None:
         if shutil.which("strace") is None:
             self.skipTest("strace is not installed (Debian: strace)")
-        out = tempfile.mkdtemp(prefix="splicetx-test-strace-")
-        self.addCleanup(shutil.rmtree, out, True)
         workers = SPLICE + "-w2"
-        proc = subprocess.run(
-            [sys.executable, "-m", "splicetx.bench", "--quick", "--strace"]
-            + ["--proxies", workers, "--loads", "bulk", "--streams", "8"]
-            + ["--directions", "up", "--no-chart", "--out", out],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-        with open(os.path.join(out, "results.json")) as f:
-            counted = json.load(f)["strace"][workers]
+        counted = runBenchOnce(self, "--strace", workers)["strace"][workers]
         self.assertNotIn("error", counted)
         self.assertIn("splice", dict(counted["topPerGB"]))
         self.assertGreater(counted["syscallsPerGB"], 0)

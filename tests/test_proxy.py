@@ -125,6 +125,15 @@ def closedByProxy(client: Peer) -> Any:
     yield client.lost
 
 
+def proxyTo(reactor: Any, upstreamPort: int, **kwargs: Any) -> RecordingFactory:
+    """
+    A L{RecordingFactory} relaying to C{upstreamPort} on the loopback.
+    """
+    return RecordingFactory(
+        TCP4ClientEndpoint(reactor, LOOPBACK, upstreamPort), reactor=reactor, **kwargs
+    )
+
+
 def stopAll(ports: list[Any]) -> Deferred[Any]:
     return DeferredList([p.stopListening() for p in ports])
 
@@ -163,10 +172,7 @@ class ProxyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = RecordingFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-            )
+            factory = proxyTo(reactor, up.getHost().port)
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             done = factory.nextResult()
             client = connectClient(reactor, port)
@@ -212,9 +218,7 @@ class ProxyMixin(ReactorTestMixin):
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
             results = []
             for target in (up.getHost().port, closed.getsockname()[1]):
-                factory = RecordingFactory(
-                    TCP4ClientEndpoint(reactor, LOOPBACK, target), reactor=reactor
-                )
+                factory = proxyTo(reactor, target)
                 factory.logNormalConnections = False
                 port = reactor.listenTCP(0, factory, interface=LOOPBACK)
                 done = factory.nextResult()
@@ -278,10 +282,7 @@ class ProxyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = RecordingFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-            )
+            factory = proxyTo(reactor, up.getHost().port)
             factory.protocol = Refuse
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             done = factory.nextResult()
@@ -312,10 +313,7 @@ class ProxyMixin(ReactorTestMixin):
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
-            factory = RecordingFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, closed.getsockname()[1]),
-                reactor=reactor,
-            )
+            factory = proxyTo(reactor, closed.getsockname()[1])
             factory.protocol = Watch
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             done = factory.nextResult()
@@ -415,11 +413,7 @@ class ProxyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = RecordingFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-                idleTimeout=0.3,
-            )
+            factory = proxyTo(reactor, up.getHost().port, idleTimeout=0.3)
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             done = factory.nextResult()
             client = connectClient(reactor, port)
@@ -445,10 +439,7 @@ class ProxyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = RecordingFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-            )
+            factory = proxyTo(reactor, up.getHost().port)
             factory.maxConnections = 1
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             factory.addListeningPort(port)
@@ -485,10 +476,7 @@ class ProxyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = RecordingFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-            )
+            factory = proxyTo(reactor, up.getHost().port)
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             factory.addListeningPort(port)
             client = connectClient(reactor, port)
