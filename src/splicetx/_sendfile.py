@@ -379,7 +379,9 @@ class ZeroCopyFileSender:
             if why is None:
                 self.engine = SENDFILE
                 self._outFd = self._transport.fileno()
-                self._inFd = _fileno(self._file)
+                inFd = _fileno(self._file)
+                assert inFd is not None  # sendFileUnavailableReason checked it
+                self._inFd = inFd
                 # Calls resumeProducing at once: see the module docstring.
                 self._transport.registerProducer(self, False)
             else:

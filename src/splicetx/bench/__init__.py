@@ -7,7 +7,8 @@ pipe sizes, splicetx with the copy engine, Twisted's own C{twist portforward},
 a minimal Python C{epoll} + C{splice} loop as a yardstick, and C{socat} and
 C{haproxy} when installed), runs load through them with the proxies
 interleaved (a shuffled order per repetition), and writes a Markdown table,
-a JSON file and a PNG chart.  See C{docs/benchmarks.md} and C{python -m splicetx.bench --help}.
+a JSON file and a PNG chart.  See C{docs/benchmarks.md} and
+C{python -m splicetx.bench --help}.
 
 Everything here is private except L{main}.
 """

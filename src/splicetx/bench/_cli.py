@@ -452,7 +452,7 @@ class Bench:
             socks, failures, error = _loadgen.openIdle(proxy.port, self.idleConns)
             time.sleep(0.3)
             held = snapshot(proxy.pid)
-            n = max(1, len(socks))
+            opened = max(1, len(socks))
             for s in socks:
                 s.close()
             left = held.fds
@@ -464,8 +464,8 @@ class Bench:
                 time.sleep(0.1)
             out = {
                 "conns": len(socks),
-                "rssPerConnKiB": (held.rss - base.rss) / n / 1024,
-                "fdsPerConn": (held.fds - base.fds) / n,
+                "rssPerConnKiB": (held.rss - base.rss) / opened / 1024,
+                "fdsPerConn": (held.fds - base.fds) / opened,
                 "failures": failures,
                 "fdsLeft": max(0, left - base.fds),
             }
@@ -637,7 +637,7 @@ class Bench:
                 self.runs.append(r)
                 time.sleep(0.1)
             strace: dict[str, Any] = {}
-            if doStrace:
+            if doStrace and straceLoad:
                 for name in straceTargets:
                     progress.step(f"strace {straceLoad} {name}")
                     strace[name] = self.straceRun(self.proxies[name], straceLoad, work)

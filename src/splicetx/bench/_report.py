@@ -259,9 +259,9 @@ def markdown(result: dict[str, Any]) -> str:
                 row.append(_fmt(st.get("syscallsPerGB"), 0))
             lines.append("| " + " | ".join(row) + " |")
         gen = [
-            med(summary, p, load, "genCPUPerGB")
-            for p in proxies
-            if med(summary, p, load, "genCPUPerGB") is not None
+            v
+            for v in (med(summary, p, load, "genCPUPerGB") for p in proxies)
+            if v is not None
         ]
         if gen:
             lines += [
