@@ -479,8 +479,8 @@ class Bench:
     def straceRun(self, proxy: _proxies.RunningProxy, load: str, work: str) -> dict:
         assert proxy.pid is not None
         path = os.path.join(work, f"strace-{proxy.spec.name}.txt")
-        # Every process of the tree (a --workers supervisor only accepts
-        # nothing itself): -f follows only children forked after attaching.
+        # Every process of the tree: a --workers supervisor relays nothing
+        # itself, and -f follows only children forked after attaching.
         pids = [a for pid in treePids(proxy.pid) for a in ("-p", str(pid))]
         tracer = subprocess.Popen(
             ["strace", "-c", "-f", "-q", "-o", path, *pids],
@@ -545,6 +545,10 @@ class Bench:
                     stderr=err,
                     pass_fds=(ctlRead, ackWrite),
                 )
+        except OSError as e:
+            for fd in (ctlWrite, ackRead):
+                os.close(fd)
+            return {"error": f"perf did not start ({e})"}
         finally:
             os.close(ctlRead)
             os.close(ackWrite)

@@ -157,22 +157,36 @@ def latency(port: int, count: int, size: int = 1024, warmup: int = 200) -> dict:
 # Linux's IP_BIND_ADDRESS_NO_PORT (Python 3.12 names it): bind() takes only
 # the address, and connect() picks the port knowing the whole 4-tuple.
 _BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-_churnRuns = itertools.count()
+# Starts at a place of this process's own, so that two bench runs within
+# a minute of each other do not reuse each other's addresses either.
+_churnRuns = itertools.count(os.getpid() % (250 * 250))
 
 
 def churnSource() -> str:
     """
-    A loopback source address of its own for one churn run (127.1.x.y).
+    A loopback source address of its own for one churn run (127.1.x.y), or
+    127.0.0.1 where such an address cannot be bound.
 
     The client closes first, so each connection it makes leaves a socket in
     TIME_WAIT for 60 s on its 4-tuple; direct's churn leaves some 30,000 of
     them towards the backend's port.  From one shared 127.0.0.1, the next
     run's connects (and a proxy's own connects to the backend) would hunt
     for free ports among them, and whichever proxy ran next paid for what
-    the one before left behind.
+    direct left behind.  (A proxy's own connections to the backend, which
+    it closes first, still leave theirs on 127.0.0.1; every proxy leaves
+    about as many, and the shuffled order spreads them.)
     """
     n = next(_churnRuns) % (250 * 250)
-    return f"127.1.{n // 250}.{n % 250 + 1}"
+    source = f"127.1.{n // 250}.{n % 250 + 1}"
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
+        probe.bind((source, 0))
+    except OSError:
+        return HOST
+    finally:
+        probe.close()
+    return source
 
 
 def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
