@@ -500,12 +500,7 @@ class Bench:
                 self.devnull,
             )
         finally:
-            tracer.send_signal(signal.SIGINT)
-            try:
-                tracer.wait(20)
-            except subprocess.TimeoutExpired:
-                tracer.kill()
-                tracer.wait()
+            _interrupt(tracer, 20)
         gb = r["bytes"] / 1e9
         calls = parseStrace(path)
         if not calls or gb <= 0:
@@ -563,12 +558,7 @@ class Bench:
         finally:
             # The control pipes stay open until perf has exited: perf left
             # an unfinished data file when they closed under it.
-            recorder.send_signal(signal.SIGINT)
-            try:
-                recorder.wait(30)
-            except subprocess.TimeoutExpired:
-                recorder.kill()
-                recorder.wait()
+            _interrupt(recorder, 30)
             os.close(ctlWrite)
             os.close(ackRead)
         with open(errPath) as f:
@@ -747,6 +737,19 @@ def repetitionOrder(names: list[str], rep: int) -> list[str]:
     shuffled = list(names)
     random.Random(f"splicetx.bench repetition {rep}").shuffle(shuffled)
     return shuffled
+
+
+def _interrupt(proc: subprocess.Popen, timeout: float) -> None:
+    """
+    Stop a tracer (strace, perf) the way it writes its summary: SIGINT, then
+    SIGKILL if it has not exited after C{timeout} seconds.
+    """
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _awaitAck(fd: int, timeout: float) -> bool:
