@@ -162,6 +162,15 @@ _BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 _churnRuns = itertools.count(os.getpid() % (250 * 250))
 
 
+def _bindSource(sock: socket.socket, source: str) -> None:
+    """
+    Make C{sock}'s connections come from C{source}, the port left to
+    C{connect()}.
+    """
+    sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
+    sock.bind((source, 0))
+
+
 def churnSource() -> str:
     """
     A loopback source address of its own for one churn run (127.1.x.y), or
@@ -180,8 +189,7 @@ def churnSource() -> str:
     source = f"127.1.{n // 250}.{n % 250 + 1}"
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        probe.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
-        probe.bind((source, 0))
+        _bindSource(probe, source)
     except OSError:
         return HOST
     finally:
@@ -211,8 +219,7 @@ def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.settimeout(10)
-                s.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
-                s.bind((source, 0))
+                _bindSource(s, source)
                 s.connect((HOST, port))
                 s.sendall(first)
                 if recvExactly(s, len(payload)) != payload:
