@@ -54,6 +54,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from splicetx._reactor import defaultReactor
+
 __all__ = [
     "ProxyMetrics",
     "MetricsResource",
@@ -302,8 +304,7 @@ class ProxyMetrics:
             return
         from twisted.internet.task import LoopingCall
 
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = defaultReactor(reactor)
         self._pipes = Gauge(
             "splicetx_pipes",
             "Kernel pipes of the splice engine.",
@@ -422,8 +423,7 @@ def startMetricsEndpoint(
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
     site = Site(root, reactor=reactor)

@@ -49,6 +49,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx._pipes import PipePool, defaultPipePool
+from splicetx._reactor import defaultReactor
 
 __all__ = [
     "Relay",
@@ -338,11 +339,7 @@ class Relay:
         @param pipePool: the L{PipePool} to take pipes from (default: the
             process-wide one, 1 MiB pipes).
         """
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
-        self._reactor = reactor
+        self._reactor = defaultReactor(reactor)
         self._a = transportA
         self._b = transportB
         self._engineChoice = engine

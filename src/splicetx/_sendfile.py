@@ -60,6 +60,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from zope.interface import implementer
 
+from splicetx._reactor import defaultReactor
 from splicetx._relay import spliceUnavailableReason
 
 __all__ = [
@@ -318,11 +319,7 @@ class ZeroCopyFileSender:
             raise ValueError(f"engine must be 'auto' or {FILESENDER!r}, not {engine!r}")
         if reactor is None:
             reactor = getattr(transport, "reactor", None)
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
-        self._reactor = reactor
+        self._reactor = defaultReactor(reactor)
         self._transport = transport
         self._file = fileObj
         self._offset = offset

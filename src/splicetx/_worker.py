@@ -26,6 +26,8 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from splicetx._reactor import defaultReactor
+
 __all__ = [
     "ENV_FDS",
     "ENV_INDEX",
@@ -113,8 +115,7 @@ def adoptListeners(
     @return: the listening ports.
     @raise ValueError: when the number of factories does not match.
     """
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     listeners = inheritedListeners(environ)
     if len(listeners) != len(factories):
         raise ValueError(
@@ -149,8 +150,7 @@ def watchSupervisor(
     env = os.environ if environ is None else environ
     if ENV_SUPERVISOR not in env:
         return None
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     supervisor = int(env[ENV_SUPERVISOR])
 
     def check() -> None:

@@ -68,6 +68,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from splicetx._reactor import defaultReactor
 from splicetx._worker import ENV_FDS, ENV_INDEX, ENV_SUPERVISOR, familyName
 
 __all__ = [
@@ -255,8 +256,7 @@ def prepareListener(description: str, mode: str | None = None, reactor: Any = No
     from twisted.internet import endpoints
     from twisted.internet.defer import fail
 
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     if mode not in (None, REUSEPORT, SHARED):
         return fail(ValueError(f"unknown worker socket mode {mode!r}"))
     try:
@@ -360,9 +360,7 @@ class WorkerSupervisor:
         """
         if count < 1:
             raise ValueError(f"need at least one worker, not {count!r}")
-        if reactor is None:
-            from twisted.internet import reactor
-        self._reactor = reactor
+        self._reactor = defaultReactor(reactor)
         self.workerArgv = list(workerArgv)
         self.count = count
         self.listeners = list(listeners)
@@ -604,11 +602,7 @@ class WorkerSupervisorService(Service):
         super().startService()
         from twisted.internet.defer import gatherResults
 
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+        reactor = self._reactor = defaultReactor(self._reactor)
         d: Deferred[Any] = gatherResults(
             [prepareListener(desc, self.mode, reactor) for desc in self.listen],
             consumeErrors=True,

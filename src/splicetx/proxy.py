@@ -54,6 +54,7 @@ from splicetx._proxyprotocol import (
     ProxyProtocolError,
     buildHeader,
 )
+from splicetx._reactor import defaultReactor
 from splicetx._relay import (
     CANCELLED,
     CLOSED,
@@ -1036,10 +1037,7 @@ class SpliceProxyFactory(Factory):
         """
         The reactor the proxy runs on.
         """
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
+        self._reactor = defaultReactor(self._reactor)
         return self._reactor
 
     # -- per-connection log ---------------------------------------------------

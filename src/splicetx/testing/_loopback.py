@@ -28,6 +28,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol, connecti
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._reactor import defaultReactor
 from splicetx.testing._backends import Backend, Listener, Tally, _Writer, payload
 from splicetx.testing._reactors import buildReactor, runScenario
 
@@ -234,11 +235,7 @@ class Loopback:
             the L{Loopback} is made).
         @param host: C{"127.0.0.1"} (default) or C{"::1"}.
         """
-        if reactor is None:
-            from twisted.internet import reactor as _reactor
-
-            reactor = _reactor
-        self.reactor = reactor
+        self.reactor = defaultReactor(reactor)
         self.host = host
         self._backends: list[Backend] = []
         self._listeners: list[Listener] = []
