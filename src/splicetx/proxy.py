@@ -974,6 +974,8 @@ class SpliceProxyFactory(Factory):
         metrics: Any = None,
         forwardName: str = "default",
         logFields: dict[str, Any] | None = None,
+        maxConnections: int | None = None,
+        logNormalConnections: bool = True,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -990,6 +992,8 @@ class SpliceProxyFactory(Factory):
         @param metrics: see L{metrics}.
         @param forwardName: see L{forwardName}.
         @param logFields: see L{logFields}.
+        @param maxConnections: see L{maxConnections}.
+        @param logNormalConnections: see L{logNormalConnections}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -1025,7 +1029,8 @@ class SpliceProxyFactory(Factory):
         self.metrics = metrics
         self.forwardName = forwardName
         self.logFields = logFields or None
-        self.maxConnections: int | None = None
+        self.maxConnections: int | None = maxConnections
+        self.logNormalConnections = logNormalConnections
         self.liveProtocols: set[SpliceProxyProtocol] = set()
         self.draining = False
         self._ports: list[Any] = []
