@@ -17,9 +17,9 @@ __all__ = ["defaultReactor"]
 
 def defaultReactor(reactor: Any = None) -> Any:
     """
-    Return C{reactor}, or the global reactor when C{reactor} is L{None}.
+    Return C{reactor}, or the global reactor when C{reactor} is C{None}.
 
-    @param reactor: a reactor, or L{None}.
+    @param reactor: a reactor, or C{None}.
     @return: C{reactor} itself, or C{twisted.internet.reactor} (importing it,
         and so installing the default reactor if none is installed yet).
     """
