@@ -551,10 +551,10 @@ class ProxyMixin(ReactorTestMixin):
     def test_noCyclicGarbage(self) -> None:
         """
         A finished proxied connection, on either engine, is freed by
-        reference counting alone (DESIGN.md rule 13): its protocols,
-        transports, connector and relay leave no reference cycle for the
-        cycle collector, which would otherwise run once per few hundred
-        connections under churn.
+        reference counting alone (docs/design-decisions.md rule 13): its
+        protocols, transports, connector and relay leave no reference cycle
+        for the cycle collector, which would otherwise run once per few
+        hundred connections under churn.
         """
         data = payload(20_000, seed=9)
 
