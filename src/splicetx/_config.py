@@ -340,7 +340,7 @@ def parseConfig(
     @param text: the file's contents.
     @param filename: the name to put in error messages.
     @param resolve: turns a bind host name into an address (default: the
-        first answer of C{getaddrinfo}); may raise L{OSError}.
+        first answer of C{getaddrinfo}); may raise C{OSError}.
     @return: the forwards, rules and warnings.
     @raise ConfigError: on the first problem, naming file and line.
     """

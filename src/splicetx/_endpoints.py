@@ -131,7 +131,7 @@ def withBacklog(description: str, backlog: int) -> str:
 def _tcp6Client(reactor: Any, description: str) -> Any:
     """
     Parse C{tcp6:HOST:PORT[:timeout=S][:bindAddress=ADDR]} (Twisted has no
-    C{tcp6} client endpoint string): a L{TCP6ClientEndpoint}, which resolves
+    C{tcp6} client endpoint string): a C{TCP6ClientEndpoint}, which resolves
     host names to IPv6 addresses without blocking.
     """
     args: list[str] = []

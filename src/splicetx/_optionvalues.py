@@ -4,7 +4,7 @@ Parsers for the values of C{twist splice-proxy} options: sizes, counts,
 seconds, PROXY protocol versions, worker counts and access rules.
 
 Each parser either returns the converted value or raises L{_Exit}, a
-L{usage.UsageError} whose one-line message already names the option at
+C{usage.UsageError} whose one-line message already names the option at
 fault (C{Options.parseOptions} prints it and exits with L{EXIT_USAGE}).
 """
 
@@ -126,7 +126,7 @@ def _workerCount(text: str) -> int:
 def _badRule(rules: list[str]) -> bool:
     """
     Whether one of C{rules} is not a valid access rule (to tell which of
-    C{--allow} and C{--deny} a L{ValueError} came from).
+    C{--allow} and C{--deny} a C{ValueError} came from).
     """
     try:
         AccessControl(rules)

@@ -103,7 +103,7 @@ def _exitAfterShutdown(reactor: Any, status: int) -> None:
 
 def _listenNow(start: Any, description: str) -> Any:
     """
-    Call C{start()} (returning a L{Deferred} of a port) and return the port
+    Call C{start()} (returning a C{Deferred} of a port) and return the port
     if it fired at once.
 
     @raise SystemExit: with one line when it failed.
@@ -434,7 +434,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         Stop listening at once and let live connections finish for up to
         the drain timeout, then abort the rest.
 
-        @return: a L{Deferred} that fires once every connection has ended.
+        @return: a C{Deferred} that fires once every connection has ended.
         """
         Service.stopService(self)
         self._stopping = True

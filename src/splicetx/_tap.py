@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_cli -*-
 """
 C{twist splice-proxy}: command-line options and the service they build, in
-the spirit of C{twisted/web/tap.py}.
+the spirit of C{twisted/web/tap.py}::
 
     twist splice-proxy --listen tcp:8989 --connect tcp:127.0.0.1:8080
 
@@ -94,7 +94,7 @@ class Options(usage.Options):
     @ivar rawArgs: the arguments as given (the workers get them again).
 
     @cvar exitOnUsageError: when C{True} (the default, for C{twist}), a
-        L{usage.UsageError} prints one line on standard error and exits with
+        C{usage.UsageError} prints one line on standard error and exits with
         status 64 instead of propagating (so C{twist} prints no full usage
         text); set it to C{False} to get the exception.
     """

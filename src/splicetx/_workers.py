@@ -248,9 +248,9 @@ def prepareListener(description: str, mode: str | None = None, reactor: Any = No
         (L{REUSEPORT} for C{tcp:}/C{tcp6:} endpoints, L{SHARED} otherwise).
     @param reactor: the reactor, for endpoints the supervisor must listen on
         through Twisted (L{SHARED} mode on non-TCP endpoints).
-    @return: a L{Deferred} firing with a L{ReusePortListener} or
+    @return: a C{Deferred} firing with a L{ReusePortListener} or
         L{SharedListener}.
-    @raise ValueError: (through the L{Deferred}) for L{REUSEPORT} on an
+    @raise ValueError: (through the C{Deferred}) for L{REUSEPORT} on an
         endpoint other than TCP, or an unknown mode.
     """
     from twisted.internet import endpoints
@@ -500,8 +500,8 @@ class WorkerSupervisor:
         Stop every worker: C{SIGTERM} (drain), C{SIGKILL} after
         C{drainTimeout}, then close the listeners.
 
-        @return: a L{Deferred} firing when every worker is gone.  Calling
-            again returns a L{Deferred} for the same end.
+        @return: a C{Deferred} firing when every worker is gone.  Calling
+            again returns a C{Deferred} for the same end.
         """
         if self._stopping is not None:
             d: Deferred[None] = Deferred()
