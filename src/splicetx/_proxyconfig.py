@@ -13,6 +13,7 @@ and L{SpliceProxySupervisorService
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attr
@@ -22,6 +23,14 @@ from splicetx._endpoints import DEFAULT_BACKLOG, withBacklog
 from splicetx._pipes import DEFAULT_PIPE_SIZE
 
 __all__ = ["Forward", "ProxyConfig"]
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _forwards(value: Iterable[Forward]) -> tuple[Forward, ...]:
+    return tuple(value)
 
 
 def _atLeastOne(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
@@ -50,7 +59,7 @@ class Forward:
     @ivar connectPort: the upstream port number from the file.
     """
 
-    listens: tuple[str, ...] = attr.ib(converter=tuple, validator=_atLeastOne)
+    listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
     connect: str
     acl: AccessControl | None = None
     lineNumber: int = 0
@@ -102,7 +111,7 @@ class ProxyConfig:
     @ivar warnings: lines to log at start (about the C{--config} file).
     """
 
-    forwards: tuple[Forward, ...] = attr.ib(converter=tuple)
+    forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
     backlog: int = DEFAULT_BACKLOG
     engine: str = "auto"
     pipeSize: int = DEFAULT_PIPE_SIZE
@@ -117,7 +126,7 @@ class ProxyConfig:
     metricsEndpoint: str | None = None
     workers: int | None = None
     logNormalConnections: bool = True
-    warnings: tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """
