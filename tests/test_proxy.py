@@ -704,17 +704,20 @@ class ServiceMixin(ReactorTestMixin):
         The service listens on its endpoints, relays, and on stop stops
         listening, aborts what is left at the drain timeout and fires.
         """
+        from splicetx._proxyconfig import Forward, ProxyConfig
         from splicetx._tap import SpliceProxyService
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            forward = Forward(
+                listens=[f"tcp:0:interface={LOOPBACK}"],
+                connect=f"tcp:{LOOPBACK}:{up.getHost().port}",
+            )
             service = SpliceProxyService(
-                reactor,
-                [f"tcp:0:interface={LOOPBACK}"],
-                f"tcp:{LOOPBACK}:{up.getHost().port}",
-                drainTimeout=0.2,
+                ProxyConfig(forwards=[forward], drainTimeout=0.2),
+                reactor=reactor,
                 handleSignals=False,
             )
             service.startService()
