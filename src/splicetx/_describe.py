@@ -19,7 +19,7 @@ def describeAddress(address: IAddress | object) -> str:
     """
     Format a Twisted address for a log line.
 
-    @param address: an L{IPv4Address}, L{IPv6Address}, L{UNIXAddress}, or
+    @param address: an C{IPv4Address}, C{IPv6Address}, C{UNIXAddress}, or
         anything else (formatted with C{str}).
     @return: C{"host:port"}, C{"[host]:port"}, C{"unix:path"} or C{str()}.
     """

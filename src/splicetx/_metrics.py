@@ -103,8 +103,7 @@ def connectFailureReason(failure: Any) -> str:
     """
     Give a short, bounded label for why an upstream connection failed.
 
-    @param failure: a L{Failure <twisted.python.failure.Failure>} or an
-        exception.
+    @param failure: a C{Failure} or an exception.
     @return: C{"refused"}, C{"timeout"}, C{"dns"}, C{"no_route"},
         C{"cancelled"}, C{"unreachable"} or the exception's class name.
     """
@@ -249,7 +248,7 @@ class ProxyMetrics:
         """
         Count a failed upstream connection.
 
-        @param failure: the L{Failure} or exception (see
+        @param failure: the C{Failure} or exception (see
             L{connectFailureReason}).
         @return: the reason label used.
         """
@@ -417,7 +416,7 @@ def startMetricsEndpoint(
     @param registry: what to serve (L{ProxyMetrics.registry} or
         L{multiprocessRegistry}).
     @param reactor: the reactor; default the global one.
-    @return: a L{Deferred} firing with the L{IListeningPort}.
+    @return: a C{Deferred} firing with the C{IListeningPort}.
     """
     from twisted.internet.endpoints import serverFromString
     from twisted.web.resource import Resource

@@ -137,7 +137,7 @@ class PortGate:
 
         @param timeout: seconds to wait before aborting (0: abort at once).
         @param reactor: the reactor for the timers.
-        @return: a L{Deferred} firing with the number of connections that
+        @return: a C{Deferred} firing with the number of connections that
             had to be aborted, once every connection has ended.
         """
         self.draining = True

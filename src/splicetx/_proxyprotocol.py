@@ -181,7 +181,7 @@ def buildV1Header(source: object, destination: object) -> bytes:
     Build a version 1 (text) header.
 
     @param source: the client's address (the accepted connection's
-        C{getPeer()}), an L{IPv4Address} or L{IPv6Address}.
+        C{getPeer()}), an C{IPv4Address} or C{IPv6Address}.
     @param destination: the address the client connected to (the accepted
         connection's C{getHost()}).
     @return: C{PROXY TCP4 ...\\r\\n} or C{PROXY TCP6 ...\\r\\n}; C{PROXY
@@ -470,7 +470,7 @@ def parseProxyHeader(
 class ProxyHeaderParser:
     """
     Accumulates the bytes of a connection until a PROXY protocol header is
-    complete.
+    complete::
 
         parser = ProxyHeaderParser()
         def dataReceived(self, data):

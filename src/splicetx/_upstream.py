@@ -8,7 +8,7 @@ connection meanwhile.
 
 The attempt reports to the proxy (L{SpliceProxyProtocol
 <splicetx.proxy.SpliceProxyProtocol>}) through three methods: C{_connected}
-(with the L{_UpstreamProtocol}), C{_connectFailed} (with a L{Failure}) and
+(with the L{_UpstreamProtocol}), C{_connectFailed} (with a C{Failure}) and
 C{_upstreamLost}; the pending attempt is kept in its C{_connecting}.
 """
 
@@ -52,7 +52,7 @@ class _UpstreamProtocol(Protocol):
         """
         @param proxy: see L{proxy}.
         @param notify: call the proxy's C{_connected} from L{connectionMade}
-            (the direct path; endpoints fire a L{Deferred} instead).
+            (the direct path; endpoints fire a C{Deferred} instead).
         """
         self.proxy: SpliceProxyProtocol | None = proxy
         self.received: list[bytes] = []
@@ -172,7 +172,7 @@ def _directTarget(
 ) -> tuple[str | None, int, float, Any]:
     """
     Tell whether C{endpoint} can be connected with C{reactor.connectTCP}
-    directly (a L{TCP4ClientEndpoint}, or a L{TCP6ClientEndpoint} with an
+    directly (a C{TCP4ClientEndpoint}, or a C{TCP6ClientEndpoint} with an
     IPv6 literal), reading what the endpoint parsed.
 
     @return: C{(host, port, timeout, bindAddress)}, or C{(None, ...)} when
@@ -245,7 +245,7 @@ def stopConnecting(connecting: IConnector | Deferred[Any]) -> bool:
 
     @param connecting: what L{startConnecting} stored in C{_connecting}.
     @return: C{True} when the proxy still hears of the attempt's end (a
-        L{Deferred}, which fails with a cancellation), C{False} when it was
+        C{Deferred}, which fails with a cancellation), C{False} when it was
         stopped quietly (a direct connector, whose failure is ignored: the
         connection's end is already decided).
     """

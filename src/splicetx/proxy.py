@@ -118,7 +118,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
     An action called in a phase it does not belong to (L{connectUpstream}
     twice or once the relay started, L{startRelay} before the upstream is
     connected or twice, either after the connection ended) raises
-    L{RuntimeError}.
+    C{RuntimeError}.
 
     @cvar readsHandshake: C{False} (the default): the client is not read
         from until the relay starts, and the upstream comes from
@@ -181,7 +181,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         Choose where to connect this client (only when L{readsHandshake} is
         C{False}).  The client's address is C{self.transport.getPeer()}.
 
-        @return: an C{IStreamClientEndpoint}, or a L{Deferred} firing with
+        @return: an C{IStreamClientEndpoint}, or a C{Deferred} firing with
             one; the default is the factory's C{upstream}.  C{None} or a
             failure ends the connection through L{upstreamFailed}.
         """
@@ -252,7 +252,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         @param toUpstream: bytes already read from the client past a
             handshake; they are relayed to the upstream before anything else
             from the client.
-        @return: a L{Deferred} firing with the upstream protocol once
+        @return: a C{Deferred} firing with the upstream protocol once
             L{upstreamConnected} has run, or with C{None} when the connection
             failed (after L{upstreamFailed}) or the client left meanwhile.
         @raise RuntimeError: when called twice, or once the connection is
@@ -282,7 +282,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         client receives what was written to its transport, then
         C{toClient} (e.g. a handshake reply), then the upstream's stream.
 
-        @return: a L{Deferred} firing with the L{RelayResult} after
+        @return: a C{Deferred} firing with the L{RelayResult} after
             L{relayFinished} ran.
         @raise RuntimeError: when there is no connected upstream yet, the
             relay already started, or the connection is closing or has
@@ -905,7 +905,7 @@ class SpliceProxyFactory(Factory):
         abort the rest.
 
         @param timeout: seconds to wait before aborting (0: abort at once).
-        @return: a L{Deferred} firing with the number of connections that
+        @return: a C{Deferred} firing with the number of connections that
             had to be aborted, once every connection has ended.
         """
         return self._gate.drain(timeout, self.reactor)
