@@ -24,7 +24,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IConnector,
     IStreamClientEndpoint,
-    ITCPTransport,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -46,7 +45,7 @@ class _UpstreamProtocol(Protocol):
     @ivar received: what the upstream sent meanwhile.
     """
 
-    transport: ITCPTransport
+    transport: Any
 
     def __init__(self, proxy: SpliceProxyProtocol, notify: bool = False) -> None:
         """
@@ -106,7 +105,7 @@ class _UpstreamFactory(Factory):
         """
         self.proxy = proxy
 
-    def buildProtocol(self, addr: IAddress) -> _UpstreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol:
         """
         @return: the upstream protocol of the proxied connection.
         """
@@ -131,7 +130,7 @@ class _DirectUpstreamFactory(ClientFactory):
         """
         self.proxy: SpliceProxyProtocol | None = proxy
 
-    def buildProtocol(self, addr: IAddress) -> _UpstreamProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol | None:
         """
         @return: the upstream protocol, or C{None} once the attempt was
             stopped.

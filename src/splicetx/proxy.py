@@ -628,7 +628,8 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         if self._reading:
             self._reading = False
             if self._phase is not Phase.FINISHED:
-                self.transport.pauseProducing()
+                # Every stream transport is an IPushProducer too.
+                self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def _cancelConnecting(self) -> None:
         connecting, self._connecting = self._connecting, None
