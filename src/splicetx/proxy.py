@@ -25,6 +25,13 @@ A plain forwarder needs no subclass::
 The factory also keeps the set of live connections, which is what
 C{max-connections} (pausing the listening ports) and a graceful drain
 (L{SpliceProxyFactory.drain}) are built on.
+
+This module holds the hooks and the public face; the parts live in their
+own modules: the phases of a connection in L{splicetx._phase}, the upstream
+connection attempt in L{splicetx._upstream}, the idle timeout in
+L{splicetx._idle}, the PROXY header reader in L{splicetx._headerreader},
+the live connections, connection limit and drain in L{splicetx._portgate},
+and the log-line describers in L{splicetx._describe}.
 """
 
 from __future__ import annotations
@@ -62,7 +69,6 @@ from splicetx._relay import (
     Relay,
     RelayResult,
 )
-from splicetx._upstream import _directTarget as _directTarget
 from splicetx._upstream import (
     _UpstreamProtocol,
     startConnecting,
@@ -97,10 +103,11 @@ UPSTREAM_FAILED = "upstream failed"
 _NO_ENGINE = "none"
 
 # The phases in which each action may be called (see splicetx._phase).
-_CAN_CONNECT = frozenset({Phase.ADMITTING, Phase.HANDSHAKE, Phase.CHOOSING})
-_CAN_RELAY = frozenset({Phase.CONNECTED})
+# Tuples, not sets: Enum hashes in Python, a tuple compares by identity.
+_CAN_CONNECT = (Phase.ADMITTING, Phase.HANDSHAKE, Phase.CHOOSING)
+_CAN_RELAY = (Phase.CONNECTED,)
 # Phases in which the end is already decided: late news is ignored.
-_ENDING = frozenset({Phase.CLOSING, Phase.FINISHED})
+_ENDING = (Phase.CLOSING, Phase.FINISHED)
 
 
 class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
