@@ -666,7 +666,7 @@ class FactoryTests(SynchronousTestCase):
         from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint
         from twisted.internet.testing import MemoryReactor
 
-        from splicetx.proxy import _directTarget
+        from splicetx._upstream import _directTarget
 
         reactor = MemoryReactor()
         self.assertEqual(

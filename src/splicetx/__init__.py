@@ -4,9 +4,24 @@ splicetx: a Twisted-native, zero-copy TCP relay.
 L{relay} pairs two connected transports; when both are plain sockets on Linux
 the kernel moves the bytes with C{splice(2)}, otherwise a userspace copy with
 the same guarantees runs.
+
+L{SpliceProxyFactory} and L{SpliceProxyProtocol} build a proxy on it; the
+factory takes an L{AccessControl} (C{acl=}) and a C{ProxyMetrics}
+(C{metrics=}), and its protocol keeps the L{ProxyHeader} a load balancer
+sent (C{proxyHeader}).  C{splicetx.ProxyMetrics} (documented in
+L{splicetx._metrics.ProxyMetrics}) needs the optional C{prometheus-client}
+package (C{pip install 'splicetx[metrics]'}), so it is imported only when
+first used and is left out of C{__all__}: C{from splicetx import *} works
+without it.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from splicetx._acl import AccessControl
 from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
+from splicetx._proxyprotocol import ProxyHeader
 from splicetx._relay import (
     CANCELLED,
     CLOSED,
@@ -26,6 +41,9 @@ from splicetx._sendfile import (
 )
 from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
+if TYPE_CHECKING:
+    from splicetx._metrics import ProxyMetrics as ProxyMetrics
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -41,6 +59,8 @@ __all__ = [
     "ZeroCopyFileSender",
     "SpliceProxyFactory",
     "SpliceProxyProtocol",
+    "AccessControl",
+    "ProxyHeader",
     "DONE",
     "RESET",
     "ERROR",
@@ -48,3 +68,18 @@ __all__ = [
     "CLOSED",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """
+    Import C{ProxyMetrics} (which needs C{prometheus-client}) when it is
+    first asked for.
+
+    @raise AttributeError: for any other unknown name.
+    """
+    if name == "ProxyMetrics":
+        from splicetx._metrics import ProxyMetrics
+
+        globals()["ProxyMetrics"] = ProxyMetrics
+        return ProxyMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,9 +45,7 @@ def normaliseAddress(address: object) -> IPAddress | None:
     Turn a client address into an C{ipaddress} object.
 
     @param address: a string, an C{ipaddress} address or a Twisted address
-        with a C{host} attribute (L{IPv4Address
-        <twisted.internet.address.IPv4Address>}, L{IPv6Address
-        <twisted.internet.address.IPv6Address>}).
+        with a C{host} attribute (C{IPv4Address}, C{IPv6Address}).
     @return: the address, IPv4-mapped IPv6 turned into IPv4 and any IPv6
         zone dropped; C{None} when it is not an IP address.
     """

@@ -25,35 +25,40 @@ A plain forwarder needs no subclass::
 The factory also keeps the set of live connections, which is what
 C{max-connections} (pausing the listening ports) and a graceful drain
 (L{SpliceProxyFactory.drain}) are built on.
+
+This module holds the hooks and the public face; the parts live in their
+own modules: the phases of a connection in L{splicetx._phase}, the upstream
+connection attempt in L{splicetx._upstream}, the idle timeout in
+L{splicetx._idle}, the PROXY header reader in L{splicetx._headerreader},
+the live connections, connection limit and drain in L{splicetx._portgate},
+and the log-line describers in L{splicetx._describe}.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as _error
-from twisted.internet.abstract import isIPv6Address
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    TimeoutError,
-    gatherResults,
-    maybeDeferred,
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IStreamClientEndpoint,
+    ITCPTransport,
 )
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from splicetx._acl import AccessControl
+from splicetx._describe import describeAddress, describeEndpoint
+from splicetx._headerreader import ProxyHeaderReader
+from splicetx._idle import IdleTimer
+from splicetx._phase import Phase, requirePhase
 from splicetx._pipes import PipePool
-from splicetx._proxyprotocol import (
-    ProxyHeader,
-    ProxyHeaderParser,
-    ProxyProtocolError,
-    buildHeader,
-)
+from splicetx._portgate import PortGate
+from splicetx._proxyprotocol import buildHeader
 from splicetx._reactor import defaultReactor
 from splicetx._relay import (
     CANCELLED,
@@ -64,6 +69,14 @@ from splicetx._relay import (
     Relay,
     RelayResult,
 )
+from splicetx._upstream import (
+    _UpstreamProtocol,
+    startConnecting,
+    stopConnecting,
+)
+
+if TYPE_CHECKING:
+    from splicetx._metrics import ProxyMetrics
 
 __all__ = [
     "SpliceProxyFactory",
@@ -89,167 +102,15 @@ UPSTREAM_FAILED = "upstream failed"
 #: L{RelayResult.engine} of a connection that ended before a relay started.
 _NO_ENGINE = "none"
 
-
-def describeAddress(address: Any) -> str:
-    """
-    Format a Twisted address for a log line.
-
-    @param address: an L{IPv4Address}, L{IPv6Address}, L{UNIXAddress}, or
-        anything else (formatted with C{str}).
-    @return: C{"host:port"}, C{"[host]:port"}, C{"unix:path"} or C{str()}.
-    """
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        raw = address.name
-        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        return f"unix:{name or '(unnamed)'}"
-    return str(address)
+# The phases in which each action may be called (see splicetx._phase).
+# Tuples, not sets: Enum hashes in Python, a tuple compares by identity.
+_CAN_CONNECT = (Phase.ADMITTING, Phase.HANDSHAKE, Phase.CHOOSING)
+_CAN_RELAY = (Phase.CONNECTED,)
+# Phases in which the end is already decided: late news is ignored.
+_ENDING = (Phase.CLOSING, Phase.FINISHED)
 
 
-def describeEndpoint(endpoint: Any) -> str:
-    """
-    Describe a client endpoint for a log line, as far as its (private)
-    attributes allow.
-
-    @param endpoint: an C{IStreamClientEndpoint}, or C{None}.
-    @return: e.g. C{"127.0.0.1:8080"}, C{"unix:/run/app.sock"} or the
-        endpoint's C{repr}.
-    """
-    if endpoint is None:
-        return "(none)"
-    wrapped = getattr(endpoint, "_wrappedEndpoint", None)
-    if wrapped is not None:
-        return describeEndpoint(wrapped)
-    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
-    port = getattr(endpoint, "_port", None)
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    path = getattr(endpoint, "_path", None)
-    if path is not None:
-        return f"unix:{path}"
-    return repr(endpoint)
-
-
-class _UpstreamProtocol(Protocol):
-    """
-    The protocol on the upstream connection until the relay takes the
-    transport over: it stops reading at once (nothing is lost; the relay
-    resumes reading) and keeps anything that still arrives for the client.
-    """
-
-    transport: Any
-
-    def __init__(self, proxy: SpliceProxyProtocol, notify: bool = False) -> None:
-        self.proxy: SpliceProxyProtocol | None = proxy
-        self.received: list[bytes] = []
-        self._notify = notify
-
-    def connectionMade(self) -> None:
-        self.transport.pauseProducing()
-        if self._notify and self.proxy is not None:
-            self.proxy._connected(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def takeReceived(self) -> bytes:
-        data = b"".join(self.received)
-        self.received = []
-        return data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        proxy, self.proxy = self.proxy, None
-        if proxy is not None:
-            proxy._upstreamLost(self, reason)
-
-    def __repr__(self) -> str:
-        return f"<splicetx upstream of {self.proxy!r}>"
-
-
-class _UpstreamFactory(Factory):
-    """
-    Builds the one L{_UpstreamProtocol} of one proxied connection (for
-    endpoints other than plain TCP, through C{endpoint.connect}).
-    """
-
-    noisy = False
-
-    def __init__(self, proxy: SpliceProxyProtocol) -> None:
-        self.proxy = proxy
-
-    def buildProtocol(self, addr: Any) -> _UpstreamProtocol:
-        p = _UpstreamProtocol(self.proxy)
-        p.factory = self
-        return p
-
-
-class _DirectUpstreamFactory(ClientFactory):
-    """
-    The quiet, Deferred-free path for plain TCP upstreams: the proxy calls
-    C{reactor.connectTCP} with this factory, so the connector's own timer is
-    the connect timeout and success or failure reach the proxy directly,
-    without the endpoint's wrapping factory, wrapping protocol and Deferred.
-    """
-
-    noisy = False
-
-    def __init__(self, proxy: SpliceProxyProtocol) -> None:
-        self.proxy: SpliceProxyProtocol | None = proxy
-
-    def buildProtocol(self, addr: Any) -> _UpstreamProtocol | None:
-        proxy = self.proxy
-        if proxy is None:
-            return None
-        # The factory has done its job: drop the proxy, so that the cycle
-        # proxy -> upstream -> factory -> proxy never forms and a finished
-        # connection is freed by reference counting.
-        self.proxy = None
-        return _UpstreamProtocol(proxy, notify=True)
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        proxy, self.proxy = self.proxy, None
-        if proxy is not None:
-            proxy._connectFailed(reason)
-
-    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
-        # Twisted's connector and client transport refer to each other and
-        # nothing breaks that after a connection ends (connectionFailed does
-        # it for failures); do it here so the pair is freed at once rather
-        # than by the cyclic garbage collector, once per proxied connection.
-        connector.transport = None
-
-
-_NOT_DIRECT = (None, 0, 0.0, None)
-
-
-def _directTarget(endpoint: Any) -> tuple[Any, int, float, Any]:
-    """
-    Tell whether C{endpoint} can be connected with C{reactor.connectTCP}
-    directly (a L{TCP4ClientEndpoint}, or a L{TCP6ClientEndpoint} with an
-    IPv6 literal), reading what the endpoint parsed.
-
-    @return: C{(host, port, timeout, bindAddress)}, or C{(None, ...)} when
-        the endpoint must be used through its C{connect} method.
-    """
-    kind = type(endpoint)
-    if kind is not TCP4ClientEndpoint and kind is not TCP6ClientEndpoint:
-        return _NOT_DIRECT
-    host = getattr(endpoint, "_host", None)
-    port = getattr(endpoint, "_port", None)
-    if not isinstance(host, str) or not isinstance(port, int):
-        return _NOT_DIRECT
-    if kind is TCP6ClientEndpoint and not isIPv6Address(host):
-        return _NOT_DIRECT
-    timeout = getattr(endpoint, "_timeout", 30)
-    return host, port, float(timeout or 0), getattr(endpoint, "_bindAddress", None)
-
-
-class SpliceProxyProtocol(Protocol):
+class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
     """
     One proxied client connection.  See the module docstring for the order
     in which the hooks run.
@@ -258,46 +119,54 @@ class SpliceProxyProtocol(Protocol):
     C{connectionMade}, C{dataReceived} or C{connectionLost} must call this
     class's version.
 
+    The connection is always in one phase (see L{splicetx._phase.Phase}):
+    reading the PROXY header, admitting the client, the handshake, choosing
+    the upstream, connecting, connected, relaying, closing or finished.
+    An action called in a phase it does not belong to (L{connectUpstream}
+    twice or once the relay started, L{startRelay} before the upstream is
+    connected or twice, either after the connection ended) raises
+    C{RuntimeError}.
+
     @cvar readsHandshake: C{False} (the default): the client is not read
         from until the relay starts, and the upstream comes from
         L{chooseUpstream}.  C{True}: what the client sends goes to
         L{handshakeReceived} until the subclass calls L{connectUpstream}.
 
     @ivar factory: the L{SpliceProxyFactory} that built this protocol.
+    @ivar transport: the client connection.
     @ivar upstream: the upstream protocol once connected, else C{None}; its
         C{transport} is the upstream connection.
     @ivar upstreamEndpoint: the endpoint given to L{connectUpstream}.
     @ivar relay: the L{Relay} once L{startRelay} was called, else C{None}.
     @ivar result: the L{RelayResult} once the connection has ended.
     @ivar startedAt: when the client connected, by the reactor's clock.
-    @ivar proxyHeader: the L{ProxyHeader} the client sent, when the factory
-        accepts the PROXY protocol, else C{None}.
+    @ivar proxyHeader: the L{ProxyHeader <splicetx.ProxyHeader>} the client
+        sent, when the factory accepts the PROXY protocol, else C{None}.
     """
 
     readsHandshake: bool = False
 
     factory: SpliceProxyFactory
-    transport: Any
+    transport: ITCPTransport
     upstream: Any = None
-    upstreamEndpoint: Any = None
+    upstreamEndpoint: IStreamClientEndpoint | None = None
     relay: Relay | None = None
     result: RelayResult | None = None
     startedAt: float = 0.0
 
-    proxyHeader: ProxyHeader | None = None
-
-    _connecting: Any = None
-    _waiters: list[Deferred[Any]] | None = None
-    _headerParser: ProxyHeaderParser | None = None
-    _headerTimer: Any = None
-    _clientLost: bool = False
-    _finished: bool = False
+    #: Where the connection is; every transition assigns it.
+    _phase: Phase = Phase.ADMITTING
+    #: The end decided before any relay: C{(reason, detail)} for the result.
     _ending: tuple[str, str] | None = None
-    _idleCall: Any = None
-    _idleMark: tuple[int, int] = (-1, -1)
-    _lastActivity: float = 0.0
+    #: The pending upstream attempt (a connector or a Deferred).
+    _connecting: Any = None
+    #: The Deferreds returned by connectUpstream.
+    _waiters: list[Deferred[Any]] | None = None
+    #: Client bytes for the upstream, sent first once the relay starts.
     _pendingToUpstream: bytes = b""
+    #: The connect timeout cancelled the pending attempt.
     _timedOut: bool = False
+    #: The client transport is read from (not paused).
     _reading: bool = True
 
     # -- hooks ----------------------------------------------------------------
@@ -312,12 +181,14 @@ class SpliceProxyProtocol(Protocol):
         """
         return True
 
-    def chooseUpstream(self) -> Any:
+    def chooseUpstream(
+        self,
+    ) -> IStreamClientEndpoint | Deferred[IStreamClientEndpoint] | None:
         """
         Choose where to connect this client (only when L{readsHandshake} is
         C{False}).  The client's address is C{self.transport.getPeer()}.
 
-        @return: an C{IStreamClientEndpoint}, or a L{Deferred} firing with
+        @return: an C{IStreamClientEndpoint}, or a C{Deferred} firing with
             one; the default is the factory's C{upstream}.  C{None} or a
             failure ends the connection through L{upstreamFailed}.
         """
@@ -345,7 +216,8 @@ class SpliceProxyProtocol(Protocol):
         starts the relay at once.  Override to write a reply to the client
         first (then call L{startRelay}, possibly later).
 
-        @param upstream: the upstream protocol (also C{self.upstream}).
+        @param upstream: the upstream protocol (also C{self.upstream}); its
+            C{transport} is the upstream connection.
         """
         self.startRelay()
 
@@ -375,7 +247,9 @@ class SpliceProxyProtocol(Protocol):
 
     # -- actions --------------------------------------------------------------
 
-    def connectUpstream(self, endpoint: Any, toUpstream: bytes = b"") -> Deferred[Any]:
+    def connectUpstream(
+        self, endpoint: IStreamClientEndpoint, toUpstream: bytes = b""
+    ) -> Deferred[Any]:
         """
         Connect to the upstream, within the factory's C{connectTimeout}.
         From this call on the client is not read from until the relay starts.
@@ -385,13 +259,13 @@ class SpliceProxyProtocol(Protocol):
         @param toUpstream: bytes already read from the client past a
             handshake; they are relayed to the upstream before anything else
             from the client.
-        @return: a L{Deferred} firing with the upstream protocol once
+        @return: a C{Deferred} firing with the upstream protocol once
             L{upstreamConnected} has run, or with C{None} when the connection
             failed (after L{upstreamFailed}) or the client left meanwhile.
-        @raise RuntimeError: when called twice.
+        @raise RuntimeError: when called twice, or once the connection is
+            closing or has ended.
         """
-        if self._connecting is not None or self.upstream is not None:
-            raise RuntimeError("connectUpstream() was already called")
+        requirePhase(self._phase, _CAN_CONNECT, "connectUpstream")
         if toUpstream:
             self._pendingToUpstream = bytes(toUpstream) + self._pendingToUpstream
         d: Deferred[Any] = Deferred()
@@ -399,78 +273,9 @@ class SpliceProxyProtocol(Protocol):
         self._connect(endpoint)
         return d
 
-    def _connect(self, endpoint: Any) -> None:
-        """
-        Start the upstream connection.  Plain TCP endpoints are connected
-        with C{reactor.connectTCP} directly (see L{_DirectUpstreamFactory});
-        any other endpoint through its C{connect} method.
-        """
-        self._pauseClient()
-        self.upstreamEndpoint = endpoint
-        if self._clientLost or self._finished:
-            self._fireWaiters(None)
-            return
-        factory = self.factory
-        timeout = factory.connectTimeout
-        host, port, endpointTimeout, bindAddress = _directTarget(endpoint)
-        if host is not None:
-            if endpointTimeout and (not timeout or endpointTimeout < timeout):
-                timeout = endpointTimeout
-            self._connecting = factory.reactor.connectTCP(
-                host,
-                port,
-                _DirectUpstreamFactory(self),
-                timeout=timeout or 30.0,
-                bindAddress=bindAddress,
-            )
-            return
-        try:
-            d: Deferred[Any] = endpoint.connect(_UpstreamFactory(self))
-        except Exception:
-            self._connectFailed(Failure())
-            return
-        if timeout and not d.called:
-            # Not Deferred.addTimeout: endpoints fail a cancelled attempt
-            # with their own errors (ConnectingCancelledError), which it
-            # does not recognise as its timeout.
-            timer = factory.reactor.callLater(timeout, self._connectTimedOut, d)
-            d.addBoth(_cancelTimer, timer)
-        if not d.called:
-            self._connecting = d
-        d.addCallbacks(self._connected, self._connectFailed)
-
-    def _cancelConnecting(self) -> None:
-        connecting, self._connecting = self._connecting, None
-        if connecting is None:
-            return
-        if isinstance(connecting, Deferred):
-            connecting.cancel()
-            return
-        # A direct connector: stop it quietly (its failure is ignored, the
-        # connection's end is already decided).
-        factory = getattr(connecting, "factory", None)
-        if isinstance(factory, _DirectUpstreamFactory):
-            factory.proxy = None
-        try:
-            connecting.stopConnecting()
-        except _error.NotConnectingError:
-            pass
-        if self._waiters is not None:
-            self._fireWaiters(None)
-
-    def _fireWaiters(self, value: Any) -> None:
-        waiters, self._waiters = self._waiters, None
-        if waiters:
-            for d in waiters:
-                d.callback(value)
-
-    def _connectTimedOut(self, d: Deferred[Any]) -> None:
-        self._timedOut = True
-        d.cancel()
-
     def startRelay(
         self, toUpstream: bytes = b"", toClient: bytes = b""
-    ) -> Deferred[Any]:
+    ) -> Deferred[RelayResult]:
         """
         Relay between the client (transport A) and the upstream (transport
         B) with a L{Relay} stored in C{self.relay}; its result goes to
@@ -484,16 +289,14 @@ class SpliceProxyProtocol(Protocol):
         client receives what was written to its transport, then
         C{toClient} (e.g. a handshake reply), then the upstream's stream.
 
-        @return: a L{Deferred} firing with the L{RelayResult} after
+        @return: a C{Deferred} firing with the L{RelayResult} after
             L{relayFinished} ran.
-        @raise RuntimeError: when there is no upstream yet or the relay
-            already started.
+        @raise RuntimeError: when there is no connected upstream yet, the
+            relay already started, or the connection is closing or has
+            ended.
         """
-        if self.relay is not None:
-            raise RuntimeError("startRelay() was already called")
+        requirePhase(self._phase, _CAN_RELAY, "startRelay")
         upstream = self.upstream
-        if upstream is None:
-            raise RuntimeError("startRelay() needs a connected upstream")
         factory = self.factory
         toB = bytes(toUpstream) + self._pendingToUpstream
         self._pendingToUpstream = b""
@@ -514,6 +317,7 @@ class SpliceProxyProtocol(Protocol):
             pipePool=factory.pipePool,
         )
         self.relay = relay
+        self._phase = Phase.RELAYING
         self._idleMark = (-1, -1)
         d = relay.start()
         d.addCallbacks(self._finish, self._relayFailed)
@@ -523,22 +327,33 @@ class SpliceProxyProtocol(Protocol):
         """
         End this connection now: abort the relay, or, before it started,
         both connections (a pending upstream connection attempt is
-        cancelled).
+        cancelled).  Does nothing once the connection has ended.
 
         @param reason: the L{RelayResult.reason} to report.
         @param detail: the L{RelayResult.detail} to report.
         """
-        if self._finished:
+        phase = self._phase
+        if phase is Phase.FINISHED:
             return
-        if self.relay is not None:
+        if phase is Phase.RELAYING:
+            assert self.relay is not None
             self.relay.abort(reason, detail)
             return
-        if self._ending is None:
-            self._ending = (reason, detail)
+        self._close(reason, detail)
         self._cancelConnecting()
         if self.upstream is not None:
             _abort(self.upstream.transport)
         _abort(self.transport)
+
+    def clientAddress(self) -> IAddress:
+        """
+        The client's address: the source address of an accepted PROXY
+        protocol header, else the connection's peer.
+        """
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return header.source
+        return self.transport.getPeer()
 
     # -- Protocol -------------------------------------------------------------
 
@@ -550,27 +365,67 @@ class SpliceProxyProtocol(Protocol):
         and connect to L{chooseUpstream}.
         """
         factory = self.factory
-        reactor = factory.reactor
-        self.startedAt = self._lastActivity = reactor.seconds()
-        factory._protocolStarted(self)
+        self.startedAt = self._lastActivity = factory.reactor.seconds()
+        factory._gate.connectionStarted(self)
         metrics = factory.metrics
         if metrics is not None:
             metrics.connectionOpened(factory.forwardName)
         if factory.idleTimeout:
             self._scheduleIdleCheck()
         if factory.acceptProxyProtocol:
-            self._headerParser = ProxyHeaderParser()
-            self._headerTimer = reactor.callLater(
-                factory.proxyProtocolTimeout, self._headerTimedOut
-            )
+            self._startHeader()
             return
         self._admit()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Hand client bytes to the PROXY header reader, then to
+        L{handshakeReceived}; bytes that arrive after L{connectUpstream} was
+        called are kept for the upstream.
+        """
+        phase = self._phase
+        if phase is Phase.READING_HEADER:
+            self._feedHeader(data)
+        elif phase is Phase.HANDSHAKE:
+            self._lastActivity = self.factory.reactor.seconds()
+            self.handshakeReceived(data)
+        else:
+            self._pendingToUpstream += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The client connection is closed.  Once a relay runs, the relay
+        reports the end; before that, this ends the connection (cancelling
+        a pending upstream connection attempt).
+        """
+        phase = self._phase
+        if phase is Phase.RELAYING or phase is Phase.FINISHED:
+            return
+        if phase is Phase.READING_HEADER:
+            self._headerDone()
+        self._close(
+            CLOSED,
+            "connection closed before the relay started: " + reason.getErrorMessage(),
+        )
+        self._cancelConnecting()
+        if self.upstream is not None:
+            _abort(self.upstream.transport)
+        assert self._ending is not None
+        self._finish(self._resultWithoutRelay(*self._ending))
+
+    def __repr__(self) -> str:
+        peer = getattr(self.transport, "getPeer", None)
+        who = describeAddress(peer()) if peer is not None else "?"
+        return f"<{type(self).__name__} client={who} relay={self.relay!r}>"
+
+    # -- phases ---------------------------------------------------------------
 
     def _admit(self) -> None:
         """
         The client's address is known: apply the access rules, then go on to
         the handshake or the upstream.
         """
+        self._phase = Phase.ADMITTING
         factory = self.factory
         if not self.readsHandshake:
             self._pauseClient()
@@ -581,11 +436,16 @@ class SpliceProxyProtocol(Protocol):
                 self._refuse("acl", why)
                 return
         if not self.clientAccepted():
-            self._ending = (REJECTED, "refused by clientAccepted()")
+            self._close(REJECTED, "refused by clientAccepted()")
             self.transport.loseConnection()
             return
-        if self.readsHandshake:
+        if self._phase is not Phase.ADMITTING:
+            # clientAccepted() acted already (connectUpstream, abort).
             return
+        if self.readsHandshake:
+            self._phase = Phase.HANDSHAKE
+            return
+        self._phase = Phase.CHOOSING
         try:
             endpoint = self.chooseUpstream()
         except Exception:
@@ -600,139 +460,66 @@ class SpliceProxyProtocol(Protocol):
         except Exception:
             self._connectFailed(Failure())
 
+    def _close(self, reason: str, detail: str) -> None:
+        """
+        Decide the end of a connection that has no relay: enter C{CLOSING}
+        with the reason and detail for its result, unless an end was decided
+        already (the first one is reported).
+        """
+        if self._ending is None:
+            self._ending = (reason, detail)
+        self._phase = Phase.CLOSING
+
     def _refuse(self, metricReason: str, detail: str) -> None:
         """
         Close a client before any upstream connection, count it and let the
         connection's one log event say why.
         """
-        self._ending = (REJECTED, detail)
+        self._close(REJECTED, detail)
         factory = self.factory
         if factory.metrics is not None:
             factory.metrics.connectionRefused(metricReason, factory.forwardName)
         self._pauseClient()
         self.transport.loseConnection()
 
-    def clientAddress(self) -> Any:
+    def _chosen(self, endpoint: IStreamClientEndpoint | None) -> None:
         """
-        The client's address: the source address of an accepted PROXY
-        protocol header, else the connection's peer.
+        L{chooseUpstream} gave C{endpoint}: connect to it, unless the
+        connection is ending meanwhile.
         """
-        header = self.proxyHeader
-        if header is not None and header.source is not None:
-            return header.source
-        return self.transport.getPeer()
-
-    def _outgoingProxyHeader(self, version: int) -> bytes:
-        header = self.proxyHeader
-        if header is not None and header.source is not None:
-            return buildHeader(version, header.source, header.destination)
-        return buildHeader(version, self.transport.getPeer(), self.transport.getHost())
-
-    # -- accepting the PROXY protocol -------------------------------------------
-
-    def _feedHeader(self, data: bytes) -> None:
-        parser = self._headerParser
-        assert parser is not None
-        try:
-            header = parser.feed(data)
-        except ProxyProtocolError as e:
-            self._headerDone()
-            self._refuse("proxy_protocol", str(e))
-            return
-        if header is None:
-            return
-        self._headerDone()
-        self.proxyHeader = header
-        rest = header.rest
-        if self.readsHandshake:
-            self._admit()
-            if rest and self._reading and not self._finished and not self._clientLost:
-                self.dataReceived(rest)
-        else:
-            self._pendingToUpstream += rest
-            self._admit()
-
-    def _headerDone(self) -> None:
-        self._headerParser = None
-        timer, self._headerTimer = self._headerTimer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _headerTimedOut(self) -> None:
-        self._headerTimer = None
-        parser = self._headerParser
-        if parser is None or self._finished or self._clientLost:
-            return
-        self._headerParser = None
-        self._refuse(
-            "proxy_protocol_timeout",
-            f"no complete PROXY protocol header within "
-            f"{self.factory.proxyProtocolTimeout:g} s (got {parser.buffered} bytes)",
-        )
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Hand client bytes to L{handshakeReceived}; bytes that arrive after
-        L{connectUpstream} was called are kept for the upstream.
-        """
-        if self._headerParser is not None:
-            self._feedHeader(data)
-        elif self._reading and self.readsHandshake:
-            self._lastActivity = self.factory.reactor.seconds()
-            self.handshakeReceived(data)
-        else:
-            self._pendingToUpstream += data
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """
-        The client connection is closed.  Once a relay runs, the relay
-        reports the end; before that, this ends the connection (cancelling
-        a pending upstream connection attempt).
-        """
-        self._clientLost = True
-        if self.relay is not None or self._finished:
-            return
-        if self._headerParser is not None:
-            self._headerDone()
-        self._cancelConnecting()
-        if self.upstream is not None:
-            _abort(self.upstream.transport)
-        reason_, detail = self._ending or (
-            CLOSED,
-            "connection closed before the relay started: " + reason.getErrorMessage(),
-        )
-        self._finish(self._resultWithoutRelay(reason_, detail))
-
-    def __repr__(self) -> str:
-        peer = getattr(self.transport, "getPeer", None)
-        who = describeAddress(peer()) if peer is not None else "?"
-        return f"<{type(self).__name__} client={who} relay={self.relay!r}>"
-
-    # -- internals ------------------------------------------------------------
-
-    def _pauseClient(self) -> None:
-        if self._reading:
-            self._reading = False
-            if not self._clientLost:
-                self.transport.pauseProducing()
-
-    def _chosen(self, endpoint: Any) -> None:
         if endpoint is None:
             raise ValueError("no upstream endpoint (chooseUpstream returned None)")
-        if self._clientLost or self._finished:
+        if self._phase in _ENDING:
             return None
-        if self._connecting is not None or self.upstream is not None:
-            raise RuntimeError("connectUpstream() was already called")
+        requirePhase(self._phase, _CAN_CONNECT, "connectUpstream")
         self._connect(endpoint)
         return None
 
+    def _connect(self, endpoint: IStreamClientEndpoint) -> None:
+        """
+        Enter C{CONNECTING}: stop reading the client, start the upstream
+        connection (see L{splicetx._upstream.startConnecting}).
+        """
+        self._pauseClient()
+        self.upstreamEndpoint = endpoint
+        self._phase = Phase.CONNECTING
+        startConnecting(
+            self, self.factory.reactor, endpoint, self.factory.connectTimeout
+        )
+
     def _connected(self, upstream: Any) -> Any:
+        """
+        The upstream connected: enter C{CONNECTED} and call
+        L{upstreamConnected}; unless the connection is ending meanwhile
+        (then close the upstream).
+        """
         self._connecting = None
-        if self._clientLost or self._finished:
+        if self._phase is not Phase.CONNECTING:
             _abort(upstream.transport)
             self._fireWaiters(None)
             return None
         self.upstream = upstream
+        self._phase = Phase.CONNECTED
         try:
             self.upstreamConnected(upstream)
         except Exception:
@@ -743,6 +530,9 @@ class SpliceProxyProtocol(Protocol):
         return upstream
 
     def _connectFailed(self, reason: Failure) -> None:
+        """
+        No upstream: L{chooseUpstream} failed, or the connection attempt.
+        """
         self._connecting = None
         if self._waiters is not None:
             # Fire after the failure is handled, whatever happens below.
@@ -755,9 +545,8 @@ class SpliceProxyProtocol(Protocol):
         return None
 
     def _upstreamFailedNow(self, reason: Failure) -> None:
-        if self._clientLost or self._finished:
-            return
-        if reason.check(CancelledError) and self._ending is not None:
+        if self._phase in _ENDING:
+            # The end was decided first (our own cancellation, say).
             return
         if self._timedOut or reason.check(TimeoutError, _error.TimeoutError):
             why = f"timed out after {self.factory.connectTimeout:g} s"
@@ -766,7 +555,7 @@ class SpliceProxyProtocol(Protocol):
         factory = self.factory
         if factory.metrics is not None:
             factory.metrics.connectFailed(reason, factory.forwardName)
-        self._ending = (
+        self._close(
             UPSTREAM_FAILED,
             f"cannot connect to {describeEndpoint(self.upstreamEndpoint)}: {why}",
         )
@@ -780,14 +569,21 @@ class SpliceProxyProtocol(Protocol):
         """
         The upstream connection closed before the relay took it over.
         """
-        if self.relay is not None or self._finished or self._clientLost:
+        if self._phase in _ENDING or self._phase is Phase.RELAYING:
             return
-        if self._ending is None:
-            self._ending = (
-                UPSTREAM_FAILED,
-                "upstream closed before the relay started: " + reason.getErrorMessage(),
-            )
+        self._close(
+            UPSTREAM_FAILED,
+            "upstream closed before the relay started: " + reason.getErrorMessage(),
+        )
         _abort(self.transport)
+
+    def _idleExpired(self, timeout: float) -> None:
+        """
+        Nothing moved for C{timeout} seconds: end the connection.
+        """
+        detail = f"no bytes either way for {timeout:g} s"
+        self._ending = (IDLE_TIMEOUT, detail)
+        self.abort(IDLE_TIMEOUT, detail)
 
     def _relayFailed(self, reason: Failure) -> RelayResult:
         _log.failure("relay of {proxy!r} could not start", reason, proxy=self)
@@ -798,24 +594,15 @@ class SpliceProxyProtocol(Protocol):
             self._resultWithoutRelay(ERROR, f"relay failed: {reason.getErrorMessage()}")
         )
 
-    def _resultWithoutRelay(self, reason: str, detail: str) -> RelayResult:
-        return RelayResult(
-            engine=_NO_ENGINE,
-            bytesAToB=0,
-            bytesBToA=0,
-            duration=0.0,
-            reason=reason,
-            detail=detail,
-            fallbackReason=None,
-        )
-
     def _finish(self, result: RelayResult) -> RelayResult:
-        if self._finished:
+        """
+        Enter C{FINISHED}: stop the timers, count the connection and call
+        L{relayFinished}, once.
+        """
+        if self._phase is Phase.FINISHED:
             return result
-        self._finished = True
-        call, self._idleCall = self._idleCall, None
-        if call is not None and call.active():
-            call.cancel()
+        self._phase = Phase.FINISHED
+        self._stopIdleCheck()
         factory = self.factory
         duration = max(0.0, factory.reactor.seconds() - self.startedAt)
         result = RelayResult(
@@ -839,57 +626,47 @@ class SpliceProxyProtocol(Protocol):
         except Exception:
             _log.failure("relayFinished() of {proxy!r} failed", proxy=self)
         finally:
-            factory._protocolEnded(self)
+            factory._gate.connectionEnded(self)
         return result
 
-    # -- idle timeout ---------------------------------------------------------
+    # -- helpers --------------------------------------------------------------
 
-    def _scheduleIdleCheck(self, delay: float | None = None) -> None:
-        timeout = self.factory.idleTimeout
-        if not timeout:
+    def _pauseClient(self) -> None:
+        if self._reading:
+            self._reading = False
+            if self._phase is not Phase.FINISHED:
+                # Every stream transport is an IPushProducer too.
+                self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _cancelConnecting(self) -> None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is None:
             return
-        if delay is None:
-            delay = _idleInterval(timeout)
-        self._idleCall = self.factory.reactor.callLater(delay, self._checkIdle)
+        if not stopConnecting(connecting) and self._waiters is not None:
+            self._fireWaiters(None)
 
-    def _checkIdle(self) -> None:
-        self._idleCall = None
-        if self._finished:
-            return
-        factory = self.factory
-        timeout = factory.idleTimeout
-        now = factory.reactor.seconds()
-        relay = self.relay
-        if relay is not None:
-            mark = (relay.bytesAToB, relay.bytesBToA)
-            if mark != self._idleMark:
-                self._idleMark = mark
-                self._lastActivity = now
-        elif self._connecting is not None:
-            # Waiting for the upstream: connectTimeout rules.
-            self._lastActivity = now
-        idle = now - self._lastActivity
-        if idle >= timeout:
-            detail = f"no bytes either way for {timeout:g} s"
-            self._ending = (IDLE_TIMEOUT, detail)
-            self.abort(IDLE_TIMEOUT, detail)
-            return
-        self._scheduleIdleCheck(min(_idleInterval(timeout), timeout - idle))
+    def _fireWaiters(self, value: Any) -> None:
+        waiters, self._waiters = self._waiters, None
+        if waiters:
+            for d in waiters:
+                d.callback(value)
 
+    def _outgoingProxyHeader(self, version: int) -> bytes:
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return buildHeader(version, header.source, header.destination)
+        return buildHeader(version, self.transport.getPeer(), self.transport.getHost())
 
-def _cancelTimer(result: Any, timer: Any) -> Any:
-    if timer.active():
-        timer.cancel()
-    return result
-
-
-def _idleInterval(timeout: float) -> float:
-    """
-    How often an idle timeout is checked: a quarter of it (so a connection
-    is closed between 1x and 1.25x the timeout after its last byte), at
-    least every 50 ms and at most every 60 s.
-    """
-    return min(60.0, max(0.05, timeout / 4))
+    def _resultWithoutRelay(self, reason: str, detail: str) -> RelayResult:
+        return RelayResult(
+            engine=_NO_ENGINE,
+            bytesAToB=0,
+            bytesBToA=0,
+            duration=0.0,
+            reason=reason,
+            detail=detail,
+            fallbackReason=None,
+        )
 
 
 def _abort(transport: Any) -> None:
@@ -925,12 +702,7 @@ class SpliceProxyFactory(Factory):
         limit).
     @ivar idleTimeout: close a connection after this many seconds without a
         byte either way (0: never).
-    @ivar maxConnections: how many connections may be live at once (C{None}:
-        no limit); enforced on the ports given to L{addListeningPort}.
-    @ivar liveProtocols: the connected L{SpliceProxyProtocol}s that have not
-        ended yet.
-    @ivar draining: C{True} once L{drain} was called.
-    @ivar acl: an L{AccessControl <splicetx._acl.AccessControl>} whose
+    @ivar acl: an L{AccessControl <splicetx.AccessControl>} whose
         C{isAllowed} decides which clients are served, or C{None}.  A refused
         client is closed before any upstream connection, with reason
         L{REJECTED}.
@@ -941,8 +713,8 @@ class SpliceProxyFactory(Factory):
     @ivar sendProxyProtocol: C{1} or C{2} to send a PROXY protocol header
         with the client's address to the upstream before the relay, or
         C{None}.
-    @ivar metrics: a L{ProxyMetrics <splicetx._metrics.ProxyMetrics>} to
-        record into, or C{None}.
+    @ivar metrics: a L{ProxyMetrics <splicetx._metrics.ProxyMetrics>}
+        (public as C{splicetx.ProxyMetrics}) to record into, or C{None}.
     @ivar forwardName: the C{forward} label of those metrics.
     @ivar logFields: extra fields for every connection's log event (e.g.
         the worker's pid), or C{None}.
@@ -960,18 +732,18 @@ class SpliceProxyFactory(Factory):
 
     def __init__(
         self,
-        upstream: Any = None,
+        upstream: IStreamClientEndpoint | None = None,
         *,
         reactor: Any = None,
         engine: str = "auto",
         pipePool: PipePool | None = None,
         connectTimeout: float = 30.0,
         idleTimeout: float = 0.0,
-        acl: Any = None,
+        acl: AccessControl | None = None,
         acceptProxyProtocol: bool = False,
         proxyProtocolTimeout: float = 5.0,
         sendProxyProtocol: int | None = None,
-        metrics: Any = None,
+        metrics: ProxyMetrics | None = None,
         forwardName: str = "default",
         logFields: dict[str, Any] | None = None,
         maxConnections: int | None = None,
@@ -1029,13 +801,8 @@ class SpliceProxyFactory(Factory):
         self.metrics = metrics
         self.forwardName = forwardName
         self.logFields = logFields or None
-        self.maxConnections: int | None = maxConnections
+        self._gate = PortGate(maxConnections)
         self.logNormalConnections = logNormalConnections
-        self.liveProtocols: set[SpliceProxyProtocol] = set()
-        self.draining = False
-        self._ports: list[Any] = []
-        self._paused = False
-        self._whenEmpty: list[Deferred[None]] = []
 
     @property
     def reactor(self) -> Any:
@@ -1100,7 +867,33 @@ class SpliceProxyFactory(Factory):
 
     # -- live connections, max-connections and drain ---------------------------
 
-    def addListeningPort(self, port: Any) -> None:
+    @property
+    def maxConnections(self) -> int | None:
+        """
+        How many connections may be live at once (C{None}: no limit);
+        enforced on the ports given to L{addListeningPort}.
+        """
+        return self._gate.maxConnections
+
+    @maxConnections.setter
+    def maxConnections(self, value: int | None) -> None:
+        self._gate.maxConnections = value
+
+    @property
+    def liveProtocols(self) -> set[SpliceProxyProtocol]:
+        """
+        The connected L{SpliceProxyProtocol}s that have not ended yet.
+        """
+        return self._gate.live
+
+    @property
+    def draining(self) -> bool:
+        """
+        C{True} once L{drain} was called.
+        """
+        return self._gate.draining
+
+    def addListeningPort(self, port: IListeningPort) -> None:
         """
         Let this factory pause and resume a listening port for
         L{maxConnections} and stop it in L{drain}.
@@ -1111,63 +904,7 @@ class SpliceProxyFactory(Factory):
 
         @param port: an C{IListeningPort} of this factory.
         """
-        self._ports.append(port)
-        original = getattr(port, "doRead", None)
-        if original is None or not hasattr(port, "numberAccepts"):
-            return
-
-        def doRead() -> Any:
-            room = self._room()
-            if room is not None:
-                if room <= 0:
-                    self._pausePorts()
-                    return None
-                if port.numberAccepts > room:
-                    port.numberAccepts = room
-            return original()
-
-        port.doRead = doRead
-        if self._paused and hasattr(port, "stopReading"):
-            port.stopReading()
-
-    def _room(self) -> int | None:
-        if self.maxConnections is None:
-            return None
-        return self.maxConnections - len(self.liveProtocols)
-
-    def _pausePorts(self) -> None:
-        if self._paused:
-            return
-        self._paused = True
-        for port in self._ports:
-            if hasattr(port, "stopReading"):
-                port.stopReading()
-
-    def _resumePorts(self) -> None:
-        if not self._paused:
-            return
-        self._paused = False
-        for port in self._ports:
-            if hasattr(port, "startReading") and getattr(port, "connected", True):
-                port.startReading()
-
-    def _protocolStarted(self, proto: SpliceProxyProtocol) -> None:
-        self.liveProtocols.add(proto)
-        room = self._room()
-        if room is not None and room <= 0:
-            self._pausePorts()
-
-    def _protocolEnded(self, proto: SpliceProxyProtocol) -> None:
-        self.liveProtocols.discard(proto)
-        if self.draining:
-            if not self.liveProtocols:
-                waiters, self._whenEmpty = self._whenEmpty, []
-                for d in waiters:
-                    d.callback(None)
-            return
-        room = self._room()
-        if room is None or room > 0:
-            self._resumePorts()
+        self._gate.addListeningPort(port)
 
     def drain(self, timeout: float) -> Deferred[int]:
         """
@@ -1176,48 +913,7 @@ class SpliceProxyFactory(Factory):
         abort the rest.
 
         @param timeout: seconds to wait before aborting (0: abort at once).
-        @return: a L{Deferred} firing with the number of connections that
+        @return: a C{Deferred} firing with the number of connections that
             had to be aborted, once every connection has ended.
         """
-        self.draining = True
-        ports, self._ports = self._ports, []
-        stopped = [maybeDeferred(p.stopListening) for p in ports]
-        reactor = self.reactor
-        aborted = [0]
-        empty: Deferred[None] = Deferred()
-        if self.liveProtocols:
-            self._whenEmpty.append(empty)
-        else:
-            empty.callback(None)
-        timers: list[Any] = []
-
-        def expire() -> None:
-            live = list(self.liveProtocols)
-            aborted[0] = len(live)
-            _log.info(
-                "drain timeout ({timeout:g} s): aborting {count} connection(s)",
-                timeout=timeout,
-                count=len(live),
-            )
-            for proto in live:
-                proto.abort(CANCELLED, f"drain timeout ({timeout:g} s)")
-            # Never hang a shutdown on a connection that does not close.
-            if not empty.called:
-                timers.append(reactor.callLater(5.0, giveUp))
-
-        def giveUp() -> None:
-            if not empty.called:
-                empty.callback(None)
-
-        if not empty.called:
-            timers.append(reactor.callLater(timeout, expire))
-
-        def finished(_: Any) -> Deferred[int]:
-            for timer in timers:
-                if timer.active():
-                    timer.cancel()
-            return gatherResults(stopped, consumeErrors=True).addBoth(
-                lambda _: aborted[0]
-            )
-
-        return empty.addCallback(finished)
+        return self._gate.drain(timeout, self.reactor)

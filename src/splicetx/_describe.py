@@ -1,0 +1,60 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+Short text forms of Twisted addresses and client endpoints, for the
+proxy's log lines.
+
+Both functions are public as L{splicetx.proxy.describeAddress} and
+L{splicetx.proxy.describeEndpoint}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+
+__all__ = ["describeAddress", "describeEndpoint"]
+
+
+def describeAddress(address: IAddress | object) -> str:
+    """
+    Format a Twisted address for a log line.
+
+    @param address: an C{IPv4Address}, C{IPv6Address}, C{UNIXAddress}, or
+        anything else (formatted with C{str}).
+    @return: C{"host:port"}, C{"[host]:port"}, C{"unix:path"} or C{str()}.
+    """
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress):
+        raw = address.name
+        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return f"unix:{name or '(unnamed)'}"
+    return str(address)
+
+
+def describeEndpoint(endpoint: IStreamClientEndpoint | None) -> str:
+    """
+    Describe a client endpoint for a log line, as far as its (private)
+    attributes allow.
+
+    @param endpoint: an C{IStreamClientEndpoint}, or C{None}.
+    @return: e.g. C{"127.0.0.1:8080"}, C{"unix:/run/app.sock"} or the
+        endpoint's C{repr}.
+    """
+    if endpoint is None:
+        return "(none)"
+    wrapped = getattr(endpoint, "_wrappedEndpoint", None)
+    if wrapped is not None:
+        return describeEndpoint(wrapped)
+    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
+    port = getattr(endpoint, "_port", None)
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    path = getattr(endpoint, "_path", None)
+    if path is not None:
+        return f"unix:{path}"
+    return repr(endpoint)
