@@ -26,7 +26,8 @@ from splicetx._sendfile import (
 )
 from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it from here.
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "relay",
