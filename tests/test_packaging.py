@@ -10,6 +10,7 @@ import atexit
 import email.parser
 import importlib.util
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def _build() -> tuple[Path, Path]:
         cache = ROOT / "src" / "twisted" / "plugins" / "dropin.cache"
         made = not cache.exists()
         if made:
-            cache.write_bytes(b"not a real cache")
+            # An empty cache: were it left behind, Twisted would rebuild it.
+            cache.write_bytes(pickle.dumps({}))
         try:
             result = subprocess.run(
                 [sys.executable, "-c", _BUILD, str(out)],
