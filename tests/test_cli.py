@@ -18,7 +18,8 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from splicetx._tap import Options, clientEndpoint, makeService, withBacklog
+from splicetx._endpoints import clientEndpoint, withBacklog
+from splicetx._tap import Options, makeService
 
 from .test_cli_support import (
     LOOPBACK,
@@ -824,7 +825,7 @@ class OptionsTests(SynchronousTestCase):
         for level in (None, "debug", "info", "warn", "error", "critical"):
             twist = TwistOptions()
             twist.parseOptions(([f"--log-level={level}"] if level else []) + cli)
-            seen[level] = makeService(twist.subOptions).logNormalConnections
+            seen[level] = makeService(twist.subOptions).config.logNormalConnections
         self.assertEqual(
             seen,
             {
@@ -836,7 +837,7 @@ class OptionsTests(SynchronousTestCase):
                 "critical": False,
             },
         )
-        self.assertTrue(makeService(self.parse(*cli[1:])).logNormalConnections)
+        self.assertTrue(makeService(self.parse(*cli[1:])).config.logNormalConnections)
 
     def test_makeService(self) -> None:
         """
@@ -855,10 +856,11 @@ class OptionsTests(SynchronousTestCase):
             "8",
         )
         service = makeService(o)
-        self.assertEqual(service.listen, ["tcp:0:backlog=1024"])
-        self.assertEqual(service.listenGiven, ["tcp:0"])
+        config = service.config
+        self.assertEqual(config.listen, ["tcp:0:backlog=1024"])
+        self.assertEqual(config.listenGiven, ["tcp:0"])
         self.assertEqual(
-            (service.engine, service.drainTimeout, service.maxPipes),
+            (config.engine, config.drainTimeout, config.maxPipes),
             ("copy", 3.0, 8),
         )
         self.assertFalse(service.running)

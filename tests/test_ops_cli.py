@@ -526,7 +526,7 @@ class HelperTests(SynchronousTestCase):
         Workers get the supervisor's splice-proxy arguments less --workers,
         and its twist options when it runs under twist.
         """
-        from splicetx._tap import twistArguments, workerArguments
+        from splicetx._supervisor import twistArguments, workerArguments
 
         self.assertEqual(
             workerArguments(

@@ -551,10 +551,10 @@ class ProxyMixin(ReactorTestMixin):
     def test_noCyclicGarbage(self) -> None:
         """
         A finished proxied connection, on either engine, is freed by
-        reference counting alone (DESIGN.md rule 13): its protocols,
-        transports, connector and relay leave no reference cycle for the
-        cycle collector, which would otherwise run once per few hundred
-        connections under churn.
+        reference counting alone (docs/design-decisions.md rule 13): its
+        protocols, transports, connector and relay leave no reference cycle
+        for the cycle collector, which would otherwise run once per few
+        hundred connections under churn.
         """
         data = payload(20_000, seed=9)
 
@@ -704,17 +704,20 @@ class ServiceMixin(ReactorTestMixin):
         The service listens on its endpoints, relays, and on stop stops
         listening, aborts what is left at the drain timeout and fires.
         """
+        from splicetx._proxyconfig import Forward, ProxyConfig
         from splicetx._tap import SpliceProxyService
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            forward = Forward(
+                listens=[f"tcp:0:interface={LOOPBACK}"],
+                connect=f"tcp:{LOOPBACK}:{up.getHost().port}",
+            )
             service = SpliceProxyService(
-                reactor,
-                [f"tcp:0:interface={LOOPBACK}"],
-                f"tcp:{LOOPBACK}:{up.getHost().port}",
-                drainTimeout=0.2,
+                ProxyConfig(forwards=[forward], drainTimeout=0.2),
+                reactor=reactor,
                 handleSignals=False,
             )
             service.startService()

@@ -314,7 +314,8 @@ class FileDescriptorHygieneMixin(ReactorTestMixin):
 
 class CycleMixin(ReactorTestMixin):
     """
-    A finished relay is freed by reference counting alone (DESIGN.md rule 13).
+    A finished relay is freed by reference counting alone
+    (docs/design-decisions.md rule 13).
     """
 
     @inlineCallbacks

@@ -343,23 +343,32 @@ SUPERVISOR = textwrap.dedent(
     import sys
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    from splicetx._workers import WorkerSupervisorService
+    from splicetx._workers import WorkerSupervisor, prepareListener
 
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stderr)], redirectStandardIO=False
     )
     count, mode, listen, worker = sys.argv[1:5]
     count = int(count)
-    service = WorkerSupervisorService(
-        [listen], [sys.executable, "-c", worker], count,
-        mode=None if mode == "default" else mode,
-        minUptime=2.0, initialDelay=0.2, maxDelay=1.0, drainTimeout=10.0,
+    running = []
+
+    def prepared(listener):
+        supervisor = WorkerSupervisor(
+            [sys.executable, "-c", worker], count, [listener], reactor,
+            minUptime=2.0, initialDelay=0.2, maxDelay=1.0, drainTimeout=10.0,
+        )
+        supervisor.start()
+        running.append(supervisor)
+        print("READY", listener.port, flush=True)
+
+    def start():
+        mode_ = None if mode == "default" else mode
+        prepareListener(listen, mode_, reactor).addCallback(prepared)
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: running[0].stop() if running else None
     )
-    service.ready.addCallback(
-        lambda s: print("READY", s.listeners[0].port, flush=True)
-    )
-    reactor.callWhenRunning(service.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     """
 )

@@ -46,6 +46,7 @@ from collections.abc import Callable
 import attr
 
 from splicetx._acl import AccessControl, AccessRule, parseRule
+from splicetx._proxyconfig import Forward
 
 __all__ = [
     "ConfigError",
@@ -79,39 +80,12 @@ class ConfigError(ValueError):
 
 
 @attr.s(frozen=True, auto_attribs=True)
-class Forward:
-    """
-    One forward of a configuration file.
-
-    @ivar listen: a Twisted server endpoint string, e.g.
-        C{tcp:8080:interface=0.0.0.0} or C{tcp:8080:interface=\\:\\:1}.
-    @ivar connect: a Twisted client endpoint string, e.g.
-        C{tcp:host=127.0.0.1:port=80}.
-    @ivar acl: the forward's rules, with the global rules as their
-        L{outer<AccessControl.outer>}.
-    @ivar lineNumber: the line the forward was declared on.
-    @ivar bindAddress: the listening address as written.
-    @ivar bindPort: the listening port number.
-    @ivar connectAddress: the upstream address as written.
-    @ivar connectPort: the upstream port number.
-    """
-
-    listen: str
-    connect: str
-    acl: AccessControl
-    lineNumber: int
-    bindAddress: str
-    bindPort: int
-    connectAddress: str
-    connectPort: int
-
-
-@attr.s(frozen=True, auto_attribs=True)
 class ForwardConfig:
     """
     A parsed configuration file.
 
-    @ivar forwards: the forwards, in file order.
+    @ivar forwards: the forwards, in file order (each with one listening
+        endpoint string and its rinetd fields set).
     @ivar globalACL: the rules that precede every forward.
     @ivar warnings: C{FILE:LINE: ...} lines about accepted but ignored
         statements, for the log.
@@ -334,7 +308,7 @@ class _Parser:
         globalACL = AccessControl(self.globalAllow, self.globalDeny)
         forwards = [
             Forward(
-                listen=f["listen"],
+                listens=(f["listen"],),
                 connect=f["connect"],
                 acl=AccessControl(f["allow"], f["deny"], outer=globalACL),
                 lineNumber=f["lineNumber"],
@@ -366,7 +340,7 @@ def parseConfig(
     @param text: the file's contents.
     @param filename: the name to put in error messages.
     @param resolve: turns a bind host name into an address (default: the
-        first answer of C{getaddrinfo}); may raise L{OSError}.
+        first answer of C{getaddrinfo}); may raise C{OSError}.
     @return: the forwards, rules and warnings.
     @raise ConfigError: on the first problem, naming file and line.
     """

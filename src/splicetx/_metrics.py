@@ -249,7 +249,7 @@ class ProxyMetrics:
         """
         Count a failed upstream connection.
 
-        @param failure: the L{Failure} or exception (see
+        @param failure: the L{twisted.python.failure.Failure} or exception (see
             L{connectFailureReason}).
         @return: the reason label used.
         """
@@ -417,7 +417,8 @@ def startMetricsEndpoint(
     @param registry: what to serve (L{ProxyMetrics.registry} or
         L{multiprocessRegistry}).
     @param reactor: the reactor; default the global one.
-    @return: a L{Deferred} firing with the L{IListeningPort}.
+    @return: a L{Deferred <twisted.internet.defer.Deferred>} firing with the
+        L{IListeningPort <twisted.internet.interfaces.IListeningPort>}.
     """
     from twisted.internet.endpoints import serverFromString
     from twisted.web.resource import Resource

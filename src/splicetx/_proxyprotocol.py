@@ -470,7 +470,7 @@ def parseProxyHeader(
 class ProxyHeaderParser:
     """
     Accumulates the bytes of a connection until a PROXY protocol header is
-    complete.
+    complete.  In a protocol::
 
         parser = ProxyHeaderParser()
         def dataReceived(self, data):

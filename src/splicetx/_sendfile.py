@@ -10,7 +10,7 @@ How the kernel path drives the socket
 The sender never registers anything of its own with the reactor.  It is a
 B{pull producer registered on the transport}, and the transport
 (C{tcp.Connection}) stays the one object the reactor knows for the socket's
-fd:
+fd::
 
     registerProducer(sender)  -> resumeProducing #1: only startWriting()
     socket writable           -> Connection.doWrite: flushes the transport's
@@ -110,7 +110,8 @@ def sendFileUnavailableReason(
     Tell why L{sendFile} cannot use C{os.sendfile} for C{fileObj} and
     C{transport} on C{reactor}.  The transport side is the same test the
     relay uses (L{splicetx.spliceUnavailableReason}): a plain TCP or UNIX
-    stream socket, no TLS, a reactor with L{IReactorFDSet}, Linux.
+    stream socket, no TLS, a reactor with
+    L{IReactorFDSet <twisted.internet.interfaces.IReactorFDSet>}, Linux.
 
     @return: C{None} when it can, else a short reason.
     """
@@ -295,8 +296,9 @@ class ZeroCopyFileSender:
         engine: str = "auto",
     ) -> None:
         """
-        @param transport: a connected L{ITransport} that is also an
-            L{IConsumer} (every Twisted stream transport is).
+        @param transport: a connected
+            L{ITransport <twisted.internet.interfaces.ITransport>} that is
+            also an L{IConsumer} (every Twisted stream transport is).
         @param fileObj: a file object opened in binary mode; C{os.sendfile}
             needs a real file descriptor (C{fileno()}) of a regular file,
             other file objects (C{BytesIO}, pipes) are read instead.
@@ -575,8 +577,9 @@ def sendFile(
     Send C{count} bytes of C{fileObj} from C{offset} (to the end of the file
     when C{count} is C{None}) to C{transport}, zero-copy with
     C{os.sendfile(2)} when the transport is a plain TCP or UNIX socket
-    (not TLS) on a reactor with L{IReactorFDSet}, otherwise with Twisted's
-    L{FileSender}.
+    (not TLS) on a reactor with
+    L{IReactorFDSet <twisted.internet.interfaces.IReactorFDSet>}, otherwise
+    with Twisted's L{FileSender}.
 
     Bytes already written to the transport go out first.  Do not write to
     the transport until the L{Deferred} fires; it keeps reading meanwhile.

@@ -143,7 +143,7 @@ def watchSupervisor(
 
     @param reactor: the reactor to stop; default the global one.
     @param interval: seconds between checks.
-    @return: the running L{LoopingCall}, or C{None} outside a worker.
+    @return: the running C{LoopingCall}, or C{None} outside a worker.
     """
     from twisted.internet.task import LoopingCall
 

@@ -44,11 +44,13 @@ B{Supervision.}  A worker that exits while the supervisor is running is
 restarted in its slot.  One that dies within C{minUptime} seconds of its
 start counts as a crash loop: the delay before its restart doubles from
 C{initialDelay} up to C{maxDelay}, so a worker that cannot start does not
-spin the CPU; a worker that ran longer is restarted at once.  L{stop}
-(C{SIGTERM}/C{SIGINT} to the supervisor, through L{WorkerSupervisorService}
-under C{twist}) sends C{SIGTERM} to every worker, waits up to
-C{drainTimeout} seconds for them to finish their connections, sends
-C{SIGKILL} to the rest, and fires when all are gone.
+spin the CPU; a worker that ran longer is restarted at once.
+L{WorkerSupervisor.stop} (C{SIGTERM}/C{SIGINT} to the supervisor, through
+L{SpliceProxySupervisorService
+<splicetx._supervisor.SpliceProxySupervisorService>} under C{twist}) sends
+C{SIGTERM} to every worker, waits up to C{drainTimeout} seconds for them to
+finish their connections, sends C{SIGKILL} to the rest, and fires when all
+are gone.
 
 Workers learn their sockets from the environment: see L{splicetx._worker}.
 """
@@ -61,7 +63,6 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
@@ -77,7 +78,6 @@ __all__ = [
     "ReusePortListener",
     "SharedListener",
     "WorkerSupervisor",
-    "WorkerSupervisorService",
     "prepareListener",
     "defaultWorkerCount",
 ]
@@ -248,9 +248,9 @@ def prepareListener(description: str, mode: str | None = None, reactor: Any = No
         (L{REUSEPORT} for C{tcp:}/C{tcp6:} endpoints, L{SHARED} otherwise).
     @param reactor: the reactor, for endpoints the supervisor must listen on
         through Twisted (L{SHARED} mode on non-TCP endpoints).
-    @return: a L{Deferred} firing with a L{ReusePortListener} or
+    @return: a C{Deferred} firing with a L{ReusePortListener} or
         L{SharedListener}.
-    @raise ValueError: (through the L{Deferred}) for L{REUSEPORT} on an
+    @raise ValueError: (through the C{Deferred}) for L{REUSEPORT} on an
         endpoint other than TCP, or an unknown mode.
     """
     from twisted.internet import endpoints
@@ -500,8 +500,8 @@ class WorkerSupervisor:
         Stop every worker: C{SIGTERM} (drain), C{SIGKILL} after
         C{drainTimeout}, then close the listeners.
 
-        @return: a L{Deferred} firing when every worker is gone.  Calling
-            again returns a L{Deferred} for the same end.
+        @return: a C{Deferred} firing when every worker is gone.  Calling
+            again returns a C{Deferred} for the same end.
         """
         if self._stopping is not None:
             d: Deferred[None] = Deferred()
@@ -556,79 +556,3 @@ class WorkerSupervisor:
         except OSError as e:  # pragma: no cover
             if e.errno != errno.ESRCH:
                 raise
-
-
-class WorkerSupervisorService(Service):
-    """
-    A Twisted service running a L{WorkerSupervisor}: under C{twist},
-    C{SIGTERM}/C{SIGINT} stop the reactor, which stops this service, which
-    drains and stops the workers before the process exits.
-
-    @ivar supervisor: the L{WorkerSupervisor} once started.
-    """
-
-    def __init__(
-        self,
-        listen: Sequence[str],
-        workerArgv: Sequence[str],
-        count: int,
-        mode: str | None = None,
-        reactor: Any = None,
-        **supervisorOptions: Any,
-    ) -> None:
-        """
-        @param listen: the server endpoint strings, one per listener.
-        @param workerArgv: see L{WorkerSupervisor}.
-        @param count: see L{WorkerSupervisor}.
-        @param mode: see L{prepareListener}.
-        @param reactor: see L{WorkerSupervisor}.
-        @param supervisorOptions: more L{WorkerSupervisor} arguments.
-        """
-        self.listen = list(listen)
-        self.workerArgv = list(workerArgv)
-        self.count = count
-        self.mode = mode
-        self._reactor = reactor
-        self._options = supervisorOptions
-        self.supervisor: WorkerSupervisor | None = None
-        self.ready: Deferred[WorkerSupervisor] = Deferred()
-
-    def startService(self) -> None:
-        """
-        Prepare the listeners, then spawn the workers.  L{ready} fires with
-        the supervisor once they are spawned (or with the failure, after
-        which the reactor is stopped: nothing listens).
-        """
-        super().startService()
-        from twisted.internet.defer import gatherResults
-
-        reactor = self._reactor = defaultReactor(self._reactor)
-        d: Deferred[Any] = gatherResults(
-            [prepareListener(desc, self.mode, reactor) for desc in self.listen],
-            consumeErrors=True,
-        )
-
-        def prepared(listeners: list[Any]) -> WorkerSupervisor:
-            self.supervisor = WorkerSupervisor(
-                self.workerArgv, self.count, listeners, reactor, **self._options
-            )
-            self.supervisor.start()
-            return self.supervisor
-
-        def failed(f: Failure) -> Failure:
-            _log.failure("cannot start workers", f)
-            reactor.stop()
-            return f
-
-        d.addCallback(prepared)
-        d.addErrback(failed)
-        d.chainDeferred(self.ready)
-
-    def stopService(self) -> Deferred[None] | None:
-        """
-        Drain and stop the workers.
-        """
-        super().stopService()
-        if self.supervisor is None:
-            return None
-        return self.supervisor.stop()

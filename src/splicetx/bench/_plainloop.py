@@ -2,9 +2,10 @@
 The yardstick: a minimal single-threaded Python C{epoll} loop that relays
 TCP through C{splice(2)} with 1 MiB pipes, without Twisted.
 
-It is what DESIGN.md's reference figures were measured with (about 70 % of
-direct throughput at about 0.25 CPU-s/GB on a 2-core machine), so the bench
-can tell how much the Twisted integration costs on top of the kernel path.
+It is what the reference figures of rules 8 and 12 in
+C{docs/design-decisions.md} were measured with (about 70 % of direct
+throughput at about 0.25 CPU-s/GB on a 2-core machine), so the bench can tell
+how much the Twisted integration costs on top of the kernel path.
 Deliberately small: level-triggered, one pipe per direction made when the
 connection is accepted, at most a few pipe-fulls per event, upstream connect
 is blocking (instant on loopback).  Run as C{python -m

@@ -1,6 +1,6 @@
 """
 Turn the bench's raw runs into medians and ranges, ratios against the
-baselines, the targets of issue 4, and the three outputs: C{results.json},
+baselines, the project's performance targets, and the three outputs: C{results.json},
 C{results.md} and C{results.png}.
 """
 
@@ -66,8 +66,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def targets(summary: dict, splice: str) -> list[dict[str, Any]]:
     """
-    Evaluate issue 4's targets for the splice engine at its default settings
-    (C{splice}).  Informational only: the bench never fails on them.
+    Evaluate the project's performance targets for the splice engine at its
+    default settings (C{splice}).  Informational only: the bench never fails
+    on them.
     """
     out: list[dict[str, Any]] = []
 
@@ -394,7 +395,7 @@ def markdown(result: dict[str, Any]) -> str:
 
     if result.get("targets"):
         lines += [
-            f"## Targets (issue 4), for {result['meta']['spliceDefault']}",
+            f"## Targets, for {result['meta']['spliceDefault']}",
             "",
             "| target | measured | goal | met |",
             "|---|---:|---:|:---:|",

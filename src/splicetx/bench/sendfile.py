@@ -3,6 +3,8 @@ Zero-copy file sending against Twisted's FileSender: one file served to one
 client on 127.0.0.1, once per engine, with the server's CPU time (psutil) and,
 with C{--strace}, its system calls from a separate untimed run.
 
+Run it as::
+
     python -m splicetx.bench.sendfile                 # a 1 GiB file
     python -m splicetx.bench.sendfile --size 256M --strace
 

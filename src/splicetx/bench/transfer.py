@@ -3,6 +3,8 @@ One fixed-size transfer through each splicetx engine: the headline figure of
 the relay core (throughput and CPU seconds per GB of the splice engine against
 the copy engine).
 
+Run it as::
+
     python -m splicetx.bench.transfer                # 1 GiB, splice and copy
     python -m splicetx.bench.transfer --size 256M --proxies splice-1m,copy,direct
 

@@ -5,9 +5,10 @@ C{127.0.0.1} port that echo, swallow (and hash) or produce bytes, so a test
 can check byte for byte what went through the code under test.
 
 Every backend is a real Twisted TCP server on the reactor it is given, so it
-works with the global reactor (trial L{TestCase}, pytest-twisted) as well as
-with the private reactors of L{splicetx.testing.runScenario}.  Most tests
-make them through L{splicetx.testing.Loopback}, which also cleans them up.
+works with the global reactor (trial's
+L{TestCase <twisted.trial.unittest.TestCase>}, pytest-twisted) as well as with
+the private reactors of L{splicetx.testing.runScenario}.  Most tests make them
+through L{splicetx.testing.Loopback}, which also cleans them up.
 """
 
 from __future__ import annotations

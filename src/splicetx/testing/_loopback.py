@@ -5,9 +5,10 @@ test on ephemeral loopback ports, connects clients through it, checks bytes
 exactly, and closes everything at the end, in an order that leaves the
 reactor clean.
 
-Use it on the global reactor (trial L{TestCase}, pytest-twisted) or on a
-fresh private reactor with L{runLoopback} / L{withLoopback} (any runner,
-including plain pytest without pytest-twisted).
+Use it on the global reactor (trial's
+L{TestCase <twisted.trial.unittest.TestCase>}, pytest-twisted) or on a fresh
+private reactor with L{runLoopback} / L{withLoopback} (any runner, including
+plain pytest without pytest-twisted).
 """
 
 from __future__ import annotations
@@ -213,7 +214,8 @@ def _connected(transport: Any) -> bool:
 
 class Loopback:
     """
-    Everything one test runs on loopback, on one reactor.
+    Everything one test runs on loopback, on one reactor.  In an
+    C{inlineCallbacks} test::
 
         lb = Loopback(reactor)
         echo = lb.echo()
@@ -428,8 +430,9 @@ def runLoopback(
 ) -> Any:
     """
     Run C{scenario(loopback)} on a fresh private reactor and return its
-    result: a synchronous call that works in any test runner (trial
-    L{SynchronousTestCase}, plain pytest functions) and leaves the global
+    result: a synchronous call that works in any test runner (trial's
+    L{SynchronousTestCase <twisted.trial.unittest.SynchronousTestCase>}, plain
+    pytest functions) and leaves the global
     reactor alone.
 
     @param scenario: see L{withLoopback}.

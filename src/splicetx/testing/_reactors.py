@@ -6,7 +6,7 @@ The kernel path of splicetx is reactor-level code: it registers its own
 descriptors and depends on how each reactor maps file descriptors to objects.
 So it is tested against every reactor a user may pick, each test on a new,
 private reactor instance (the global reactor is left alone), the way
-Twisted's own reactor tests do it.
+Twisted's own reactor tests do it.  This::
 
     class RelayTests(ReactorTestMixin):
         def test_something(self):

@@ -1,0 +1,461 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+The C{splice-proxy} service: listen on every forward's endpoints with one
+L{SpliceProxyFactory} per forward, serve metrics, and drain on
+SIGTERM/SIGINT.
+
+L{_DrainOnSignal} is the signal handling this service and the C{--workers}
+supervisor (L{splicetx._supervisor}) share: the first SIGTERM/SIGINT stops
+the reactor (which stops the service: a drain) and the process exits with
+status 0; a second one cuts the drain short.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from splicetx import _worker
+from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
+from splicetx._filelimit import FDS_PER_SPLICED_CONNECTION, capacity
+from splicetx._pipes import PipePool
+from splicetx._proxyconfig import Forward, ProxyConfig
+from splicetx._reactor import defaultReactor
+from splicetx.proxy import SpliceProxyFactory, describeAddress, describeEndpoint
+
+__all__ = ["EXIT_START", "SpliceProxyService"]
+
+_log = Logger(namespace="splicetx.proxy")
+
+#: Exit status when the service cannot start (a port in use, ...).
+EXIT_START = 1
+
+_METRICS_MISSING = (
+    "--metrics needs the prometheus-client package: pip install 'splicetx[metrics]'"
+)
+
+
+class _DrainOnSignal:
+    """
+    Take over SIGTERM/SIGINT once the reactor runs (when it installed its
+    own handlers): the first stops the reactor, which stops the services
+    (a drain), so the process exits with status 0; the second calls
+    L{_signalledAgain}.
+    """
+
+    reactor: Any
+    handleSignals: bool
+    _stopping: bool
+
+    def _installSignalHandlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            current = signal.getsignal(sig)
+            if current in (signal.SIG_DFL, signal.SIG_IGN, None):
+                continue
+            if current is signal.default_int_handler:
+                # The reactor runs without its own handlers: leave it be.
+                continue
+            signal.signal(sig, self._onSignal)
+
+    def _onSignal(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self._signalled, signum)
+
+    def _signalled(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self._stopping:
+            self._signalledFirst(name)
+            self._stopReactor()
+        else:
+            self._signalledAgain(name)
+
+    def _signalledFirst(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _signalledAgain(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _stopReactor(self) -> None:
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+
+def _exitAfterShutdown(reactor: Any, status: int) -> None:
+    """
+    Make the process exit with C{status} once the reactor has shut down.
+    """
+
+    def exitNow() -> None:
+        os._exit(status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exitNow)
+
+
+def _listenNow(start: Any, description: str) -> Any:
+    """
+    Call C{start()} (returning a C{Deferred} of a port) and return the port
+    if it fired at once.
+
+    @raise SystemExit: with one line when it failed.
+    """
+    try:
+        d = start()
+    except Exception:
+        d = Deferred()
+        d.errback()
+    outcome: list[Any] = []
+    d.addBoth(outcome.append)
+    if outcome and isinstance(outcome[0], Failure):
+        raise SystemExit(
+            f"splice-proxy: error: cannot listen on {description}: "
+            f"{_explain(outcome[0].value)}"
+        )
+    return outcome[0] if outcome else None
+
+
+def _logMetricsPort(port: Any, description: str) -> None:
+    """
+    Log where the metrics are served (nothing for C{None}: not yet).
+    """
+    if port is None:
+        return
+    address = port.getHost()
+    _log.info(
+        "metrics on {address} ({description})",
+        splicetxEvent="metrics",
+        address=describeAddress(address),
+        port=getattr(address, "port", None),
+        description=description,
+    )
+
+
+class SpliceProxyService(_DrainOnSignal, Service):
+    """
+    Listens on the configured endpoints with one L{SpliceProxyFactory} per
+    forward, and drains on stop.
+
+    Listening happens in L{privilegedStartService} (C{twistd} calls it before
+    dropping privileges; L{startService} calls it when nobody did), so a
+    port in use ends start-up with one line on standard error.  In a worker
+    process of C{--workers} (see L{splicetx._worker}) the listening sockets
+    are inherited from the supervisor instead.
+
+    @ivar config: the L{ProxyConfig} it serves.
+    @ivar reactor: the reactor.
+    @ivar handleSignals: see L{__init__}.
+    @ivar factory: the first forward's L{SpliceProxyFactory}, once started.
+    @ivar factories: every forward's factory, once started.
+    @ivar ports: the listening ports, once started.
+    @ivar metrics: the L{ProxyMetrics <splicetx._metrics.ProxyMetrics>}
+        with L{ProxyConfig.metricsEndpoint}, once started.
+    @ivar metricsPort: the port the metrics are served on, once started.
+    """
+
+    name = "splice-proxy"
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        reactor: Any = None,
+        handleSignals: bool = True,
+    ) -> None:
+        """
+        @param config: what to serve, and how.
+        @param reactor: the reactor (default: the global one).
+        @param handleSignals: take over SIGTERM/SIGINT once the reactor runs
+            (when the reactor installed its own handlers), so that they drain
+            instead of stopping at once and the process exits with status 0.
+        """
+        self.config = config
+        self.reactor = defaultReactor(reactor)
+        self.handleSignals = handleSignals
+        self.factory: SpliceProxyFactory | None = None
+        self.factories: list[SpliceProxyFactory] = []
+        self.ports: list[Any] = []
+        self.metrics: Any = None
+        self.metricsPort: Any = None
+        self._maxConnections: int | None = None
+        self._logFields: dict[str, Any] | None = None
+        self._worker = _worker.isWorker()
+        self._supervisorWatch: Any = None
+        self._started = False
+        self._stopping = False
+
+    # -- start ----------------------------------------------------------------
+
+    def _capacity(self) -> tuple[int | None, int | None]:
+        config = self.config
+        room = capacity(
+            self.reactor, len(config.forwards), config.maxPipes, config.maxConnections
+        )
+        _log.info(
+            "file descriptor limit {fds} (was {before}): room for about "
+            "{spliced} spliced connections ({per} fds each); accepting up to "
+            "{maxConnections} at once",
+            splicetxEvent="capacity",
+            fds=room.fds,
+            before=room.before,
+            usable=room.usable,
+            spliced=room.spliced,
+            per=FDS_PER_SPLICED_CONNECTION,
+            maxConnections=room.maxConnections or "unlimited",
+        )
+        return room.maxPipes, room.maxConnections
+
+    def _startMetrics(self, pool: PipePool) -> None:
+        try:
+            from splicetx import _metrics
+        except ImportError:
+            raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+        metrics = _metrics.ProxyMetrics()
+        metrics.watchPipePool(pool, self.reactor)
+        self.metrics = metrics
+        if self._worker:
+            # The supervisor serves the figures of every worker.
+            return
+        description = self.config.metricsEndpoint
+        assert description is not None
+        port = _listenNow(
+            lambda: _metrics.startMetricsEndpoint(
+                description, metrics.registry, self.reactor
+            ),
+            description,
+        )
+        self.metricsPort = port
+        _logMetricsPort(port, description)
+
+    def privilegedStartService(self) -> None:
+        """
+        Raise the file descriptor limit, build a factory per forward and
+        open every listening endpoint (or adopt the sockets inherited from
+        the supervisor).
+
+        @raise SystemExit: with a one-line message when an endpoint cannot
+            be opened.
+        """
+        if self._started:
+            return
+        self._started = True
+        config = self.config
+        reactor = self.reactor
+        for warning in config.warnings:
+            _log.warn("{warning}", warning=warning, splicetxEvent="config")
+        maxPipes, self._maxConnections = self._capacity()
+        pool = PipePool(pipeSize=config.pipeSize, maxPipes=maxPipes)
+        if config.metricsEndpoint is not None:
+            self._startMetrics(pool)
+        if self._worker:
+            self._logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
+        listens: list[tuple[str, str, SpliceProxyFactory]] = []
+        for forward in config.forwards:
+            upstream = clientEndpoint(reactor, forward.connect)
+            factory = self.buildFactory(upstream, pool, forward)
+            self.factories.append(factory)
+            for description, given in zip(
+                config.listenEndpoints(forward), forward.listens, strict=True
+            ):
+                listens.append((description, given, factory))
+        self.factory = self.factories[0] if self.factories else None
+        if self._worker:
+            try:
+                ports = _worker.adoptListeners([f for _, _, f in listens], reactor)
+            except Exception as e:
+                raise SystemExit(
+                    f"splice-proxy: error: cannot adopt the listening sockets "
+                    f"of the supervisor: {_explain(e)}"
+                )
+            for port, (description, _, factory) in zip(ports, listens, strict=True):
+                self._listening(port, description, factory)
+        else:
+            self._listenAll(listens)
+        for forward, factory in zip(config.forwards, self.factories, strict=True):
+            _log.info(
+                "splice-proxy relaying {listen} to {upstream} (engine {engine}, "
+                "pipe size {pipeSize}, connect timeout {connectTimeout:g} s, "
+                "idle timeout {idleTimeout:g} s, drain timeout {drainTimeout:g} s)",
+                splicetxEvent="started",
+                listen=", ".join(forward.listens),
+                upstream=describeEndpoint(factory.upstream),
+                engine=config.engine,
+                pipeSize=config.pipeSize,
+                connectTimeout=config.connectTimeout,
+                idleTimeout=config.idleTimeout,
+                drainTimeout=config.drainTimeout,
+                acl=repr(factory.acl) if factory.acl is not None else None,
+            )
+
+    def _listenAll(self, listens: list[tuple[str, str, SpliceProxyFactory]]) -> None:
+        reactor = self.reactor
+        for description, given, factory in listens:
+            try:
+                endpoint = serverEndpoint(reactor, description)
+                d = endpoint.listen(factory)
+            except Exception:
+                d = Deferred()
+                d.errback()
+            outcome: list[Any] = []
+            d.addBoth(outcome.append)
+            if not outcome:
+                d.addCallback(self._listening, description, factory)
+                d.addErrback(self._lateListenFailure, given)
+                continue
+            if isinstance(outcome[0], Failure):
+                for port in self.ports:
+                    port.stopListening()
+                self.ports = []
+                if self.metricsPort is not None:
+                    self.metricsPort.stopListening()
+                raise SystemExit(
+                    f"splice-proxy: error: cannot listen on {given}: "
+                    f"{_explain(outcome[0].value)}"
+                )
+            self._listening(outcome[0], description, factory)
+
+    def buildFactory(
+        self, upstream: Any, pipePool: PipePool, forward: Forward
+    ) -> SpliceProxyFactory:
+        """
+        Make the factory of one forward, configured entirely through its
+        constructor.  Override to use a L{SpliceProxyFactory} subclass (pass
+        it the same keywords) or another protocol.
+
+        @param upstream: the forward's C{--connect} endpoint.
+        @param pipePool: the pipe pool built from C{--pipe-size} and
+            C{--max-pipes}, shared by every forward.
+        @param forward: the forward: its name and access rules.
+        """
+        config = self.config
+        acl = forward.acl
+        return SpliceProxyFactory(
+            upstream,
+            reactor=self.reactor,
+            engine=config.engine,
+            pipePool=pipePool,
+            connectTimeout=config.connectTimeout,
+            idleTimeout=config.idleTimeout,
+            acl=acl if acl is not None and not acl.empty else None,
+            acceptProxyProtocol=config.acceptProxyProtocol,
+            proxyProtocolTimeout=config.proxyProtocolTimeout,
+            sendProxyProtocol=config.sendProxyProtocol,
+            metrics=self.metrics,
+            forwardName=forward.listen,
+            logFields=self._logFields,
+            maxConnections=self._maxConnections,
+            logNormalConnections=config.logNormalConnections,
+        )
+
+    def _listening(
+        self, port: Any, description: str, factory: SpliceProxyFactory | None = None
+    ) -> Any:
+        factory = factory or self.factory
+        assert factory is not None
+        self.ports.append(port)
+        factory.addListeningPort(port)
+        address = port.getHost()
+        _log.info(
+            "listening on {address} ({description})",
+            splicetxEvent="listening",
+            address=describeAddress(address),
+            port=getattr(address, "port", None),
+            description=description,
+            forward=factory.forwardName,
+        )
+        return port
+
+    def _lateListenFailure(self, failure: Failure, description: str) -> None:
+        message = (
+            f"splice-proxy: error: cannot listen on {description}: "
+            f"{_explain(failure.value)}"
+        )
+        _log.critical("{message}", message=message)
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+        _exitAfterShutdown(self.reactor, EXIT_START)
+        self._stopReactor()
+
+    def startService(self) -> None:
+        """
+        Listen (unless L{privilegedStartService} already did) and, once the
+        reactor runs, take over SIGTERM/SIGINT for a graceful drain.
+        """
+        self.privilegedStartService()
+        Service.startService(self)
+        self.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        if self.handleSignals:
+            self._installSignalHandlers()
+        if self._worker:
+            self._supervisorWatch = _worker.watchSupervisor(self.reactor)
+        _log.info(
+            "splice-proxy ready (pid {pid})",
+            splicetxEvent="ready",
+            pid=os.getpid(),
+            worker=_worker.workerIndex(),
+        )
+
+    # -- stop -----------------------------------------------------------------
+
+    def _live(self) -> int:
+        return sum(len(f.liveProtocols) for f in self.factories)
+
+    def _signalledFirst(self, name: str) -> None:
+        _log.info(
+            "received {signal}: no longer accepting; letting {count} "
+            "connection(s) finish for up to {timeout:g} s",
+            signal=name,
+            count=self._live(),
+            timeout=self.config.drainTimeout,
+        )
+
+    def _signalledAgain(self, name: str) -> None:
+        _log.info(
+            "received {signal} again: aborting {count} connection(s)",
+            signal=name,
+            count=self._live(),
+        )
+        for factory in self.factories:
+            for proto in list(factory.liveProtocols):
+                proto.abort(detail=f"{name} during drain")
+
+    def stopService(self) -> Deferred[Any] | None:
+        """
+        Stop listening at once and let live connections finish for up to
+        the drain timeout, then abort the rest.
+
+        @return: a C{Deferred} that fires once every connection has ended.
+        """
+        Service.stopService(self)
+        self._stopping = True
+        watch, self._supervisorWatch = self._supervisorWatch, None
+        if watch is not None and watch.running:
+            watch.stop()
+        if self.metrics is not None:
+            self.metrics.stopWatching()
+        if not self.factories:
+            return None
+        self.ports = []
+        drains = [f.drain(self.config.drainTimeout) for f in self.factories]
+
+        def drained(counts: list[int]) -> None:
+            _log.info(
+                "drained: {aborted} connection(s) aborted at the drain timeout",
+                splicetxEvent="drained",
+                aborted=sum(counts),
+            )
+            port, self.metricsPort = self.metricsPort, None
+            if port is not None:
+                port.stopListening()
+
+        return gatherResults(drains).addCallback(drained)

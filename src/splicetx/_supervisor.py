@@ -1,0 +1,247 @@
+# -*- test-case-name: tests.test_ops_cli -*-
+"""
+C{twist splice-proxy --workers N}: the supervisor's service.  It prepares
+the listening sockets, runs N workers (this same command again, without
+C{--workers}) under a L{WorkerSupervisor <splicetx._workers.WorkerSupervisor>},
+serves the combined metrics of every worker, and drains them on
+SIGTERM/SIGINT.
+
+The worker-process machinery (listeners, spawning, restarts) is
+L{splicetx._workers}; the worker side is L{splicetx._worker}.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from splicetx._filelimit import raiseFileLimit
+from splicetx._proxyconfig import ProxyConfig
+from splicetx._reactor import defaultReactor
+from splicetx._service import (
+    _METRICS_MISSING,
+    _DrainOnSignal,
+    _listenNow,
+    _logMetricsPort,
+)
+from splicetx._workers import WorkerSupervisor, prepareListener
+
+__all__ = ["SpliceProxySupervisorService", "twistArguments", "workerArguments"]
+
+_log = Logger(namespace="splicetx.proxy")
+
+
+def workerArguments(rawArgs: list[str]) -> list[str]:
+    """
+    The C{splice-proxy} arguments of a worker: the supervisor's, less
+    C{--workers}.
+
+    @param rawArgs: the supervisor's C{splice-proxy} arguments.
+    """
+    out: list[str] = []
+    skip = False
+    for arg in rawArgs:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        out.append(arg)
+    return out
+
+
+def twistArguments(argv: list[str]) -> list[str]:
+    """
+    The C{twist} options (reactor, logging) the supervisor was started with,
+    to start the workers alike; empty unless it runs under C{twist} or
+    C{python -m twisted}.
+
+    @param argv: the supervisor's C{sys.argv}.
+    """
+    if not argv:
+        return []
+    program = os.path.basename(argv[0])
+    isTwist = program == "twist" or argv[0].replace("\\", "/").endswith(
+        "twisted/__main__.py"
+    )
+    if not isTwist or "splice-proxy" not in argv:
+        return []
+    return argv[1 : argv.index("splice-proxy")]
+
+
+class SpliceProxySupervisorService(_DrainOnSignal, Service):
+    """
+    C{--workers N}: prepare the listening sockets, run N workers under a
+    L{WorkerSupervisor <splicetx._workers.WorkerSupervisor>}, and with
+    C{--metrics} serve the combined figures of every worker.
+
+    SIGTERM/SIGINT drain the workers (they get SIGTERM); a second one passes
+    SIGTERM on again, which makes the workers abort their connections.
+
+    @ivar config: the L{ProxyConfig} the workers serve: this service uses
+        its listening endpoints, C{workers}, C{drainTimeout} and
+        C{metricsEndpoint}.
+    @ivar count: how many workers (C{config.workers}).
+    @ivar workerArgv: the workers' command line.
+    @ivar workers: the L{WorkerSupervisor <splicetx._workers.WorkerSupervisor>},
+        once started.
+    @ivar metricsPort: the port the combined metrics are served on, once
+        started.
+    @ivar metricsDirectory: the directory the workers write their metrics
+        to, once started.
+    """
+
+    name = "splice-proxy-supervisor"
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        workerArgv: list[str],
+        *,
+        reactor: Any = None,
+        handleSignals: bool = True,
+    ) -> None:
+        """
+        @param config: the configuration; C{config.workers} says how many
+            workers (at least 1).  The workers are killed 5 s after its
+            C{drainTimeout}.
+        @param workerArgv: the workers' command line.
+        @param reactor: the reactor (default: the global one).
+        @param handleSignals: see L{SpliceProxyService
+            <splicetx._service.SpliceProxyService>}.
+        @raise ValueError: when C{config.workers} is not set.
+        """
+        if not config.workers:
+            raise ValueError(f"need at least one worker, not {config.workers!r}")
+        self.config = config
+        self.count: int = config.workers
+        self.reactor = defaultReactor(reactor)
+        self.workerArgv = workerArgv
+        self.handleSignals = handleSignals
+        self.metricsDirectory: str | None = None
+        self.metricsPort: Any = None
+        self.workers: Any = None
+        self._stopping = False
+
+    def startService(self) -> None:
+        """
+        Start the metrics endpoint, the listeners and the workers.
+        """
+        Service.startService(self)
+        reactor = self.reactor
+        raiseFileLimit()
+        options: dict[str, Any] = {"drainTimeout": self.config.drainTimeout + 5.0}
+        if self.config.metricsEndpoint is not None:
+            import shutil
+            import tempfile
+
+            try:
+                from splicetx import _metrics
+            except ImportError:
+                raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+            path = tempfile.mkdtemp(prefix="splicetx-metrics-")
+            self.metricsDirectory = path
+            reactor.addSystemEventTrigger(
+                "after", "shutdown", shutil.rmtree, path, True
+            )
+            description = self.config.metricsEndpoint
+            port = _listenNow(
+                lambda: _metrics.startMetricsEndpoint(
+                    description, _metrics.multiprocessRegistry(path), reactor
+                ),
+                description,
+            )
+            self.metricsPort = port
+            _logMetricsPort(port, description)
+            options["env"] = _metrics.setMultiprocessEnvironment(dict(os.environ), path)
+            options["onWorkerExit"] = lambda i, pid, r: _metrics.markWorkerDead(
+                pid, path
+            )
+        listeners = []
+        for description in self.config.listen:
+            listener = _listenNow(
+                lambda d=description: prepareListener(d, None, reactor),
+                description,
+            )
+            if listener is None:
+                raise SystemExit(
+                    f"splice-proxy: error: cannot listen on {description} for "
+                    "workers: use a tcp:, tcp6:, unix: or systemd: endpoint"
+                )
+            listeners.append(listener)
+        supervisor = WorkerSupervisor(
+            self.workerArgv, self.count, listeners, reactor, **options
+        )
+        self.workers = supervisor
+        supervisor.start()
+        self._started(supervisor)
+        reactor.callWhenRunning(self._running)
+
+    def _started(self, supervisor: Any) -> None:
+        for listener in supervisor.listeners:
+            _log.info(
+                "listening on port {port} ({description}) with {count} workers "
+                "({mode})",
+                splicetxEvent="listening",
+                port=listener.port,
+                description=listener.description,
+                count=self.count,
+                mode=listener.mode,
+            )
+
+    def _running(self) -> None:
+        if self.handleSignals:
+            self._installSignalHandlers()
+        supervisor = self.workers
+        _log.info(
+            "splice-proxy supervisor ready (pid {pid}, workers {workers})",
+            splicetxEvent="supervisor-ready",
+            pid=os.getpid(),
+            workers=sorted(supervisor.pids.values()) if supervisor else [],
+        )
+
+    def _signalledFirst(self, name: str) -> None:
+        _log.info(
+            "received {signal}: draining the workers for up to {timeout:g} s",
+            signal=name,
+            timeout=self.config.drainTimeout,
+        )
+
+    def _signalledAgain(self, name: str) -> None:
+        supervisor = self.workers
+        if supervisor is None:
+            return
+        for pid in supervisor.pids.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+    def stopService(self) -> Deferred[Any] | None:
+        """
+        Drain and stop the workers, then stop serving metrics.
+        """
+        Service.stopService(self)
+        self._stopping = True
+        workers = self.workers
+        d = workers.stop() if workers is not None else None
+        if d is None:
+            d = Deferred()
+            d.callback(None)
+
+        def stopped(_: Any) -> Any:
+            port, self.metricsPort = self.metricsPort, None
+            _log.info("workers stopped", splicetxEvent="drained", aborted=None)
+            if port is not None:
+                return port.stopListening()
+            return None
+
+        return d.addCallback(stopped)
