@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +278,8 @@ class SystemdUnitTests(SynchronousTestCase):
         analyze = shutil.which("systemd-analyze")
         if analyze is None:
             raise SkipTest("systemd-analyze (package systemd) is not installed")
-        out = Path(self.mktemp())
-        out.mkdir()
+        out = Path(tempfile.mkdtemp(prefix="splicetx-units-"))
+        self.addCleanup(shutil.rmtree, out, True)
         shutil.copy(SOCKET, out / SOCKET.name)
         # verify checks that ExecStart's program exists: point it at one.
         text = SERVICE.read_text()
