@@ -44,7 +44,8 @@ from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 if TYPE_CHECKING:
     from splicetx._metrics import ProxyMetrics as ProxyMetrics
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it from here.
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "relay",
