@@ -6,24 +6,23 @@ the kernel moves the bytes with C{splice(2)}, otherwise a userspace copy with
 the same guarantees runs.
 """
 
-from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
-from splicetx._relay import (
+from splicetx._core import (
     CANCELLED,
     CLOSED,
     DONE,
     ERROR,
     RESET,
-    Relay,
     RelayResult,
     RelayUsageError,
-    relay,
-    spliceUnavailableReason,
 )
+from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
+from splicetx._relay import Relay, relay
 from splicetx._sendfile import (
     ZeroCopyFileSender,
     sendFile,
     sendFileUnavailableReason,
 )
+from splicetx._transports import spliceUnavailableReason
 from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
 __version__ = "0.1.0"

@@ -61,7 +61,7 @@ from twisted.protocols.basic import FileSender
 from zope.interface import implementer
 
 from splicetx._reactor import defaultReactor
-from splicetx._relay import spliceUnavailableReason
+from splicetx._transports import spliceUnavailableReason
 
 __all__ = [
     "ZeroCopyFileSender",
