@@ -10,7 +10,7 @@ the engines (L{splicetx._splice}, L{splicetx._copy}) never import the relay
 that drives them.
 
 Why zope interfaces for the engine boundary, not C{typing.Protocol}: Twisted
-and the rest of splicetx describe every seam with L{zope.interface} (the
+and the rest of splicetx describe every seam with C{zope.interface} (the
 sides are already C{IProtocol}s, the splice sockets C{IReadWriteDescriptor}s),
 mypy checks implementers through the C{mypy-zope} plugin, and C{verifyObject}
 can prove in a test that an engine or a host really has the methods.  The
@@ -47,8 +47,7 @@ DONE = "done"
 RESET = "reset"
 #: Another error ended the relay (see L{RelayResult.detail}).
 ERROR = "error"
-#: The relay was cancelled (L{Deferred.cancel
-#: <twisted.internet.defer.Deferred.cancel>} or
+#: The relay was cancelled (C{Deferred.cancel} or
 #: L{Relay.abort <splicetx._relay.Relay.abort>}).
 CANCELLED = "cancelled"
 #: A transport was closed before both directions finished: closed by the
@@ -73,7 +72,7 @@ class _WrongPhase(RelayUsageError, RuntimeError):
     """
     A L{Relay <splicetx._relay.Relay>} method was called in a phase that does
     not allow it (C{start()} twice, or on a finished relay).  It is also a
-    L{RuntimeError}, which is what C{start()} raised before relays had
+    C{RuntimeError}, which is what C{start()} raised before relays had
     phases.
     """
 

@@ -302,12 +302,12 @@ class Relay:
         """
         Start relaying.
 
-        @return: a L{Deferred} that fires with a L{RelayResult} once both
+        @return: a C{Deferred} that fires with a L{RelayResult} once both
             transports are closed; it fails with L{RelayUsageError} on misuse.
             Cancelling it aborts both transports; it then fires with a
             L{RelayResult} whose C{reason} is L{CANCELLED}.
         @raise RelayUsageError: when called twice (it is also a
-            L{RuntimeError}, as it always was).
+            C{RuntimeError}, as it always was).
         """
         self._require("start", _Phase.NEW)
         d: Deferred[RelayResult] = Deferred(self._cancel)
@@ -571,7 +571,7 @@ def relay(
     finished, then close both.
 
     When both are plain TCP or UNIX stream sockets on Linux and the reactor
-    provides L{IReactorFDSet}, the kernel moves the bytes with C{splice(2)}
+    provides C{IReactorFDSet}, the kernel moves the bytes with C{splice(2)}
     (socket -> pipe -> socket); otherwise a userspace copy with the same
     guarantees runs (TLS, fake transports, other reactors, resource limits).
 
@@ -588,9 +588,9 @@ def relay(
     @param toB: bytes to deliver to B first.
     @param pipePool: a L{PipePool} (pipe size and cap); default: the
         process-wide pool with L{DEFAULT_PIPE_SIZE} pipes.
-    @return: a L{Deferred} firing with a L{RelayResult}.  Ordinary endings
+    @return: a C{Deferred} firing with a L{RelayResult}.  Ordinary endings
         (EOFs, resets, refused writes, cancellation) are results; the
-        L{Deferred} fails with L{RelayUsageError} only on misuse.
+        C{Deferred} fails with L{RelayUsageError} only on misuse.
     """
     return Relay(
         transportA,

@@ -2,7 +2,7 @@
 """
 L{sendFile}: send a file, or a range of it, to a transport with
 C{os.sendfile(2)} when the transport is a plain socket, and with Twisted's
-L{FileSender} otherwise, behind one L{Deferred} contract.
+C{FileSender} otherwise, behind one C{Deferred} contract.
 
 How the kernel path drives the socket
 =====================================
@@ -10,7 +10,7 @@ How the kernel path drives the socket
 The sender never registers anything of its own with the reactor.  It is a
 B{pull producer registered on the transport}, and the transport
 (C{tcp.Connection}) stays the one object the reactor knows for the socket's
-fd:
+fd::
 
     registerProducer(sender)  -> resumeProducing #1: only startWriting()
     socket writable           -> Connection.doWrite: flushes the transport's
@@ -75,7 +75,7 @@ _log = Logger()
 
 #: L{ZeroCopyFileSender.engine} when C{os.sendfile} moved the bytes.
 SENDFILE = "sendfile"
-#: L{ZeroCopyFileSender.engine} when Twisted's L{FileSender} moved them.
+#: L{ZeroCopyFileSender.engine} when Twisted's C{FileSender} moved them.
 FILESENDER = "filesender"
 
 # Errors of a first sendfile call that mean "this file or socket cannot be
@@ -110,7 +110,7 @@ def sendFileUnavailableReason(
     Tell why L{sendFile} cannot use C{os.sendfile} for C{fileObj} and
     C{transport} on C{reactor}.  The transport side is the same test the
     relay uses (L{splicetx.spliceUnavailableReason}): a plain TCP or UNIX
-    stream socket, no TLS, a reactor with L{IReactorFDSet}, Linux.
+    stream socket, no TLS, a reactor with C{IReactorFDSet}, Linux.
 
     @return: C{None} when it can, else a short reason.
     """
@@ -126,7 +126,7 @@ def sendFileUnavailableReason(
 
 class _RangeReader:
     """
-    A file-like object for L{FileSender}: reads at most C{count} bytes of
+    A file-like object for C{FileSender}: reads at most C{count} bytes of
     C{fileObj} (all of it for C{None}) and counts what it read.
     """
 
@@ -214,7 +214,7 @@ class _ReactorPump:
 @implementer(IConsumer)
 class _PumpingConsumer:
     """
-    The consumer L{FileSender} sees for a TLS transport: registers a
+    The consumer C{FileSender} sees for a TLS transport: registers a
     L{_ReactorPump} around it instead of the pull producer itself.
     """
 
@@ -246,27 +246,27 @@ class ZeroCopyFileSender:
     """
     Send a file, or a range of it, to a transport: with C{os.sendfile} when
     the transport is a plain socket (L{SENDFILE} engine), otherwise with
-    Twisted's L{FileSender} (L{FILESENDER} engine).  Most code calls
+    Twisted's C{FileSender} (L{FILESENDER} engine).  Most code calls
     L{sendFile}; keep this object for a live L{bytesSent} count.
 
     The contract, the same for both engines:
 
       - Bytes already written to the transport are sent first.
       - Do not write to the transport, or register another producer on it,
-        until the L{Deferred} has fired: this sender is the transport's
+        until the C{Deferred} has fired: this sender is the transport's
         (pull) producer meanwhile.  The transport keeps reading.
       - Backpressure: nothing is read from the file faster than the peer
         takes it; a slow reader costs no CPU.
       - C{transport.loseConnection()} during the transfer closes the
         connection after the file has been sent, as with any producer.
-      - Cancelling the L{Deferred} stops the transfer at once; it fails with
-        L{CancelledError}.  The transport stays open and usable, with a part
+      - Cancelling the C{Deferred} stops the transfer at once; it fails with
+        C{CancelledError}.  The transport stays open and usable, with a part
         of the range sent (L{bytesSent} says how much): close it if your
         protocol cannot recover from a short file.
-      - When the connection is lost first, the L{Deferred} fails with
-        L{ConnectionLost}.  A socket error during C{sendfile} (a reset)
-        aborts the transport and fails the L{Deferred} with
-        L{ConnectionLost}.
+      - When the connection is lost first, the C{Deferred} fails with
+        C{ConnectionLost}.  A socket error during C{sendfile} (a reset)
+        aborts the transport and fails the C{Deferred} with
+        C{ConnectionLost}.
       - The file's position is not used; afterwards it is unspecified.
 
     @ivar bytesSent: bytes sent so far (handed to the kernel for the
@@ -295,8 +295,8 @@ class ZeroCopyFileSender:
         engine: str = "auto",
     ) -> None:
         """
-        @param transport: a connected L{ITransport} that is also an
-            L{IConsumer} (every Twisted stream transport is).
+        @param transport: a connected C{ITransport} that is also an
+            C{IConsumer} (every Twisted stream transport is).
         @param fileObj: a file object opened in binary mode; C{os.sendfile}
             needs a real file descriptor (C{fileno()}) of a regular file,
             other file objects (C{BytesIO}, pipes) are read instead.
@@ -353,7 +353,7 @@ class ZeroCopyFileSender:
         """
         Start sending.
 
-        @return: a L{Deferred} firing with the number of bytes sent: C{count}
+        @return: a C{Deferred} firing with the number of bytes sent: C{count}
             (or the file's size past C{offset}), less when the file ended
             first.  See the class docstring for how it fails and how to
             cancel it.
@@ -419,7 +419,7 @@ class ZeroCopyFileSender:
 
     def stopProducing(self) -> None:
         """
-        The transport is closed: fail with L{ConnectionLost}.
+        The transport is closed: fail with C{ConnectionLost}.
         """
         self._fail(
             ConnectionLost(
@@ -575,11 +575,11 @@ def sendFile(
     Send C{count} bytes of C{fileObj} from C{offset} (to the end of the file
     when C{count} is C{None}) to C{transport}, zero-copy with
     C{os.sendfile(2)} when the transport is a plain TCP or UNIX socket
-    (not TLS) on a reactor with L{IReactorFDSet}, otherwise with Twisted's
-    L{FileSender}.
+    (not TLS) on a reactor with C{IReactorFDSet}, otherwise with Twisted's
+    C{FileSender}.
 
     Bytes already written to the transport go out first.  Do not write to
-    the transport until the L{Deferred} fires; it keeps reading meanwhile.
+    the transport until the C{Deferred} fires; it keeps reading meanwhile.
     A slow reader holds the sender back.  See L{ZeroCopyFileSender} for
     the whole contract.
 
@@ -589,10 +589,10 @@ def sendFile(
     @param count: how many bytes (C{None}: up to the end of the file).
     @param reactor: the transport's reactor (default: C{transport.reactor}
         or the global one).
-    @return: a L{Deferred} firing with the number of bytes sent (fewer than
+    @return: a C{Deferred} firing with the number of bytes sent (fewer than
         C{count} when the file is shorter).  It fails with
-        L{ConnectionLost} when the connection is lost first, and with
-        L{CancelledError} when cancelled (the transport then stays open).
+        C{ConnectionLost} when the connection is lost first, and with
+        C{CancelledError} when cancelled (the transport then stays open).
     @raise ValueError: for a negative C{offset} or C{count}.
     """
     return ZeroCopyFileSender(

@@ -8,7 +8,7 @@ can half-close, how to close it, and how to keep it quiet while the kernel
 owns its socket.
 
 These read attributes of C{twisted.internet.tcp.Connection} and
-L{twisted.protocols.policies.ProtocolWrapper} that are not part of any
+C{twisted.protocols.policies.ProtocolWrapper} that are not part of any
 interface (C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected}, C{TLS},
 C{wrappedProtocol} ...); when a Twisted release changes them, this is the
 module to change.  It is below the relay and the engines and imports
@@ -158,7 +158,7 @@ def _bufferEmpty(t: Any) -> bool:
 def _canHalfClose(transport: Any) -> bool:
     """
     Whether C{loseWriteConnection} really half-closes this transport (a
-    L{ProtocolWrapper} such as TLS forwards unknown attributes to the raw
+    C{ProtocolWrapper} such as TLS forwards unknown attributes to the raw
     socket transport underneath, which would bypass TLS).
     """
     if isinstance(transport, ProtocolWrapper) or getattr(transport, "TLS", False):
