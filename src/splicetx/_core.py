@@ -19,9 +19,10 @@ and no call on the hot path goes through an interface.
 
 The engine talks back to its relay only through an L{IEngineHost}: it calls
 L{IEngineHost.ended} when it decided how the relay ends and
-L{IEngineHost.fellBack} when the kernel path gave up with nothing lost
-mid-relay; before anything moved it raises L{_FallBack} from
-L{IRelayEngine.start} instead.
+L{IEngineHost.fellBack} when the kernel path gave up mid-relay with nothing
+lost; when it cannot take the transports over at all it raises L{_FallBack}
+from L{IRelayEngine.start} instead.  It never reads or sets the relay's own
+attributes.
 """
 
 from __future__ import annotations
