@@ -20,25 +20,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from splicetx._acl import AccessControl
-from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
-from splicetx._proxyprotocol import ProxyHeader
-from splicetx._relay import (
+from splicetx._core import (
     CANCELLED,
     CLOSED,
     DONE,
     ERROR,
     RESET,
-    Relay,
     RelayResult,
     RelayUsageError,
-    relay,
-    spliceUnavailableReason,
 )
+from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
+from splicetx._proxyprotocol import ProxyHeader
+from splicetx._relay import Relay, relay
 from splicetx._sendfile import (
     ZeroCopyFileSender,
     sendFile,
     sendFileUnavailableReason,
 )
+from splicetx._transports import spliceUnavailableReason
 from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
 if TYPE_CHECKING:

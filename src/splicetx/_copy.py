@@ -9,6 +9,9 @@ reading pauses its source after one transport buffer (64 KiB) and memory stays
 bounded.  An end of stream from one side half-closes the other through
 C{loseWriteConnection} when that transport supports it; a transport that
 cannot half-close (TLS) is closed once the other side has finished.
+
+The engine knows its relay only as an L{IEngineHost}: it reports the end with
+L{IEngineHost.ended}.
 """
 
 from __future__ import annotations
@@ -17,22 +20,18 @@ from typing import Any
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx._relay import CLOSED, DONE, RESET, Relay, _closeTransport, _Side
-
-
-def _canHalfClose(transport: Any) -> bool:
-    """
-    Whether C{loseWriteConnection} really half-closes this transport (a
-    L{ProtocolWrapper} such as TLS forwards unknown attributes to the raw
-    socket transport underneath, which would bypass TLS).
-    """
-    if isinstance(transport, ProtocolWrapper) or getattr(transport, "TLS", False):
-        return False
-    return callable(getattr(transport, "loseWriteConnection", None))
+from splicetx._core import (
+    CLOSED,
+    DONE,
+    RESET,
+    IEngineHost,
+    IRelayEngine,
+    IRelaySide,
+)
+from splicetx._transports import _canHalfClose, _closeTransport
 
 
 @implementer(IPushProducer)
@@ -43,7 +42,7 @@ class _Pauser:
     close.
     """
 
-    def __init__(self, side: _Side) -> None:
+    def __init__(self, side: IRelaySide) -> None:
         self.side = side
 
     def pauseProducing(self) -> None:
@@ -60,15 +59,29 @@ class _Pauser:
         pass
 
 
+@implementer(IRelayEngine)
 class CopyEngine:
     """
     Runs a relay by copying through userspace.  See the module docstring.
+
+    @ivar host: the relay, until the result is out.
     """
 
     name = "copy"
 
-    def __init__(self, run: Relay, toA: bytes, toB: bytes) -> None:
-        self.run: Relay | None = run
+    def __init__(
+        self, host: IEngineHost, a: IRelaySide, b: IRelaySide, toA: bytes, toB: bytes
+    ) -> None:
+        """
+        @param host: the relay to report the end to.
+        @param a: side A.
+        @param b: side B.
+        @param toA: bytes to write to A first.
+        @param toB: bytes to write to B first.
+        """
+        self.host: IEngineHost | None = host
+        self._a = a
+        self._b = b
         self._toA = toA
         self._toB = toB
         self._aToB = 0
@@ -83,9 +96,7 @@ class CopyEngine:
         return self._bToA
 
     def start(self) -> None:
-        run = self.run
-        assert run is not None
-        a, b = run._sides
+        a, b = self._a, self._b
         for side in (a, b):
             t = side.transport
             if getattr(t, "producer", None) is not None:
@@ -108,7 +119,7 @@ class CopyEngine:
             if side.readEOF:
                 self.readConnectionLost(side)
 
-    def dataReceived(self, side: _Side, data: bytes) -> None:
+    def dataReceived(self, side: IRelaySide, data: bytes) -> None:
         if side.name == "A":
             self._aToB += len(data)
         else:
@@ -117,7 +128,7 @@ class CopyEngine:
         assert peer is not None
         peer.transport.write(data)
 
-    def readConnectionLost(self, side: _Side) -> None:
+    def readConnectionLost(self, side: IRelaySide) -> None:
         """
         C{side}'s peer sent end of stream: half-close the other transport.
         """
@@ -126,46 +137,46 @@ class CopyEngine:
         self._sent[side.name] = True
         peer = side.peer
         assert peer is not None
-        run = self.run
-        assert run is not None
+        host = self.host
+        assert host is not None
         if _canHalfClose(peer.transport):
             peer.transport.loseWriteConnection()
             if all(self._sent.values()):
-                run._end(DONE, "both directions finished", abort=False)
+                host.ended(DONE, "both directions finished", False)
         else:
             # Cannot half-close (TLS): close it once its buffer is flushed.
             if all(self._sent.values()):
-                run._end(DONE, "both directions finished", abort=False)
+                host.ended(DONE, "both directions finished", False)
             else:
-                run._end(
+                host.ended(
                     CLOSED,
                     f"{side.name} finished sending and {peer.name} cannot be "
                     "half-closed (TLS)",
-                    abort=False,
+                    False,
                 )
 
-    def writeConnectionLost(self, side: _Side) -> None:
+    def writeConnectionLost(self, side: IRelaySide) -> None:
         pass
 
-    def connectionLost(self, side: _Side, reason: Failure) -> None:
-        run = self.run
-        assert run is not None
+    def connectionLost(self, side: IRelaySide, reason: Failure) -> None:
+        host = self.host
+        assert host is not None
         if reason.check(ConnectionDone):
             # A clean close without a half-close first (TLS close_notify, a
             # transport that does not half-close): whatever it sent is
             # delivered, nothing more can go to it.
             self._sent[side.name] = True
             if all(self._sent.values()):
-                run._end(DONE, "both directions finished", abort=False)
+                host.ended(DONE, "both directions finished", False)
             else:
-                run._end(
-                    CLOSED, f"transport {side.name} closed the connection", abort=False
+                host.ended(
+                    CLOSED, f"transport {side.name} closed the connection", False
                 )
         else:
-            run._end(
+            host.ended(
                 RESET,
                 f"transport {side.name} lost: {reason.getErrorMessage()}",
-                abort=True,
+                True,
             )
 
     def stop(self) -> None:
@@ -174,8 +185,8 @@ class CopyEngine:
                 t.unregisterProducer()
         self._registered = []
 
-    def closeTransport(self, side: _Side, abort: bool) -> None:
+    def closeTransport(self, side: IRelaySide, abort: bool) -> None:
         _closeTransport(side.transport, abort)
 
     def release(self) -> None:
-        self.run = None
+        self.host = None

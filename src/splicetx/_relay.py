@@ -3,23 +3,36 @@
 L{relay}: pair two connected Twisted transports and move bytes between them
 until both directions are finished.
 
-This module holds what both engines share: argument checking, the choice of
-engine, the protocol objects that stand in for the transports' own protocols
-while a relay runs, and the end of a relay (closing both transports and firing
-the L{RelayResult}).  The engines themselves live in L{splicetx._splice}
-(kernel path) and L{splicetx._copy} (userspace path).
+This module holds the relay itself: argument checking, the choice of engine,
+the protocol objects that stand in for the transports' own protocols while a
+relay runs, and the end of a relay (closing both transports and firing the
+L{RelayResult}).  The engines live in L{splicetx._splice} (kernel path) and
+L{splicetx._copy} (userspace path); what the relay and the engines share is
+below all three, in L{splicetx._core} (results, reasons, the engine
+interfaces) and L{splicetx._transports} (what is read from Twisted's
+transports).  The engines never import this module: they talk back through
+the L{IEngineHost} the relay gives them.
 
-A relay's life, in one place::
+A relay's life is one L{_Phase}, held in C{Relay._phase}::
 
-    handing over  -> the engine prepares (the splice engine waits for both
-                     write buffers to drain; the copy engine starts at once)
-    relaying      -> bytes move both ways; an EOF on one side half-closes the
-                     other and that direction is finished
-    closing       -> both directions finished, a reset, an error, a cancel or a
-                     transport closed by the application: the engine stops,
-                     both transports are closed (aborted on a fault)
-    closed        -> both transports have called connectionLost; the
-                     RelayResult is delivered
+    NEW       -> made, start() not called yet
+    SPLICING  -> the splice engine runs: first its hand-over (it waits for
+                 both write buffers to drain), then the kernel moves bytes
+    COPYING   -> the copy engine runs: from the start, or after the splice
+                 engine fell back (nothing is lost; byte counts carry over)
+    CLOSING   -> the end is decided (both directions finished, a reset, an
+                 error, a cancel or a transport closed by the application):
+                 the engine has stopped, both transports are being closed
+                 (aborted on a fault)
+    FINISHED  -> both transports called connectionLost (or the relay was
+                 cancelled, or start() refused its arguments); the
+                 RelayResult is delivered
+
+In SPLICING and COPYING an end of stream on one side half-closes the other
+and that direction is finished; the relay goes on with the other.  A method
+called in a phase that does not allow it is refused by L{Relay._require};
+ending a relay that is not running (L{Relay.abort}, L{Relay.close}) does
+nothing.
 
 While a transport is relayed, its original protocol receives nothing; it gets
 C{connectionLost} when the transport closes, as it would without splicetx.
@@ -27,29 +40,47 @@ C{connectionLost} when the transport closes, as it would without splicetx.
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
+import enum
 from typing import Any
 
-import attr
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProtocol,
-    IReactorFDSet,
-    ISSLTransport,
+    IReactorTime,
+    ITransport,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._copy import CopyEngine
+from splicetx._core import (
+    CANCELLED,
+    CLOSED,
+    DONE,
+    ENGINES,
+    ERROR,
+    RESET,
+    IEngineHost,
+    IRelayEngine,
+    IRelaySide,
+    RelayResult,
+    RelayUsageError,
+    _FallBack,
+    _WrongPhase,
+)
 from splicetx._pipes import PipePool, defaultPipePool
 from splicetx._reactor import defaultReactor
+from splicetx._splice import SpliceEngine
+from splicetx._transports import (
+    _closeTransport,
+    _deliveryPoint,
+    _isConnected,
+    spliceUnavailableReason,
+)
 
 __all__ = [
     "Relay",
@@ -66,183 +97,40 @@ __all__ = [
 
 _log = Logger()
 
-#: Both directions ended with an end of stream; everything was delivered.
-DONE = "done"
-#: A peer reset the connection (or the write side was broken).
-RESET = "reset"
-#: Another error ended the relay (see L{RelayResult.detail}).
-ERROR = "error"
-#: The relay was cancelled (L{Deferred.cancel} or L{Relay.abort}).
-CANCELLED = "cancelled"
-#: A transport was closed before both directions finished: closed by the
-#: application, a peer that closed without a half-close (TLS), or reactor
-#: shutdown.
-CLOSED = "closed"
 
-ENGINES = ("auto", "splice", "copy")
-
-
-class RelayUsageError(ValueError):
+class _Phase(enum.Enum):
     """
-    L{relay} was called with arguments it cannot work with: a transport that
-    is not connected, the same transport twice, a transport that is already
-    being relayed, an unknown engine, or C{engine="splice"} for transports the
-    kernel path cannot serve.
+    Where a L{Relay} is in its life; see the module docstring.
     """
 
-
-@attr.s(frozen=True, auto_attribs=True, slots=True)
-class RelayResult:
-    """
-    How a relay went.
-
-    @ivar engine: C{"splice"} or C{"copy"}: the engine that moved the bytes
-        (the one running when the relay ended).
-    @ivar bytesAToB: bytes relayed from transport A to transport B, including
-        the C{toB} bytes handed over at the start.
-    @ivar bytesBToA: bytes relayed from B to A, including C{toA}.
-    @ivar duration: seconds from L{relay} to the end, by the reactor's clock.
-    @ivar reason: how it ended: L{DONE}, L{RESET}, L{ERROR}, L{CANCELLED} or
-        L{CLOSED}.
-    @ivar detail: a human-readable explanation of C{reason}.
-    @ivar fallbackReason: why the copy engine was used, or C{None} when the
-        splice engine ran.
-    """
-
-    engine: str
-    bytesAToB: int
-    bytesBToA: int
-    duration: float
-    reason: str
-    detail: str
-    fallbackReason: str | None = None
-
-    @property
-    def clean(self) -> bool:
-        """
-        C{True} when both directions ended with an end of stream.
-        """
-        return self.reason == DONE
+    NEW = "new"
+    SPLICING = "splicing"
+    COPYING = "copying"
+    CLOSING = "closing"
+    FINISHED = "finished"
 
 
-def _platformReason() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return f"splice(2) is Linux-only (platform {sys.platform})"
-    if not hasattr(os, "splice"):
-        return "os.splice is unavailable (Python < 3.10)"
-    return None
+#: The phases in which an engine runs and the relay can still end.
+_RUNNING = frozenset({_Phase.SPLICING, _Phase.COPYING})
 
 
-_PLATFORM_REASON = _platformReason()
-
-
-def _streamSocketClasses() -> frozenset[type]:
-    classes: set[type] = {tcp.Server, tcp.Client}
-    try:
-        from twisted.internet import unix
-    except ImportError:  # pragma: no cover (platforms without AF_UNIX)
-        pass
-    else:
-        classes.update((unix.Server, unix.Client))
-    return frozenset(classes)
-
-
-#: Twisted's transport classes whose socket is always a connected stream
-#: socket: checked by exact type, so a subclass takes the general path.
-_STREAM_SOCKET_CLASSES = _streamSocketClasses()
-
-
-def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
-    """
-    Tell why the splice engine cannot serve C{transport} on C{reactor}.
-
-    @return: C{None} when it can, otherwise a short reason such as
-        C{"TLS transport"}.
-    """
-    if _PLATFORM_REASON is not None:
-        return _PLATFORM_REASON
-    if not IReactorFDSet.providedBy(reactor):
-        return f"reactor {type(reactor).__name__} does not provide IReactorFDSet"
-    if type(transport) in _STREAM_SOCKET_CLASSES:
-        # The common case: a stream socket by construction, TLS only if
-        # startTLS() set the flag; the general checks are not needed.
-        if transport.TLS:  # type: ignore[attr-defined]
-            return "TLS transport"
-    else:
-        why = _notAPlainStreamSocket(transport)
-        if why is not None:
-            return why
-    if getattr(transport, "_writeDisconnected", False) or getattr(
-        transport, "_writeDisconnecting", False
-    ):
-        return "transport already half-closed"
-    return None
-
-
-def _notAPlainStreamSocket(transport: object) -> str | None:
-    """
-    Why C{transport}, of a class other than Twisted's own TCP/UNIX ones, is
-    not a plain (non-TLS) stream socket transport, or C{None} when it is.
-    """
-    if isinstance(transport, ProtocolWrapper):
-        if ISSLTransport.providedBy(transport) or hasattr(
-            transport, "getPeerCertificate"
-        ):
-            return "TLS transport"
-        return f"wrapped transport ({type(transport).__name__})"
-    if not isinstance(transport, tcp.Connection):
-        return f"not a socket transport ({type(transport).__name__})"
-    if getattr(transport, "TLS", False) or ISSLTransport.providedBy(transport):
-        return "TLS transport"
-    sock = getattr(transport, "socket", None)
-    if sock is None or sock.type != socket.SOCK_STREAM:
-        return "not a stream socket"
-    return None
-
-
-def _deliveryPoint(transport: Any) -> tuple[Any, str]:
-    """
-    Find the object and attribute through which C{transport} delivers bytes
-    and connection events to its protocol.
-
-    @raise RelayUsageError: when there is none.
-    """
-    if type(transport) in _STREAM_SOCKET_CLASSES and not transport.TLS:
-        return transport, "protocol"
-    if isinstance(transport, ProtocolWrapper):
-        return transport, "wrappedProtocol"
-    if getattr(transport, "TLS", False) and isinstance(
-        getattr(transport, "protocol", None), ProtocolWrapper
-    ):
-        return transport.protocol, "wrappedProtocol"
-    if hasattr(transport, "protocol"):
-        return transport, "protocol"
-    raise RelayUsageError(
-        f"cannot relay {transport!r}: it has no protocol to take events from"
-    )
-
-
-def _isConnected(transport: Any) -> bool:
-    if getattr(transport, "disconnecting", False):
-        return False
-    if getattr(transport, "disconnected", False):
-        return False
-    return bool(getattr(transport, "connected", True))
-
-
-@implementer(IProtocol, IHalfCloseableProtocol)
+@implementer(IProtocol, IHalfCloseableProtocol, IRelaySide)
 class _Side:
     """
     The protocol that stands in for a relayed transport's own protocol.
 
     It forwards what the transport delivers to the running engine and, when
     the transport closes, gives the original protocol its C{connectionLost}.
+    Engines see it as an L{IRelaySide}.
 
     @ivar name: C{"A"} or C{"B"}.
     @ivar transport: the relayed transport.
     @ivar peer: the other L{_Side}.
     @ivar original: the protocol that was attached to the transport.
     @ivar lost: C{True} once the transport has called C{connectionLost}.
+    @ivar lostReason: the reason it gave, once lost.
+    @ivar readEOF: C{True} once the transport delivered end of stream.
+    @ivar run: the relay, until it has finished.
     """
 
     def __init__(self, run: Relay, name: str, transport: Any) -> None:
@@ -257,6 +145,9 @@ class _Side:
         self.readEOF = False
 
     def interpose(self) -> None:
+        """
+        Take the original protocol's place on the transport.
+        """
         setattr(self._owner, self._attr, self)
 
     def makeConnection(self, transport: Any) -> None:
@@ -306,6 +197,25 @@ class _Side:
         return f"<splicetx side {self.name} of {self.transport!r}>"
 
 
+@implementer(IEngineHost)
+class _EngineHost:
+    """
+    The L{IEngineHost} a relay gives its engines: it forwards to the relay's
+    private methods, so the engines see two calls and nothing of L{Relay}.
+    """
+
+    __slots__ = ("_relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def ended(self, reason: str, detail: str, abort: bool) -> None:
+        self._relay._end(reason, detail, abort)
+
+    def fellBack(self, reason: str) -> None:
+        self._relay._fallBack(reason)
+
+
 class Relay:
     """
     One relay between two connected transports, A and B.
@@ -313,14 +223,17 @@ class Relay:
     Most code calls L{relay}, which makes a L{Relay} and starts it.  Keep the
     object when you need live byte counts (L{bytesAToB}, L{bytesBToA}) or to
     end it with a reason of your own (L{abort}).
+
+    @ivar fallbackReason: why the copy engine runs, or C{None} (the splice
+        engine runs, or the relay has not started).
     """
 
     def __init__(
         self,
-        transportA: Any,
-        transportB: Any,
+        transportA: ITransport,
+        transportB: ITransport,
         *,
-        reactor: Any | None = None,
+        reactor: IReactorTime | None = None,
         engine: str = "auto",
         toA: bytes = b"",
         toB: bytes = b"",
@@ -329,7 +242,8 @@ class Relay:
         """
         @param transportA: a connected transport (usually the client side).
         @param transportB: another connected transport (usually the upstream).
-        @param reactor: the reactor both run on (default: the global one).
+        @param reactor: the reactor both run on (default: the global one);
+            the splice engine also needs it to provide C{IReactorFDSet}.
         @param engine: C{"auto"} (splice when possible), C{"splice"} (fail
             with L{RelayUsageError} when the transports cannot be spliced;
             still falls back to copying on resource limits) or C{"copy"}.
@@ -339,15 +253,17 @@ class Relay:
         @param pipePool: the L{PipePool} to take pipes from (default: the
             process-wide one, 1 MiB pipes).
         """
-        self._reactor = defaultReactor(reactor)
-        self._a = transportA
-        self._b = transportB
+        self._reactor: Any = defaultReactor(reactor)
+        self._a: Any = transportA
+        self._b: Any = transportB
         self._engineChoice = engine
         self._toA = bytes(toA)
         self._toB = bytes(toB)
         self._pool = pipePool
+        self._phase = _Phase.NEW
         self._deferred: Deferred[RelayResult] | None = None
-        self._engine: Any | None = None
+        self._engine: IRelayEngine | None = None
+        self._host: IEngineHost | None = None
         self._sides: list[_Side] = []
         self._ending: tuple[str, str] | None = None
         self._result: RelayResult | None = None
@@ -386,39 +302,55 @@ class Relay:
         """
         Start relaying.
 
-        @return: a L{Deferred} that fires with a L{RelayResult} once both
+        @return: a C{Deferred} that fires with a L{RelayResult} once both
             transports are closed; it fails with L{RelayUsageError} on misuse.
             Cancelling it aborts both transports; it then fires with a
             L{RelayResult} whose C{reason} is L{CANCELLED}.
-        @raise RuntimeError: when called twice.
+        @raise RelayUsageError: when called twice (it is also a
+            C{RuntimeError}, as it always was).
         """
-        if self._deferred is not None:
-            raise RuntimeError("Relay.start() was already called")
+        self._require("start", _Phase.NEW)
         d: Deferred[RelayResult] = Deferred(self._cancel)
         self._deferred = d
         self._started = self._reactor.seconds()
         try:
             engine, reason = self._check()
         except RelayUsageError:
+            self._phase = _Phase.FINISHED
             d.errback()
             return d
         a = _Side(self, "A", self._a)
         b = _Side(self, "B", self._b)
         a.peer, b.peer = b, a
         self._sides = [a, b]
+        host = self._host = _EngineHost(self)
+        # Running from here on: a transport lost while the engine takes over
+        # ends the relay.
+        if engine == "splice":
+            self._phase = _Phase.SPLICING
+        else:
+            self._phase = _Phase.COPYING
         a.interpose()
         b.interpose()
-        if engine == "splice":
-            self._engine = _splice.SpliceEngine(self, self._toA, self._toB)
-        else:
+        if engine != "splice":
             self._startCopy(reason, self._toA, self._toB)
             return d
-        self._engine.start()
+        splice = SpliceEngine(
+            host, self._reactor, self.pipePool(), a, b, self._toA, self._toB
+        )
+        self._engine = splice
+        try:
+            splice.start()
+        except _FallBack as e:
+            # Nothing was taken or moved: the copy engine starts from scratch.
+            self._engine = None
+            self._startCopy(e.reason, self._toA, self._toB)
         return d
 
     def abort(self, reason: str = CANCELLED, detail: str = "aborted") -> None:
         """
-        End the relay now: both transports are aborted (reset).
+        End the relay now: both transports are aborted (reset).  Does nothing
+        when the relay is not running (not started, or already ending).
 
         @param reason: the L{RelayResult.reason} to report.
         @param detail: the L{RelayResult.detail} to report.
@@ -429,7 +361,11 @@ class Relay:
         """
         End the relay now and close both transports without a reset.  Bytes
         held in kernel pipes are dropped; bytes in the transports' own write
-        buffers are still delivered.
+        buffers are still delivered.  Does nothing when the relay is not
+        running.
+
+        @param reason: the L{RelayResult.reason} to report.
+        @param detail: the L{RelayResult.detail} to report.
         """
         self._end(reason, detail, abort=False)
 
@@ -438,6 +374,27 @@ class Relay:
             f"<Relay {self.engine or 'unstarted'} {self._a!r} <-> {self._b!r} "
             f"a->b={self.bytesAToB} b->a={self.bytesBToA}>"
         )
+
+    # -- phases -------------------------------------------------------------
+
+    def _require(self, call: str, *phases: _Phase) -> None:
+        """
+        Refuse C{call} unless the relay is in one of C{phases}: the one way a
+        call in the wrong phase is refused.
+
+        @raise _WrongPhase: when it is not.
+        """
+        if self._phase not in phases:
+            if self._phase is _Phase.NEW:
+                raise _WrongPhase(f"Relay.{call}() needs a started relay")
+            if call == "start":
+                raise _WrongPhase(
+                    f"Relay.start() was already called (the relay is "
+                    f"{self._phase.value})"
+                )
+            raise _WrongPhase(
+                f"Relay.{call}() is not allowed while the relay is {self._phase.value}"
+            )
 
     # -- engine selection ---------------------------------------------------
 
@@ -475,21 +432,30 @@ class Relay:
     def pipePool(self) -> PipePool:
         """
         The pool this relay takes its pipes from.
+
+        @return: the L{PipePool} given to the constructor, else the
+            process-wide one.
         """
         if self._pool is None:
             self._pool = defaultPipePool()
         return self._pool
 
     def _startCopy(self, reason: str | None, toA: bytes, toB: bytes) -> None:
+        self._phase = _Phase.COPYING
         self.fallbackReason = reason
-        self._engine = _copy.CopyEngine(self, toA, toB)
-        self._engine.start()
+        a, b = self._sides
+        assert self._host is not None
+        copy = CopyEngine(self._host, a, b, toA, toB)
+        self._engine = copy
+        copy.start()
 
     def _fallBack(self, reason: str) -> None:
         """
-        Switch a running splice relay to the copy engine.  Only called while
-        nothing is held in kernel pipes, so nothing is lost.
+        Switch a running splice relay to the copy engine (the engine's
+        L{IEngineHost.fellBack}).  The splice engine has stopped and held
+        nothing in kernel pipes, so nothing is lost.
         """
+        self._require("fellBack", _Phase.SPLICING)
         old = self._engine
         assert old is not None
         self._carriedAToB += old.bytesAToB()
@@ -501,7 +467,7 @@ class Relay:
 
     def _cancel(self, d: Deferred[RelayResult]) -> None:
         self.abort(CANCELLED, "cancelled")
-        if self._result is None:
+        if self._phase is _Phase.CLOSING:
             # Transports finish closing in a later reactor turn; the caller
             # of cancel() gets its answer now.
             self._fire()
@@ -509,10 +475,11 @@ class Relay:
     def _end(self, reason: str, detail: str, abort: bool) -> None:
         """
         Stop the engine and close both transports; fire the result once both
-        are closed.
+        are closed.  Does nothing unless the relay is running.
         """
-        if self._ending is not None or self._deferred is None:
+        if self._phase not in _RUNNING:
             return
+        self._phase = _Phase.CLOSING
         self._ending = (reason, detail)
         # No log event here: the RelayResult carries the reason, and the
         # application logs it once per connection (the proxy does).
@@ -528,11 +495,11 @@ class Relay:
         self._maybeFire()
 
     def _sideLost(self, side: _Side, reason: Failure) -> None:
-        if self._ending is None:
+        if self._phase in _RUNNING:
             engine = self._engine
             if engine is not None:
                 engine.connectionLost(side, reason)
-            if self._ending is None:
+            if self._phase in _RUNNING:
                 # The engine did not decide: the transport was closed under us.
                 clean = bool(reason.check(ConnectionDone))
                 self._end(
@@ -543,16 +510,15 @@ class Relay:
         self._maybeFire()
 
     def _maybeFire(self) -> None:
-        if self._ending is None:
-            return
-        if all(s.lost for s in self._sides):
+        if self._phase is _Phase.CLOSING and all(s.lost for s in self._sides):
             self._fire()
 
     def _fire(self) -> None:
-        if self._result is not None:
+        if self._phase is not _Phase.CLOSING:
             return
         assert self._ending is not None
         reason, detail = self._ending
+        self._phase = _Phase.FINISHED
         self._result = RelayResult(
             engine=self.engine or "copy",
             bytesAToB=self.bytesAToB,
@@ -564,6 +530,7 @@ class Relay:
         )
         if self._engine is not None:
             self._engine.release()
+        self._host = None
         # Break the cycles through the sides (relay -> side -> the original
         # protocol -> relay, in a proxy) so that a finished relay is freed by
         # reference counting, not left to the cyclic garbage collector.
@@ -589,21 +556,11 @@ class Relay:
         return self._result
 
 
-def _closeTransport(transport: Any, abort: bool) -> None:
-    try:
-        if abort and hasattr(transport, "abortConnection"):
-            transport.abortConnection()
-        else:
-            transport.loseConnection()
-    except Exception:
-        _log.failure("closing {transport!r} failed", transport=transport)
-
-
 def relay(
-    transportA: Any,
-    transportB: Any,
+    transportA: ITransport,
+    transportB: ITransport,
     *,
-    reactor: Any | None = None,
+    reactor: IReactorTime | None = None,
     engine: str = "auto",
     toA: bytes = b"",
     toB: bytes = b"",
@@ -614,7 +571,7 @@ def relay(
     finished, then close both.
 
     When both are plain TCP or UNIX stream sockets on Linux and the reactor
-    provides L{IReactorFDSet}, the kernel moves the bytes with C{splice(2)}
+    provides C{IReactorFDSet}, the kernel moves the bytes with C{splice(2)}
     (socket -> pipe -> socket); otherwise a userspace copy with the same
     guarantees runs (TLS, fake transports, other reactors, resource limits).
 
@@ -631,9 +588,9 @@ def relay(
     @param toB: bytes to deliver to B first.
     @param pipePool: a L{PipePool} (pipe size and cap); default: the
         process-wide pool with L{DEFAULT_PIPE_SIZE} pipes.
-    @return: a L{Deferred} firing with a L{RelayResult}.  Ordinary endings
+    @return: a C{Deferred} firing with a L{RelayResult}.  Ordinary endings
         (EOFs, resets, refused writes, cancellation) are results; the
-        L{Deferred} fails with L{RelayUsageError} only on misuse.
+        C{Deferred} fails with L{RelayUsageError} only on misuse.
     """
     return Relay(
         transportA,
@@ -644,9 +601,3 @@ def relay(
         toB=toB,
         pipePool=pipePool,
     ).start()
-
-
-# The engines import this module's names; they are imported here, at the end,
-# and never lazily: a fallback must work when no file descriptor is left
-# (importing a module opens its file).
-from splicetx import _copy, _splice  # noqa: E402

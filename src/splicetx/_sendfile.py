@@ -2,7 +2,7 @@
 """
 L{sendFile}: send a file, or a range of it, to a transport with
 C{os.sendfile(2)} when the transport is a plain socket, and with Twisted's
-L{FileSender} otherwise, behind one L{Deferred} contract.
+C{FileSender} otherwise, behind one C{Deferred} contract.
 
 How the kernel path drives the socket
 =====================================
@@ -61,7 +61,7 @@ from twisted.protocols.basic import FileSender
 from zope.interface import implementer
 
 from splicetx._reactor import defaultReactor
-from splicetx._relay import spliceUnavailableReason
+from splicetx._transports import spliceUnavailableReason
 
 __all__ = [
     "ZeroCopyFileSender",
@@ -75,7 +75,7 @@ _log = Logger()
 
 #: L{ZeroCopyFileSender.engine} when C{os.sendfile} moved the bytes.
 SENDFILE = "sendfile"
-#: L{ZeroCopyFileSender.engine} when Twisted's L{FileSender} moved them.
+#: L{ZeroCopyFileSender.engine} when Twisted's C{FileSender} moved them.
 FILESENDER = "filesender"
 
 # Errors of a first sendfile call that mean "this file or socket cannot be
@@ -127,7 +127,7 @@ def sendFileUnavailableReason(
 
 class _RangeReader:
     """
-    A file-like object for L{FileSender}: reads at most C{count} bytes of
+    A file-like object for C{FileSender}: reads at most C{count} bytes of
     C{fileObj} (all of it for C{None}) and counts what it read.
     """
 
@@ -215,7 +215,7 @@ class _ReactorPump:
 @implementer(IConsumer)
 class _PumpingConsumer:
     """
-    The consumer L{FileSender} sees for a TLS transport: registers a
+    The consumer C{FileSender} sees for a TLS transport: registers a
     L{_ReactorPump} around it instead of the pull producer itself.
     """
 
@@ -247,27 +247,27 @@ class ZeroCopyFileSender:
     """
     Send a file, or a range of it, to a transport: with C{os.sendfile} when
     the transport is a plain socket (L{SENDFILE} engine), otherwise with
-    Twisted's L{FileSender} (L{FILESENDER} engine).  Most code calls
+    Twisted's C{FileSender} (L{FILESENDER} engine).  Most code calls
     L{sendFile}; keep this object for a live L{bytesSent} count.
 
     The contract, the same for both engines:
 
       - Bytes already written to the transport are sent first.
       - Do not write to the transport, or register another producer on it,
-        until the L{Deferred} has fired: this sender is the transport's
+        until the C{Deferred} has fired: this sender is the transport's
         (pull) producer meanwhile.  The transport keeps reading.
       - Backpressure: nothing is read from the file faster than the peer
         takes it; a slow reader costs no CPU.
       - C{transport.loseConnection()} during the transfer closes the
         connection after the file has been sent, as with any producer.
-      - Cancelling the L{Deferred} stops the transfer at once; it fails with
-        L{CancelledError}.  The transport stays open and usable, with a part
+      - Cancelling the C{Deferred} stops the transfer at once; it fails with
+        C{CancelledError}.  The transport stays open and usable, with a part
         of the range sent (L{bytesSent} says how much): close it if your
         protocol cannot recover from a short file.
-      - When the connection is lost first, the L{Deferred} fails with
-        L{ConnectionLost}.  A socket error during C{sendfile} (a reset)
-        aborts the transport and fails the L{Deferred} with
-        L{ConnectionLost}.
+      - When the connection is lost first, the C{Deferred} fails with
+        C{ConnectionLost}.  A socket error during C{sendfile} (a reset)
+        aborts the transport and fails the C{Deferred} with
+        C{ConnectionLost}.
       - The file's position is not used; afterwards it is unspecified.
 
     @ivar bytesSent: bytes sent so far (handed to the kernel for the
@@ -355,7 +355,7 @@ class ZeroCopyFileSender:
         """
         Start sending.
 
-        @return: a L{Deferred} firing with the number of bytes sent: C{count}
+        @return: a C{Deferred} firing with the number of bytes sent: C{count}
             (or the file's size past C{offset}), less when the file ended
             first.  See the class docstring for how it fails and how to
             cancel it.
@@ -421,7 +421,7 @@ class ZeroCopyFileSender:
 
     def stopProducing(self) -> None:
         """
-        The transport is closed: fail with L{ConnectionLost}.
+        The transport is closed: fail with C{ConnectionLost}.
         """
         self._fail(
             ConnectionLost(
@@ -582,7 +582,7 @@ def sendFile(
     with Twisted's L{FileSender}.
 
     Bytes already written to the transport go out first.  Do not write to
-    the transport until the L{Deferred} fires; it keeps reading meanwhile.
+    the transport until the C{Deferred} fires; it keeps reading meanwhile.
     A slow reader holds the sender back.  See L{ZeroCopyFileSender} for
     the whole contract.
 
@@ -592,10 +592,10 @@ def sendFile(
     @param count: how many bytes (C{None}: up to the end of the file).
     @param reactor: the transport's reactor (default: C{transport.reactor}
         or the global one).
-    @return: a L{Deferred} firing with the number of bytes sent (fewer than
+    @return: a C{Deferred} firing with the number of bytes sent (fewer than
         C{count} when the file is shorter).  It fails with
-        L{ConnectionLost} when the connection is lost first, and with
-        L{CancelledError} when cancelled (the transport then stays open).
+        C{ConnectionLost} when the connection is lost first, and with
+        C{CancelledError} when cancelled (the transport then stays open).
     @raise ValueError: for a negative C{offset} or C{count}.
     """
     return ZeroCopyFileSender(

@@ -11,8 +11,9 @@ the socket and the direction that writes to it, and keeps the Twisted
 transport fully quiet while it does: not reading, not writing, no producer, an
 empty write buffer, and the methods that would re-register it
 (C{startReading}, C{write}, C{resumeProducing} ...) shadowed on the instance
-until the relay ends.  C{loseConnection}/C{abortConnection} on a quiet
-transport end the relay instead.  We chose this over swapping the
+until the relay ends (L{splicetx._transports._guard}).
+C{loseConnection}/C{abortConnection} on a quiet transport end the relay
+instead.  We chose this over swapping the
 transport's C{doRead}/C{doWrite} because the engine's own descriptors make the
 reactor's view explicit (their C{__repr__} names the relay, which is what
 trial's "reactor unclean" report shows) and keep the hot path free of the
@@ -32,6 +33,11 @@ The loop for one direction (DESIGN.md rules 3-8):
 
 At most L{MAX_ROUNDS} pipe-fulls move per readiness event, so one bulk
 transfer cannot starve other connections on the same reactor.
+
+The engine knows its relay only as an L{IEngineHost}: it reports the end
+with L{IEngineHost.ended}, a fallback to copying mid-relay with
+L{IEngineHost.fellBack}, and a fallback before anything moved by raising
+L{_FallBack} from L{SpliceEngine.start}.
 """
 
 from __future__ import annotations
@@ -41,13 +47,33 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import IPullProducer, IReadWriteDescriptor
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import (
+    IPullProducer,
+    IReactorFDSet,
+    IReadWriteDescriptor,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx._relay import CLOSED, ERROR, RESET, Relay, _closeTransport, _Side
+from splicetx._core import (
+    CLOSED,
+    DONE,
+    ERROR,
+    RESET,
+    IEngineHost,
+    IRelayEngine,
+    IRelaySide,
+    _FallBack,
+)
+from splicetx._pipes import PipePool
+from splicetx._transports import (
+    _bufferEmpty,
+    _closeNow,
+    _closeTransport,
+    _guard,
+    _socketOf,
+    _unguard,
+)
 
 _splice = os.splice
 _FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
@@ -78,69 +104,6 @@ def _noop(*args: object) -> None:
     return None
 
 
-class _GuardedTransport:
-    """
-    Mixed in front of a relayed transport's class for the relay's duration
-    (the instance's C{__class__} is swapped, and swapped back at the end):
-    the methods that would re-register the socket with the reactor do
-    nothing, writing raises, and closing ends the relay.  One class
-    assignment each way, instead of shadowing a dozen methods per
-    connection on the instance.
-
-    The instance carries C{_splicetxGuard}: C{(relay, side name)}.
-    """
-
-    #: The class the instance had before (set on each guarded class).
-    _splicetxOriginal: type
-    _splicetxGuard: tuple[Any, str]
-
-    startReading = stopReading = startWriting = stopWriting = _noop
-    pauseProducing = resumeProducing = _noop
-
-    def write(self, *args: object) -> None:
-        raise RuntimeError(
-            f"transport {self._splicetxGuard[1]} ({self!r}) is being relayed by "
-            "splicetx; write to it after the relay ends"
-        )
-
-    writeSequence = loseWriteConnection = write
-
-    def loseConnection(self, *args: object) -> None:
-        run, name = self._splicetxGuard
-        if run is not None:
-            run.close(CLOSED, f"loseConnection() called on transport {name}")
-
-    stopProducing = loseConnection
-
-    def abortConnection(self) -> None:
-        run, name = self._splicetxGuard
-        if run is not None:
-            run.abort(CLOSED, f"abortConnection() called on transport {name}")
-
-
-_guardedClasses: dict[type, type] = {}
-
-
-def _guardedClass(cls: type) -> type:
-    """
-    The guarded variant of transport class C{cls}: same name, module and
-    interfaces, so C{repr}, C{isinstance} and C{providedBy} are unchanged.
-    """
-    guarded = _guardedClasses.get(cls)
-    if guarded is None:
-        guarded = type(
-            cls.__name__,
-            (_GuardedTransport, cls),
-            {
-                "__module__": cls.__module__,
-                "__qualname__": cls.__qualname__,
-                "_splicetxOriginal": cls,
-            },
-        )
-        _guardedClasses[cls] = guarded
-    return guarded
-
-
 def _errname(err: int) -> str:
     return f"{errno.errorcode.get(err, err)} ({os.strerror(err)})"
 
@@ -154,12 +117,12 @@ class _SpliceSocket:
     @ivar sink: the L{_Direction} that writes to this socket.
     """
 
-    def __init__(self, engine: SpliceEngine, side: _Side) -> None:
+    def __init__(self, engine: SpliceEngine, side: IRelaySide) -> None:
         t = side.transport
         self.engine: SpliceEngine | None = engine
         self.reactor = engine.reactor
         self.name = side.name
-        self.sock: socket.socket = t.socket
+        self.sock = _socketOf(t)
         self.fd: int = self.sock.fileno()
         self.reading = False
         self.writing = False
@@ -366,13 +329,6 @@ class _Direction:
         )
 
 
-def _bufferEmpty(t: Any) -> bool:
-    """
-    Whether a L{tcp.Connection}'s write buffer is empty.
-    """
-    return not (len(t.dataBuffer) - t.offset + t._tempDataLen)
-
-
 @implementer(IPullProducer)
 class _Drained:
     """
@@ -382,7 +338,7 @@ class _Drained:
     take over the socket (DESIGN.md rule 2).
     """
 
-    def __init__(self, engine: SpliceEngine, side: _Side) -> None:
+    def __init__(self, engine: SpliceEngine, side: IRelaySide) -> None:
         self.engine: SpliceEngine | None = engine
         self.side = side
 
@@ -401,17 +357,42 @@ class _Drained:
         self.engine = None
 
 
+@implementer(IRelayEngine)
 class SpliceEngine:
     """
     Runs a relay through kernel pipes.  See the module docstring.
+
+    @ivar host: the relay, until the result is out.
+    @ivar reactor: the reactor the sockets are registered with.
+    @ivar pool: where the pipes come from.
     """
 
     name = "splice"
 
-    def __init__(self, run: Relay, toA: bytes, toB: bytes) -> None:
-        self.run: Relay | None = run
-        self.reactor = run._reactor
-        self.pool = run.pipePool()
+    def __init__(
+        self,
+        host: IEngineHost,
+        reactor: IReactorFDSet,
+        pool: PipePool,
+        a: IRelaySide,
+        b: IRelaySide,
+        toA: bytes,
+        toB: bytes,
+    ) -> None:
+        """
+        @param host: the relay to report the end or a fallback to.
+        @param reactor: the reactor both transports run on.
+        @param pool: the pool to take pipes from.
+        @param a: side A.
+        @param b: side B.
+        @param toA: bytes to write to A first.
+        @param toB: bytes to write to B first.
+        """
+        self.host: IEngineHost | None = host
+        self.reactor = reactor
+        self.pool = pool
+        self._a = a
+        self._b = b
         self._toA = toA
         self._toB = toB
         self._reserved = False
@@ -438,15 +419,15 @@ class SpliceEngine:
     # -- hand-over ----------------------------------------------------------------
 
     def start(self) -> None:
-        run = self.run
-        assert run is not None
+        """
+        Check that pipes can be had, then quiet both transports, write the
+        hand-over bytes and wait for both write buffers to drain.
+
+        @raise _FallBack: when no pipe can be had (nothing was taken).
+        """
         pool = self.pool
         if not pool.reserve(2):
-            run._engine = None
-            run._startCopy(
-                f"pipe limit reached ({pool.maxPipes} pipes)", self._toA, self._toB
-            )
-            return
+            raise _FallBack(f"pipe limit reached ({pool.maxPipes} pipes)")
         self._reserved = True
         # Prove that pipes can be made now (EMFILE, ENFILE): fall back with
         # nothing lost if not.  The pipes stay in the pool for reuse; with two
@@ -460,15 +441,11 @@ class SpliceEngine:
                 pool.give(p)
             pool.unreserve(2)
             self._reserved = False
-            run._engine = None
-            run._startCopy(
-                f"cannot create pipes: {_errname(e.errno or 0)}", self._toA, self._toB
-            )
-            return
+            raise _FallBack(f"cannot create pipes: {_errname(e.errno or 0)}") from None
         for p in taken:
             pool.give(p)
 
-        a, b = run._sides
+        a, b = self._a, self._b
         for side in (a, b):
             t = side.transport
             t.stopReading()
@@ -491,15 +468,17 @@ class SpliceEngine:
         if not self._waiting:
             self._install()
 
-    def drained(self, side: _Side) -> None:
+    def drained(self, side: IRelaySide) -> None:
+        """
+        C{side}'s write buffer drained (its L{_Drained} says so); once both
+        have, the kernel takes the sockets over.
+        """
         self._waiting.discard(side.name)
         if not self._waiting and not self._stopped:
             self._install()
 
     def _install(self) -> None:
-        run = self.run
-        assert run is not None
-        a, b = run._sides
+        a, b = self._a, self._b
         self._installed = True
         for side in (a, b):
             self._guard(side)
@@ -513,27 +492,25 @@ class SpliceEngine:
         sa.startReading()
         sb.startReading()
 
-    def _guard(self, side: _Side) -> None:
+    def _guard(self, side: IRelaySide) -> None:
         """
         Quiet the transport's own re-registering and writing methods while
-        the kernel owns its socket (see L{_GuardedTransport}).
+        the kernel owns its socket (see
+        L{splicetx._transports._GuardedTransport}).
         """
+        assert self.host is not None
         t = side.transport
-        t._splicetxGuard = (self.run, side.name)
-        t.__class__ = _guardedClass(type(t))
+        _guard(t, self.host, side.name)
         self._guarded.append(t)
 
     def _unguard(self) -> None:
         for t in self._guarded:
-            original = getattr(type(t), "_splicetxOriginal", None)
-            if original is not None:
-                t.__class__ = original
-            t.__dict__.pop("_splicetxGuard", None)
+            _unguard(t)
         self._guarded = []
 
     # -- events from the sides (hand-over only) ---------------------------------
 
-    def dataReceived(self, side: _Side, data: bytes) -> None:
+    def dataReceived(self, side: IRelaySide, data: bytes) -> None:
         # Reading stops before hand-over starts, so this only happens with
         # transports that deliver synchronously; keep order by buffering.
         assert side.peer is not None
@@ -543,10 +520,10 @@ class SpliceEngine:
         else:
             self._toA += data
 
-    def readConnectionLost(self, side: _Side) -> None:
+    def readConnectionLost(self, side: IRelaySide) -> None:
         pass
 
-    def connectionLost(self, side: _Side, reason: Failure) -> None:
+    def connectionLost(self, side: IRelaySide, reason: Failure) -> None:
         # Leave it to the relay's default: a lost transport ends the relay.
         pass
 
@@ -555,14 +532,14 @@ class SpliceEngine:
     def directionDone(self) -> None:
         ab, ba = self._ab, self._ba
         if ab is not None and ba is not None and ab.done and ba.done:
-            run = self.run
-            assert run is not None
-            run._end("done", "both directions finished", abort=False)
+            host = self.host
+            assert host is not None
+            host.ended(DONE, "both directions finished", False)
 
     def fail(self, reason: str, detail: str) -> None:
-        run = self.run
-        if run is not None:
-            run._end(reason, detail, abort=True)
+        host = self.host
+        if host is not None:
+            host.ended(reason, detail, True)
 
     def _nothingMoved(self) -> bool:
         ab, ba = self._ab, self._ba
@@ -613,10 +590,10 @@ class SpliceEngine:
             self.fail(CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}")
 
     def _fallBack(self, why: str) -> None:
-        run = self.run
-        assert run is not None
+        host = self.host
+        assert host is not None
         self.stop()
-        run._fallBack(why)
+        host.fellBack(why)
 
     # -- the end ----------------------------------------------------------------
 
@@ -647,7 +624,7 @@ class SpliceEngine:
             self.pool.unreserve(2)
         self._unguard()
 
-    def closeTransport(self, side: _Side, abort: bool) -> None:
+    def closeTransport(self, side: IRelaySide, abort: bool) -> None:
         """
         Close a transport.  Once installed the transport's buffer is empty
         and it is not registered with the reactor, so it is closed at once
@@ -655,9 +632,7 @@ class SpliceEngine:
         """
         t = side.transport
         if self._installed:
-            # A clean close shares Twisted's own connectionDone failure, as
-            # Twisted's transports do: no Failure to build per connection.
-            t.connectionLost(Failure(ConnectionAborted()) if abort else connectionDone)
+            _closeNow(t, abort)
         else:
             _closeTransport(t, abort)
 
@@ -676,4 +651,4 @@ class SpliceEngine:
         self._ab = self._ba = None
         self._socks = []
         self._drainers = []
-        self.run = None
+        self.host = None
