@@ -11,7 +11,8 @@ The factory owns one L{PortGate} and hands it its ports
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
@@ -19,15 +20,29 @@ from twisted.logger import Logger
 
 from splicetx._relay import CANCELLED
 
-if TYPE_CHECKING:
-    from splicetx.proxy import SpliceProxyProtocol
+
+class GatedConnection(TypingProtocol):
+    """
+    What the gate needs of a live connection
+    (L{splicetx.proxy.SpliceProxyProtocol}): a way to end it.  Described
+    here, below the proxy, so that this module needs nothing from it.
+    """
+
+    def abort(self, reason: str = ..., detail: str = ...) -> None:
+        """
+        End the connection now, with C{reason} and C{detail} for its log.
+        """
+
 
 __all__ = ["PortGate"]
 
 _log = Logger(namespace="splicetx.proxy")
 
 
-class PortGate:
+_C = TypeVar("_C", bound=GatedConnection)
+
+
+class PortGate(Generic[_C]):
     """
     Live connections, the connection limit and the drain of one factory.
 
@@ -42,7 +57,7 @@ class PortGate:
         @param maxConnections: see L{maxConnections}.
         """
         self.maxConnections = maxConnections
-        self.live: set[SpliceProxyProtocol] = set()
+        self.live: set[_C] = set()
         self.draining = False
         self._ports: list[IListeningPort] = []
         self._paused = False
@@ -101,7 +116,7 @@ class PortGate:
             if hasattr(port, "startReading") and getattr(port, "connected", True):
                 port.startReading()
 
-    def connectionStarted(self, proto: SpliceProxyProtocol) -> None:
+    def connectionStarted(self, proto: _C) -> None:
         """
         A connection is live; pause the ports when the limit is reached.
 
@@ -112,7 +127,7 @@ class PortGate:
         if room is not None and room <= 0:
             self._pausePorts()
 
-    def connectionEnded(self, proto: SpliceProxyProtocol) -> None:
+    def connectionEnded(self, proto: _C) -> None:
         """
         A connection ended; resume the ports, or, draining, fire the drain
         once the last one ended.

@@ -14,7 +14,8 @@ C{_upstreamLost}; the pending attempt is kept in its C{_connecting}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import error as _error
 from twisted.internet.abstract import isIPv6Address
@@ -28,8 +29,34 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-if TYPE_CHECKING:
-    from splicetx.proxy import SpliceProxyProtocol
+
+class UpstreamOwner(TypingProtocol):
+    """
+    What an upstream connection attempt reports to: the proxied connection
+    (L{splicetx.proxy.SpliceProxyProtocol}).  Described here, below the
+    proxy, so that this module needs nothing from it.
+    """
+
+    #: The pending attempt (a connector or a Deferred), for L{stopConnecting}.
+    _connecting: Any
+    #: Set when the connect timeout fired.
+    _timedOut: bool
+
+    def _connected(self, upstream: Any) -> Any:
+        """
+        The upstream connected; C{upstream} is its protocol.
+        """
+
+    def _connectFailed(self, reason: Failure) -> None:
+        """
+        The attempt failed with C{reason}.
+        """
+
+    def _upstreamLost(self, upstream: Any, reason: Failure) -> None:
+        """
+        The upstream closed before the relay took it over.
+        """
+
 
 __all__ = ["startConnecting", "stopConnecting"]
 
@@ -47,13 +74,13 @@ class _UpstreamProtocol(Protocol):
 
     transport: Any
 
-    def __init__(self, proxy: SpliceProxyProtocol, notify: bool = False) -> None:
+    def __init__(self, proxy: UpstreamOwner, notify: bool = False) -> None:
         """
         @param proxy: see L{proxy}.
         @param notify: call the proxy's C{_connected} from L{connectionMade}
             (the direct path; endpoints fire a C{Deferred} instead).
         """
-        self.proxy: SpliceProxyProtocol | None = proxy
+        self.proxy: UpstreamOwner | None = proxy
         self.received: list[bytes] = []
         self._notify = notify
 
@@ -99,7 +126,7 @@ class _UpstreamFactory(Factory):
 
     noisy = False
 
-    def __init__(self, proxy: SpliceProxyProtocol) -> None:
+    def __init__(self, proxy: UpstreamOwner) -> None:
         """
         @param proxy: the proxied connection.
         """
@@ -124,11 +151,11 @@ class _DirectUpstreamFactory(ClientFactory):
 
     noisy = False
 
-    def __init__(self, proxy: SpliceProxyProtocol) -> None:
+    def __init__(self, proxy: UpstreamOwner) -> None:
         """
         @param proxy: the proxied connection.
         """
-        self.proxy: SpliceProxyProtocol | None = proxy
+        self.proxy: UpstreamOwner | None = proxy
 
     def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol | None:
         """
@@ -191,7 +218,7 @@ def _directTarget(
 
 
 def startConnecting(
-    proxy: SpliceProxyProtocol,
+    proxy: UpstreamOwner,
     reactor: Any,
     endpoint: IStreamClientEndpoint,
     timeout: float,
@@ -261,7 +288,7 @@ def stopConnecting(connecting: IConnector | Deferred[Any]) -> bool:
     return False
 
 
-def _connectTimedOut(proxy: SpliceProxyProtocol, d: Deferred[Any]) -> None:
+def _connectTimedOut(proxy: UpstreamOwner, d: Deferred[Any]) -> None:
     proxy._timedOut = True
     d.cancel()
 
