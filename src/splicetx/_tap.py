@@ -890,17 +890,24 @@ class SpliceProxyService(_DrainOnSignal, Service):
             from splicetx import _metrics
         except ImportError:
             raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+        from splicetx import _status
+
         metrics = _metrics.ProxyMetrics()
         metrics.watchPipePool(pool, self.reactor)
         self.metrics = metrics
+        status = _status.ServiceStatus(self, self.reactor)
         if self._worker:
             # The supervisor serves the figures of every worker.
+            _status.startWorkerStatusEndpoint(status, self.reactor)
             return
         description = self.metricsEndpoint
         assert description is not None
         port = _listenNow(
             lambda: _metrics.startMetricsEndpoint(
-                description, metrics.registry, self.reactor
+                description,
+                metrics.registry,
+                self.reactor,
+                children=_status.statusResources(status),
             ),
             description,
         )
@@ -1275,16 +1282,25 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             reactor.addSystemEventTrigger(
                 "after", "shutdown", shutil.rmtree, path, True
             )
+            from splicetx import _status
+
             description = self.metricsEndpoint
+            registry = _metrics.multiprocessRegistry(path)
+            status = _status.SupervisorStatus(self, registry, path, reactor)
             port = _listenNow(
                 lambda: _metrics.startMetricsEndpoint(
-                    description, _metrics.multiprocessRegistry(path), reactor
+                    description,
+                    registry,
+                    reactor,
+                    children=_status.statusResources(status),
                 ),
                 description,
             )
             self.metricsPort = port
             _logMetricsPort(port, description)
-            options["env"] = _metrics.setMultiprocessEnvironment(dict(os.environ), path)
+            options["env"] = _status.setStatusEnvironment(
+                _metrics.setMultiprocessEnvironment(dict(os.environ), path), path
+            )
             options["onWorkerExit"] = lambda i, pid, r: _metrics.markWorkerDead(
                 pid, path
             )
