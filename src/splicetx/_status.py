@@ -744,7 +744,9 @@ th{background:#eef0f3;font-weight:600}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}
 .card{background:#fff;box-shadow:0 1px 2px #0002;padding:.6em 1em;margin-bottom:1em}
-.card table{box-shadow:none}code{font-size:.95em}small{color:#666}
+.card table{box-shadow:none;display:inline-table;vertical-align:top;
+margin:.6em 1.2em 0 0}
+.card h2{margin:.2em 0 .3em}code{font-size:.95em}small{color:#666}
 """
 
 
