@@ -613,6 +613,7 @@ class WorkersTests(_ProxyTestCase):
         self.assertIn(row["worker"], (0, 1))
         self.assertEqual(row["bytesUpstreamToClient"], len(GREETING))
         self.assertEqual(snap["listeners"][0]["live"], 1)
+        self.assertEqual(snap["listeners"][0]["total"], 1)
         self.assertEqual(health, (200, b"ok\n"))
         self.assertIn(b"Workers", page)
         self.assertIn(client.encode(), page)

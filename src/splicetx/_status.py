@@ -66,6 +66,8 @@ __all__ = [
     "statusResources",
     "renderHTML",
     "connectionStatus",
+    "fetchWorkerStatus",
+    "registryTotals",
     "processVersion",
     "setStatusEnvironment",
     "startWorkerStatusEndpoint",
@@ -376,7 +378,7 @@ class ServiceStatus:
         totals = registryTotals(getattr(metrics, "registry", None))
         now = self.reactor.seconds()
         listeners = []
-        rows: list[dict[str, Any]] = []
+        candidates: list[tuple[int, Any, Any]] = []
         live = 0
         for i, factory in enumerate(factories):
             listener = _emptyListener(factory.forwardName)
@@ -386,29 +388,41 @@ class ServiceStatus:
             listener["draining"] = bool(getattr(factory, "draining", False))
             listener["maxConnections"] = getattr(factory, "maxConnections", None)
             byUpstream: dict[str, int] = {}
+            names: dict[int, str] = {}
+            up = listener["liveBytes"][CLIENT_TO_UPSTREAM]
+            down = listener["liveBytes"][UPSTREAM_TO_CLIENT]
+            # One cheap pass over every live connection (bytes and upstream
+            # only); the full rows are built for the busiest ones alone.
             for proto in list(factory.liveProtocols):
-                try:
-                    row = connectionStatus(proto, factory, now)
-                    name = _upstreamName(proto, factory)
-                except Exception:
-                    continue
-                rows.append(row)
+                endpoint = proto.upstreamEndpoint or factory.upstream
+                name = names.get(id(endpoint))
+                if name is None:
+                    name = names[id(endpoint)] = describeEndpoint(endpoint)
                 byUpstream[name] = byUpstream.get(name, 0) + 1
-                engine = row["engine"]
+                relay = proto.relay
+                if relay is None:
+                    candidates.append((0, proto, factory))
+                    continue
+                a, b = relay.bytesAToB, relay.bytesBToA
+                engine = relay.engine
                 if engine is not None:
-                    table = listener["liveBytes"]
-                    _add(
-                        table[CLIENT_TO_UPSTREAM], engine, row["bytesClientToUpstream"]
-                    )
-                    _add(
-                        table[UPSTREAM_TO_CLIENT], engine, row["bytesUpstreamToClient"]
-                    )
+                    up[engine] = up.get(engine, 0) + a
+                    down[engine] = down.get(engine, 0) + b
+                candidates.append((a + b, proto, factory))
             listener["live"] = len(factory.liveProtocols)
             live += listener["live"]
             listener["upstreams"] = self._upstreams(factory, byUpstream)
             _applyTotals(listener, totals.get(factory.forwardName, {}))
             listeners.append(listener)
         pool = factories[0].pipePool if factories else None
+        rows = []
+        for _, proto, factory in heapq.nlargest(
+            self.limit, candidates, key=lambda c: c[0]
+        ):
+            try:
+                rows.append(connectionStatus(proto, factory, now))
+            except Exception:
+                _log.failure("cannot describe {proto!r}", proto=proto)
         return {
             "schema": SCHEMA,
             "generatedAt": round(time.time(), 3),
@@ -420,7 +434,7 @@ class ServiceStatus:
             "pipes": _pipes(pool),
             "connectionsLive": live,
             "connectionsLimit": self.limit,
-            "connections": _busiest(rows, self.limit),
+            "connections": rows,
         }
 
     def _upstreams(
@@ -585,12 +599,13 @@ class SupervisorStatus(ServiceStatus):
         starts = {s.index: s.starts for s in getattr(supervisor, "_slots", None) or []}
 
         def fetch(index: int, pid: int) -> Deferred[tuple[Any, ...]]:
-            d = fetchWorkerStatus(workerSocketPath(self.directory, pid), self.reactor)
-            d.addCallbacks(
+            d: Deferred[Any] = fetchWorkerStatus(
+                workerSocketPath(self.directory, pid), self.reactor
+            )
+            return d.addCallbacks(
                 lambda snap: (index, pid, snap, None),
                 lambda f: (index, pid, None, f.getErrorMessage() or f.type.__name__),
             )
-            return d
 
         ds = [fetch(i, pid) for i, pid in sorted(pids.items())]
         return gatherResults(ds).addCallback(self._merge, starts)
@@ -928,7 +943,8 @@ class StatusPage(Resource):
 
     def _body(self, snap: Mapping[str, Any]) -> tuple[bytes, bytes]:
         if self.asJSON:
-            text = json.dumps(snap, indent=1, sort_keys=True) + "\n"
+            # Compact: with indent= the json module leaves its C encoder.
+            text = json.dumps(snap, separators=(",", ":")) + "\n"
             return text.encode("utf-8"), b"application/json"
         return renderHTML(snap).encode("utf-8"), b"text/html; charset=utf-8"
 

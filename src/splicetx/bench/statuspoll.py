@@ -15,7 +15,9 @@ echoes 100 bytes and closes, on C{--threads} threads, for C{--seconds}; the
 arms alternate (off, on, off, on, ...) so that a neighbour's load on a
 shared machine falls on both.  Reported: connections per second and the
 proxy's CPU time per thousand connections, per run and as medians, and how
-long the snapshots took to fetch.
+long the snapshots took to fetch; and first, with no churn, the proxy's CPU
+time per snapshot over C{--snapshots} back-to-back polls (the figure least
+disturbed by a busy machine).
 """
 
 from __future__ import annotations
@@ -93,40 +95,68 @@ def churn(port: int, seconds: float, threads: int) -> int:
     return sum(done)
 
 
+def pollUntilStdinCloses(url: str, interval: float) -> int:
+    """
+    The poller process: GET C{url} once and print C{ready}, then every
+    C{interval} seconds until standard input closes, then print one JSON
+    line: C{took}, C{sizes}, C{live} (the first fetch not counted).
+    """
+    stop = threading.Event()
+
+    def watch() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    out: dict[str, list[Any]] = {"took": [], "sizes": [], "live": []}
+    urllib.request.urlopen(url, timeout=10).read()
+    print("ready", flush=True)
+    stop.wait(interval)
+    while not stop.is_set():
+        start = time.monotonic()
+        with urllib.request.urlopen(url, timeout=10) as f:
+            body = f.read()
+        out["took"].append(time.monotonic() - start)
+        out["sizes"].append(len(body))
+        out["live"].append(json.loads(body)["connectionsLive"])
+        stop.wait(interval)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
 class Poller:
     """
-    GETs C{/status.json} every C{interval} seconds on a thread.
+    A separate process (so that it does not take the load generator's GIL)
+    that GETs C{/status.json} every C{interval} seconds while in the
+    C{with} block.
 
-    @ivar took: seconds each fetch took.
-    @ivar sizes: the bytes of each answer.
+    @ivar result: C{took} (seconds per fetch), C{sizes} and C{live} lists,
+        after the block.
     """
 
     def __init__(self, port: int, interval: float = 0.5) -> None:
-        self.url = f"http://{HOST}:{port}/status.json"
-        self.interval = interval
-        self.took: list[float] = []
-        self.sizes: list[int] = []
-        self.live: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            with urllib.request.urlopen(self.url, timeout=10) as f:
-                body = f.read()
-            self.took.append(time.monotonic() - start)
-            self.sizes.append(len(body))
-            self.live.append(json.loads(body)["connectionsLive"])
-            self._stop.wait(self.interval)
+        self.args = [
+            sys.executable,
+            "-m",
+            "splicetx.bench.statuspoll",
+            "--poll",
+            f"http://{HOST}:{port}/status.json",
+            "--interval",
+            str(interval),
+        ]
+        self.result: dict[str, list[Any]] = {}
 
     def __enter__(self) -> Poller:
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        self._proc.stdout.readline()  # its first fetch is done: it polls
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(15)
+        out, _ = self._proc.communicate(timeout=30)
+        self.result = json.loads(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=4, help="churn threads (4)")
     p.add_argument("--idle", type=int, default=200, help="held connections (200)")
     p.add_argument("--interval", type=float, default=0.5, help="poll period (0.5)")
+    p.add_argument(
+        "--snapshots", type=int, default=200, help="back-to-back polls (200)"
+    )
     p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--poll", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.poll:
+        return pollUntilStdinCloses(a.poll, a.interval)
 
     tmp = tempfile.NamedTemporaryFile(prefix="splicetx-statuspoll-")
     tmp.write(b"\0" * 4096)
@@ -173,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     held: list[socket.socket] = []
     runs: list[dict[str, Any]] = []
     polls: dict[str, list[Any]] = {"took": [], "sizes": [], "live": []}
+    perSnapshot = 0.0
     try:
         _waitForPort(pport)
         _waitForPort(mport)
@@ -182,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
             recvExactly(s, 1)
             held.append(s)
         churn(pport, 0.5, a.threads)  # warm up
+        # The proxy's CPU per snapshot, with no churn: back-to-back polls.
+        url = f"http://{HOST}:{mport}/status.json"
+        urllib.request.urlopen(url, timeout=10).read()
+        cpu = _cpuSeconds(proxy.pid)
+        for _ in range(a.snapshots):
+            with urllib.request.urlopen(url, timeout=10) as f:
+                f.read()
+        perSnapshot = (_cpuSeconds(proxy.pid) - cpu) / a.snapshots
+        print(
+            f"{a.snapshots} back-to-back snapshots of {a.idle} live connections: "
+            f"proxy CPU {1000 * perSnapshot:.2f} ms each "
+            f"({100 * perSnapshot / a.interval:.2f} % of a core at one per "
+            f"{a.interval:g} s)",
+            flush=True,
+        )
         for rep in range(a.reps):
             for polling in (False, True) if rep % 2 == 0 else (True, False):
                 cpu = _cpuSeconds(proxy.pid)
@@ -189,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 if polling:
                     with Poller(mport, a.interval) as poller:
                         conns = churn(pport, a.seconds, a.threads)
-                    polls["took"] += poller.took
-                    polls["sizes"] += poller.sizes
-                    polls["live"] += poller.live
+                    for key in polls:
+                        polls[key] += poller.result[key]
                 else:
                     conns = churn(pport, a.seconds, a.threads)
                 took = time.monotonic() - start
@@ -243,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "runs": runs, "polls": polls}, f, indent=1)
+            json.dump(
+                {
+                    "args": vars(a),
+                    "cpuPerSnapshot": perSnapshot,
+                    "runs": runs,
+                    "polls": polls,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 
