@@ -236,17 +236,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         for rep in range(a.reps):
             for polling in (False, True) if rep % 2 == 0 else (True, False):
-                cpu = _cpuSeconds(proxy.pid)
-                start = time.monotonic()
+
+                def measured() -> tuple[int, float, float]:
+                    # Around the churn only (not the poller's start-up).
+                    cpu = _cpuSeconds(proxy.pid)
+                    start = time.monotonic()
+                    conns = churn(pport, a.seconds, a.threads)
+                    took = time.monotonic() - start
+                    return conns, took, _cpuSeconds(proxy.pid) - cpu
+
                 if polling:
                     with Poller(mport, a.interval) as poller:
-                        conns = churn(pport, a.seconds, a.threads)
+                        conns, took, cpu = measured()
                     for key in polls:
                         polls[key] += poller.result[key]
                 else:
-                    conns = churn(pport, a.seconds, a.threads)
-                took = time.monotonic() - start
-                cpu = _cpuSeconds(proxy.pid) - cpu
+                    conns, took, cpu = measured()
                 runs.append(
                     {
                         "polling": polling,
