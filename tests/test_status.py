@@ -577,7 +577,8 @@ class WorkersTests(_ProxyTestCase):
     def test_everyWorker(self) -> None:
         """
         The supervisor's /status.json lists both workers as reachable, the
-        live connection with the worker serving it, and /healthz is 200.
+        live connection with the worker serving it; its /healthz is 200,
+        then 503 after SIGTERM while the connection drains.
         """
 
         async def scenario() -> tuple[Any, ...]:
@@ -596,11 +597,22 @@ class WorkersTests(_ProxyTestCase):
             snap = await self.settled(mport, client)
             health = await asyncio.to_thread(fetch, mport, "/healthz")
             page = await asyncio.to_thread(fetch, mport, "/status")
+            proxy.signal(signal.SIGTERM)
+            answers: list[tuple[int, bytes]] = []
+
+            def draining() -> bool:
+                answers.append(fetch(mport, "/healthz"))
+                return answers[-1][0] == 503
+
+            while not await asyncio.to_thread(draining):
+                await asyncio.sleep(0.05)
+            w.write_eof()
+            await r.read()
             w.close()
             up.server.close()
-            return proxy, snap, health, page, client
+            return proxy, snap, health, page, client, answers
 
-        proxy, snap, health, (_, page), client = runAsync(scenario(), 90)
+        proxy, snap, health, (_, page), client, answers = runAsync(scenario(), 90)
         self.assertEqual(snap["process"]["role"], "supervisor")
         self.assertEqual(snap["process"]["pid"], proxy.pid)
         self.assertEqual(snap["process"]["workers"], 2)
@@ -617,3 +629,5 @@ class WorkersTests(_ProxyTestCase):
         self.assertEqual(health, (200, b"ok\n"))
         self.assertIn(b"Workers", page)
         self.assertIn(client.encode(), page)
+        self.assertEqual(answers[-1], (503, b"draining\n"))
+        self.assertEqual(proxy.wait(30), 0)
