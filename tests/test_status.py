@@ -239,6 +239,42 @@ class SnapshotTests(SynchronousTestCase):
         self.assertIn(b"failed", body)
 
 
+class DeferredSnapshotTests(SynchronousTestCase):
+    """
+    L{StatusPage} answers once a snapshot that is a L{Deferred} fires (the
+    supervisor's), and not at all for a client that went away.
+    """
+
+    def test_later(self) -> None:
+        """
+        The body is written and the request finished when the snapshot
+        fires.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.web.server import NOT_DONE_YET
+
+        d: Deferred[dict[str, Any]] = Deferred()
+        request = DummyRequest([b""])
+        self.assertIs(StatusPage(lambda: d, asJSON=True).render(request), NOT_DONE_YET)
+        self.assertEqual(request.finished, 0)
+        d.callback({"connectionsLive": 7})
+        self.assertEqual(request.finished, 1)
+        self.assertEqual(json.loads(b"".join(request.written)), {"connectionsLive": 7})
+
+    def test_clientGone(self) -> None:
+        """
+        Nothing is written to a request whose client disconnected first.
+        """
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[dict[str, Any]] = Deferred()
+        request = DummyRequest([b""])
+        StatusPage(lambda: d, asJSON=True).render(request)
+        request.processingFailed(Exception("gone"))  # type: ignore[arg-type]
+        d.callback({"connectionsLive": 7})
+        self.assertEqual(request.written, [])
+
+
 class MergeTests(SynchronousTestCase):
     """
     The supervisor merges its workers' snapshots.

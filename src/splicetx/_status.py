@@ -949,14 +949,22 @@ class StatusPage(Resource):
         return renderHTML(snap).encode("utf-8"), b"text/html; charset=utf-8"
 
     def _answer(self, request: Any, result: Any) -> bytes:
-        if isinstance(result, Failure):
-            _log.failure("status snapshot failed", result)
-            request.setResponseCode(500)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"status snapshot failed\n"
-        body, contentType = self._body(result)
-        request.setHeader(b"content-type", contentType)
-        return body
+        """
+        The body for a snapshot, or a 500 for a L{Failure} (of the snapshot,
+        or of rendering it).
+        """
+        if not isinstance(result, Failure):
+            try:
+                body, contentType = self._body(result)
+            except Exception:
+                result = Failure()
+            else:
+                request.setHeader(b"content-type", contentType)
+                return body
+        _log.failure("status snapshot failed", result)
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"status snapshot failed\n"
 
     def render_GET(self, request: Any) -> Any:
         """
