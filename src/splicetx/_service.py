@@ -218,17 +218,24 @@ class SpliceProxyService(_DrainOnSignal, Service):
             from splicetx import _metrics
         except ImportError:
             raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+        from splicetx import _status
+
         metrics = _metrics.ProxyMetrics()
         metrics.watchPipePool(pool, self.reactor)
         self.metrics = metrics
+        status = _status.ServiceStatus(self, self.reactor)
         if self._worker:
             # The supervisor serves the figures of every worker.
+            _status.startWorkerStatusEndpoint(status, self.reactor)
             return
         description = self.config.metricsEndpoint
         assert description is not None
         port = _listenNow(
             lambda: _metrics.startMetricsEndpoint(
-                description, metrics.registry, self.reactor
+                description,
+                metrics.registry,
+                self.reactor,
+                children=_status.statusResources(status),
             ),
             description,
         )

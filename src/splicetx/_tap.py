@@ -199,7 +199,8 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics on this server endpoint, e.g. "
-            "tcp:9100:interface=127.0.0.1 (GET /metrics).",
+            "tcp:9100:interface=127.0.0.1 (GET /metrics), with a status page "
+            "(GET /status, /status.json) and GET /healthz.",
         ],
         [
             "workers",
