@@ -37,7 +37,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx import _worker
+from splicetx import _tls, _worker
 from splicetx._acl import AccessControl
 from splicetx._config import ConfigError, parseConfigFile
 from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
@@ -506,6 +506,21 @@ class Options(usage.Options):
             "Run N worker processes (or auto: one per CPU) under a "
             "supervisor, each serving every listening port.",
         ],
+        [
+            "alpn",
+            None,
+            None,
+            "ALPN protocols the ssl: listeners offer, in preference order, "
+            "e.g. h2,http/1.1; a client offering none of them is refused "
+            "(default: negotiate none, serve every client).",
+        ],
+        [
+            "connect-alpn",
+            None,
+            None,
+            "ALPN protocols to offer a tls: upstream, in preference order, "
+            "e.g. http/1.1.",
+        ],
     ]
 
     optFlags = [
@@ -666,6 +681,15 @@ class Options(usage.Options):
                         None if rules.empty else rules,
                     )
                 )
+        try:
+            self["alpn"], self["connect-alpn"] = _tls.checkALPNOptions(
+                self["alpn"],
+                self["connect-alpn"],
+                self["listen"],
+                [f.connect for f in forwards],
+            )
+        except ValueError as e:
+            raise _Exit(str(e))
         self["forwards"] = forwards
         self["listen-given"] = self["listen"]
         self["listen"] = listen
@@ -796,6 +820,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
         metricsEndpoint: str | None = None,
         configWarnings: list[str] | None = None,
         logNormalConnections: bool = True,
+        alpn: tuple[bytes, ...] = (),
+        connectALPN: tuple[bytes, ...] = (),
     ) -> None:
         """
         @param reactor: the reactor.
@@ -819,7 +845,13 @@ class SpliceProxyService(_DrainOnSignal, Service):
         @param configWarnings: lines to log at start (C{--config}).
         @param logNormalConnections: log connections that ended normally
             (see L{SpliceProxyFactory.logNormalConnections}).
+        @param alpn: the ALPN protocols C{ssl:} listeners offer (see
+            L{splicetx._tls}); empty: negotiate none.
+        @param connectALPN: the ALPN protocols offered to a C{tls:}
+            upstream.
         """
+        self.alpn = tuple(alpn)
+        self.connectALPN = tuple(connectALPN)
         self.reactor = reactor
         self.listen = listen
         self.listenGiven = listenGiven or listen
@@ -931,7 +963,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
             logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in self.forwards:
-            upstream = clientEndpoint(reactor, forward.connect)
+            upstream = _tls.withClientALPN(
+                clientEndpoint(reactor, forward.connect), self.connectALPN
+            )
             factory = self.buildFactory(upstream, pool)
             factory.maxConnections = maxConnections
             factory.acl = forward.acl if forward.acl and not forward.acl.empty else None
@@ -980,7 +1014,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
         reactor = self.reactor
         for description, given, factory in listens:
             try:
-                endpoint = serverEndpoint(reactor, description)
+                endpoint = _tls.withServerALPN(
+                    serverEndpoint(reactor, description), self.alpn
+                )
                 d = endpoint.listen(factory)
             except Exception:
                 d = Deferred()
@@ -1434,4 +1470,6 @@ def makeService(options: Options) -> Service:
         metricsEndpoint=options.get("metrics"),
         configWarnings=list(options.get("config-warnings") or []),
         logNormalConnections=_infoObserved(options),
+        alpn=options.get("alpn") or (),
+        connectALPN=options.get("connect-alpn") or (),
     )

@@ -47,6 +47,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol, connecti
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from splicetx import _tls
 from splicetx._pipes import PipePool
 from splicetx._proxyprotocol import (
     ProxyHeader,
@@ -1095,6 +1096,7 @@ class SpliceProxyFactory(Factory):
             reason=result.reason,
             detail=result.detail,
             fallbackReason=result.fallbackReason,
+            alpn=_tls.negotiatedProtocol(proto.transport),
             **(extra or {}),
         )
 
