@@ -217,6 +217,10 @@ class ALPNServerConnectionCreator:
         that interface, else L{acceptableProtocols}, else those of the
         wrapped creator (C{CertificateOptions(acceptableProtocols=...)}).
 
+        The factory is asked at every handshake, once the connection's
+        protocol is built (Twisted may ask it too, so it may be asked more
+        than once per connection: answer from state, not by consuming it).
+
         @param tlsProtocol: the connection's TLS protocol.
         """
         wrapped = getattr(tlsProtocol, "wrappedProtocol", None)
@@ -233,7 +237,15 @@ class ALPNServerConnectionCreator:
 
     def _select(self, connection: Any, offered: list[bytes]) -> Any:
         tlsProtocol = connection.get_app_data()
-        ours = self.protocolsFor(tlsProtocol)
+        try:
+            ours = self.protocolsFor(tlsProtocol)
+        except Exception:
+            _log.failure(
+                "choosing the ALPN protocols of {tls!r} failed", tls=tlsProtocol
+            )
+            raise NoApplicationProtocol(
+                [("SSL routines", "", "choosing the ALPN protocols failed")]
+            )
         if not ours:
             from OpenSSL.SSL import NO_OVERLAPPING_PROTOCOLS
 
@@ -241,6 +253,7 @@ class ALPNServerConnectionCreator:
             return NO_OVERLAPPING_PROTOCOLS
         for name in ours:
             if name in offered:
+                _remember(tlsProtocol, name)
                 return name
         peer = getattr(getattr(tlsProtocol, "transport", None), "getPeer", None)
         _log.warn(
@@ -318,7 +331,10 @@ class _NegotiatingFactory(Factory):
         return list(self.protocols)
 
     def buildProtocol(self, addr: Any) -> Any:
-        return self.wrapped.buildProtocol(addr)
+        protocol = self.wrapped.buildProtocol(addr)
+        if protocol is not None:
+            _rememberWhenLost(protocol)
+        return protocol
 
     def doStart(self) -> None:
         self.wrapped.doStart()
@@ -366,6 +382,40 @@ def withClientALPN(endpoint: Any, protocols: Sequence[bytes] = ()) -> Any:
     return ALPNClientEndpoint(endpoint, protocols)
 
 
+#: Where the negotiated protocol is kept on a TLS protocol: Twisted drops
+#: the TLS connection object (and the answer) once the connection is lost,
+#: and the proxy logs after both sides are.
+_REMEMBERED = "_splicetxNegotiated"
+
+
+def _remember(tlsProtocol: Any, name: bytes | None) -> None:
+    try:
+        setattr(tlsProtocol, _REMEMBERED, name)
+    except AttributeError:
+        pass
+
+
+def _rememberWhenLost(protocol: Any) -> None:
+    """
+    Have C{protocol}'s transport remember the negotiated protocol just
+    before C{protocol} hears the connection is lost.
+    """
+    original = protocol.connectionLost
+
+    def connectionLost(reason: Any) -> None:
+        # Drop this wrapper first: no protocol -> closure -> protocol cycle.
+        del protocol.connectionLost
+        transport = protocol.transport
+        if transport is not None and INegotiated.providedBy(transport):
+            try:
+                _remember(transport, transport.negotiatedProtocol)
+            except Exception:
+                pass
+        original(reason)
+
+    protocol.connectionLost = connectionLost
+
+
 def negotiatedProtocol(transport: Any) -> str | None:
     """
     The ALPN protocol a transport negotiated, for a log field.
@@ -382,7 +432,9 @@ def negotiatedProtocol(transport: Any) -> str | None:
     for candidate in candidates:
         if candidate is not None and INegotiated.providedBy(candidate):
             try:
-                name = candidate.negotiatedProtocol
+                name = candidate.__dict__.get(_REMEMBERED)
+                if name is None:
+                    name = candidate.negotiatedProtocol
             except Exception:
                 return None
             if isinstance(name, bytes) and name:

@@ -1053,7 +1053,8 @@ class SpliceProxyFactory(Factory):
         Log one event for a finished connection, in namespace
         C{splicetx.proxy}, with the fields C{client}, C{upstream},
         C{engine}, C{bytesClientToUpstream}, C{bytesUpstreamToClient},
-        C{duration}, C{reason}, C{detail} and C{fallbackReason} (all plain
+        C{duration}, C{reason}, C{detail}, C{fallbackReason}, C{alpn} and
+        C{upstreamAlpn} (the ALPN protocols negotiated, or C{None}; all plain
         strings and numbers, so C{twist --log-format json} keeps them);
         with an accepted PROXY header, C{client} is the header's source and
         C{peer} the balancer that sent it; plus L{logFields}.
@@ -1097,6 +1098,7 @@ class SpliceProxyFactory(Factory):
             detail=result.detail,
             fallbackReason=result.fallbackReason,
             alpn=_tls.negotiatedProtocol(proto.transport),
+            upstreamAlpn=_tls.negotiatedProtocol(getattr(upstream, "transport", None)),
             **(extra or {}),
         )
 
