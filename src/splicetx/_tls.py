@@ -27,9 +27,8 @@ The protocols come from the proxy factory when it provides
 L{IProtocolNegotiationFactory} (asked once per handshake, so a subclass can
 choose per connection), else from C{--alpn}.
 
-On the upstream side, L{ALPNClientEndpoint} makes a C{tls:} endpoint offer
-C{--connect-alpn}'s protocols, through Twisted's own mechanism (an
-L{IProtocolNegotiationFactory} wrapped by the TLS layer).
+On the upstream side, L{ALPNClientConnectionCreator} makes a C{tls:}
+endpoint offer C{--connect-alpn}'s protocols.
 """
 
 from __future__ import annotations
@@ -38,17 +37,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import (
+    ILoggingContext,
     INegotiated,
+    IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
     IProtocolNegotiationFactory,
     IStreamClientEndpoint,
+    IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
 __all__ = [
-    "ALPNClientEndpoint",
+    "ALPNClientConnectionCreator",
     "ALPNServerConnectionCreator",
     "NoApplicationProtocol",
     "checkALPNOptions",
@@ -223,11 +225,15 @@ class ALPNServerConnectionCreator:
 
         @param tlsProtocol: the connection's TLS protocol.
         """
+        # The listening factory: the TLS layer wraps it (and the relay may
+        # have replaced the protocol the TLS layer delivers to already).
+        listening = getattr(
+            getattr(tlsProtocol, "factory", None), "wrappedFactory", None
+        )
+        if isinstance(listening, _Unnegotiating):
+            listening = listening.wrapped
         wrapped = getattr(tlsProtocol, "wrappedProtocol", None)
-        for factory in (
-            getattr(wrapped, "factory", None),
-            getattr(getattr(tlsProtocol, "factory", None), "wrappedFactory", None),
-        ):
+        for factory in (listening, getattr(wrapped, "factory", None)):
             negotiating = IProtocolNegotiationFactory(factory, None)
             if negotiating is not None:
                 return tuple(negotiating.acceptableProtocols())
@@ -298,10 +304,10 @@ def withServerALPN(endpoint: Any, acceptableProtocols: Sequence[bytes] = ()) -> 
     Call it on every C{ssl:} listener, with or without protocols: without,
     it is what lets clients that offer ALPN in.
 
-    @param endpoint: a server endpoint (an C{SSL4ServerEndpoint} is
-        changed in place).
+    @param endpoint: a server endpoint (an C{SSL4ServerEndpoint} has its
+        connection creator wrapped in place).
     @param acceptableProtocols: the protocols to offer (C{--alpn}).
-    @return: C{endpoint}.
+    @return: the endpoint to listen on.
     """
     creator = getattr(endpoint, "_sslContextFactory", None)
     if creator is None:
@@ -311,24 +317,155 @@ def withServerALPN(endpoint: Any, acceptableProtocols: Sequence[bytes] = ()) -> 
     endpoint._sslContextFactory = ALPNServerConnectionCreator(
         creator, acceptableProtocols
     )
-    return endpoint
+    return _ALPNServerEndpoint(endpoint)
 
 
-@implementer(IProtocolNegotiationFactory)
-class _NegotiatingFactory(Factory):
+@implementer(IStreamServerEndpoint)
+class _ALPNServerEndpoint:
     """
-    Stands between a TLS client layer and the real factory to tell Twisted
-    which protocols to offer.
+    Listens on a TLS endpoint with a factory that Twisted's TLS layer does
+    not see as an L{IProtocolNegotiationFactory}: Twisted 23.10 would then
+    change the shared context at every connection (which pyOpenSSL 25+
+    refuses) and 26.10 would ask the factory once more for nothing.
+    L{ALPNServerConnectionCreator} asks the factory itself.
     """
 
-    noisy = False
+    def __init__(self, endpoint: Any) -> None:
+        self._wrappedEndpoint = endpoint
 
-    def __init__(self, wrapped: Any, protocols: Sequence[bytes]) -> None:
+    def listen(self, protocolFactory: Any) -> Any:
+        if IProtocolNegotiationFactory.providedBy(protocolFactory):
+            protocolFactory = _Unnegotiating(protocolFactory)
+        return self._wrappedEndpoint.listen(protocolFactory)
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class _Unnegotiating:
+    """
+    Stands for a protocol factory, without its
+    L{IProtocolNegotiationFactory}.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
         self.wrapped = wrapped
+        self.noisy = getattr(wrapped, "noisy", False)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self.wrapped.buildProtocol(addr)
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def logPrefix(self) -> str:
+        context = ILoggingContext(self.wrapped, None)
+        if context is not None:
+            return str(context.logPrefix())
+        return type(self.wrapped).__name__
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ALPNClientConnectionCreator:
+    """
+    Wraps the connection creator of a C{tls:} endpoint so that each of its
+    connections offers ALPN protocols (set on the connection, so no shared
+    context is changed; Twisted's own route, an
+    L{IProtocolNegotiationFactory} around the protocol factory, changes the
+    shared context on Twisted 23.10, which pyOpenSSL 25+ refuses).
+
+    @ivar protocols: what it offers, in preference order.
+    """
+
+    def __init__(self, makeConnection: Any, protocols: Sequence[bytes]) -> None:
+        """
+        @param makeConnection: a callable taking the TLS protocol and
+            returning the wrapped creator's L{OpenSSL.SSL.Connection}.
+        @param protocols: see L{protocols}.
+        """
+        self._makeConnection = makeConnection
         self.protocols = tuple(protocols)
 
-    def acceptableProtocols(self) -> list[bytes]:
-        return list(self.protocols)
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        """
+        The wrapped creator's connection, offering L{protocols}.
+        """
+        connection = self._makeConnection(tlsProtocol)
+        connection.set_alpn_protos(list(self.protocols))
+        return connection
+
+
+def _connectionMaker(endpoint: Any) -> Any:
+    """
+    Find how the TLS endpoint C{wrapClientTLS} built makes its connections.
+
+    @raise ValueError: when this Twisted hides it.
+    """
+    from twisted.internet.protocol import Factory
+
+    wrapper = getattr(endpoint, "_wrapperFactory", None)
+    if wrapper is not None:
+        tlsFactory = wrapper(Factory())
+        creator = getattr(tlsFactory, "_connectionCreator", None)  # 23.10
+        if IOpenSSLClientConnectionCreator.providedBy(creator):
+            return creator.clientConnectionForTLS
+        if callable(creator):
+            return creator
+        made = getattr(tlsFactory, "_creatorCallable", None)  # 24.7+
+        if callable(made):
+            return made
+    raise ValueError(
+        "--connect-alpn: cannot find the TLS settings of this tls: endpoint "
+        f"({endpoint!r})"
+    )
+
+
+def withClientALPN(endpoint: Any, protocols: Sequence[bytes] = ()) -> Any:
+    """
+    Make a C{tls:} client endpoint offer ALPN C{protocols}.
+
+    @param endpoint: the upstream endpoint C{clientFromString} built.
+    @param protocols: C{--connect-alpn}; when empty, C{endpoint} is
+        returned as it is.
+    @return: the endpoint to connect with.
+    @raise ValueError: when C{endpoint} is not a TLS endpoint of
+        C{wrapClientTLS}.
+    """
+    if not protocols:
+        return endpoint
+    from twisted.internet.endpoints import wrapClientTLS
+
+    inner = getattr(endpoint, "_wrappedEndpoint", None)
+    if inner is None:
+        raise ValueError(f"--connect-alpn: not a tls: endpoint ({endpoint!r})")
+    creator = ALPNClientConnectionCreator(_connectionMaker(endpoint), protocols)
+    return _RememberingEndpoint(wrapClientTLS(creator, inner))
+
+
+@implementer(IStreamClientEndpoint)
+class _RememberingEndpoint:
+    """
+    A TLS client endpoint whose connections keep their negotiated protocol
+    for the proxy's log (see L{negotiatedProtocol}).
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self._wrappedEndpoint = endpoint
+
+    def connect(self, protocolFactory: Any) -> Any:
+        return self._wrappedEndpoint.connect(_Remembering(protocolFactory))
+
+
+@implementer(IProtocolFactory)
+class _Remembering:
+    """
+    Stands for a protocol factory and has each protocol's transport keep
+    the negotiated protocol when the connection is lost.
+    """
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = self.wrapped.buildProtocol(addr)
@@ -341,45 +478,6 @@ class _NegotiatingFactory(Factory):
 
     def doStop(self) -> None:
         self.wrapped.doStop()
-
-
-@implementer(IStreamClientEndpoint)
-class ALPNClientEndpoint:
-    """
-    A C{tls:} client endpoint that offers ALPN protocols.
-
-    @ivar protocols: what it offers, in preference order.
-    """
-
-    def __init__(self, wrappedEndpoint: Any, protocols: Sequence[bytes]) -> None:
-        """
-        @param wrappedEndpoint: the endpoint C{clientFromString} built for a
-            C{tls:} string.
-        @param protocols: see L{protocols}.
-        """
-        self._wrappedEndpoint = wrappedEndpoint
-        self.protocols = tuple(protocols)
-
-    def connect(self, protocolFactory: Any) -> Any:
-        """
-        Connect, offering L{protocols}.
-        """
-        return self._wrappedEndpoint.connect(
-            _NegotiatingFactory(protocolFactory, self.protocols)
-        )
-
-
-def withClientALPN(endpoint: Any, protocols: Sequence[bytes] = ()) -> Any:
-    """
-    Make a C{tls:} client endpoint offer C{protocols}.
-
-    @param endpoint: the upstream endpoint.
-    @param protocols: C{--connect-alpn}; when empty, C{endpoint} is
-        returned as it is.
-    """
-    if not protocols:
-        return endpoint
-    return ALPNClientEndpoint(endpoint, protocols)
 
 
 #: Where the negotiated protocol is kept on a TLS protocol: Twisted drops
