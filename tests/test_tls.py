@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import http.server
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -663,3 +664,67 @@ class SubclassTests(_TLSTestCase):
             self.assertEqual(sha(body), BODY_SHA)
             chosen.append(protocolName)
         self.assertEqual(chosen, ["h2", "http/1.1"])
+
+
+class BenchTests(SynchronousTestCase):
+    """
+    C{python -m splicetx.bench --tls} runs its loads end to end (nothing
+    here looks at how fast).
+    """
+
+    def test_quickRun(self) -> None:
+        """
+        A quick run through splicetx alone writes figures: bytes moved on a
+        bulk download and handshakes completed on churn, without errors.
+        """
+        if shutil.which("openssl") is None:
+            raise SkipTest("the TLS bench makes its certificate with openssl")
+        from splicetx.bench import tls
+
+        out = tempfile.mkdtemp(prefix="splicetx-test-bench-tls-")
+        self.addCleanup(shutil.rmtree, out, True)
+        path = os.path.join(out, "tls.json")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "splicetx.bench.tls",
+                "--seconds",
+                "0.3",
+                "--churn-seconds",
+                "0.3",
+                "--streams",
+                "1",
+                "--proxies",
+                "splicetx",
+                "--json",
+                path,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        with open(path) as f:
+            figures = json.load(f)["results"]["splicetx"]
+        self.assertGreater(figures["bulk1"]["bytes"], 0)
+        self.assertEqual(figures["bulk1"]["errors"], 0)
+        self.assertGreater(figures["churn"]["connections"], 0)
+        self.assertIn(tls.LABELS["splicetx"], done.stdout)
+
+    def test_categories(self) -> None:
+        """
+        perf's DSO names are grouped as the table says: the kernel,
+        OpenSSL (also inside cryptography's _rust module), the interpreter.
+        """
+        from splicetx.bench.tls import category
+
+        self.assertTrue(category("[kernel.kallsyms]").startswith("kernel"))
+        self.assertTrue(category("/usr/lib/libcrypto.so.3").startswith("OpenSSL"))
+        self.assertTrue(
+            category(
+                "/site-packages/cryptography/hazmat/bindings/_rust.abi3.so"
+            ).startswith("OpenSSL")
+        )
+        self.assertTrue(category("/usr/bin/python3.11").startswith("Python"))
+        self.assertTrue(category("/lib/libc.so.6").startswith("libc"))

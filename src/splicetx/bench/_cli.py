@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not pin client, backend and proxy to one CPU for the latency test",
     )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="run the TLS termination loads instead (splicetx --listen ssl:, "
+        "HAProxy ssl, twist portforward on ssl:); see splicetx.bench.tls",
+    )
     return p
 
 
@@ -842,6 +848,10 @@ def main(argv: list[str] | None = None) -> int:
     started produced figures).
     """
     args = _parser().parse_args(argv)
+    if args.tls:
+        from splicetx.bench import tls
+
+        return tls.main(tls.argumentsFromBench(args))
     bench = Bench(args)
     bench.configure()
     result = bench.run()
