@@ -12,7 +12,7 @@ streams, download), handshakes/s and proxy CPU seconds per 1000 handshakes
 for churn (a full TLS 1.3 handshake, one echoed byte, close; no session
 resumption).  The clients (Python C{ssl}) run on the same machine, so the
 figures are for comparing the proxies with each other.  With C{--profile},
-a separate untimed bulk run of splicetx under C{perf record} says where
+a separate untimed bulk run of each proxy under C{perf record} says where
 its CPU goes.
 """
 
@@ -321,10 +321,10 @@ def category(dso: str) -> str:
         # pyOpenSSL calls the OpenSSL that cryptography links into _rust.
         return "OpenSSL (cipher, handshakes)"
     if base.startswith("libpython") or base.startswith("python"):
-        return "Python interpreter (Twisted, pyOpenSSL glue, splicetx)"
+        return "Python interpreter (Twisted, pyOpenSSL glue, the relay)"
     if base.startswith("libc") or base.startswith("ld-"):
         return "libc (memcpy, malloc)"
-    return "other native code"
+    return "other native code (HAProxy itself, C extensions)"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 figures["churn"] = _measure(
                     proc.pid, lambda p=port: churn(p, args.churn_seconds)
                 )
-                if args.profile and name == "splicetx":
+                if args.profile:
                     figures["profile"] = profile(proc.pid, port, args.seconds, work)
                 results[name] = figures
             except RuntimeError as e:
@@ -428,21 +428,24 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| {label} | churn (handshake, 1 byte, close) | | "
                     f"{rate:.0f} | | {per:.2f} | {split} |"
                 )
-    prof = result["results"].get("splicetx", {}).get("profile")
-    if prof:
+    for name, figures in result["results"].items():
+        prof = figures.get("profile")
+        if not prof:
+            continue
         lines.append("")
+        label = LABELS.get(name, name)
         if "error" in prof:
-            lines.append(f"Profile: {prof['error']}")
-        else:
-            lines.append("Where splicetx's CPU goes (1-stream bulk, perf samples):")
-            lines.append("")
-            for k, v in sorted(prof["shares"].items(), key=lambda kv: -kv[1]):
-                lines.append(f"- {k}: {v:.0f}%")
-            lines.append("")
-            lines.append(
-                "Top symbols: "
-                + ", ".join(f"{name} {pct:.1f}%" for name, pct in prof["topSymbols"])
-            )
+            lines.append(f"Profile of {label}: {prof['error']}")
+            continue
+        lines.append(f"Where the CPU of {label} goes (1-stream bulk, perf samples):")
+        lines.append("")
+        for k, v in sorted(prof["shares"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"- {k}: {v:.0f}%")
+        lines.append("")
+        lines.append(
+            "Top symbols: "
+            + ", ".join(f"{sym} {pct:.1f}%" for sym, pct in prof["topSymbols"])
+        )
     return "\n".join(lines)
 
 
@@ -467,7 +470,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="add where splicetx's CPU goes (perf record)",
+        help="add where each proxy's CPU goes (perf record)",
     )
     p.add_argument("--json", help="also write the figures to this file")
     return p
