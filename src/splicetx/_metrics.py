@@ -436,7 +436,10 @@ def startMetricsEndpoint(
         root.putChild(path, child)
     site = Site(root, reactor=reactor)
     site.noisy = False
-    return serverFromString(reactor, description).listen(site)
+    from splicetx._tls import withServerALPN
+
+    # An ssl: metrics endpoint must serve browsers and curl too (ALPN).
+    return withServerALPN(serverFromString(reactor, description)).listen(site)
 
 
 def setMultiprocessEnvironment(env: dict[str, str], path: str) -> dict[str, str]:

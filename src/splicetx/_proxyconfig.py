@@ -109,6 +109,9 @@ class ProxyConfig:
     @ivar logNormalConnections: log the C{info} event of connections that
         ended normally (C{False} when nothing would show it).
     @ivar warnings: lines to log at start (about the C{--config} file).
+    @ivar alpn: the ALPN protocols C{ssl:} listeners offer, in preference
+        order (see L{splicetx._tls}); empty: negotiate none.
+    @ivar connectALPN: the ALPN protocols offered to C{tls:} upstreams.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -127,6 +130,8 @@ class ProxyConfig:
     workers: int | None = None
     logNormalConnections: bool = True
     warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
+    alpn: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
+    connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

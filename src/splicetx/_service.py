@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from splicetx import _worker
+from splicetx import _tls, _worker
 from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
 from splicetx._filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._pipes import PipePool
@@ -266,7 +266,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
             self._logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in config.forwards:
-            upstream = clientEndpoint(reactor, forward.connect)
+            upstream = _tls.withClientALPN(
+                clientEndpoint(reactor, forward.connect), self.config.connectALPN
+            )
             factory = self.buildFactory(upstream, pool, forward)
             self.factories.append(factory)
             for description, given in zip(
@@ -306,7 +308,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
         reactor = self.reactor
         for description, given, factory in listens:
             try:
-                endpoint = serverEndpoint(reactor, description)
+                endpoint = _tls.withServerALPN(
+                    serverEndpoint(reactor, description), self.config.alpn
+                )
                 d = endpoint.listen(factory)
             except Exception:
                 d = Deferred()

@@ -27,7 +27,7 @@ from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python import usage
 
-from splicetx import _worker
+from splicetx import _tls, _worker
 from splicetx._acl import AccessControl
 from splicetx._config import ConfigError, parseConfigFile
 from splicetx._endpoints import (
@@ -209,6 +209,21 @@ class Options(usage.Options):
             "Run N worker processes (or auto: one per CPU) under a "
             "supervisor, each serving every listening port.",
         ],
+        [
+            "alpn",
+            None,
+            None,
+            "ALPN protocols the ssl: listeners offer, in preference order, "
+            "e.g. h2,http/1.1; a client offering none of them is refused "
+            "(default: negotiate none, serve every client).",
+        ],
+        [
+            "connect-alpn",
+            None,
+            None,
+            "ALPN protocols to offer a tls: upstream, in preference order, "
+            "e.g. http/1.1.",
+        ],
     ]
 
     optFlags = [
@@ -355,6 +370,15 @@ class Options(usage.Options):
                     rules = AccessControl(rules.allow, rules.deny, outer=outer)
                 empty = rules is None or rules.empty
                 forwards.append(attr.evolve(f, acl=None if empty else rules))
+        try:
+            alpn, connectALPN = _tls.checkALPNOptions(
+                self["alpn"],
+                self["connect-alpn"],
+                self["listen"],
+                [f.connect for f in forwards],
+            )
+        except ValueError as e:
+            raise _Exit(str(e))
         self.proxyConfig = ProxyConfig(
             forwards=forwards,
             backlog=self["backlog"],
@@ -372,6 +396,8 @@ class Options(usage.Options):
             workers=self["workers"],
             logNormalConnections=_infoObserved(self),
             warnings=warnings,
+            alpn=alpn,
+            connectALPN=connectALPN,
         )
         self["listen"] = [withBacklog(d, self["backlog"]) for d in self["listen"]]
 
