@@ -498,7 +498,7 @@ class PoolSocketsMixin(ReactorTestMixin):
                     self.assertIs(upstream, live)
                     protos.append(proto)
             active = live.active
-            for proto in protos:
+            for _proto in protos:
                 live.release()
             yield client.closeAll()
             yield server.closeAll()
