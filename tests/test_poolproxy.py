@@ -136,6 +136,7 @@ class PoolProxyMixin(ReactorTestMixin):
                 Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, portA.getHost().port)),
                 Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, portB.getHost().port)),
             ]
+            live = {f"{LOOPBACK}:{p.getHost().port}" for p in (portA, portB)}
             pool = UpstreamPool(members, name="web", reactor=reactor)
             proxy = yield self.listen(
                 reactor, PoolProxyFactory(pool, reactor=reactor, forwardName="web")
@@ -147,7 +148,6 @@ class PoolProxyMixin(ReactorTestMixin):
                     (data, (yield exchange(reactor, proxy.getHost().port, data)))
                 )
             yield self.stopAll(reactor)
-            live = {f"{LOOPBACK}:{p.getHost().port}" for p in (portA, portB)}
             return replies, a.received, b.received, members, live
 
         replies, toA, toB, members, live = self.runScenario(scenario)
