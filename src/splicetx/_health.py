@@ -100,6 +100,8 @@ class _Probe(protocol.Protocol):
     Sends the check string and compares the reply with the expected prefix.
     """
 
+    transport: Any
+
     def __init__(self, send: bytes, expect: bytes, done: Deferred[None]) -> None:
         self.send = send
         self.expect = expect
@@ -316,7 +318,7 @@ class HealthChecker:
                 reason = None
             elif timedOut:
                 reason = "timeout"
-            elif result.check(HealthCheckFailed):
+            elif isinstance(result.value, HealthCheckFailed):
                 reason = result.value.reason
             else:
                 reason = failureReason(result)

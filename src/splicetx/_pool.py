@@ -505,7 +505,12 @@ class _Attempt:
         if timeout is not None and not d.called:
             self.timer = pool.reactor.callLater(timeout, self._timeUp, d)
         self.current = d
-        d.addCallbacks(self._succeeded, self._failed, (upstream,), None, (upstream,))
+        d.addCallbacks(
+            self._succeeded,
+            self._failed,
+            callbackArgs=(upstream,),
+            errbackArgs=(upstream,),
+        )
 
     def _timeUp(self, d: Deferred[Any]) -> None:
         self.timer = None

@@ -225,7 +225,7 @@ def decodeEscapes(text: str) -> bytes:
     @raise PoolSyntaxError: for a bad escape.
     """
     try:
-        return codecs.escape_decode(text.encode("utf-8"))[0]  # type: ignore[attr-defined,no-any-return]
+        return codecs.escape_decode(text.encode("utf-8"))[0]
     except ValueError as e:
         raise PoolSyntaxError(f"bad escape in {text!r}: {e}") from None
 

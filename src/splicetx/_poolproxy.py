@@ -103,6 +103,7 @@ class PoolProxyProtocol(SpliceProxyProtocol):
     @ivar poolEndpoint: the L{PoolEndpoint} used, once chosen.
     """
 
+    factory: PoolProxyFactory
     poolEndpoint: PoolEndpoint | None = None
 
     def clientKey(self) -> bytes | None:
@@ -124,7 +125,10 @@ class PoolProxyProtocol(SpliceProxyProtocol):
         """
         The factory's pool, as this client's L{PoolEndpoint}.
         """
-        return self.endpointFor(self.factory.pool)
+        pool = self.factory.pool
+        if pool is None:
+            raise ValueError("the factory has no pool")
+        return self.endpointFor(pool)
 
     def relayFinished(self, result: Any) -> None:
         """
@@ -205,7 +209,9 @@ class SNIProxyProtocol(PoolProxyProtocol):
         self._stopTimer()
         self._reader = None
         self.serverName = hello.serverName
-        pool = self.factory.router.route(hello.serverName)
+        router = self.factory.router
+        assert router is not None
+        pool = router.route(hello.serverName)
         if pool is None:
             self._refuseHello(
                 "sni_no_route", f"{NO_ROUTE} {hello.serverName or '(none sent)'}"
@@ -260,4 +266,4 @@ class PoolProxyFactory(SpliceProxyFactory):
             router.default = pool
         self.sniTimeout = float(sniTimeout)
         self.sniMaxSize = sniMaxSize
-        self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol  # type: ignore[assignment]
+        self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
