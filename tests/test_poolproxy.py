@@ -12,15 +12,25 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
+from splicetx._balance import SourceHash, clientKeyFor
 from splicetx._pool import Upstream, UpstreamPool
-from splicetx._poolproxy import PoolEndpoint, PoolProxyFactory
+from splicetx._poolproxy import (
+    PoolEndpoint,
+    PoolProxyFactory,
+    PoolProxyProtocol,
+    UpstreamEndpoint,
+    asEndpoint,
+)
 from splicetx._sni import SNIRouter
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 
 from .test_health import captureEvents, closedPort
+from .test_pool import FakeEndpoint, refused
 from .test_sni import pythonHello
 
 LOOPBACK = "127.0.0.1"
@@ -56,8 +66,9 @@ class Exchange(protocol.Protocol):
     closes; C{done} fires with what was received.
     """
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, expect: int | None = None) -> None:
         self.data = data
+        self.expect = len(data) if expect is None else expect
         self.received = b""
         self.done: Deferred[bytes] = Deferred()
 
@@ -66,7 +77,7 @@ class Exchange(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
-        if len(self.received) >= len(self.data):
+        if len(self.received) >= self.expect:
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -74,11 +85,13 @@ class Exchange(protocol.Protocol):
 
 
 @inlineCallbacks
-def exchange(reactor: Any, port: int, data: bytes) -> Any:
+def exchange(reactor: Any, port: int, data: bytes, expect: int | None = None) -> Any:
     """
-    Connect to C{port}, send C{data}, return the bytes echoed back.
+    Connect to C{port}, send C{data}, return the bytes echoed back (once
+    C{expect} bytes, default all of C{data}, are back, or the connection
+    closed).
     """
-    proto = Exchange(data)
+    proto = Exchange(data, expect)
     yield TCP4ClientEndpoint(reactor, LOOPBACK, port).connect(
         protocol.Factory.forProtocol(lambda: proto)
     )
@@ -254,6 +267,79 @@ class PoolProxyMixin(ReactorTestMixin):
         self.assertIn("not TLS", details[0])
         self.assertIn("no route for server name x.org", details[1])
 
+    def test_sourceByProxyHeader(self) -> None:
+        """
+        With the PROXY protocol accepted, C{source} balancing hashes the
+        header's source address: each client lands where the balancer puts
+        that address, every time.
+        """
+        self.ports = []
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            servers = [EchoFactory() for _ in range(3)]
+            members = []
+            for i, server in enumerate(servers):
+                port = yield self.listen(reactor, server)
+                ep = TCP4ClientEndpoint(reactor, LOOPBACK, port.getHost().port)
+                members.append(Upstream(ep, f"m{i}"))
+            pool = UpstreamPool(members, SourceHash(), reactor=reactor)
+            factory = PoolProxyFactory(pool, reactor=reactor, acceptProxyProtocol=True)
+            proxy = yield self.listen(reactor, factory)
+            clients = [f"192.0.2.{n}" for n in range(1, 7)] * 2
+            for n, client in enumerate(clients):
+                header = f"PROXY TCP4 {client} 127.0.0.1 5000 80\r\n".encode()
+                body = b"client %d" % n
+                got = yield exchange(
+                    reactor, proxy.getHost().port, header + body, len(body)
+                )
+                self.assertEqual(got, body)
+            yield self.stopAll(reactor)
+            landed = {}
+            for i, server in enumerate(servers):
+                for data in server.received:
+                    landed[clients[int(data.split()[1])] + "#" + data.decode()] = i
+            return clients, landed, members
+
+        clients, landed, members = self.runScenario(scenario)
+        self.assertEqual(len(landed), len(clients))
+        for key, index in landed.items():
+            client = key.split("#")[0]
+            want = SourceHash().choose(members, clientKeyFor(client))
+            self.assertIs(members[index], want)
+
+    def test_chooseMember(self) -> None:
+        """
+        A subclass's C{choosePool} may return a pool member: its connect and
+        its connection are counted on it.
+        """
+        self.ports = []
+
+        class PickSecond(PoolProxyProtocol):
+            def choosePool(self) -> Any:
+                return self.factory.pool.members[1]
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            server = EchoFactory()
+            port = yield self.listen(reactor, server)
+            members = [
+                Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, closedPort()), "a"),
+                Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, port.getHost().port)),
+            ]
+            factory = PoolProxyFactory(UpstreamPool(members), reactor=reactor)
+            factory.protocol = PickSecond
+            proxy = yield self.listen(reactor, factory)
+            got = yield exchange(reactor, proxy.getHost().port, b"ping")
+            yield self.stopAll(reactor)
+            return got, members
+
+        got, members = self.runScenario(scenario)
+        self.assertEqual(got, b"ping")
+        self.assertEqual(members[1].connections, 1)
+        self.assertEqual(members[1].active, 0)
+        self.assertEqual(members[0].connections + sum(members[0].failures.values()), 0)
+
     def test_sniTimeout(self) -> None:
         """
         A client that sends only part of its ClientHello is closed after the
@@ -277,6 +363,44 @@ class PoolProxyMixin(ReactorTestMixin):
         (event,) = self.connectionEvents()
         self.assertIn("ClientHello timeout", event["detail"])
         self.assertIn("got 20 bytes", event["detail"])
+
+
+class AsEndpointTests(SynchronousTestCase):
+    """
+    L{asEndpoint} turns pools and members into endpoints.
+    """
+
+    def test_kinds(self) -> None:
+        """
+        A pool gives a L{PoolEndpoint} with the client key, a member an
+        L{UpstreamEndpoint}, an endpoint itself.
+        """
+        member = Upstream(object(), "m")
+        pool = UpstreamPool([member])
+        ep = asEndpoint(pool, b"key")
+        self.assertIsInstance(ep, PoolEndpoint)
+        self.assertEqual((ep.pool, ep.clientKey), (pool, b"key"))
+        self.assertIsInstance(asEndpoint(member), UpstreamEndpoint)
+        other = object()
+        self.assertIs(asEndpoint(other), other)
+
+    def test_upstreamEndpointBooks(self) -> None:
+        """
+        An L{UpstreamEndpoint} records failures and successes on its member
+        and counts the connection until released.
+        """
+        clock = Clock()
+        failing = Upstream(FakeEndpoint(refused()), "f", clock=clock)
+        self.failureResultOf(UpstreamEndpoint(failing).connect(None))
+        self.assertEqual(failing.failures["refused"], 1)
+        member = Upstream(FakeEndpoint("proto"), "m", clock=clock)
+        ep = UpstreamEndpoint(member)
+        self.assertEqual(self.successResultOf(ep.connect(None)), "proto")
+        self.assertEqual((member.connections, member.active), (1, 1))
+        ep.release()
+        ep.release()
+        self.assertEqual(member.active, 0)
+        self.assertTrue(verifyObject(IStreamClientEndpoint, ep))
 
 
 class PoolEndpointTests(SynchronousTestCase):

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx._balance import clientKeyFor
-from splicetx._pool import IUpstreamPool, Upstream, UpstreamPool
+from splicetx._pool import IUpstreamPool, Upstream, UpstreamPool, failureReason
 from splicetx._sni import (
     DEFAULT_MAX_SIZE,
     TIMEOUT,
@@ -40,6 +40,8 @@ from splicetx.proxy import REJECTED, SpliceProxyFactory, SpliceProxyProtocol
 
 __all__ = [
     "PoolEndpoint",
+    "UpstreamEndpoint",
+    "asEndpoint",
     "PoolProxyProtocol",
     "SNIProxyProtocol",
     "PoolProxyFactory",
@@ -96,6 +98,74 @@ class PoolEndpoint:
             upstream.release()
 
 
+@implementer(IStreamClientEndpoint)
+class UpstreamEndpoint:
+    """
+    One pool member, as an endpoint that keeps the member's books: its
+    connects count for passive health and its connection as active.
+
+    @ivar upstream: the member.
+    @ivar connected: whether a connect through it succeeded (and not yet
+        L{released<release>}).
+    """
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.connected = False
+
+    def __repr__(self) -> str:
+        return self.upstream.description
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """
+        Connect to the member's endpoint, recording the outcome on it.
+
+        @param protocolFactory: the factory for the upstream protocol.
+        @return: the endpoint's L{Deferred}.
+        """
+        upstream = self.upstream
+
+        def succeeded(proto: Any) -> Any:
+            upstream.connectSucceeded()
+            upstream.acquire()
+            self.connected = True
+            return proto
+
+        def failed(reason: Failure) -> Failure:
+            upstream.connectFailed(failureReason(reason))
+            return reason
+
+        d: Deferred[Any] = upstream.endpoint.connect(protocolFactory)
+        return d.addCallbacks(succeeded, failed)
+
+    def release(self) -> None:
+        """
+        The connection has ended: count it closed on the member.
+        """
+        if self.connected:
+            self.connected = False
+            self.upstream.release()
+
+
+def asEndpoint(target: Any, clientKey: bytes | None = None) -> Any:
+    """
+    What the proxy connects to for a C{chooseUpstream()} result: an
+    L{IUpstreamPool} becomes its L{PoolEndpoint} for this client, an
+    L{Upstream} its L{UpstreamEndpoint}, anything else (an endpoint) is
+    returned as it is.
+
+    @param target: an endpoint, a pool or a pool member.
+    @param clientKey: see L{clientKeyFor}.
+    @return: an C{IStreamClientEndpoint}; those made here have a
+        C{release()} to call when the connection ends.
+    """
+    if IUpstreamPool.providedBy(target):
+        return PoolEndpoint(target, clientKey)
+    if isinstance(target, Upstream):
+        return UpstreamEndpoint(target)
+    return target
+
+
 class PoolProxyProtocol(SpliceProxyProtocol):
     """
     Connects each client to a member of the factory's C{pool}.
@@ -104,7 +174,7 @@ class PoolProxyProtocol(SpliceProxyProtocol):
     """
 
     factory: PoolProxyFactory
-    poolEndpoint: PoolEndpoint | None = None
+    poolEndpoint: PoolEndpoint | UpstreamEndpoint | None = None
 
     def clientKey(self) -> bytes | None:
         """
@@ -113,22 +183,33 @@ class PoolProxyProtocol(SpliceProxyProtocol):
         """
         return clientKeyFor(self.clientAddress())
 
-    def endpointFor(self, pool: IUpstreamPool) -> PoolEndpoint:
+    def endpointFor(self, target: Any) -> Any:
         """
-        A L{PoolEndpoint} of C{pool} for this client, remembered so that its
-        member is released when the connection ends.
+        The endpoint for a pool, a pool member or an endpoint (see
+        L{asEndpoint}), remembered so that a member is released when the
+        connection ends.
         """
-        self.poolEndpoint = PoolEndpoint(pool, self.clientKey())
-        return self.poolEndpoint
+        endpoint = asEndpoint(target, self.clientKey())
+        if isinstance(endpoint, (PoolEndpoint, UpstreamEndpoint)):
+            self.poolEndpoint = endpoint
+        return endpoint
 
-    def chooseUpstream(self) -> Any:
+    def choosePool(self) -> Any:
         """
-        The factory's pool, as this client's L{PoolEndpoint}.
+        Choose where this client goes: a pool, a pool member or an
+        endpoint.  Override to choose by anything else about the client;
+        the default is the factory's C{pool}.
         """
         pool = self.factory.pool
         if pool is None:
             raise ValueError("the factory has no pool")
-        return self.endpointFor(pool)
+        return pool
+
+    def chooseUpstream(self) -> Any:
+        """
+        L{choosePool}'s choice, as an endpoint.
+        """
+        return self.endpointFor(self.choosePool())
 
     def relayFinished(self, result: Any) -> None:
         """
