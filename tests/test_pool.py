@@ -19,7 +19,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -55,6 +55,7 @@ class FakeEndpoint:
         self.pending: list[Deferred[Any]] = []
         self.calls = 0
         self.cancelled = 0
+        self.cancelError: Exception | None = None
 
     def connect(self, factory: Any) -> Deferred[Any]:
         self.calls += 1
@@ -63,6 +64,8 @@ class FakeEndpoint:
 
             def cancel(d: Deferred[Any]) -> None:
                 self.cancelled += 1
+                if self.cancelError is not None:
+                    d.errback(self.cancelError)
 
             d: Deferred[Any] = Deferred(cancel)
             self.pending.append(d)
@@ -211,6 +214,7 @@ class FailureReasonTests(SynchronousTestCase):
         """
         self.assertEqual(failureReason(refused()), "refused")
         self.assertEqual(failureReason(CancelledError()), "cancelled")
+        self.assertEqual(failureReason(ConnectingCancelledError(None)), "cancelled")
         self.assertEqual(failureReason(OSError()), "OSError")
 
 
@@ -347,6 +351,20 @@ class PoolTests(SynchronousTestCase):
         fast.pending[0].callback("proto")
         self.assertEqual(self.successResultOf(d), (pool.members[1], "proto"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_tryTimeoutEndpointError(self) -> None:
+        """
+        A timed-out connect counts as C{timeout} whatever error the endpoint
+        fails the cancelled attempt with (TCP endpoints use
+        C{ConnectingCancelledError}).
+        """
+        slow = FakeEndpoint(None)
+        slow.cancelError = ConnectingCancelledError(None)
+        pool = self.pool(slow, FakeEndpoint("proto"), tryTimeout=1.0)
+        d = pool.connect(None)
+        self.clock.advance(1.0)
+        self.successResultOf(d)
+        self.assertEqual(dict(pool.members[0].failures), {"timeout": 1})
 
     def test_totalTimeout(self) -> None:
         """

@@ -91,7 +91,10 @@ def failureReason(failure: Any) -> str:
         ((_error.TimeoutError, _error.TCPTimedOutError), "timeout"),
         (_error.DNSLookupError, "dns"),
         (_error.NoRouteError, "no_route"),
-        ((CancelledError, _error.UserError), "cancelled"),
+        (
+            (CancelledError, _error.UserError, _error.ConnectingCancelledError),
+            "cancelled",
+        ),
     ]
     for kinds, reason in table:
         if isinstance(exc, kinds):
@@ -541,7 +544,9 @@ class _Attempt:
         self.current = None
         if self.cancelled:
             return
-        if self.timedOut and failure.check(CancelledError, _error.UserError):
+        if self.timedOut:
+            # The endpoint reports our cancel in its own words
+            # (CancelledError, ConnectingCancelledError, UserError).
             failure = Failure(_error.TimeoutError(string=upstream.description))
         reason = failureReason(failure)
         self.attempts.append((upstream, failure))
