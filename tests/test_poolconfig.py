@@ -24,6 +24,7 @@ from splicetx._poolconfig import (
     parseRouteSNI,
     parseSeconds,
     parseUpstream,
+    poolSpecFromOptions,
 )
 
 
@@ -102,6 +103,73 @@ class UpstreamSyntaxTests(SynchronousTestCase):
         """
         self.assertEqual(decodeEscapes(r"PING\r\n"), b"PING\r\n")
         self.assertEqual(decodeEscapes(r"\x00é"), b"\x00\xc3\xa9")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{poolSpecFromOptions}: pool options given as strings.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        No options: round robin, nginx's passive defaults, no active checks.
+        """
+        spec = poolSpecFromOptions([UpstreamSpec("tcp:a:1")], {})
+        self.assertEqual(spec, PoolSpec((UpstreamSpec("tcp:a:1"),)))
+
+    def test_all(self) -> None:
+        """
+        Every option is read, with escapes in the health-check strings.
+        """
+        options = {
+            "balance": "source",
+            "max-fails": "3",
+            "fail-timeout": "20s",
+            "connect-tries": "2",
+            "failover-timeout": "7",
+            "health-check-interval": "5",
+            "health-check-timeout": "1",
+            "health-check-rise": "1",
+            "health-check-fall": "4",
+            "health-check-send": r"PING\r\n",
+            "health-check-expect": "+PONG",
+        }
+        spec = poolSpecFromOptions([UpstreamSpec("tcp:a:1")], options)
+        self.assertEqual(
+            (spec.balance, spec.maxFails, spec.failTimeout, spec.maxTries),
+            ("source", 3, 20.0, 2),
+        )
+        self.assertEqual(spec.failoverTimeout, 7.0)
+        self.assertEqual(
+            spec.healthCheck, HealthCheckSpec(5.0, 1.0, 1, 4, b"PING\r\n", b"+PONG")
+        )
+
+    def test_errors(self) -> None:
+        """
+        Bad values name the option, with the given prefix.
+        """
+        ups = [UpstreamSpec("tcp:a:1")]
+        for options, expected in [
+            ({"balance": "fastest"}, "--balance: unknown 'fastest'"),
+            ({"max-fails": "x"}, "--max-fails"),
+            ({"health-check-interval": "-1"}, "--health-check-interval"),
+            ({"health-check-rise": "2"}, "--health-check-rise needs"),
+        ]:
+            with self.subTest(expected):
+                with self.assertRaises(PoolSyntaxError) as caught:
+                    poolSpecFromOptions(ups, options, "--")
+                self.assertIn(expected, str(caught.exception))
+        with self.assertRaises(PoolSyntaxError):
+            poolSpecFromOptions([], {})
+
+    def test_intervalZero(self) -> None:
+        """
+        C{health-check-interval} 0 means no active checks.
+        """
+        spec = poolSpecFromOptions(
+            [UpstreamSpec("tcp:a:1")], {"health-check-interval": "0"}
+        )
+        self.assertIsNone(spec.healthCheck)
 
 
 class RouteSyntaxTests(SynchronousTestCase):

@@ -54,6 +54,8 @@ __all__ = [
     "parseSeconds",
     "decodeEscapes",
     "parsePoolToml",
+    "POOL_OPTIONS",
+    "poolSpecFromOptions",
     "buildPool",
     "buildHealthChecker",
     "buildRouter",
@@ -303,6 +305,111 @@ def groupRoutes(
         )
         grouped.setdefault(key, (pattern, []))[1].append(upstream)
     return [(pattern, tuple(ups)) for pattern, ups in grouped.values()]
+
+
+# -- options given as strings (the command line, rinetd brackets) --------------
+
+#: The pool options of the command line (and of a rinetd forward's
+#: brackets), by their long names.
+POOL_OPTIONS = (
+    "balance",
+    "max-fails",
+    "fail-timeout",
+    "connect-tries",
+    "failover-timeout",
+    "health-check-interval",
+    "health-check-timeout",
+    "health-check-rise",
+    "health-check-fall",
+    "health-check-send",
+    "health-check-expect",
+)
+
+
+def poolSpecFromOptions(
+    upstreams: Iterable[UpstreamSpec], options: Any, where: str = ""
+) -> PoolSpec:
+    """
+    Make a L{PoolSpec} from string-valued options named as on the command
+    line (L{POOL_OPTIONS}); missing or C{None} values take the defaults.
+    C{health-check-interval} absent, C{None} or C{0} means no active checks.
+
+    @param upstreams: the members (from L{parseUpstream}).
+    @param options: a mapping (a C{usage.Options}, a dict from rinetd
+        brackets) with C{get}.
+    @param where: prefixed to error messages (e.g. C{"--"} for the command
+        line, so errors name C{--balance}).
+    @return: the spec.
+    @raise PoolSyntaxError: for a bad value.
+    """
+    members = tuple(upstreams)
+    if not members:
+        raise PoolSyntaxError(f"{where}connect: no upstream")
+
+    def get(name: str) -> Any:
+        value = options.get(name)
+        return None if value is None or value == "" else value
+
+    balance = get("balance") or "roundrobin"
+    if balance not in BALANCERS:
+        raise PoolSyntaxError(
+            f"{where}balance: unknown {balance!r} (use one of: {', '.join(BALANCERS)})"
+        )
+    health = None
+    interval = get("health-check-interval")
+    if interval is not None and parseSeconds(
+        interval, f"{where}health-check-interval", allowZero=True
+    ):
+        timeout = get("health-check-timeout")
+        health = HealthCheckSpec(
+            interval=parseSeconds(interval, f"{where}health-check-interval"),
+            timeout=(
+                None
+                if timeout is None
+                else parseSeconds(timeout, f"{where}health-check-timeout")
+            ),
+            rise=_integer(
+                get("health-check-rise") or DEFAULT_RISE, f"{where}health-check-rise", 1
+            ),
+            fall=_integer(
+                get("health-check-fall") or DEFAULT_FALL, f"{where}health-check-fall", 1
+            ),
+            send=decodeEscapes(get("health-check-send") or ""),
+            expect=decodeEscapes(get("health-check-expect") or ""),
+        )
+    else:
+        for name in POOL_OPTIONS:
+            if name.startswith("health-check-") and get(name) is not None:
+                if name != "health-check-interval":
+                    raise PoolSyntaxError(
+                        f"{where}{name} needs {where}health-check-interval"
+                    )
+    tries = get("connect-tries")
+    failover = get("failover-timeout")
+    maxFails = get("max-fails")
+    failTimeout = get("fail-timeout")
+    return PoolSpec(
+        upstreams=members,
+        balance=balance,
+        maxFails=(
+            DEFAULT_MAX_FAILS
+            if maxFails is None
+            else _integer(maxFails, f"{where}max-fails", 0)
+        ),
+        failTimeout=(
+            DEFAULT_FAIL_TIMEOUT
+            if failTimeout is None
+            else parseSeconds(failTimeout, f"{where}fail-timeout")
+        ),
+        maxTries=None if tries is None else _integer(tries, f"{where}connect-tries", 1),
+        failoverTimeout=(
+            None
+            if failover is None
+            else parseSeconds(failover, f"{where}failover-timeout", allowZero=True)
+            or None
+        ),
+        healthCheck=health,
+    )
 
 
 # -- the TOML file -------------------------------------------------------------
