@@ -41,17 +41,16 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from splicetx._reactor import defaultReactor
 from splicetx._statushtml import REFRESH_SECONDS, renderHTML
+from splicetx._statusweb import HealthResource, StatusPage, statusResources
 from splicetx.proxy import describeAddress, describeEndpoint
 
 __all__ = [
@@ -702,117 +701,3 @@ class SupervisorStatus(ServiceStatus):
 def _worse(a: Any, b: Any) -> Any:
     order = {"down": 0, "unhealthy": 0, "degraded": 1, "unknown": 2, None: 3}
     return a if order.get(a, 2) <= order.get(b, 2) else b
-
-
-# -- twisted.web resources -----------------------------------------------------
-
-
-class StatusPage(Resource):
-    """
-    Serves a snapshot as HTML (C{/status}) or JSON (C{/status.json}).
-
-    @ivar snapshot: a callable returning a snapshot or a L{Deferred} of one.
-    @ivar asJSON: serve JSON instead of HTML.
-    """
-
-    isLeaf = True
-
-    def __init__(self, snapshot: Callable[[], Any], asJSON: bool = False) -> None:
-        """
-        @param snapshot: see L{snapshot}.
-        @param asJSON: see L{asJSON}.
-        """
-        super().__init__()
-        self.snapshot = snapshot
-        self.asJSON = asJSON
-
-    def _body(self, snap: Mapping[str, Any]) -> tuple[bytes, bytes]:
-        if self.asJSON:
-            # Compact: with indent= the json module leaves its C encoder.
-            text = json.dumps(snap, separators=(",", ":")) + "\n"
-            return text.encode("utf-8"), b"application/json"
-        return renderHTML(snap).encode("utf-8"), b"text/html; charset=utf-8"
-
-    def _answer(self, request: Any, result: Any) -> bytes:
-        """
-        The body for a snapshot, or a 500 for a L{Failure} (of the snapshot,
-        or of rendering it).
-        """
-        if not isinstance(result, Failure):
-            try:
-                body, contentType = self._body(result)
-            except Exception:
-                result = Failure()
-            else:
-                request.setHeader(b"content-type", contentType)
-                return body
-        _log.failure("status snapshot failed", result)
-        request.setResponseCode(500)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"status snapshot failed\n"
-
-    def render_GET(self, request: Any) -> Any:
-        """
-        Answer with the snapshot (at once, or once a supervisor's workers
-        have answered).
-        """
-        request.setHeader(b"cache-control", b"no-store")
-        d = maybeDeferred(self.snapshot)
-        now: list[Any] = []
-        d.addBoth(lambda result: now.append(result))
-        if now:
-            # A single process: the snapshot is ready at once.
-            return self._answer(request, now[0])
-        finished = [False]
-        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
-
-        def reply(_: None) -> None:
-            if not finished[0]:
-                request.write(self._answer(request, now[0]))
-                request.finish()
-
-        d.addCallback(reply)
-        return NOT_DONE_YET
-
-
-class HealthResource(Resource):
-    """
-    C{/healthz}: C{200 ok} while serving, C{503 draining} once a drain has
-    begun.
-
-    @ivar isServing: a callable returning C{True} while serving.
-    """
-
-    isLeaf = True
-
-    def __init__(self, isServing: Callable[[], bool]) -> None:
-        """
-        @param isServing: see L{isServing}.
-        """
-        super().__init__()
-        self.isServing = isServing
-
-    def render_GET(self, request: Any) -> bytes:
-        """
-        Answer C{ok} (200) or C{draining} (503), as plain text.
-        """
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        if self.isServing():
-            return b"ok\n"
-        request.setResponseCode(503)
-        return b"draining\n"
-
-
-def statusResources(status: ServiceStatus) -> dict[bytes, Resource]:
-    """
-    The resources to put next to C{/metrics}: C{status}, C{status.json} and
-    C{healthz}.
-
-    @param status: a L{ServiceStatus} or L{SupervisorStatus}.
-    """
-    return {
-        b"status": StatusPage(status.snapshot),
-        b"status.json": StatusPage(status.snapshot, asJSON=True),
-        b"healthz": HealthResource(status.isServing),
-    }
