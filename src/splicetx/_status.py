@@ -232,7 +232,7 @@ def connectionStatus(proto: Any, factory: Any, now: float) -> dict[str, Any]:
     """
     Describe one live connection.
 
-    @param proto: a L{SpliceProxyProtocol <splicetx.SpliceProxyProtocol>}.
+    @param proto: a L{SpliceProxyProtocol <splicetx._protocol.SpliceProxyProtocol>}.
     @param factory: its factory.
     @param now: the reactor's time.
     @return: C{client}, C{upstream}, C{forward}, C{state} (C{"connecting"},

@@ -32,7 +32,7 @@ class StatusSource(Protocol):
 
     def snapshot(self) -> Any:
         """
-        A snapshot, or a L{Deferred <twisted.internet.defer.Deferred>} of one.
+        A snapshot, or a C{Deferred} of one.
         """
 
     def isServing(self) -> bool:
@@ -45,7 +45,7 @@ class StatusPage(Resource):
     """
     Serves a snapshot as HTML (C{/status}) or JSON (C{/status.json}).
 
-    @ivar snapshot: a callable returning a snapshot or a L{Deferred} of one.
+    @ivar snapshot: a callable returning a snapshot or a C{Deferred} of one.
     @ivar asJSON: serve JSON instead of HTML.
     """
 

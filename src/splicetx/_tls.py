@@ -381,7 +381,7 @@ class ALPNClientConnectionCreator:
     def __init__(self, makeConnection: Any, protocols: Sequence[bytes]) -> None:
         """
         @param makeConnection: a callable taking the TLS protocol and
-            returning the wrapped creator's L{OpenSSL.SSL.Connection}.
+            returning the wrapped creator's C{OpenSSL.SSL.Connection}.
         @param protocols: see L{protocols}.
         """
         self._makeConnection = makeConnection

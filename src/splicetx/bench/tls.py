@@ -2,7 +2,7 @@
 TLS termination: bulk downloads and connection churn through a TLS listener
 in front of the bench's plain backend, for splicetx (C{--listen ssl:}, the
 copy engine), HAProxy (C{bind ... ssl crt ...}) and Twisted's portforward
-behind its own TLS endpoint, in one run on 127.0.0.1.
+behind its own TLS endpoint, in one run on 127.0.0.1::
 
     python -m splicetx.bench.tls                  # or: python -m splicetx.bench --tls
     python -m splicetx.bench.tls --seconds 5 --churn-seconds 5 --profile
