@@ -21,7 +21,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from splicetx._endpoints import clientEndpoint, withBacklog
 from splicetx._tap import Options, makeService
 
-from .test_cli_support import (
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     blackholePort,

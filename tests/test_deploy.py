@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from .test_cli_support import (
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     connectProxy,

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._proxyprotocol import buildV1Header, buildV2Header
 
-from .test_cli_support import (
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     closedWithin,
@@ -556,7 +556,7 @@ class HelperTests(SynchronousTestCase):
         """
         import subprocess
 
-        from .test_cli_support import twistCommand
+        from ._cli_support import twistCommand
 
         tmp = tempfile.mkdtemp(prefix="splicetx-noprom-")
         package = os.path.join(tmp, "prometheus_client")

@@ -37,10 +37,10 @@ from splicetx.proxy import (
     describeAddress,
     describeEndpoint,
 )
-from splicetx.testing import ReactorTestMixin, makeReactorTests
+from splicetx.testing import ReactorTestMixin, makeReactorTests, payload
 
-from ._harness import Peer, payload
-from .test_cli_support import sha
+from ._cli_support import sha
+from ._harness import Peer, _clientFactory
 
 LOOPBACK = "127.0.0.1"
 
@@ -95,13 +95,6 @@ class RecordingFactory(SpliceProxyFactory):
         d: Deferred[RelayResult] = Deferred()
         self.waiting.append(d)
         return d
-
-
-def _clientFactory(peer: Peer) -> protocol.ClientFactory:
-    f = protocol.ClientFactory()
-    f.noisy = False
-    f.buildProtocol = lambda addr: peer  # type: ignore[method-assign]
-    return f
 
 
 def connectClient(reactor: Any, port: Any, name: str = "client") -> Peer:

@@ -27,9 +27,9 @@ from splicetx import (
     PipePool,
     _splice,
 )
-from splicetx.testing import ReactorTestMixin, makeReactorTests
+from splicetx.testing import ReactorTestMixin, makeReactorTests, payload
 
-from ._harness import makePair, payload
+from ._harness import makePair
 
 
 def sha(data: bytes) -> str:

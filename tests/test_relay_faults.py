@@ -47,9 +47,9 @@ from splicetx import (
     _splice,
     relay,
 )
-from splicetx.testing import ReactorTestMixin, makeReactorTests
+from splicetx.testing import ReactorTestMixin, makeReactorTests, payload
 
-from ._harness import Peer, _clientFactory, _factory, _Holder, makePair, payload
+from ._harness import Peer, _clientFactory, _factory, _Holder, makePair
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -409,8 +409,8 @@ _RLIMIT_SCRIPT = textwrap.dedent(
     sys.path[:0] = [{src!r}, {root!r}]
     from twisted.internet.defer import gatherResults, inlineCallbacks
     from splicetx import PipePool
-    from splicetx.testing import buildReactor, runScenario
-    from tests._harness import makePair, payload
+    from splicetx.testing import buildReactor, payload, runScenario
+    from tests._harness import makePair
 
     @inlineCallbacks
     def scenario(reactor):

@@ -1,5 +1,5 @@
 """
-Helpers for the subprocess tests of C{twist splice-proxy} (no tests here):
+Helpers for the subprocess tests of C{twist splice-proxy}:
 run the proxy as a child process with JSON logs, and asyncio loopback peers
 to drive it.
 """
