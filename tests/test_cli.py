@@ -811,6 +811,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:h:65536")
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:1:color=red")
 
+    def test_parseOnlyReactor(self) -> None:
+        """
+        The stand-in reactor used while parsing endpoint strings verifies as
+        an L{IReactorPluggableNameResolver}.
+        """
+        from twisted.internet.interfaces import IReactorPluggableNameResolver
+        from zope.interface.verify import verifyObject
+
+        from splicetx._endpoints import _ParseOnlyReactor
+
+        self.assertTrue(
+            verifyObject(IReactorPluggableNameResolver, _ParseOnlyReactor())
+        )
+
     def test_normalConnectionsFollowTwistLogLevel(self) -> None:
         """
         Under C{twist --log-level warn} (or above) the service's factories

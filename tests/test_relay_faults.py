@@ -10,10 +10,12 @@ import gc
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import weakref
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import ssl
@@ -47,6 +49,7 @@ from splicetx import (
     _splice,
     relay,
 )
+from splicetx._core import IEngineHost, IRelayEngine, IRelaySide
 from splicetx.testing import ReactorTestMixin, makeReactorTests, payload
 
 from ._harness import Peer, _clientFactory, _factory, _Holder, makePair
@@ -175,6 +178,66 @@ class InterfaceTests(SynchronousTestCase):
         self.assertTrue(IReadWriteDescriptor.implementedBy(_splice._SpliceSocket))
         for name in ("fileno", "doRead", "doWrite", "connectionLost", "logPrefix"):
             self.assertTrue(callable(getattr(_splice._SpliceSocket, name)))
+
+    def _sides(self) -> tuple[Relay, Any, Any]:
+        """
+        A relay that was not started, and its two sides.
+        """
+        client, a, b, server, pumps = _fakePair()
+        r = Relay(a.transport, b.transport, reactor=MemoryReactorClock())
+        sideA = _relay._Side(r, "A", a.transport)
+        sideB = _relay._Side(r, "B", b.transport)
+        sideA.peer, sideB.peer = sideB, sideA
+        return r, sideA, sideB
+
+    def test_relaySide(self) -> None:
+        """A relay's side verifies as an L{IRelaySide}."""
+        r, sideA, sideB = self._sides()
+        self.assertTrue(verifyObject(IRelaySide, sideA))
+
+    def test_engineHost(self) -> None:
+        """What a relay gives its engines verifies as an L{IEngineHost}."""
+        r, sideA, sideB = self._sides()
+        self.assertTrue(verifyObject(IEngineHost, _relay._EngineHost(r)))
+
+    def test_copyEngine(self) -> None:
+        """The copy engine verifies as an L{IRelayEngine}."""
+        r, sideA, sideB = self._sides()
+        engine = _copy.CopyEngine(_relay._EngineHost(r), sideA, sideB, b"", b"")
+        self.assertTrue(verifyObject(IRelayEngine, engine))
+
+    def test_spliceEngine(self) -> None:
+        """The splice engine verifies as an L{IRelayEngine}."""
+        r, sideA, sideB = self._sides()
+        engine = _splice.SpliceEngine(
+            _relay._EngineHost(r),
+            MemoryReactorClock(),
+            PipePool(),
+            sideA,
+            sideB,
+            b"",
+            b"",
+        )
+        self.assertTrue(verifyObject(IRelayEngine, engine))
+
+    def test_spliceSocket(self) -> None:
+        """A splice engine's socket verifies as an L{IReadWriteDescriptor}."""
+        r, sideA, sideB = self._sides()
+        engine = _splice.SpliceEngine(
+            _relay._EngineHost(r),
+            MemoryReactorClock(),
+            PipePool(),
+            sideA,
+            sideB,
+            b"",
+            b"",
+        )
+        here, there = socket.socketpair()
+        self.addCleanup(here.close)
+        self.addCleanup(there.close)
+        side = SimpleNamespace(name="A", transport=SimpleNamespace(socket=here))
+        spliceSocket = _splice._SpliceSocket(engine, side)  # type: ignore[arg-type]
+        self.assertTrue(verifyObject(IReadWriteDescriptor, spliceSocket))
 
 
 _PEM = os.path.join(
