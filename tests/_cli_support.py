@@ -281,6 +281,21 @@ async def connectProxy(
     return await asyncio.open_connection(LOOPBACK, port)
 
 
+async def refusedSoon(port: int, tries: int = 50) -> bool:
+    """
+    Whether connecting to C{port} on the loopback is refused within C{tries}
+    attempts, 20 ms apart (a draining proxy has closed its listener).
+    """
+    for _ in range(tries):
+        try:
+            _, w = await connectProxy(port)
+            w.close()
+        except ConnectionRefusedError:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 async def closedWithin(reader: asyncio.StreamReader, timeout: float) -> bool:
     """
     Whether the connection ends (EOF or reset) within C{timeout} seconds,

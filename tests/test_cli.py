@@ -31,6 +31,7 @@ from ._cli_support import (
     echoChunks,
     listenOverflows,
     readAll,
+    refusedSoon,
     refusingPort,
     runAsync,
     sendAll,
@@ -427,16 +428,6 @@ class DrainTests(_ProxyTestCase):
             w.write_eof()
             await w.drain()
             w.close()
-
-        async def refusedSoon(port: int) -> bool:
-            for _ in range(50):
-                try:
-                    _, w = await connectProxy(port)
-                    w.close()
-                except ConnectionRefusedError:
-                    return True
-                await asyncio.sleep(0.02)
-            return False
 
         async def scenario() -> ProxyProcess:
             server, uport = await startServer(upstream)

@@ -26,6 +26,7 @@ from ._cli_support import (
     closedWithin,
     connectProxy,
     readAll,
+    refusedSoon,
     runAsync,
     sendAll,
     startServer,
@@ -442,16 +443,6 @@ class WorkersTests(_OpsTestCase):
         """
         data = os.urandom(1 << 20)
 
-        async def refusedSoon(port: int) -> bool:
-            for _ in range(100):
-                try:
-                    _, w = await connectProxy(port)
-                    w.close()
-                except ConnectionRefusedError:
-                    return True
-                await asyncio.sleep(0.02)
-            return False
-
         async def scenario() -> tuple[Any, ...]:
             up = await Upstream().start()
             proxy = self.forward(
@@ -489,7 +480,7 @@ class WorkersTests(_OpsTestCase):
                 await w.drain()
                 if i == 0:
                     proxy.signal(signal.SIGTERM)
-                    refused = await refusedSoon(port)
+                    refused = await refusedSoon(port, tries=100)
                 await asyncio.sleep(0.02)
             w.write_eof()
             reply = await readAll(r)
