@@ -7,7 +7,6 @@ to drive it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -200,10 +199,6 @@ def runAsync(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 async def waitUntil(condition: Callable[[], bool], timeout: float = 10.0) -> None:

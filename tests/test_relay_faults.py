@@ -7,7 +7,6 @@ memory hygiene, and fairness of L{splicetx.relay}.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 import socket
@@ -50,16 +49,12 @@ from splicetx import (
     relay,
 )
 from splicetx._core import IEngineHost, IRelayEngine, IRelaySide
-from splicetx.testing import ReactorTestMixin, makeReactorTests, payload
+from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
 from ._harness import Peer, _clientFactory, _factory, _Holder, makePair
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fakePair() -> tuple[Any, Any, Any, Any, Any]:
@@ -288,8 +283,8 @@ class TLSMixin(ReactorTestMixin):
         yield server.eof
         server.transport.loseConnection()
         yield gatherResults([client.lost, server.lost])
-        self.assertEqual(server.digest(), sha(up))
-        self.assertEqual(client.digest(), sha(down))
+        self.assertEqual(server.digest(), digest(up))
+        self.assertEqual(client.digest(), digest(down))
         self.assertEqual(result.engine, "copy")
         self.assertIn("TLS", result.fallbackReason)
 
