@@ -185,6 +185,21 @@ class InterfaceTests(SynchronousTestCase):
         sideA.peer, sideB.peer = sideB, sideA
         return r, sideA, sideB
 
+    def _spliceEngine(self) -> _splice.SpliceEngine:
+        """
+        A splice engine for a relay that was not started.
+        """
+        r, sideA, sideB = self._sides()
+        return _splice.SpliceEngine(
+            _relay._EngineHost(r),
+            MemoryReactorClock(),
+            PipePool(),
+            sideA,
+            sideB,
+            b"",
+            b"",
+        )
+
     def test_relaySide(self) -> None:
         """A relay's side verifies as an L{IRelaySide}."""
         r, sideA, sideB = self._sides()
@@ -203,30 +218,12 @@ class InterfaceTests(SynchronousTestCase):
 
     def test_spliceEngine(self) -> None:
         """The splice engine verifies as an L{IRelayEngine}."""
-        r, sideA, sideB = self._sides()
-        engine = _splice.SpliceEngine(
-            _relay._EngineHost(r),
-            MemoryReactorClock(),
-            PipePool(),
-            sideA,
-            sideB,
-            b"",
-            b"",
-        )
+        engine = self._spliceEngine()
         self.assertTrue(verifyObject(IRelayEngine, engine))
 
     def test_spliceSocket(self) -> None:
         """A splice engine's socket verifies as an L{IReadWriteDescriptor}."""
-        r, sideA, sideB = self._sides()
-        engine = _splice.SpliceEngine(
-            _relay._EngineHost(r),
-            MemoryReactorClock(),
-            PipePool(),
-            sideA,
-            sideB,
-            b"",
-            b"",
-        )
+        engine = self._spliceEngine()
         here, there = socket.socketpair()
         self.addCleanup(here.close)
         self.addCleanup(there.close)
