@@ -33,7 +33,7 @@ from splicetx._status import (
     statusResources,
 )
 
-from .test_cli_support import (
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     connectProxy,

@@ -26,8 +26,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from splicetx import _tls
 from splicetx._tap import Options
+from splicetx.testing import digest as sha
 
-from .test_cli_support import LOOPBACK, ProxyProcess, sha
+from ._cli_support import LOOPBACK, ProxyProcess
 
 try:
     import cryptography  # noqa: F401
