@@ -33,6 +33,11 @@ class GatedConnection(TypingProtocol):
         End the connection now, with C{reason} and C{detail} for its log.
         """
 
+    def drainStarted(self) -> None:
+        """
+        The drain started: end as soon as nothing is left in flight.
+        """
+
 
 __all__ = ["PortGate"]
 
@@ -162,6 +167,13 @@ class PortGate(Generic[_C]):
         empty: Deferred[None] = Deferred()
         if self.live:
             self._whenEmpty.append(empty)
+            for proto in list(self.live):
+                try:
+                    proto.drainStarted()
+                except Exception:
+                    _log.failure("drainStarted() of {proto!r} failed", proto=proto)
+            if not self.live and not empty.called:
+                empty.callback(None)
         else:
             empty.callback(None)
         timers: list[Any] = []
