@@ -17,10 +17,17 @@ import subprocess
 import time
 from typing import Any
 
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from zope.interface import implementer
 
+from splicetx import CLOSED, DONE
 from splicetx._tcpoptions import TCPKeepalive, delivered, setKeepalive
+from splicetx.testing import ReactorTestMixin, makeReactorTests
 
+from ._harness import makePair
 from .test_cli_support import (
     LOOPBACK,
     ProxyProcess,
@@ -30,6 +37,7 @@ from .test_cli_support import (
     runAsync,
     startServer,
 )
+from .test_proxy import EchoFactory, connectClient, proxyTo, stopAll
 
 
 class _Case(SynchronousTestCase):
@@ -436,3 +444,146 @@ class TrustedProxySourceTests(_Case):
         self.assertEqual(event["reason"], "rejected")
         self.assertIn("PROXY protocol not trusted", event["detail"])
         self.assertIn("not matched by any allow rule", event["detail"])
+
+
+class EndedDirectionsMixin(ReactorTestMixin):
+    """
+    L{Relay.endedDirections} and L{Relay.halfClosed} follow the engine's
+    state on real sockets.
+    """
+
+    @inlineCallbacks
+    def _halfClose(self, reactor: Any, engine: str) -> Any:
+        pair = yield makePair(reactor, engine=engine)
+        before = (pair.relay.endedDirections, pair.relay.halfClosed)
+        yield pair.client.send(b"up")
+        yield pair.server.eof
+        middle = (pair.relay.endedDirections, pair.relay.halfClosed)
+        yield pair.server.send(b"down")
+        result = yield pair.result
+        yield pair.allClosed()
+        return before, middle, result, pair.relay.halfClosed
+
+    def check(self, engine: str) -> None:
+        before, middle, result, after = self.runScenario(
+            lambda r: self._halfClose(r, engine)
+        )
+        self.assertEqual(before, ((False, False), False))
+        self.assertEqual(middle, ((True, False), True))
+        self.assertEqual(result.reason, DONE)
+        self.assertFalse(after)
+
+    def test_splice(self) -> None:
+        """The splice engine reports the ended direction, then both."""
+        self.check("splice")
+
+    def test_copy(self) -> None:
+        """The copy engine reports the ended direction, then both."""
+        self.check("copy")
+
+
+@implementer(IHalfCloseableProtocol)
+class _AnswerAndFinish(protocol.Protocol):
+    """
+    An upstream that sends a reply and its FIN as soon as it is connected,
+    then keeps its side open.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"the whole reply")
+        self.transport.loseWriteConnection()
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class ProxyLifecycleMixin(ReactorTestMixin):
+    """
+    The factory's keepalive and drain on real loopback connections.
+    """
+
+    scenarioTimeout = 20.0
+
+    def test_keepaliveOnBothSockets(self) -> None:
+        """
+        With C{tcpKeepalive}, the client's and the upstream's sockets both
+        have C{SO_KEEPALIVE} and the given idle, interval and count.
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            up = reactor.listenTCP(0, EchoFactory(), interface=LOOPBACK)
+            factory = proxyTo(
+                reactor, up.getHost().port, tcpKeepalive=TCPKeepalive(7, 3, 4)
+            )
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            done = factory.nextResult()
+            client = connectClient(reactor, port)
+            yield client.made
+            echoed: Deferred[bytes] = Deferred()
+            client.onData = lambda data: echoed.called or echoed.callback(data)
+            client.transport.write(b"x")
+            yield echoed
+            [proto] = factory.liveProtocols
+            seen = [
+                _keepaliveOf(proto.transport.socket),
+                _keepaliveOf(proto.upstream.transport.socket),
+            ]
+            client.transport.loseConnection()
+            yield done
+            yield stopAll([up, port])
+            return seen
+
+        seen = self.runScenario(scenario)
+        self.assertEqual(seen, [(1, 7, 3, 4), (1, 7, 3, 4)])
+
+    def test_drainClosesFinishedConnection(self) -> None:
+        """
+        Draining, a connection whose upstream finished and whose client has
+        everything is closed at once (the client never closes), so the drain
+        ends with nothing aborted.
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            upFactory = protocol.Factory.forProtocol(_AnswerAndFinish)
+            upFactory.noisy = False
+            up = reactor.listenTCP(0, upFactory, interface=LOOPBACK)
+            factory = proxyTo(reactor, up.getHost().port)
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            factory.addListeningPort(port)
+            done = factory.nextResult()
+            client = connectClient(reactor, port)
+            client.keep = True
+            yield client.eof
+            aborted = yield factory.drain(30)
+            result = yield done
+            # The proxy closed its socket; the client, which had the FIN
+            # already, closes its own.
+            if not client.lost.called:
+                client.transport.loseConnection()
+            yield client.lost
+            yield stopAll([up])
+            return aborted, result, b"".join(client.chunks)
+
+        aborted, result, got = self.runScenario(scenario)
+        self.assertEqual(aborted, 0)
+        self.assertEqual(got, b"the whole reply")
+        self.assertEqual(result.reason, CLOSED)
+        self.assertIn("draining", result.detail)
+
+
+def _keepaliveOf(sock: socket.socket) -> tuple[int, int, int, int]:
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    )
+
+
+globals().update(makeReactorTests(EndedDirectionsMixin))
+globals().update(makeReactorTests(ProxyLifecycleMixin))
