@@ -512,7 +512,20 @@ class ProxyLifecycleMixin(ReactorTestMixin):
         With C{tcpKeepalive}, the client's and the upstream's sockets both
         have C{SO_KEEPALIVE} and the given idle, interval and count.
         """
+        seen, inherited = self.runScenario(lambda r: self.keepalive(r, False))
+        self.assertEqual(seen, [(1, 7, 3, 4), (1, 7, 3, 4)])
+        self.assertFalse(inherited)
 
+    def test_keepaliveInheritedFromListeningPort(self) -> None:
+        """
+        A port given to C{addListeningPort} carries the settings itself, and
+        the client sockets it accepts inherit them (no setsockopt each).
+        """
+        seen, inherited = self.runScenario(lambda r: self.keepalive(r, True))
+        self.assertEqual(seen, [(1, 7, 3, 4), (1, 7, 3, 4)])
+        self.assertTrue(inherited)
+
+    def keepalive(self, reactor: Any, viaPort: bool) -> Any:
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
             up = reactor.listenTCP(0, EchoFactory(), interface=LOOPBACK)
@@ -520,6 +533,8 @@ class ProxyLifecycleMixin(ReactorTestMixin):
                 reactor, up.getHost().port, tcpKeepalive=TCPKeepalive(7, 3, 4)
             )
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            if viaPort:
+                factory.addListeningPort(port)
             done = factory.nextResult()
             client = connectClient(reactor, port)
             yield client.made
@@ -535,10 +550,9 @@ class ProxyLifecycleMixin(ReactorTestMixin):
             client.transport.loseConnection()
             yield done
             yield stopAll([up, port])
-            return seen
+            return seen, port in factory._keepalivePorts
 
-        seen = self.runScenario(scenario)
-        self.assertEqual(seen, [(1, 7, 3, 4), (1, 7, 3, 4)])
+        return scenario(reactor)
 
     def test_drainClosesFinishedConnection(self) -> None:
         """

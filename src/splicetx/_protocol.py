@@ -341,7 +341,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         if metrics is not None:
             metrics.connectionOpened(factory.forwardName)
         keepalive = factory.tcpKeepalive
-        if keepalive is not None:
+        if keepalive is not None and (
+            getattr(self.transport, "server", None) not in factory._keepalivePorts
+        ):
+            # Unless the socket inherited them from its listening port.
             setKeepalive(self.transport, keepalive)
         if factory.idleTimeout or factory.halfCloseTimeout or factory.draining:
             self._scheduleIdleCheck()

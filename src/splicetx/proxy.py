@@ -67,7 +67,7 @@ from splicetx._relay import (
     ENGINES,
     RelayResult,
 )
-from splicetx._tcpoptions import TCPKeepalive
+from splicetx._tcpoptions import TCPKeepalive, setKeepalive
 
 if TYPE_CHECKING:
     from splicetx._metrics import ProxyMetrics
@@ -221,6 +221,10 @@ class SpliceProxyFactory(Factory):
         if proxyProtocolFrom is not None and proxyProtocolFrom.empty:
             proxyProtocolFrom = None
         self.proxyProtocolFrom = proxyProtocolFrom
+        #: Listening ports whose socket carries the keepalive settings:
+        #: Linux copies them to every accepted socket, so the client side
+        #: of their connections needs no setsockopt of its own.
+        self._keepalivePorts: set[Any] = set()
         if sendProxyProtocol not in (None, 1, 2):
             raise ValueError(
                 f"sendProxyProtocol must be None, 1 or 2, not {sendProxyProtocol!r}"
@@ -335,9 +339,15 @@ class SpliceProxyFactory(Factory):
         TCP, UNIX, SSL and adopted port does) for the limit to hold; its
         accept loop is capped so that one burst cannot overshoot the limit.
 
+        With L{tcpKeepalive} set, the keepalive settings go on the port's
+        socket once, and the connections it accepts inherit them.
+
         @param port: an C{IListeningPort} of this factory.
         """
         self._gate.addListeningPort(port)
+        keepalive = self.tcpKeepalive
+        if keepalive is not None and setKeepalive(port, keepalive):
+            self._keepalivePorts.add(port)
 
     def drain(self, timeout: float) -> Deferred[int]:
         """
