@@ -110,7 +110,7 @@ class SpliceProxyFactory(Factory):
         connection after this many seconds without a byte in the other
         direction (0: never); a half-closed stream that keeps moving is
         never cut.
-    @ivar tcpKeepalive: the L{TCPKeepalive <splicetx._tcpoptions.TCPKeepalive>}
+    @ivar tcpKeepalive: the L{TCPKeepalive <splicetx.TCPKeepalive>}
         settings applied to the client's and the upstream's TCP sockets, or
         C{None} to leave keepalive off.
     @ivar acl: an L{AccessControl <splicetx.AccessControl>} whose
