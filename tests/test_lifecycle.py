@@ -589,6 +589,36 @@ class ProxyLifecycleMixin(ReactorTestMixin):
         self.assertEqual(result.reason, CLOSED)
         self.assertIn("draining", result.detail)
 
+    def test_drainServesTheBacklog(self) -> None:
+        """
+        A client the kernel had already connected (in the listen queue, not
+        accepted yet) when the drain starts is accepted and served, not
+        reset by the closing port.
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            up = reactor.listenTCP(0, EchoFactory(), interface=LOOPBACK)
+            factory = proxyTo(reactor, up.getHost().port)
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            factory.addListeningPort(port)
+            # Keep the reactor from accepting: the client waits in the queue.
+            port.stopReading()
+            client = connectClient(reactor, port)
+            client.keep = True
+            yield client.made
+            client.send(b"queued")
+            draining = factory.drain(10)
+            yield client.lost
+            aborted = yield draining
+            yield stopAll([up])
+            return aborted, b"".join(client.chunks), factory.results
+
+        aborted, got, results = self.runScenario(scenario)
+        self.assertEqual(aborted, 0)
+        self.assertEqual(got, b"queued")
+        self.assertEqual([r.reason for r in results], [DONE])
+
 
 def _keepaliveOf(sock: socket.socket) -> tuple[int, int, int, int]:
     return (
