@@ -87,6 +87,11 @@ class PoolEndpoint:
             return 0.0
         return None
 
+    def __repr__(self) -> str:
+        if self.upstream is not None:
+            return f"{self.upstream.description} (pool {self.pool.name})"
+        return f"pool {self.pool.name}"
+
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
         """
         Connect through the pool, failing over between its members.
