@@ -559,3 +559,135 @@ class BadPoolInputTests(SynchronousTestCase):
             self.assertEqual(len(lines), 1, (args, err))
             self.assertIn(text, lines[0], args)
             self.assertNotIn("Traceback", err)
+
+
+class MetricsAndStatusTests(_PoolTestCase):
+    """
+    With C{--metrics}, pools have per-upstream series and the status page
+    lists every member.
+    """
+
+    def test_scrape(self) -> None:
+        """
+        A pool with a refusing member: per-upstream up and failure series,
+        and the status page shows the live member up with its connection.
+        """
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise SkipTest("needs prometheus_client")
+        import json
+        import urllib.request
+
+        from .test_ops_cli import scrape
+
+        dead = refusingPort()
+        self.addCleanup(dead.close)
+        deadConnect = f"tcp:{LOOPBACK}:{dead.getsockname()[1]}"
+
+        async def go() -> tuple[ProxyProcess, str]:
+            (live,) = await _backends("a")
+            args = _listen() + [
+                "--connect",
+                deadConnect,
+                "--connect",
+                live.connect,
+                "--metrics",
+                f"tcp:0:interface={LOOPBACK}",
+            ]
+            proxy, port = await self.start(args)
+            answers = {await _ask(port) for _ in range(3)}
+            self.assertEqual(answers, {b"a"})
+            await asyncio.to_thread(proxy.waitForConnections, 3)
+            return proxy, live.connect
+
+        proxy, liveConnect = runAsync(go(), 90)
+        port = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")["port"]
+        values = scrape(port)
+        forward = f"tcp:0:interface={LOOPBACK}"
+        self.assertEqual(
+            values[
+                f'splicetx_upstream_up{{forward="{forward}",upstream="{liveConnect}"}}'
+            ],
+            1.0,
+        )
+        self.assertEqual(
+            values[
+                "splicetx_upstream_connections_total"
+                f'{{forward="{forward}",upstream="{liveConnect}"}}'
+            ],
+            3.0,
+        )
+        self.assertEqual(
+            values[
+                f'splicetx_upstream_failures_total{{forward="{forward}",'
+                f'reason="refused",upstream="{deadConnect}"}}'
+            ],
+            1.0,
+        )
+        url = f"http://{LOOPBACK}:{port}/status.json"
+        with urllib.request.urlopen(url, timeout=10) as f:
+            status = json.loads(f.read())
+        upstreams = {u["name"]: u for u in status["listeners"][0]["upstreams"]}
+        self.assertEqual(upstreams[liveConnect]["health"], "up")
+        self.assertEqual(upstreams[liveConnect]["total"], 3)
+        self.assertEqual(upstreams[deadConnect]["health"], "degraded")
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    In-process checks of what the options build.
+    """
+
+    def options(self, *args: str) -> Any:
+        from splicetx._tap import Options
+
+        o = Options()
+        o.exitOnUsageError = False
+        o.parseOptions([*_listen(), *args])
+        return o.proxyConfig
+
+    def test_onePlainConnect(self) -> None:
+        """
+        One plain C{--connect} (also as C{-c}) makes a forward without a
+        pool, so no pool object is on its connection path.
+        """
+        for flag in ("--connect", "-c"):
+            (forward,) = self.options(flag, f"tcp:{LOOPBACK}:9").forwards
+            self.assertIsNone(forward.pool)
+            self.assertEqual(forward.routes, ())
+            self.assertEqual(forward.connect, f"tcp:{LOOPBACK}:9")
+
+    def test_poolWhenAsked(self) -> None:
+        """
+        Two upstreams, or one with an option or a pool option, make a pool.
+        """
+        for args in [
+            ["-c", f"tcp:{LOOPBACK}:9", "-c", f"tcp:{LOOPBACK}:10"],
+            ["-c", f"tcp:{LOOPBACK}:9 weight=2"],
+            ["-c", f"tcp:{LOOPBACK}:9", "--health-check-interval", "5"],
+        ]:
+            (forward,) = self.options(*args).forwards
+            self.assertIsNotNone(forward.pool, args)
+
+    def test_failureLabels(self) -> None:
+        """
+        The forward's connect-failure label is C{no_upstream} for a pool
+        that reached nobody, and C{cancelled} for a cancelled endpoint
+        connect.
+        """
+        try:
+            from splicetx._metrics import connectFailureReason
+        except ImportError:
+            raise SkipTest("needs prometheus_client")
+        from twisted.internet.error import ConnectingCancelledError
+
+        from splicetx._pool import ALL_DOWN, NoUpstreamAvailable
+
+        self.assertEqual(
+            connectFailureReason(NoUpstreamAvailable(ALL_DOWN, "none", [])),
+            "no_upstream",
+        )
+        self.assertEqual(
+            connectFailureReason(ConnectingCancelledError(None)), "cancelled"
+        )
