@@ -691,3 +691,62 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(
             connectFailureReason(ConnectingCancelledError(None)), "cancelled"
         )
+
+
+class RinetdPoolTests(SynchronousTestCase):
+    """
+    The rinetd format's pool extension: pool options in a forward's
+    brackets and C{upstream} lines after it.
+    """
+
+    def test_pool(self) -> None:
+        """
+        A forward with pool options and two upstream lines is a pool of
+        three, with the weights and options given; a plain forward has none.
+        """
+        from splicetx._config import parseConfig
+
+        config = parseConfig(
+            "0.0.0.0 8080 10.0.0.1 80 [balance=leastconn,health-check-interval=5]\n"
+            "upstream 10.0.0.2 80 [weight=3]\n"
+            "upstream 10.0.0.3 8080 [max-fails=3,fail-timeout=30,src=10.0.0.9]\n"
+            "allow 10.0.0.0/8\n"
+            "0.0.0.0 8081 10.0.0.1 81\n"
+        )
+        pooled, plain = config.forwards
+        self.assertIsNone(plain.pool)
+        pool = pooled.pool
+        self.assertEqual(pool.balance, "leastconn")
+        self.assertEqual(pool.healthCheck.interval, 5.0)
+        self.assertEqual(
+            [(u.endpoint, u.weight, u.maxFails, u.failTimeout) for u in pool.upstreams],
+            [
+                ("tcp:host=10.0.0.1:port=80", 1, None, None),
+                ("tcp:host=10.0.0.2:port=80", 3, None, None),
+                ("tcp:host=10.0.0.3:port=8080:bindAddress=10.0.0.9", 1, 3, 30.0),
+            ],
+        )
+        self.assertEqual(pooled.connect, "tcp:host=10.0.0.1:port=80")
+        self.assertEqual([r.text for r in pooled.acl.allow], ["10.0.0.0/8"])
+
+    def test_errors(self) -> None:
+        """
+        A misplaced or bad upstream line names the file and line.
+        """
+        from splicetx._config import ConfigError, parseConfig
+
+        for text, line, problem in [
+            ("upstream 10.0.0.2 80\n", 1, "upstream must follow a forward line"),
+            ("0.0.0.0 1 10.0.0.1 2\nupstream 10.0.0.2\n", 2, "expected 'upstream"),
+            (
+                "0.0.0.0 1 10.0.0.1 2\nupstream 10.0.0.2 80 [balance=random]\n",
+                2,
+                "balance belongs on the forward's line",
+            ),
+            ("0.0.0.0 1 10.0.0.1 2\nupstream 10.0.0.2 80 [weight=0]\n", 2, "weight"),
+            ("0.0.0.0 1 10.0.0.1 2 [balance=fastest]\n", 1, "balance: unknown"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parseConfig(text, "f.conf")
+            self.assertEqual(caught.exception.lineNumber, line, text)
+            self.assertIn(problem, str(caught.exception), text)
