@@ -33,7 +33,13 @@ from splicetx._poolconfig import (
 from splicetx._proxyconfig import Forward
 from splicetx._sni import DEFAULT_MAX_SIZE
 
-__all__ = ["PoolOptions", "commandLineForward", "isTomlConfig", "tomlForwards"]
+__all__ = [
+    "PoolOptions",
+    "commandLineForward",
+    "connectStrings",
+    "isTomlConfig",
+    "tomlForwards",
+]
 
 #: The smallest C{--sni-max-size} accepted (a ClientHello's usual size is
 #: 0.2 to 2 KiB).
@@ -190,11 +196,30 @@ def isTomlConfig(path: str) -> bool:
     return False
 
 
-def tomlForwards(path: str) -> list[Forward]:
+def connectStrings(forwards: list[Forward]) -> list[str]:
+    """
+    Every upstream endpoint string of some forwards: their pools' and SNI
+    routes' members, or their one C{connect}.
+    """
+    out = []
+    for forward in forwards:
+        pools = ([forward.pool] if forward.pool is not None else []) + [
+            p for _, p in forward.routes
+        ]
+        if not pools:
+            out.append(forward.connect)
+        out.extend(u.endpoint for p in pools for u in p.upstreams)
+    return out
+
+
+def tomlForwards(path: str, outer: Any = None) -> list[Forward]:
     """
     Read a TOML C{--config} file into L{Forward}s (see C{docs/pools.md}).
 
     @param path: the file.
+    @param outer: the command line's access rules (an L{AccessControl
+        <splicetx._acl.AccessControl>}, applied to every forward first), or
+        C{None}.
     @return: its forwards, in file order; each has a pool (or only routes).
     @raise _Exit: with one line C{FILE: problem} for any problem.
     """
@@ -229,7 +254,7 @@ def tomlForwards(path: str) -> list[Forward]:
                 except _Exit as e:
                     raise _Exit(f"{where}: {e}")
         try:
-            acl = AccessControl(list(spec.allow), list(spec.deny))
+            acl = AccessControl(list(spec.allow), list(spec.deny), outer=outer)
         except ValueError as e:
             raise _Exit(f"{where}: allow/deny: {e}")
         forwards.append(

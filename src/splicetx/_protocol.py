@@ -490,7 +490,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         pooled = self._poolEndpoint
         if pooled is not None and pooled is endpoint:
             # A pool bounds each try itself; this bounds the whole failover.
-            own = pooled.connectTimeout
+            own: float | None = self._poolEndpoint.connectTimeout
             timeout = timeout if own is None else own
         startConnecting(self, self.factory.reactor, endpoint, timeout)
 

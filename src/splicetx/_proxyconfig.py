@@ -29,6 +29,10 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _routes(value: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    return tuple(value)
+
+
 def _forwards(value: Iterable[Forward]) -> tuple[Forward, ...]:
     return tuple(value)
 
@@ -80,7 +84,7 @@ class Forward:
     connectPort: int | None = None
     name: str | None = None
     pool: Any = None
-    routes: tuple[tuple[str, Any], ...] = attr.ib(default=(), converter=tuple)
+    routes: tuple[tuple[str, Any], ...] = attr.ib(default=(), converter=_routes)
     sniTimeout: float = 5.0
     sniMaxSize: int = 16384
 

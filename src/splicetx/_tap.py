@@ -49,6 +49,7 @@ from splicetx._pipes import DEFAULT_PIPE_SIZE
 from splicetx._pooloptions import (
     PoolOptions,
     commandLineForward,
+    connectStrings,
     isTomlConfig,
     tomlForwards,
 )
@@ -346,7 +347,7 @@ class Options(PoolOptions, usage.Options):
         if self["listen"]:
             forwards.append(commandLineForward(self, None if acl.empty else acl))
         if self["config"] and isTomlConfig(self["config"]):
-            forwards.extend(tomlForwards(self["config"]))
+            forwards.extend(tomlForwards(self["config"], None if acl.empty else acl))
         elif self["config"]:
             try:
                 config = parseConfigFile(self["config"])
@@ -368,7 +369,7 @@ class Options(PoolOptions, usage.Options):
                 self["alpn"],
                 self["connect-alpn"],
                 self["listen"],
-                [f.connect for f in forwards],
+                connectStrings(forwards),
             )
         except ValueError as e:
             raise _Exit(str(e))
