@@ -750,3 +750,28 @@ class RinetdPoolTests(SynchronousTestCase):
                 parseConfig(text, "f.conf")
             self.assertEqual(caught.exception.lineNumber, line, text)
             self.assertIn(problem, str(caught.exception), text)
+
+
+class BenchPoolSpecTests(SynchronousTestCase):
+    """
+    The bench's pool variant runs C{twist splice-proxy} with a pool.
+    """
+
+    def test_command(self) -> None:
+        """
+        The C{-pool3} proxy's command gives the CLI three C{--connect}
+        upstreams, which make a round-robin pool of three.
+        """
+        from splicetx._tap import Options
+        from splicetx.bench import _proxies
+
+        (spec,) = [s for s in _proxies.allSpecs(1 << 20) if s.poolSize]
+        self.assertEqual((spec.poolSize, spec.loads), (3, ("bulk", "churn")))
+        argv = _proxies.command(spec, 1000, 2000, "standin", tempfile.mkdtemp())
+        args = argv[argv.index("splice-proxy") + 1 :]
+        o = Options()
+        o.exitOnUsageError = False
+        o.parseOptions(args)
+        (forward,) = o.proxyConfig.forwards
+        self.assertEqual(len(forward.pool.upstreams), 3)
+        self.assertEqual(forward.pool.balance, "roundrobin")
