@@ -1,8 +1,11 @@
 # -*- test-case-name: tests.test_poolproxy -*-
 """
-Pools and SNI routing on top of L{SpliceProxyProtocol}'s public hooks, so a
-proxy can balance, fail over and route by server name today, before the
-pools are wired into L{SpliceProxyFactory} itself.
+Pools and SNI routing on top of L{SpliceProxyProtocol}'s public hooks: a
+proxy balances, fails over and routes by server name with these, and
+C{twist splice-proxy} uses L{PoolProxyFactory} for every forward with a
+pool or SNI routes (see L{splicetx._poolservice}).  A plain
+L{SpliceProxyFactory} whose C{chooseUpstream()} returns a pool or a pool
+member works too: the protocol turns it into an endpoint with L{asEndpoint}.
 
   - L{PoolEndpoint} is an C{IStreamClientEndpoint} over an
     L{UpstreamPool}: its C{connect} is L{UpstreamPool.connect} for one
