@@ -52,7 +52,7 @@ class PoolCollectorTests(SynchronousTestCase):
             'splicetx_upstream_weight{forward="web",upstream="10.0.0.1:80"} 2.0',
             'splicetx_upstream_connections_total{forward="web",'
             'upstream="10.0.0.1:80"} 1.0',
-            'splicetx_upstream_connect_failures_total{forward="web",reason="refused",'
+            'splicetx_upstream_failures_total{forward="web",reason="refused",'
             'upstream="10.0.0.2:80"} 1.0',
         ]:
             self.assertIn(line, text)

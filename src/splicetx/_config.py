@@ -28,7 +28,12 @@ ignored, keywords are case-insensitive)::
   - Options in brackets after a forward: C{src=ADDRESS} (rinetd's source
     address for the upstream connection) becomes the client endpoint's
     C{bindAddress}; C{timeout=N} (UDP-only in rinetd) is accepted with a
-    warning; anything else is an error.
+    warning; the pool options (C{balance=}, C{max-fails=},
+    C{health-check-interval=} ..., see C{docs/pools.md}) and C{weight=}
+    make the forward a pool; anything else is an error.
+  - C{upstream connectaddress connectport [weight=N,max-fails=N,
+    fail-timeout=S,src=ADDRESS]} after a forward adds one more upstream to
+    its pool.
   - Rules: see L{splicetx._acl} (rinetd precedence: a client must match an
     allow rule if there are any, and must match no deny rule; a forward's
     own rules apply on top of the global ones).
@@ -46,6 +51,13 @@ from collections.abc import Callable
 import attr
 
 from splicetx._acl import AccessControl, AccessRule, parseRule
+from splicetx._poolconfig import (
+    POOL_OPTIONS,
+    PoolSpec,
+    PoolSyntaxError,
+    parseUpstream,
+    poolSpecFromOptions,
+)
 from splicetx._proxyconfig import Forward
 
 __all__ = [
@@ -56,6 +68,10 @@ __all__ = [
     "parseConfigFile",
     "escapeEndpointValue",
 ]
+
+
+#: Options of one upstream (rinetd brackets of an C{upstream} line).
+_UPSTREAM_OPTIONS = ("weight", "max-fails", "fail-timeout")
 
 
 class ConfigError(ValueError):
@@ -199,9 +215,41 @@ class _Parser:
                 if not value.isdigit():
                     raise self.error(f"bad timeout {value!r}: expected seconds")
                 self.warn("option timeout= applies to UDP in rinetd; ignored")
+            elif key in _UPSTREAM_OPTIONS or key in POOL_OPTIONS:
+                result[key] = value
             else:
-                raise self.error(f"unknown option {key!r} (known: src, timeout)")
+                raise self.error(
+                    f"unknown option {key!r} (known: src, timeout, weight, "
+                    f"{', '.join(POOL_OPTIONS)})"
+                )
         return result
+
+    def upstream(self, words: list[str], optionText: str | None) -> None:
+        # "upstream HOST PORT [weight=N,max-fails=N,fail-timeout=S,src=A]":
+        # one more member of the pool of the forward above.
+        if not self.forwards:
+            raise self.error("upstream must follow a forward line")
+        if len(words) != 3:
+            raise self.error(
+                f"expected 'upstream connectaddress connectport', got "
+                f"{len(words) - 1} fields"
+            )
+        host = self.host(words[1], "upstream address")
+        port = self.port(words[2], "upstream port")
+        options = self.options(optionText) if optionText is not None else {}
+        extra = sorted(set(options) - {"bindAddress", *_UPSTREAM_OPTIONS})
+        if extra:
+            raise self.error(f"{extra[0]} belongs on the forward's line")
+        endpoint = f"tcp:host={escapeEndpointValue(host)}:port={port}"
+        if "bindAddress" in options:
+            endpoint += f":bindAddress={escapeEndpointValue(options['bindAddress'])}"
+        self.forwards[-1]["upstreams"].append(
+            (
+                self.lineNumber,
+                endpoint,
+                {k: options[k] for k in _UPSTREAM_OPTIONS if k in options},
+            )
+        )
 
     def forward(self, words: list[str], optionText: str | None) -> None:
         if len(words) != 4:
@@ -246,6 +294,14 @@ class _Parser:
                 connectPort=connectPort,
                 allow=[],
                 deny=[],
+                upstreams=[
+                    (
+                        self.lineNumber,
+                        connect,
+                        {k: options[k] for k in ("weight",) if k in options},
+                    )
+                ],
+                poolOptions={k: v for k, v in options.items() if k in POOL_OPTIONS},
             )
         )
 
@@ -294,8 +350,28 @@ class _Parser:
             self.warn("logcommon ignored: splicetx has its own log line format")
         elif keyword == "include":
             raise self.error("include is not supported")
+        elif keyword == "upstream":
+            self.upstream(words, optionText)
         else:
             self.forward(words, optionText)
+
+    def pool(self, forward: dict) -> PoolSpec | None:
+        # A pool when the forward has upstream lines or pool options.
+        upstreams, options = forward["upstreams"], forward["poolOptions"]
+        if len(upstreams) == 1 and not upstreams[0][2] and not options:
+            return None
+        specs = []
+        for self.lineNumber, endpoint, values in upstreams:
+            words = " ".join(f"{k}={v}" for k, v in values.items())
+            try:
+                specs.append(parseUpstream(f"{endpoint} {words}"))
+            except PoolSyntaxError as e:
+                raise self.error(str(e)) from None
+        self.lineNumber = forward["lineNumber"]
+        try:
+            return poolSpecFromOptions(specs, options)
+        except PoolSyntaxError as e:
+            raise self.error(str(e)) from None
 
     def parse(self, text: str) -> ForwardConfig:
         for self.lineNumber, raw in enumerate(text.splitlines(), 1):
@@ -316,6 +392,7 @@ class _Parser:
                 bindPort=f["bindPort"],
                 connectAddress=f["connectAddress"],
                 connectPort=f["connectPort"],
+                pool=self.pool(f),
             )
             for f in self.forwards
         ]

@@ -107,24 +107,14 @@ def connectFailureReason(failure: Any) -> str:
     @param failure: a L{Failure <twisted.python.failure.Failure>} or an
         exception.
     @return: C{"refused"}, C{"timeout"}, C{"dns"}, C{"no_route"},
-        C{"cancelled"}, C{"unreachable"} or the exception's class name.
+        C{"cancelled"}, C{"unreachable"}, C{"no_upstream"} (a pool could
+        reach none of its upstreams) or the exception's class name.
     """
-    from twisted.internet import defer, error
+    from splicetx._pool import NoUpstreamAvailable, failureReason
 
-    exc = getattr(failure, "value", failure)
-    table: list[tuple[Any, str]] = [
-        (error.ConnectionRefusedError, "refused"),
-        ((error.TimeoutError, error.TCPTimedOutError), "timeout"),
-        (error.DNSLookupError, "dns"),
-        (error.NoRouteError, "no_route"),
-        ((defer.CancelledError, error.UserError), "cancelled"),
-    ]
-    for kinds, reason in table:
-        if isinstance(exc, kinds):
-            return reason
-    if isinstance(exc, error.ConnectError) and "unreachable" in str(exc).lower():
-        return "unreachable"
-    return type(exc).__name__
+    if isinstance(getattr(failure, "value", failure), NoUpstreamAvailable):
+        return "no_upstream"
+    return failureReason(failure)
 
 
 class _PipePoolCollector:

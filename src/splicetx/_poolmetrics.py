@@ -12,7 +12,7 @@ description):
   - C{splicetx_upstream_healthy}: the active health state alone.
   - C{splicetx_upstream_active}: connections open now.
   - C{splicetx_upstream_connections_total}: connections made to it.
-  - C{splicetx_upstream_connect_failures_total}: failed connects, by
+  - C{splicetx_upstream_failures_total}: failed connects, by
     C{reason} (C{refused}, C{timeout}, ...).
   - C{splicetx_upstream_weight}: its configured weight.
 
@@ -78,7 +78,7 @@ class PoolCollector:
             labels=labels,
         )
         failures = CounterMetricFamily(
-            "splicetx_upstream_connect_failures",
+            "splicetx_upstream_failures",
             "Failed connects to the upstream, by reason.",
             labels=[*labels, "reason"],
         )

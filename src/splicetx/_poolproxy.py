@@ -1,8 +1,11 @@
 # -*- test-case-name: tests.test_poolproxy -*-
 """
-Pools and SNI routing on top of L{SpliceProxyProtocol}'s public hooks, so a
-proxy can balance, fail over and route by server name today, before the
-pools are wired into L{SpliceProxyFactory} itself.
+Pools and SNI routing on top of L{SpliceProxyProtocol}'s public hooks: a
+proxy balances, fails over and routes by server name with these, and
+C{twist splice-proxy} uses L{PoolProxyFactory} for every forward with a
+pool or SNI routes (see L{splicetx._poolservice}).  A plain
+L{SpliceProxyFactory} whose C{chooseUpstream()} returns a pool or a pool
+member works too: the protocol turns it into an endpoint with L{asEndpoint}.
 
   - L{PoolEndpoint} is an C{IStreamClientEndpoint} over an
     L{UpstreamPool}: its C{connect} is L{UpstreamPool.connect} for one
@@ -67,6 +70,26 @@ class PoolEndpoint:
         self.clientKey = clientKey
         self.upstream: Upstream | None = None
 
+    @property
+    def poolName(self) -> str:
+        """
+        The pool's name (the C{pool} field of the connection's log event).
+        """
+        return str(self.pool.name)
+
+    @property
+    def connectTimeout(self) -> float | None:
+        """
+        The proxy's own bound on the whole connect: C{0} (none) when the pool
+        bounds its tries itself (a per-try timeout, the C{--connect-timeout},
+        or a failover timeout), so that the factory's C{connectTimeout} does
+        not cut a failover short; else C{None}: the factory's applies.
+        """
+        pool = self.pool
+        if getattr(pool, "tryTimeout", None) or getattr(pool, "totalTimeout", None):
+            return 0.0
+        return None
+
     def __repr__(self) -> str:
         if self.upstream is not None:
             return f"{self.upstream.description} (pool {self.pool.name})"
@@ -108,6 +131,11 @@ class UpstreamEndpoint:
     @ivar connected: whether a connect through it succeeded (and not yet
         L{released<release>}).
     """
+
+    #: The member does not know its pool.
+    poolName = None
+    #: The factory's C{connectTimeout} applies.
+    connectTimeout = None
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
@@ -191,7 +219,7 @@ class PoolProxyProtocol(SpliceProxyProtocol):
         """
         endpoint = asEndpoint(target, self.clientKey())
         if isinstance(endpoint, (PoolEndpoint, UpstreamEndpoint)):
-            self.poolEndpoint = endpoint
+            self.poolEndpoint = self._poolEndpoint = endpoint
         return endpoint
 
     def choosePool(self) -> Any:
@@ -348,3 +376,55 @@ class PoolProxyFactory(SpliceProxyFactory):
         self.sniTimeout = float(sniTimeout)
         self.sniMaxSize = sniMaxSize
         self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
+        if pool is not None:
+            # What the service's "started" line and the status page name.
+            self.upstream = pool  # type: ignore[assignment]
+        pools: list[Any] = [pool] if pool is not None else []
+        if router is not None:
+            for target in router.targets():
+                if target is not None and all(target is not p for p in pools):
+                    pools.append(target)
+        self.pools = pools
+
+    @classmethod
+    def forPools(cls, pools: Any, *args: Any, **kwargs: Any) -> PoolProxyFactory:
+        """
+        The factory of a forward's L{ForwardPools
+        <splicetx._poolservice.ForwardPools>}: its C{--connect} pool, its
+        SNI router and timeouts; the other keywords as for
+        L{SpliceProxyFactory}.
+        """
+        return cls(
+            pools.pool,
+            pools.router,
+            sniTimeout=pools.sniTimeout,
+            sniMaxSize=pools.sniMaxSize,
+            **kwargs,
+        )
+
+    def upstreamStatus(self) -> list[dict[str, Any]]:
+        """
+        Every member of every pool, for the status page: C{name}, C{pool},
+        C{health} (C{"up"}; C{"degraded"} while passive health skips it;
+        C{"down"} when a health check took it out), C{live} and C{total}
+        (connections made).
+        """
+        rows = []
+        for pool in self.pools:
+            for member in pool.members:
+                if not member.healthy:
+                    health = "down"
+                elif member.failedUntil is not None and len(pool.members) > 1:
+                    health = "degraded"
+                else:
+                    health = "up"
+                rows.append(
+                    {
+                        "name": member.description,
+                        "pool": pool.name,
+                        "health": health,
+                        "live": member.active,
+                        "total": member.connections,
+                    }
+                )
+        return rows

@@ -123,6 +123,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
     result: RelayResult | None = None
     startedAt: float = 0.0
 
+    #: The pool endpoint this connection went through (see L{_fromPool}), to
+    #: release when it ends; C{None} for a plain endpoint.
+    _poolEndpoint: Any = None
     #: Where the connection is; every transition assigns it.
     _phase: Phase = Phase.ADMITTING
     #: The end decided before any relay: C{(reason, detail)} for the result.
@@ -477,8 +480,24 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         if self._phase in _ENDING:
             return None
         requirePhase(self._phase, _CAN_CONNECT, "connectUpstream")
+        if not IStreamClientEndpoint.providedBy(endpoint):
+            endpoint = self._fromPool(endpoint)
         self._connect(endpoint)
         return None
+
+    def _fromPool(self, target: Any) -> Any:
+        """
+        L{chooseUpstream} gave a pool or a pool member: the endpoint for it
+        (see L{splicetx._poolproxy.asEndpoint}), keyed by the client's
+        address, remembered to be released when the connection ends.
+        """
+        from splicetx._balance import clientKeyFor
+        from splicetx._poolproxy import asEndpoint
+
+        endpoint = asEndpoint(target, clientKeyFor(self.clientAddress()))
+        if endpoint is not target:
+            self._poolEndpoint = endpoint
+        return endpoint
 
     def _connect(self, endpoint: IStreamClientEndpoint) -> None:
         """
@@ -488,9 +507,13 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         self._pauseClient()
         self.upstreamEndpoint = endpoint
         self._phase = Phase.CONNECTING
-        startConnecting(
-            self, self.factory.reactor, endpoint, self.factory.connectTimeout
-        )
+        timeout = self.factory.connectTimeout
+        pooled = self._poolEndpoint
+        if pooled is not None and pooled is endpoint:
+            # A pool bounds each try itself; this bounds the whole failover.
+            own: float | None = self._poolEndpoint.connectTimeout
+            timeout = timeout if own is None else own
+        startConnecting(self, self.factory.reactor, endpoint, timeout)
 
     def _connected(self, upstream: Any) -> Any:
         """
@@ -636,6 +659,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             return result
         self._phase = Phase.FINISHED
         self._stopIdleCheck()
+        pooled = self._poolEndpoint
+        if pooled is not None:
+            pooled.release()
         factory = self.factory
         duration = max(0.0, factory.reactor.seconds() - self.startedAt)
         result = RelayResult(

@@ -30,6 +30,10 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _routes(value: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    return tuple(value)
+
+
 def _forwards(value: Iterable[Forward]) -> tuple[Forward, ...]:
     return tuple(value)
 
@@ -58,6 +62,17 @@ class Forward:
     @ivar bindPort: the listening port number from the file.
     @ivar connectAddress: the upstream address as written in the file.
     @ivar connectPort: the upstream port number from the file.
+    @ivar name: the forward's name in logs and metrics (a TOML forward's
+        C{name}); C{None}: named by L{listen}.
+    @ivar pool: the upstream pool (L{PoolSpec <splicetx._poolconfig.PoolSpec>})
+        when it has several upstreams or pool options, else C{None} (one
+        plain upstream: L{connect}, no pool on the connection path).  With
+        a pool, L{connect} is its first upstream, for messages.
+    @ivar routes: C{(pattern, PoolSpec)} per C{--route-sni} name; empty: no
+        SNI routing.
+    @ivar sniTimeout: with routes, seconds a client has to send its
+        ClientHello.
+    @ivar sniMaxSize: with routes, the longest ClientHello accepted.
     """
 
     listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
@@ -68,6 +83,11 @@ class Forward:
     bindPort: int | None = None
     connectAddress: str | None = None
     connectPort: int | None = None
+    name: str | None = None
+    pool: Any = None
+    routes: tuple[tuple[str, Any], ...] = attr.ib(default=(), converter=_routes)
+    sniTimeout: float = 5.0
+    sniMaxSize: int = 16384
 
     @property
     def listen(self) -> str:

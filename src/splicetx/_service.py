@@ -26,6 +26,8 @@ from splicetx import _tls, _worker
 from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
 from splicetx._filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._pipes import PipePool
+from splicetx._poolproxy import PoolProxyFactory
+from splicetx._poolservice import ForwardPools, hasPools
 from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._reactor import defaultReactor
 from splicetx.proxy import SpliceProxyFactory, describeAddress, describeEndpoint
@@ -159,6 +161,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
     @ivar metrics: the L{ProxyMetrics <splicetx._metrics.ProxyMetrics>}
         with L{ProxyConfig.metricsEndpoint}, once started.
     @ivar metricsPort: the port the metrics are served on, once started.
+    @ivar forwardPools: the L{ForwardPools} of the forwards with pools or
+        SNI routes, once started.
     """
 
     name = "splice-proxy"
@@ -185,6 +189,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         self.ports: list[Any] = []
         self.metrics: Any = None
         self.metricsPort: Any = None
+        self.forwardPools: list[ForwardPools] = []
         self._maxConnections: int | None = None
         self._logFields: dict[str, Any] | None = None
         self._worker = _worker.isWorker()
@@ -266,9 +271,12 @@ class SpliceProxyService(_DrainOnSignal, Service):
             self._logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in config.forwards:
-            upstream = _tls.withClientALPN(
-                clientEndpoint(reactor, forward.connect), self.config.connectALPN
-            )
+            if hasPools(forward):
+                upstream = self._forwardPools(forward)
+            else:
+                upstream = _tls.withClientALPN(
+                    clientEndpoint(reactor, forward.connect), self.config.connectALPN
+                )
             factory = self.buildFactory(upstream, pool, forward)
             self.factories.append(factory)
             for description, given in zip(
@@ -276,6 +284,12 @@ class SpliceProxyService(_DrainOnSignal, Service):
             ):
                 listens.append((description, given, factory))
         self.factory = self.factories[0] if self.factories else None
+        if self.forwardPools and self.metrics is not None and not self._worker:
+            from splicetx._poolmetrics import PoolCollector
+
+            self.metrics.registry.register(
+                PoolCollector(lambda: [p for f in self.forwardPools for p in f.pools])
+            )
         if self._worker:
             try:
                 ports = _worker.adoptListeners([f for _, _, f in listens], reactor)
@@ -307,6 +321,24 @@ class SpliceProxyService(_DrainOnSignal, Service):
                 drainTimeout=config.drainTimeout,
                 acl=repr(factory.acl) if factory.acl is not None else None,
             )
+
+    def _forwardPools(self, forward: Forward) -> ForwardPools:
+        """
+        Build the pools of a forward with a pool or SNI routes.
+        """
+        reactor = self.reactor
+        config = self.config
+        pools = ForwardPools(
+            forward,
+            forward.name or forward.listen,
+            lambda s: _tls.withClientALPN(
+                clientEndpoint(reactor, s), config.connectALPN
+            ),
+            config.connectTimeout,
+            reactor,
+        )
+        self.forwardPools.append(pools)
+        return pools
 
     def _listenAll(self, listens: list[tuple[str, str, SpliceProxyFactory]]) -> None:
         reactor = self.reactor
@@ -345,14 +377,21 @@ class SpliceProxyService(_DrainOnSignal, Service):
         constructor.  Override to use a L{SpliceProxyFactory} subclass (pass
         it the same keywords) or another protocol.
 
-        @param upstream: the forward's C{--connect} endpoint.
+        @param upstream: the forward's C{--connect} endpoint, or for a
+            forward with a pool or SNI routes its L{ForwardPools} (which
+            makes a L{PoolProxyFactory}).
         @param pipePool: the pipe pool built from C{--pipe-size} and
             C{--max-pipes}, shared by every forward.
         @param forward: the forward: its name and access rules.
         """
         config = self.config
         acl = forward.acl
-        return SpliceProxyFactory(
+        make = (
+            PoolProxyFactory.forPools
+            if isinstance(upstream, ForwardPools)
+            else SpliceProxyFactory
+        )
+        return make(
             upstream,
             reactor=self.reactor,
             engine=config.engine,
@@ -367,7 +406,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             proxyProtocolTimeout=config.proxyProtocolTimeout,
             sendProxyProtocol=config.sendProxyProtocol,
             metrics=self.metrics,
-            forwardName=forward.listen,
+            forwardName=forward.name or forward.listen,
             logFields=self._logFields,
             maxConnections=self._maxConnections,
             logNormalConnections=config.logNormalConnections,
@@ -409,6 +448,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
         """
         self.privilegedStartService()
         Service.startService(self)
+        for pools in self.forwardPools:
+            pools.start()
         self.reactor.callWhenRunning(self._running)
 
     def _running(self) -> None:
@@ -461,6 +502,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
             watch.stop()
         if self.metrics is not None:
             self.metrics.stopWatching()
+        for pools in self.forwardPools:
+            pools.stop()
         if not self.factories:
             return None
         self.ports = []

@@ -468,3 +468,10 @@ class SNIRouter:
         """
         found = self.match(serverName)
         return self.default if found is None else found[1]
+
+    def targets(self) -> list[Any]:
+        """
+        Every route's target (exact names first, then wildcards), without
+        L{default}.
+        """
+        return [*self._exact.values(), *self._wildcards.values()]

@@ -32,7 +32,6 @@ from splicetx._acl import AccessControl
 from splicetx._config import ConfigError, parseConfigFile
 from splicetx._endpoints import (
     DEFAULT_BACKLOG,
-    _checkConnect,
     _checkListen,
     withBacklog,
 )
@@ -49,6 +48,13 @@ from splicetx._optionvalues import (
     _workerCount,
 )
 from splicetx._pipes import DEFAULT_PIPE_SIZE
+from splicetx._pooloptions import (
+    PoolOptions,
+    commandLineForward,
+    connectStrings,
+    isTomlConfig,
+    tomlForwards,
+)
 from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._relay import ENGINES
 from splicetx._service import _METRICS_MISSING, SpliceProxyService
@@ -82,7 +88,7 @@ def _infoObserved(options: Options) -> bool:
     return bool(level <= LogLevel.info)
 
 
-class Options(usage.Options):
+class Options(PoolOptions, usage.Options):
     """
     Options of C{twist splice-proxy}.
 
@@ -113,14 +119,6 @@ class Options(usage.Options):
     exitOnUsageError = True
 
     optParameters = [
-        [
-            "connect",
-            "c",
-            None,
-            "Upstream client endpoint (required), e.g. tcp:10.0.0.2:80, "
-            "tcp6:[2001:db8::2]:80, unix:/run/app.sock, "
-            "tls:example.com:443.  Host names are resolved without blocking.",
-        ],
         [
             "engine",
             "e",
@@ -209,7 +207,8 @@ class Options(usage.Options):
             None,
             None,
             "A rinetd configuration file: one forward per 'bindaddress "
-            "bindport connectaddress connectport' line, with allow/deny rules.",
+            "bindport connectaddress connectport' line, with allow/deny rules; "
+            "or a TOML file (.toml) of forwards with pools (docs/pools.md).",
         ],
         [
             "metrics",
@@ -258,6 +257,8 @@ class Options(usage.Options):
         self["allow"] = []
         self["deny"] = []
         self["proxy-protocol-from"] = []
+        self["connect"] = []
+        self["route-sni"] = []
         self.rawArgs: list[str] = []
 
     def opt_listen(self, description: str) -> None:
@@ -324,7 +325,7 @@ class Options(usage.Options):
             option.
         """
         if not self["config"] or self["listen"]:
-            if not self["connect"]:
+            if not self["connect"] and not self["route-sni"]:
                 raise _Exit(
                     "--connect is required (the upstream, e.g. --connect "
                     "tcp:127.0.0.1:8080)"
@@ -379,17 +380,10 @@ class Options(usage.Options):
         forwards: list[Forward] = []
         warnings: list[str] = []
         if self["listen"]:
-            _checkConnect(self["connect"])
-            for description in self["listen"]:
-                _checkListen(description)
-            forwards.append(
-                Forward(
-                    listens=self["listen"],
-                    connect=self["connect"],
-                    acl=None if acl.empty else acl,
-                )
-            )
-        if self["config"]:
+            forwards.append(commandLineForward(self, None if acl.empty else acl))
+        if self["config"] and isTomlConfig(self["config"]):
+            forwards.extend(tomlForwards(self["config"], None if acl.empty else acl))
+        elif self["config"]:
             try:
                 config = parseConfigFile(self["config"])
             except ConfigError as e:
@@ -410,7 +404,7 @@ class Options(usage.Options):
                 self["alpn"],
                 self["connect-alpn"],
                 self["listen"],
-                [f.connect for f in forwards],
+                connectStrings(forwards),
             )
         except ValueError as e:
             raise _Exit(str(e))

@@ -260,7 +260,9 @@ class SpliceProxyFactory(Factory):
         C{duration}, C{reason}, C{detail}, C{fallbackReason}, C{alpn} and
         C{upstreamAlpn} (the ALPN protocols negotiated, or C{None}; all plain
         strings and numbers, so C{twist --log-format json} keeps them);
-        with an accepted PROXY header, C{client} is the header's source and
+        through a pool, C{pool} (its name) and C{serverName} (the TLS
+        server name an SNI route was chosen by, or C{None}); with an
+        accepted PROXY header, C{client} is the header's source and
         C{peer} the balancer that sent it; plus L{logFields}.
 
         Normal ends (C{done}, C{closed}) are logged at C{info}, others at
@@ -281,6 +283,11 @@ class SpliceProxyFactory(Factory):
             client = describeAddress(header.source)
         else:
             client = describeAddress(proto.transport.getPeer())
+        pooled = proto._poolEndpoint
+        if pooled is not None:
+            extra = dict(extra or ())
+            extra["pool"] = pooled.poolName
+            extra["serverName"] = getattr(proto, "serverName", None)
         upstream = proto.upstream
         if upstream is not None and upstream.transport is not None:
             upstreamText = describeAddress(upstream.transport.getPeer())

@@ -35,6 +35,10 @@ class ProxySpec:
         C{idle}).
     @ivar workers: C{--workers N} for splicetx (CLI launcher only), or
         C{None} for one process.
+    @ivar poolSize: for splicetx, a pool of this many C{--connect}
+        upstreams (all the one backend, written differently), round robin
+        (CLI launcher only: the stand-in has no pools); C{None}: one plain
+        upstream.
     """
 
     name: str
@@ -44,6 +48,7 @@ class ProxySpec:
     pipeSize: int | None = None
     loads: tuple[str, ...] = ALL_LOADS
     workers: int | None = None
+    poolSize: int | None = None
 
 
 def _kib(n: int) -> str:
@@ -81,6 +86,15 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             ("bulk", "churn"),
             workers=2,
         ),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-pool3",
+            "splicetx, splice engine, default pipes, a pool of 3 upstreams",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("bulk", "churn"),
+            poolSize=3,
+        ),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
             "plainloop",
@@ -110,6 +124,8 @@ def unavailableReason(spec: ProxySpec) -> str | None:
         return f"{spec.kind} is not installed (apt-get install {spec.kind})"
     if spec.workers and not hasSpliceProxyPlugin():
         return "--workers needs the twist splice-proxy CLI"
+    if spec.poolSize and not hasSpliceProxyPlugin():
+        return "pools need the twist splice-proxy CLI"
     return None
 
 
@@ -153,6 +169,20 @@ def _twist(*args: str) -> list[str]:
     ]
 
 
+def _connects(spec: ProxySpec, upstream: int) -> list[str]:
+    """
+    The C{--connect} arguments of a splicetx proxy: one plain upstream, or
+    C{poolSize} spellings of it (distinct names in the pool's books: only
+    the endpoint's timeout differs).
+    """
+    if not spec.poolSize:
+        return ["--connect", f"tcp:127.0.0.1:{upstream}"]
+    out = []
+    for i in range(spec.poolSize):
+        out += ["--connect", f"tcp:127.0.0.1:{upstream}:timeout={30 + i}"]
+    return out
+
+
 def command(
     spec: ProxySpec, port: int, upstream: int, launcher: str, workDir: str
 ) -> list[str]:
@@ -163,13 +193,12 @@ def command(
     """
     if spec.kind == "splicetx":
         assert spec.engine is not None and spec.pipeSize is not None
-        if launcher == "cli":
+        if launcher == "cli" or spec.poolSize:
             return _twist(
                 "splice-proxy",
                 "--listen",
                 f"tcp:{port}:interface=127.0.0.1",
-                "--connect",
-                f"tcp:127.0.0.1:{upstream}",
+                *_connects(spec, upstream),
                 "--engine",
                 spec.engine,
                 "--pipe-size",
@@ -356,6 +385,8 @@ def start(spec: ProxySpec, upstream: int, launcher: str, workDir: str) -> Runnin
         start_new_session=True,
     )
     log.close()
+    if spec.poolSize:
+        launcher = "cli"
     return RunningProxy(
         spec,
         port,
