@@ -95,6 +95,16 @@ class PortGate(Generic[_C]):
         if self._paused and hasattr(port, "stopReading"):
             anyPort.stopReading()
 
+    def removeListeningPort(self, port: IListeningPort) -> None:
+        """
+        Forget a port given to L{addListeningPort} (it is being closed):
+        it is no longer resumed nor stopped by L{drain}.
+
+        @param port: the port.
+        """
+        if port in self._ports:
+            self._ports.remove(port)
+
     def _room(self) -> int | None:
         if self.maxConnections is None:
             return None

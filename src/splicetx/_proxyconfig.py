@@ -109,6 +109,10 @@ class ProxyConfig:
     @ivar logNormalConnections: log the C{info} event of connections that
         ended normally (C{False} when nothing would show it).
     @ivar warnings: lines to log at start (about the C{--config} file).
+    @ivar configFile: the C{--config} file (re-read on SIGHUP, see
+        L{splicetx._reload}), or C{None}.
+    @ivar commandACL: the command line's C{--allow}/C{--deny} rules, applied
+        to the forwards of C{configFile} first, or C{None}.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -127,6 +131,8 @@ class ProxyConfig:
     workers: int | None = None
     logNormalConnections: bool = True
     warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
+    configFile: str | None = None
+    commandACL: AccessControl | None = None
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -28,6 +28,7 @@ from splicetx._filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._pipes import PipePool
 from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._reactor import defaultReactor
+from splicetx._reload import ServiceReloader, installReloadSignal
 from splicetx.proxy import SpliceProxyFactory, describeAddress, describeEndpoint
 
 __all__ = ["EXIT_START", "SpliceProxyService"]
@@ -159,6 +160,12 @@ class SpliceProxyService(_DrainOnSignal, Service):
     @ivar metrics: the L{ProxyMetrics <splicetx._metrics.ProxyMetrics>}
         with L{ProxyConfig.metricsEndpoint}, once started.
     @ivar metricsPort: the port the metrics are served on, once started.
+    @ivar pipePool: the L{PipePool} every factory shares, once started.
+    @ivar portsByFactory: the listening ports of each factory.
+    @ivar retiredFactories: factories of forwards a reload removed (their
+        live connections are part of the drain).
+    @ivar reloader: the L{ServiceReloader <splicetx._reload.ServiceReloader>}
+        that SIGHUP calls.
     """
 
     name = "splice-proxy"
@@ -189,6 +196,10 @@ class SpliceProxyService(_DrainOnSignal, Service):
         self._logFields: dict[str, Any] | None = None
         self._worker = _worker.isWorker()
         self._supervisorWatch: Any = None
+        self.pipePool: PipePool | None = None
+        self.portsByFactory: dict[SpliceProxyFactory, list[Any]] = {}
+        self.retiredFactories: list[SpliceProxyFactory] = []
+        self.reloader = ServiceReloader(self)
         self._started = False
         self._stopping = False
 
@@ -253,6 +264,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             _log.warn("{warning}", warning=warning, splicetxEvent="config")
         maxPipes, self._maxConnections = self._capacity()
         pool = PipePool(pipeSize=config.pipeSize, maxPipes=maxPipes)
+        self.pipePool = pool
         if config.metricsEndpoint is not None:
             self._startMetrics(pool)
         if self._worker:
@@ -361,6 +373,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         factory = factory or self.factory
         assert factory is not None
         self.ports.append(port)
+        self.portsByFactory.setdefault(factory, []).append(port)
         factory.addListeningPort(port)
         address = port.getHost()
         _log.info(
@@ -396,8 +409,10 @@ class SpliceProxyService(_DrainOnSignal, Service):
     def _running(self) -> None:
         if self.handleSignals:
             self._installSignalHandlers()
+            installReloadSignal(self.reactor, self.reload)
         if self._worker:
             self._supervisorWatch = _worker.watchSupervisor(self.reactor)
+            _worker.reportReady()
         _log.info(
             "splice-proxy ready (pid {pid})",
             splicetxEvent="ready",
@@ -405,10 +420,30 @@ class SpliceProxyService(_DrainOnSignal, Service):
             worker=_worker.workerIndex(),
         )
 
+    def reload(self) -> Deferred[Any]:
+        """
+        Re-read the C{--config} file and apply it to new connections (see
+        L{splicetx._reload}); a worker leaves reloads to its supervisor.
+
+        @return: a C{Deferred} firing with the applied
+            L{ConfigChanges <splicetx._reload.ConfigChanges>}, or C{None}.
+        """
+        if self._worker:
+            _log.info(
+                "reload ignored: the supervisor reloads its workers",
+                splicetxEvent="reload",
+                ignored=True,
+            )
+            return succeed(None)
+        return self.reloader.reload()
+
     # -- stop -----------------------------------------------------------------
 
+    def _allFactories(self) -> list[SpliceProxyFactory]:
+        return [*self.factories, *self.retiredFactories]
+
     def _live(self) -> int:
-        return sum(len(f.liveProtocols) for f in self.factories)
+        return sum(len(f.liveProtocols) for f in self._allFactories())
 
     def _signalledFirst(self, name: str) -> None:
         _log.info(
@@ -425,7 +460,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             signal=name,
             count=self._live(),
         )
-        for factory in self.factories:
+        for factory in self._allFactories():
             for proto in list(factory.liveProtocols):
                 proto.abort(detail=f"{name} during drain")
 
@@ -446,7 +481,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         if not self.factories:
             return None
         self.ports = []
-        drains = [f.drain(self.config.drainTimeout) for f in self.factories]
+        drains = [f.drain(self.config.drainTimeout) for f in self._allFactories()]
 
         def drained(counts: list[int]) -> None:
             _log.info(

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import sys
 
-import attr
 from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python import usage
 
 from splicetx import _worker
-from splicetx._acl import AccessControl
-from splicetx._config import ConfigError, parseConfigFile
+from splicetx._config import ConfigError
 from splicetx._endpoints import (
     DEFAULT_BACKLOG,
     _checkConnect,
@@ -49,6 +47,7 @@ from splicetx._optionvalues import (
 from splicetx._pipes import DEFAULT_PIPE_SIZE
 from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._relay import ENGINES
+from splicetx._reload import fileForwards
 from splicetx._service import _METRICS_MISSING, SpliceProxyService
 from splicetx._supervisor import (
     SpliceProxySupervisorService,
@@ -329,8 +328,11 @@ class Options(usage.Options):
         warnings: list[str] = []
         if self["listen"]:
             _checkConnect(self["connect"])
-            for description in self["listen"]:
-                _checkListen(description)
+            if not _worker.isWorker():
+                # A worker adopts the supervisor's sockets: a systemd: string
+                # names sockets of the supervisor's environment, not its own.
+                for description in self["listen"]:
+                    _checkListen(description)
             forwards.append(
                 Forward(
                     listens=self["listen"],
@@ -340,20 +342,10 @@ class Options(usage.Options):
             )
         if self["config"]:
             try:
-                config = parseConfigFile(self["config"])
+                fromFile, warnings = fileForwards(self["config"], acl)
             except ConfigError as e:
                 raise _Exit(str(e))
-            warnings = list(config.warnings)
-            for f in config.forwards:
-                rules = f.acl
-                if rules is not None and not acl.empty:
-                    # The command line's rules apply to every forward, first.
-                    outer = AccessControl(
-                        config.globalACL.allow, config.globalACL.deny, outer=acl
-                    )
-                    rules = AccessControl(rules.allow, rules.deny, outer=outer)
-                empty = rules is None or rules.empty
-                forwards.append(attr.evolve(f, acl=None if empty else rules))
+            forwards.extend(fromFile)
         self.proxyConfig = ProxyConfig(
             forwards=forwards,
             backlog=self["backlog"],
@@ -371,6 +363,8 @@ class Options(usage.Options):
             workers=self["workers"],
             logNormalConnections=_infoObserved(self),
             warnings=warnings,
+            configFile=self["config"],
+            commandACL=None if acl.empty else acl,
         )
         self["listen"] = [withBacklog(d, self["backlog"]) for d in self["listen"]]
 

@@ -12,6 +12,9 @@ The supervisor starts each worker with these environment variables:
   - C{SPLICETX_WORKER_INDEX}: the worker's slot, C{0} to C{N-1} (a restarted
     worker keeps its slot).
   - C{SPLICETX_SUPERVISOR_PID}: the supervisor's process id.
+  - C{SPLICETX_WORKER_READY_FD}: a pipe the worker writes C{ready} to
+    (L{reportReady}) once it serves its sockets; the supervisor waits for it
+    before it retires the previous generation on a reload.
 
 A worker calls L{adoptListeners} instead of listening on its endpoints, and
 L{watchSupervisor} so it never outlives a supervisor killed with C{SIGKILL}.
@@ -31,11 +34,13 @@ from splicetx._reactor import defaultReactor
 __all__ = [
     "ENV_FDS",
     "ENV_INDEX",
+    "ENV_READY",
     "ENV_SUPERVISOR",
     "adoptListeners",
     "familyName",
     "inheritedListeners",
     "isWorker",
+    "reportReady",
     "watchSupervisor",
     "workerIndex",
 ]
@@ -43,6 +48,7 @@ __all__ = [
 ENV_FDS = "SPLICETX_WORKER_FDS"
 ENV_INDEX = "SPLICETX_WORKER_INDEX"
 ENV_SUPERVISOR = "SPLICETX_SUPERVISOR_PID"
+ENV_READY = "SPLICETX_WORKER_READY_FD"
 
 _FAMILIES = {
     "inet": socket.AF_INET,
@@ -129,6 +135,27 @@ def adoptListeners(
         finally:
             os.close(fd)
     return ports
+
+
+def reportReady(environ: Mapping[str, str] | None = None) -> None:
+    """
+    Tell the supervisor this worker serves its sockets: write C{ready} to
+    the C{SPLICETX_WORKER_READY_FD} pipe and close it (nothing outside a
+    worker, or when the supervisor is gone).
+    """
+    value = (os.environ if environ is None else environ).get(ENV_READY)
+    if not value or not value.isdigit():
+        return
+    fd = int(value)
+    try:
+        os.write(fd, b"ready\n")
+    except OSError:
+        pass
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def watchSupervisor(

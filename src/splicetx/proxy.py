@@ -306,6 +306,16 @@ class SpliceProxyFactory(Factory):
         """
         self._gate.addListeningPort(port)
 
+    def removeListeningPort(self, port: IListeningPort) -> None:
+        """
+        Forget a port given to L{addListeningPort}, before closing it (a
+        reload removed it); its live connections stay in
+        L{liveProtocols}.
+
+        @param port: the port.
+        """
+        self._gate.removeListeningPort(port)
+
     def drain(self, timeout: float) -> Deferred[int]:
         """
         Stop listening on the ports given to L{addListeningPort} at once,

@@ -1,0 +1,425 @@
+# -*- test-case-name: tests.test_reload -*-
+"""
+Subprocess tests of SIGHUP reloads of C{twist splice-proxy --config}
+(L{splicetx._reload}), alone and with C{--workers}, over 127.0.0.1 only:
+under a continuous connect/echo/close load, with a live connection, with
+a bad file, and with listeners added and removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from .test_cli_support import LOOPBACK, ProxyProcess
+from .test_ops_cli import freePorts
+
+#: Seconds any one wait may take before a test fails (bounds, not limits
+#: that are asserted).
+DEADLINE = 60.0
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock = self.request
+        try:
+            sock.sendall(self.server.tag)  # type: ignore[attr-defined]
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def echoBackend(test: SynchronousTestCase, tag: bytes) -> int:
+    """
+    Start a loopback echo server that first sends C{tag}, then echoes to the
+    end; return its port (stopped in cleanup).
+    """
+    server = _Server((LOOPBACK, 0), _Echo)
+    server.tag = tag  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    test.addCleanup(stop)
+    return server.server_address[1]
+
+
+def exchange(port: int, data: bytes, timeout: float = 20.0) -> bytes:
+    """
+    Connect, send C{data}, half-close and read to the end.
+
+    @raise OSError: when the connection fails.
+    """
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+class Churn:
+    """
+    A thread that connects, echoes a line and closes, again and again,
+    counting the exchanges that failed and the backend tags it saw.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.tags: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Churn:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            line = b"ping %d\n" % n
+            try:
+                answer = exchange(self.port, line)
+            except OSError as e:
+                self.failures.append(f"#{n}: {e!r}")
+                continue
+            if not answer.endswith(line) or len(answer) != len(line) + 1:
+                self.failures.append(f"#{n}: answer {answer!r}")
+                continue
+            self.ok += 1
+            self.tags.append(answer[:1])
+            time.sleep(0.002)
+
+    def waitForTag(self, tag: bytes) -> None:
+        """
+        Wait until an exchange answered with C{tag} after this call.
+        """
+        start = len(self.tags)
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            if tag in self.tags[start:]:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"no answer tagged {tag!r}; last {self.tags[-5:]!r}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(DEADLINE)
+
+
+class _ReloadTestCase(SynchronousTestCase):
+    """
+    Starts C{splice-proxy --config FILE} processes killed in cleanup.
+    """
+
+    workers: tuple[str, ...] = ()
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.path = os.path.join(directory, "rinetd.conf")
+
+    def writeConfig(self, *lines: str) -> None:
+        """
+        Replace the configuration file (atomically, like an editor would).
+        """
+        tmp = self.path + ".new"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, self.path)
+
+    def start(self) -> ProxyProcess:
+        proxy = ProxyProcess(["--config", self.path, *self.workers])
+        self.addCleanup(proxy.kill)
+        proxy.waitForEvent(
+            lambda e: e.get("splicetxEvent") in ("ready", "supervisor-ready"),
+            DEADLINE,
+        )
+        return proxy
+
+    def reload(self, proxy: ProxyProcess) -> dict[str, Any]:
+        """
+        Send SIGHUP and return the next C{reload} event.
+        """
+        seen = len(self.reloads(proxy))
+        proxy.signal(signal.SIGHUP)
+        proxy.waitForEvent(lambda e: len(self.reloads(proxy)) > seen, DEADLINE)
+        return self.reloads(proxy)[seen]
+
+    def reloads(self, proxy: ProxyProcess) -> list[dict[str, Any]]:
+        return [e for e in list(proxy.events) if e.get("splicetxEvent") == "reload"]
+
+    def waitServed(self, port: int, tag: bytes) -> None:
+        """
+        Wait until a connection to C{port} is answered by the backend
+        tagged C{tag}.
+        """
+        end = time.monotonic() + DEADLINE
+        answer = b""
+        while time.monotonic() < end:
+            try:
+                answer = exchange(port, b"x")
+            except OSError:
+                answer = b""
+            if answer == tag + b"x":
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"port {port} answered {answer!r}, not {tag!r}")
+
+    def assertRefused(self, port: int) -> None:
+        """
+        Connections to C{port} are refused.
+        """
+        with self.assertRaises(ConnectionRefusedError):
+            exchange(port, b"x")
+
+    def churnAcrossReloads(self) -> None:
+        """
+        Three reloads that switch the upstream back and forth under a churn
+        load: every exchange succeeds and each reload takes effect.
+        """
+        a, b = echoBackend(self, b"A"), echoBackend(self, b"B")
+        (port,) = freePorts(1)
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {a}")
+        proxy = self.start()
+        self.waitServed(port, b"A")
+        churn = Churn(port).start()
+        self.addCleanup(churn.stop)
+        for backend, tag in [(b, b"B"), (a, b"A"), (b, b"B")]:
+            self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {backend}")
+            event = self.reload(proxy)
+            self.assertEqual((event.get("changed"), event.get("error")), (1, None))
+            churn.waitForTag(tag)
+        churn.stop()
+        self.assertEqual(churn.failures, [])
+        self.assertGreater(churn.ok, 0)
+
+
+class ReloadTests(_ReloadTestCase):
+    """
+    SIGHUP reloads of a single C{splice-proxy} process.
+    """
+
+    def test_churn(self) -> None:
+        """
+        A connect/echo/close load sees no failure across three reloads, and
+        new connections go to the new upstream.
+        """
+        self.churnAcrossReloads()
+
+    def test_liveConnectionSurvives(self) -> None:
+        """
+        A connection open across a reload that changes its upstream, and
+        one across a reload that removes its listener, carry on with their
+        old upstream; new connections follow the new file.
+        """
+        a, b = echoBackend(self, b"A"), echoBackend(self, b"B")
+        p1, p2 = freePorts(2)
+        self.writeConfig(
+            f"{LOOPBACK} {p1} {LOOPBACK} {a}", f"{LOOPBACK} {p2} {LOOPBACK} {a}"
+        )
+        proxy = self.start()
+        first = socket.create_connection((LOOPBACK, p1), timeout=DEADLINE)
+        second = socket.create_connection((LOOPBACK, p2), timeout=DEADLINE)
+        self.addCleanup(first.close)
+        self.addCleanup(second.close)
+        for s in (first, second):
+            s.sendall(b"before ")
+            self.assertEqual(s.recv(100), b"A")
+        self.writeConfig(f"{LOOPBACK} {p1} {LOOPBACK} {b}")
+        event = self.reload(proxy)
+        self.assertEqual((event["changed"], event["removed"]), (1, 1))
+        self.waitServed(p1, b"B")
+        self.assertRefused(p2)
+        for s in (first, second):
+            s.sendall(b"after")
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(100):
+                out += chunk
+            self.assertEqual(out, b"before after")
+
+    def test_badFileKeepsOldConfig(self) -> None:
+        """
+        A file that does not parse is logged with its error and the running
+        configuration carries on: connections still go to the old upstream.
+        """
+        a, b = echoBackend(self, b"A"), echoBackend(self, b"B")
+        (port,) = freePorts(1)
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {a}")
+        proxy = self.start()
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {b} extra words")
+        event = self.reload(proxy)
+        self.assertIn("rinetd.conf:1", event["error"])
+        self.assertEqual(exchange(port, b"x"), b"Ax")
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {b}")
+        self.assertEqual(self.reload(proxy)["changed"], 1)
+        self.waitServed(port, b"B")
+
+    def test_addedAndRemovedListeners(self) -> None:
+        """
+        A reload opens the listeners the file added and closes those it
+        removed; one that cannot open is logged and the rest applies.
+        """
+        a, b = echoBackend(self, b"A"), echoBackend(self, b"B")
+        p1, p2 = freePorts(2)
+        busy = socket.socket()
+        busy.bind((LOOPBACK, 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        p3 = busy.getsockname()[1]
+        self.writeConfig(f"{LOOPBACK} {p1} {LOOPBACK} {a}")
+        proxy = self.start()
+        self.waitServed(p1, b"A")
+        self.writeConfig(
+            f"{LOOPBACK} {p2} {LOOPBACK} {b}", f"{LOOPBACK} {p3} {LOOPBACK} {b}"
+        )
+        event = self.reload(proxy)
+        self.assertEqual((event["added"], event["removed"]), (2, 1))
+        self.assertEqual(len(event["failed"]), 1)
+        self.assertIn(str(p3), event["failed"][0])
+        self.waitServed(p2, b"B")
+        self.assertRefused(p1)
+        # The listener that failed is tried again by the next reload.
+        busy.close()
+        event = self.reload(proxy)
+        self.assertEqual((event["added"], event["failed"]), (1, []))
+        self.waitServed(p3, b"B")
+
+
+class WorkersReloadTests(_ReloadTestCase):
+    """
+    SIGHUP reloads of C{--workers 2}: a new generation of workers replaces
+    the old one on the same sockets.
+    """
+
+    workers = ("--workers", "2")
+
+    def test_churn(self) -> None:
+        """
+        A connect/echo/close load sees no failure across three reloads of
+        the workers, and new connections go to the new upstream.
+        """
+        self.churnAcrossReloads()
+
+    def test_badFileKeepsOldConfig(self) -> None:
+        """
+        The supervisor checks the file first: a bad one is logged and the
+        workers carry on.
+        """
+        a = echoBackend(self, b"A")
+        (port,) = freePorts(1)
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {a}")
+        proxy = self.start()
+        self.waitServed(port, b"A")
+        self.writeConfig("nonsense")
+        event = self.reload(proxy)
+        self.assertIn("rinetd.conf:1", event["error"])
+        self.assertEqual(exchange(port, b"x"), b"Ax")
+
+    def test_addedAndRemovedListeners(self) -> None:
+        """
+        The supervisor opens the sockets of added listeners for the new
+        generation and closes those of removed ones.
+        """
+        a, b = echoBackend(self, b"A"), echoBackend(self, b"B")
+        p1, p2 = freePorts(2)
+        self.writeConfig(f"{LOOPBACK} {p1} {LOOPBACK} {a}")
+        proxy = self.start()
+        self.waitServed(p1, b"A")
+        self.writeConfig(f"{LOOPBACK} {p2} {LOOPBACK} {b}")
+        event = self.reload(proxy)
+        self.assertEqual((event["added"], event["removed"]), (1, 1))
+        self.waitServed(p2, b"B")
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            try:
+                exchange(p1, b"x")
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.05)
+        self.assertRefused(p1)
+
+
+class SystemdWorkersTests(SynchronousTestCase):
+    """
+    C{--workers} with a C{systemd:} listener (socket activation).
+    """
+
+    def test_workersAdoptSystemdSocket(self) -> None:
+        """
+        The workers serve the socket systemd handed to the supervisor
+        instead of checking the C{systemd:} string against their own
+        environment (which made them exit with status 64 in a loop).
+        """
+        tool = shutil.which("systemd-socket-activate")
+        if tool is None:
+            raise SkipTest("systemd-socket-activate is not installed")
+        a = echoBackend(self, b"A")
+        (port,) = freePorts(1)
+        command = [
+            tool,
+            "-l",
+            f"{LOOPBACK}:{port}",
+            "--fdname=proxy",
+            sys.executable,
+            "-m",
+            "twisted",
+            "--log-format=json",
+            "splice-proxy",
+            "--listen",
+            "systemd:domain=INET:name=proxy",
+            "--connect",
+            f"tcp:{LOOPBACK}:{a}",
+            "--workers",
+            "2",
+        ]
+        proxy = ProxyProcess([], command=command, env=dict(os.environ))
+        self.addCleanup(proxy.kill)
+        # systemd-socket-activate starts the proxy on the first connection.
+        answer = b""
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end and answer != b"Ax":
+            try:
+                answer = exchange(port, b"x")
+            except OSError:
+                time.sleep(0.1)
+        self.assertEqual(answer, b"Ax")
+        proxy.waitForEvent(
+            lambda e: e.get("splicetxEvent") == "ready" and e.get("worker") == 1,
+            DEADLINE,
+        )
+        for _ in range(5):
+            self.assertEqual(exchange(port, b"x"), b"Ax")
+        self.assertNotIn("no such socket", proxy.stderr)
+        self.assertIsNone(proxy.proc.poll())
