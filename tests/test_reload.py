@@ -392,6 +392,10 @@ class SystemdWorkersTests(SynchronousTestCase):
             "-l",
             f"{LOOPBACK}:{port}",
             "--fdname=proxy",
+            # It passes on only a minimal environment: add this test run's
+            # import path, so the proxy runs the code under test.
+            "-E",
+            "PYTHONPATH=" + os.pathsep.join(sys.path),
             sys.executable,
             "-m",
             "twisted",

@@ -17,12 +17,20 @@ import signal
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from splicetx._config import ConfigError
 from splicetx._filelimit import raiseFileLimit
 from splicetx._proxyconfig import ProxyConfig
 from splicetx._reactor import defaultReactor
+from splicetx._reload import (
+    compareConfigs,
+    installReloadSignal,
+    logReloaded,
+    logReloadFailed,
+    reloadedConfig,
+)
 from splicetx._service import (
     _METRICS_MISSING,
     _DrainOnSignal,
@@ -130,6 +138,7 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         self.metricsPort: Any = None
         self.workers: Any = None
         self._stopping = False
+        self._reloading = False
 
     def startService(self) -> None:
         """
@@ -187,19 +196,22 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
 
     def _started(self, supervisor: Any) -> None:
         for listener in supervisor.listeners:
-            _log.info(
-                "listening on port {port} ({description}) with {count} workers "
-                "({mode})",
-                splicetxEvent="listening",
-                port=listener.port,
-                description=listener.description,
-                count=self.count,
-                mode=listener.mode,
-            )
+            self._logListening(listener)
+
+    def _logListening(self, listener: Any) -> None:
+        _log.info(
+            "listening on port {port} ({description}) with {count} workers ({mode})",
+            splicetxEvent="listening",
+            port=listener.port,
+            description=listener.description,
+            count=self.count,
+            mode=listener.mode,
+        )
 
     def _running(self) -> None:
         if self.handleSignals:
             self._installSignalHandlers()
+            installReloadSignal(self.reactor, self.reload)
         supervisor = self.workers
         _log.info(
             "splice-proxy supervisor ready (pid {pid}, workers {workers})",
@@ -207,6 +219,81 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             pid=os.getpid(),
             workers=sorted(supervisor.pids.values()) if supervisor else [],
         )
+
+    def reload(self) -> Deferred[Any]:
+        """
+        SIGHUP: check the C{--config} file, prepare the sockets of the
+        listeners it adds, replace the workers with a new generation on the
+        same sockets (L{WorkerSupervisor.reload
+        <splicetx._workers.WorkerSupervisor.reload>}), then close the
+        sockets of the listeners it removed.  All or nothing: a bad file, a
+        listener that cannot be opened or a new worker that does not start
+        leaves the running workers and sockets as they were.
+
+        @return: a C{Deferred} firing with the applied
+            L{ConfigChanges <splicetx._reload.ConfigChanges>}, or C{None}.
+        """
+        path = self.config.configFile
+        supervisor = self.workers
+        if self._stopping or supervisor is None or not supervisor.running:
+            _log.info("reload ignored: draining", splicetxEvent="reload", ignored=True)
+            return succeed(None)
+        if self._reloading:
+            _log.info(
+                "reload ignored: the previous one is still being applied",
+                splicetxEvent="reload",
+                ignored=True,
+            )
+            return succeed(None)
+        try:
+            new = reloadedConfig(self.config)
+        except ConfigError as e:
+            logReloadFailed(path, str(e))
+            return succeed(None)
+        changes = compareConfigs(self.config, new)
+        current = {listener.description: listener for listener in supervisor.listeners}
+        listeners = []
+        added = []
+        for description in new.listen:
+            listener = current.get(description)
+            if listener is None:
+                try:
+                    listener = _listenNow(
+                        lambda d=description: prepareListener(d, None, self.reactor),
+                        description,
+                    )
+                except SystemExit as e:
+                    listener = None
+                    error = str(e).removeprefix("splice-proxy: error: ")
+                else:
+                    error = f"cannot listen on {description} for workers"
+                if listener is None:
+                    for a in added:
+                        a.close()
+                    logReloadFailed(path, error)
+                    return succeed(None)
+                added.append(listener)
+            listeners.append(listener)
+        removed = [x for x in supervisor.listeners if x not in listeners]
+        self._reloading = True
+
+        def reloaded(_: Any) -> Any:
+            self._reloading = False
+            for listener in removed:
+                listener.close()
+            self.config = new
+            for listener in added:
+                self._logListening(listener)
+            logReloaded(path, changes)
+            return changes
+
+        def failed(f: Any) -> None:
+            self._reloading = False
+            for listener in added:
+                listener.close()
+            logReloadFailed(path, str(f.value))
+
+        return supervisor.reload(listeners).addCallbacks(reloaded, failed)
 
     def _signalledFirst(self, name: str) -> None:
         _log.info(
