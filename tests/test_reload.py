@@ -21,8 +21,15 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from splicetx._acl import AccessControl
+from splicetx._config import ConfigError
+from splicetx._proxyconfig import Forward, ProxyConfig
+from splicetx._reload import ConfigChanges, compareConfigs, reloadedConfig
+from splicetx._worker import ENV_READY
+
 from .test_cli_support import LOOPBACK, ProxyProcess
 from .test_ops_cli import freePorts
+from .test_workers import SupervisorUnitTests
 
 #: Seconds any one wait may take before a test fails (bounds, not limits
 #: that are asserted).
@@ -427,3 +434,142 @@ class SystemdWorkersTests(SynchronousTestCase):
             self.assertEqual(exchange(port, b"x"), b"Ax")
         self.assertNotIn("no such socket", proxy.stderr)
         self.assertIsNone(proxy.proc.poll())
+
+
+class SupervisorReloadUnitTests(SynchronousTestCase):
+    """
+    L{WorkerSupervisor.reload} driven by a fake clock and process reactor:
+    the order of a generation change.
+    """
+
+    setUp = SupervisorUnitTests.setUp
+
+    def ready(self, index: int) -> None:
+        """
+        Make the C{index}-th spawned process report ready.
+        """
+        proto, _exe, _args, env, *_ = self.reactor.spawned[index]
+        proto.childDataReceived(int(env[ENV_READY]), b"ready\n")
+
+    def test_newGenerationOnTheSameSockets(self) -> None:
+        """
+        The new workers get the very sockets of the workers they replace,
+        and the old ones get SIGTERM only once every new one is ready.
+        """
+        self.sup.start()
+        d = self.sup.reload([self.listener])
+        self.assertEqual(len(self.reactor.spawned), 4)
+        oldFDs = [self.reactor.spawned[i][4][3] for i in (0, 1)]
+        newFDs = [self.reactor.spawned[i][4][3] for i in (2, 3)]
+        self.assertEqual(oldFDs, newFDs)
+        self.ready(2)
+        self.assertNoResult(d)
+        self.assertEqual(self.reactor.spawned[0][5].signals, [])
+        self.ready(3)
+        self.successResultOf(d)
+        self.assertEqual(
+            [p.signals for *_, p in self.reactor.spawned],
+            [["TERM"], ["TERM"], [], []],
+        )
+        self.assertEqual(self.sup.pids, {0: 1003, 1: 1004})
+        # The old generation's exits restart nothing.
+        self.reactor.end(0)
+        self.reactor.end(1)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.reactor.spawned), 4)
+
+    def test_newWorkerFails(self) -> None:
+        """
+        A new worker that exits before it is ready fails the reload: the
+        rest of the new generation is stopped, the old one carries on.
+        """
+        self.sup.start()
+        d = self.sup.reload([self.listener])
+        self.ready(2)
+        self.reactor.end(3, code=64)
+        self.failureResultOf(d, RuntimeError)
+        self.assertEqual(self.reactor.spawned[2][5].signals, ["TERM"])
+        self.assertEqual(self.reactor.spawned[0][5].signals, [])
+        self.assertEqual(self.sup.pids, {0: 1001, 1: 1002})
+        self.reactor.end(2)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.reactor.spawned), 4)
+        # The old workers still have their sockets: a restart reuses them.
+        self.reactor.end(0, code=1)
+        self.reactor.advance(100)
+        self.assertEqual(len(self.reactor.spawned), 5)
+
+    def test_stopDuringReload(self) -> None:
+        """
+        A stop while a reload waits fails it and stops both generations.
+        """
+        self.sup.start()
+        d = self.sup.reload([self.listener])
+        stopped = self.sup.stop()
+        self.failureResultOf(d, RuntimeError)
+        self.assertEqual([p.signals for *_, p in self.reactor.spawned], [["TERM"]] * 4)
+        for i in range(4):
+            self.reactor.end(i)
+        self.successResultOf(stopped)
+
+
+class CompareConfigsTests(SynchronousTestCase):
+    """
+    L{compareConfigs} and L{reloadedConfig}.
+    """
+
+    def test_compare(self) -> None:
+        """
+        Forwards are matched by their listening strings: new ones are added,
+        missing ones removed, those with another upstream or other rules
+        changed, the rest left alone.
+        """
+        old = ProxyConfig(
+            forwards=[
+                Forward(listens=["tcp:1"], connect="tcp:h:1"),
+                Forward(listens=["tcp:2"], connect="tcp:h:2"),
+                Forward(listens=["tcp:3"], connect="tcp:h:3"),
+                Forward(listens=["tcp:4"], connect="tcp:h:4"),
+            ]
+        )
+        new = ProxyConfig(
+            forwards=[
+                Forward(listens=["tcp:1"], connect="tcp:h:1"),
+                Forward(listens=["tcp:2"], connect="tcp:h:9"),
+                Forward(
+                    listens=["tcp:3"],
+                    connect="tcp:h:3",
+                    acl=AccessControl(["127.0.0.1"]),
+                ),
+                Forward(listens=["tcp:5"], connect="tcp:h:5"),
+            ]
+        )
+        changes = compareConfigs(old, new)
+        self.assertEqual([f.listen for f in changes.added], ["tcp:5"])
+        self.assertEqual([f.listen for f in changes.removed], ["tcp:4"])
+        self.assertEqual([n.listen for _, n in changes.changed], ["tcp:2", "tcp:3"])
+        self.assertEqual(compareConfigs(new, new), ConfigChanges())
+
+    def test_reloadedKeepsCommandLine(self) -> None:
+        """
+        The command line's forward stays; the file's forwards are read
+        again; a file forward on a --listen endpoint is an error.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "c.conf")
+        with open(path, "w") as f:
+            f.write("127.0.0.1 8080 127.0.0.1 80\n")
+        command = Forward(listens=["tcp:9"], connect="tcp:h:9")
+        config = ProxyConfig(forwards=[command], configFile=path)
+        new = reloadedConfig(config)
+        self.assertEqual(new.forwards[0], command)
+        self.assertEqual([f.connectPort for f in new.forwards[1:]], [80])
+        listen = new.forwards[1].listen
+        taken = ProxyConfig(
+            forwards=[Forward(listens=[listen], connect="tcp:h:9")], configFile=path
+        )
+        with self.assertRaises(ConfigError):
+            reloadedConfig(taken)
+        with self.assertRaises(ConfigError):
+            reloadedConfig(ProxyConfig(forwards=[command]))
