@@ -29,7 +29,7 @@ from splicetx._worker import ENV_READY
 
 from .test_cli_support import LOOPBACK, ProxyProcess
 from .test_ops_cli import freePorts
-from .test_workers import SupervisorUnitTests
+from . import test_workers
 
 #: Seconds any one wait may take before a test fails (bounds, not limits
 #: that are asserted).
@@ -442,7 +442,7 @@ class SupervisorReloadUnitTests(SynchronousTestCase):
     the order of a generation change.
     """
 
-    setUp = SupervisorUnitTests.setUp
+    setUp = test_workers.SupervisorUnitTests.setUp
 
     def ready(self, index: int) -> None:
         """
