@@ -27,9 +27,9 @@ from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._reload import ConfigChanges, compareConfigs, reloadedConfig
 from splicetx._worker import ENV_READY
 
+from . import test_workers
 from .test_cli_support import LOOPBACK, ProxyProcess
 from .test_ops_cli import freePorts
-from . import test_workers
 
 #: Seconds any one wait may take before a test fails (bounds, not limits
 #: that are asserted).
