@@ -323,6 +323,31 @@ class ReloadTests(_ReloadTestCase):
         self.assertEqual((event["added"], event["failed"]), (1, []))
         self.waitServed(p3, b"B")
 
+    def test_reloadDuringDrainIgnored(self) -> None:
+        """
+        A SIGHUP that arrives while SIGTERM drains is logged and ignored:
+        the live connection finishes with its upstream.
+        """
+        a, b = echoBackend(self, b"A"), echoBackend(self, b"B")
+        (port,) = freePorts(1)
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {a}")
+        proxy = self.start()
+        live = socket.create_connection((LOOPBACK, port), timeout=DEADLINE)
+        self.addCleanup(live.close)
+        self.assertEqual(live.recv(10), b"A")
+        proxy.signal(signal.SIGTERM)
+        proxy.waitForEvent(lambda e: "no longer accepting" in str(e), DEADLINE)
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {b}")
+        event = self.reload(proxy)
+        self.assertTrue(event.get("ignored"))
+        live.sendall(b"bye")
+        live.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := live.recv(100):
+            out += chunk
+        self.assertEqual(out, b"bye")
+        self.assertEqual(proxy.wait(DEADLINE), 0)
+
 
 class WorkersReloadTests(_ReloadTestCase):
     """

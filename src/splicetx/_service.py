@@ -409,7 +409,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
     def _running(self) -> None:
         if self.handleSignals:
             self._installSignalHandlers()
-            installReloadSignal(self.reactor, self.reload)
+            if signal.getsignal(signal.SIGTERM) == self._onSignal:
+                # Only when we run the process's signals (not under trial).
+                installReloadSignal(self.reactor, self.reload)
         if self._worker:
             self._supervisorWatch = _worker.watchSupervisor(self.reactor)
             _worker.reportReady()

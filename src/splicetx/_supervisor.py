@@ -211,7 +211,9 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
     def _running(self) -> None:
         if self.handleSignals:
             self._installSignalHandlers()
-            installReloadSignal(self.reactor, self.reload)
+            if signal.getsignal(signal.SIGTERM) == self._onSignal:
+                # Only when we run the process's signals (not under trial).
+                installReloadSignal(self.reactor, self.reload)
         supervisor = self.workers
         _log.info(
             "splice-proxy supervisor ready (pid {pid}, workers {workers})",
