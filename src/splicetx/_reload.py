@@ -333,10 +333,11 @@ class ServiceReloader:
             )
             return succeed(None)
         pairs = list(zip(config.listenEndpoints(forward), forward.listens, strict=True))
-        attempts = [
-            maybeDeferred(lambda d=d: serverEndpoint(reactor, d).listen(factory))
-            for d, _ in pairs
-        ]
+
+        def listen(description: str) -> Deferred[Any]:
+            return serverEndpoint(reactor, description).listen(factory)
+
+        attempts = [maybeDeferred(listen, d) for d, _ in pairs]
 
         def settled(results: list[tuple[bool, Any]]) -> None:
             bad = [

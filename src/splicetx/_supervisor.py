@@ -254,8 +254,8 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             return succeed(None)
         changes = compareConfigs(self.config, new)
         current = {listener.description: listener for listener in supervisor.listeners}
-        listeners = []
-        added = []
+        listeners: list[Any] = []
+        added: list[Any] = []
         for description in new.listen:
             listener = current.get(description)
             if listener is None:
