@@ -243,6 +243,11 @@ class ServiceReloader:
         if service._stopping:
             _log.info("reload ignored: draining", splicetxEvent="reload", ignored=True)
             return succeed(None)
+        if path is None:
+            _log.info(
+                "reload ignored: no --config file", splicetxEvent="reload", ignored=True
+            )
+            return succeed(None)
         if self._busy:
             _log.info(
                 "reload ignored: the previous one is still being applied",

@@ -240,6 +240,11 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         if self._stopping or supervisor is None or not supervisor.running:
             _log.info("reload ignored: draining", splicetxEvent="reload", ignored=True)
             return succeed(None)
+        if path is None:
+            _log.info(
+                "reload ignored: no --config file", splicetxEvent="reload", ignored=True
+            )
+            return succeed(None)
         if self._reloading:
             _log.info(
                 "reload ignored: the previous one is still being applied",
