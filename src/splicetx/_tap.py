@@ -191,7 +191,8 @@ class Options(usage.Options):
             None,
             None,
             "A rinetd configuration file: one forward per 'bindaddress "
-            "bindport connectaddress connectport' line, with allow/deny rules.",
+            "bindport connectaddress connectport' line, with allow/deny rules; "
+            "re-read on SIGHUP.",
         ],
         [
             "metrics",
