@@ -152,6 +152,17 @@ class Churn:
             time.sleep(0.02)
         raise AssertionError(f"no answer tagged {tag!r}; last {self.tags[-5:]!r}")
 
+    def waitForMore(self, n: int) -> None:
+        """
+        Wait until C{n} more exchanges succeeded (or failed).
+        """
+        start = self.ok + len(self.failures)
+        end = time.monotonic() + DEADLINE
+        while self.ok + len(self.failures) < start + n:
+            if time.monotonic() > end:
+                raise AssertionError(f"the churn client made no progress: {self.ok}")
+            time.sleep(0.01)
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(DEADLINE)
@@ -236,10 +247,12 @@ class _ReloadTestCase(SynchronousTestCase):
         churn = Churn(port).start()
         self.addCleanup(churn.stop)
         for backend, tag in [(b, b"B"), (a, b"A"), (b, b"B")]:
+            churn.waitForMore(50)
             self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {backend}")
             event = self.reload(proxy)
             self.assertEqual((event.get("changed"), event.get("error")), (1, None))
             churn.waitForTag(tag)
+        churn.waitForMore(50)
         churn.stop()
         self.assertEqual(churn.failures, [])
         self.assertGreater(churn.ok, 0)
