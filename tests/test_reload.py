@@ -550,6 +550,26 @@ class SupervisorReloadUnitTests(SynchronousTestCase):
         self.reactor.advance(100)
         self.assertEqual(len(self.reactor.spawned), 5)
 
+    def test_newWorkerFailsAfterItsReady(self) -> None:
+        """
+        A new worker that reported ready but exits before the rest of its
+        generation is ready fails the reload too, and the sockets the old
+        workers share with the new ones stay open.
+        """
+        self.sup.start()
+        d = self.sup.reload([self.listener])
+        self.ready(2)
+        self.reactor.end(2, code=1)
+        self.failureResultOf(d, RuntimeError)
+        self.assertEqual(self.reactor.spawned[3][5].signals, ["TERM"])
+        self.assertEqual(self.sup.pids, {0: 1001, 1: 1002})
+        kept = [
+            sock.fileno() for slot in self.sup._slots for sock in slot.sockets.values()
+        ]
+        self.assertEqual(len(kept), 2)
+        self.assertNotIn(-1, kept)
+        self.assertEqual(kept, [self.reactor.spawned[i][4][3] for i in (0, 1)])
+
     def test_stopDuringReload(self) -> None:
         """
         A stop while a reload waits fails it and stops both generations.

@@ -280,9 +280,16 @@ class ServiceReloader:
         byKey = dict(
             zip((f.listens for f in old.forwards), service.factories, strict=True)
         )
-        for _, forward in changes.changed:
+        try:
+            upstreams = [clientEndpoint(reactor, n.connect) for _, n in changes.changed]
+        except Exception as e:
+            logReloadFailed(old.configFile, _explain(e))
+            return succeed(ConfigChanges())
+        for warning in new.warnings:
+            _log.warn("{warning}", warning=warning, splicetxEvent="config")
+        for (_, forward), upstream in zip(changes.changed, upstreams, strict=True):
             factory = byKey[forward.listens]
-            factory.upstream = clientEndpoint(reactor, forward.connect)
+            factory.upstream = upstream
             acl = forward.acl
             factory.acl = None if acl is None or acl.empty else acl
         stopping = []

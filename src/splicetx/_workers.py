@@ -530,14 +530,17 @@ class WorkerSupervisor:
             if waiter is not None:
                 waiter.callback(None)
             return
-        if slot.ready is not None and not slot.ready.called:
-            # A worker of a new generation died before it was ready.
-            slot.ready.errback(
-                RuntimeError(
-                    f"worker {slot.index} of the new generation exited before "
-                    f"it was ready (exit code {exitCode}, signal {signal})"
-                )
+        if self._pending is not None and slot in self._pending:
+            # A worker of a new generation died before they all were ready:
+            # the reload fails (see reload).
+            error = RuntimeError(
+                f"worker {slot.index} of the new generation exited before "
+                f"it was ready (exit code {exitCode}, signal {signal})"
             )
+            for each in [slot, *self._pending]:
+                if each.ready is not None and not each.ready.called:
+                    each.ready.errback(error)
+                    break
             return
         if waiter is not None:
             _log.info(
