@@ -405,6 +405,33 @@ class WorkersReloadTests(_ReloadTestCase):
         self.assertIn("rinetd.conf:1", event["error"])
         self.assertEqual(exchange(port, b"x"), b"Ax")
 
+    def test_restartedWorkerRunsCheckedConfig(self) -> None:
+        """
+        A worker restarted after a crash runs the configuration the
+        supervisor checked, not the file as it is now (being edited, or
+        bad).
+        """
+        a = echoBackend(self, b"A")
+        (port,) = freePorts(1)
+        self.writeConfig(f"{LOOPBACK} {port} {LOOPBACK} {a}")
+        proxy = self.start()
+        ready = proxy.waitForEvent(
+            lambda e: e.get("splicetxEvent") == "ready" and e.get("worker") == 0,
+            DEADLINE,
+        )
+        self.writeConfig("nonsense")
+        os.kill(ready["pid"], signal.SIGKILL)
+        proxy.waitForEvent(
+            lambda e: (
+                e.get("splicetxEvent") == "ready"
+                and e.get("worker") == 0
+                and e.get("pid") != ready["pid"]
+            ),
+            DEADLINE,
+        )
+        for _ in range(10):
+            self.assertEqual(exchange(port, b"x"), b"Ax")
+
     def test_addedAndRemovedListeners(self) -> None:
         """
         The supervisor opens the sockets of added listeners for the new

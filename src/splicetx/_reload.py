@@ -50,12 +50,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx._acl import AccessControl
-from splicetx._config import ConfigError, parseConfigFile
+from splicetx._config import ConfigError, parseConfig
 from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
 from splicetx._proxyconfig import Forward, ProxyConfig
 
 __all__ = [
     "ConfigChanges",
+    "readConfigText",
     "ServiceReloader",
     "compareConfigs",
     "fileForwards",
@@ -68,8 +69,23 @@ __all__ = [
 _log = Logger(namespace="splicetx.proxy")
 
 
+def readConfigText(path: str) -> str:
+    """
+    Read a C{--config} file.
+
+    @raise ConfigError: when it cannot be read or is not UTF-8.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(path, 0, f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, 0, f"not UTF-8 text: {e.reason}") from None
+
+
 def fileForwards(
-    path: str, commandACL: AccessControl | None = None
+    path: str, commandACL: AccessControl | None = None, text: str | None = None
 ) -> tuple[list[Forward], list[str]]:
     """
     Read the forwards of a C{--config} file, with the command line's
@@ -77,10 +93,14 @@ def fileForwards(
 
     @param path: the file.
     @param commandACL: the command line's rules, or C{None}.
+    @param text: the file's text, when already read (default: read
+        C{path}).
     @return: the forwards and the warnings about the file.
     @raise ConfigError: when the file cannot be read or has a problem.
     """
-    config = parseConfigFile(path)
+    if text is None:
+        text = readConfigText(path)
+    config = parseConfig(text, path)
     forwards = []
     for f in config.forwards:
         rules = f.acl
@@ -95,19 +115,20 @@ def fileForwards(
     return forwards, list(config.warnings)
 
 
-def reloadedConfig(config: ProxyConfig) -> ProxyConfig:
+def reloadedConfig(config: ProxyConfig, text: str | None = None) -> ProxyConfig:
     """
     The running configuration with the forwards of its C{--config} file
     read again; the command line's forward (line number C{0}) is kept.
 
     @param config: the running configuration.
+    @param text: the file's text, when already read.
     @raise ConfigError: when there is no file, it cannot be read, it has a
         problem, or it listens on an endpoint of the command line.
     """
     path = config.configFile
     if path is None:
         raise ConfigError("(none)", 0, "no --config file to reload")
-    forwards, warnings = fileForwards(path, config.commandACL)
+    forwards, warnings = fileForwards(path, config.commandACL, text)
     kept = [f for f in config.forwards if f.lineNumber == 0]
     taken = {d for f in kept for d in f.listens}
     for f in forwards:

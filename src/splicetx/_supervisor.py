@@ -29,6 +29,7 @@ from splicetx._reload import (
     installReloadSignal,
     logReloaded,
     logReloadFailed,
+    readConfigText,
     reloadedConfig,
 )
 from splicetx._service import (
@@ -37,6 +38,7 @@ from splicetx._service import (
     _listenNow,
     _logMetricsPort,
 )
+from splicetx._worker import ENV_CONFIG
 from splicetx._workers import WorkerSupervisor, prepareListener
 
 __all__ = ["SpliceProxySupervisorService", "twistArguments", "workerArguments"]
@@ -139,6 +141,8 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         self.workers: Any = None
         self._stopping = False
         self._reloading = False
+        self._configDirectory: str | None = None
+        self._configCopy: str | None = None
 
     def startService(self) -> None:
         """
@@ -146,6 +150,15 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         """
         Service.startService(self)
         reactor = self.reactor
+        text = None
+        if self.config.configFile is not None:
+            # The workers run this text (see _snapshotConfig), so listen for
+            # what it says, even if the file changed since it was checked.
+            try:
+                text = readConfigText(self.config.configFile)
+                self.config = reloadedConfig(self.config, text)
+            except ConfigError as e:
+                raise SystemExit(f"splice-proxy: error: {e}")
         raiseFileLimit()
         options: dict[str, Any] = {"drainTimeout": self.config.drainTimeout + 5.0}
         if self.config.metricsEndpoint is not None:
@@ -186,6 +199,9 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
                     "workers: use a tcp:, tcp6:, unix: or systemd: endpoint"
                 )
             listeners.append(listener)
+        if self.config.configFile is not None:
+            env = dict(options.get("env", os.environ))
+            options["env"] = self._snapshotConfig(env, text)
         supervisor = WorkerSupervisor(
             self.workerArgv, self.count, listeners, reactor, **options
         )
@@ -253,7 +269,8 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             )
             return succeed(None)
         try:
-            new = reloadedConfig(self.config)
+            text = readConfigText(path)
+            new = reloadedConfig(self.config, text)
         except ConfigError as e:
             logReloadFailed(path, str(e))
             return succeed(None)
@@ -283,9 +300,12 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             listeners.append(listener)
         removed = [x for x in supervisor.listeners if x not in listeners]
         self._reloading = True
+        before = self._configCopy
+        env = self._snapshotConfig(dict(supervisor.env), text)
 
         def reloaded(_: Any) -> Any:
             self._reloading = False
+            self._removeCopy(before)
             for listener in removed:
                 listener.close()
             self.config = new
@@ -296,11 +316,43 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
 
         def failed(f: Any) -> None:
             self._reloading = False
+            self._removeCopy(self._configCopy)
+            self._configCopy = before
             for listener in added:
                 listener.close()
             logReloadFailed(path, str(f.value))
 
-        return supervisor.reload(listeners).addCallbacks(reloaded, failed)
+        d = supervisor.reload(listeners, env=env)
+        return d.addCallbacks(reloaded, failed)
+
+    def _snapshotConfig(self, env: dict[str, str], text: str | None) -> dict[str, str]:
+        """
+        Write a copy of the C{--config} file's text for the workers to read
+        (see L{splicetx._worker.configText}), and return C{env} with its
+        name added.
+        """
+        import shutil
+        import tempfile
+
+        if self._configDirectory is None:
+            self._configDirectory = tempfile.mkdtemp(prefix="splicetx-config-")
+            self.reactor.addSystemEventTrigger(
+                "after", "shutdown", shutil.rmtree, self._configDirectory, True
+            )
+        fd, copy = tempfile.mkstemp(dir=self._configDirectory, suffix=".conf")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text or "")
+        self._configCopy = copy
+        env[ENV_CONFIG] = copy
+        return env
+
+    def _removeCopy(self, copy: str | None) -> None:
+        if copy is None:
+            return
+        try:
+            os.remove(copy)
+        except OSError:
+            pass
 
     def _signalledFirst(self, name: str) -> None:
         _log.info(

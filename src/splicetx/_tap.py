@@ -343,7 +343,11 @@ class Options(usage.Options):
             )
         if self["config"]:
             try:
-                fromFile, warnings = fileForwards(self["config"], acl)
+                # A worker reads the copy its supervisor checked.
+                text = _worker.configText()
+                fromFile, warnings = fileForwards(self["config"], acl, text)
+            except OSError as e:
+                raise _Exit(f"{self['config']}: cannot read the supervisor's copy: {e}")
             except ConfigError as e:
                 raise _Exit(str(e))
             forwards.extend(fromFile)

@@ -321,9 +321,12 @@ class _Slot:
     nothing queued on them is lost when this one closes its copies).
     """
 
-    def __init__(self, index: int, listeners: Sequence[Any]) -> None:
+    def __init__(
+        self, index: int, listeners: Sequence[Any], env: Mapping[str, str]
+    ) -> None:
         self.index = index
         self.listeners = list(listeners)
+        self.env = env
         self.sockets: dict[Any, socket.socket] = {}
         self.process: Any = None
         self.pid: int | None = None
@@ -400,7 +403,7 @@ class WorkerSupervisor:
         self.drainTimeout = drainTimeout
         self.onWorkerExit = onWorkerExit
         self.running = False
-        self._slots = [_Slot(i, self.listeners) for i in range(count)]
+        self._slots = [_Slot(i, self.listeners, self.env) for i in range(count)]
         self._pending: list[_Slot] | None = None
         self._retiring: list[_Slot] = []
         self._stopping: Deferred[None] | None = None
@@ -450,7 +453,7 @@ class WorkerSupervisor:
             entries.append(f"{childFD}:{familyName(sock.family)}")
         slot.readyFD = 3 + len(sockets)
         childFDs[slot.readyFD] = "r"
-        env = dict(self.env)
+        env = dict(slot.env)
         env[ENV_FDS] = ",".join(entries)
         env[ENV_INDEX] = str(slot.index)
         env[ENV_SUPERVISOR] = str(os.getpid())
@@ -650,6 +653,7 @@ class WorkerSupervisor:
         self,
         listeners: Sequence[ReusePortListener | SharedListener],
         readyTimeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
     ) -> Deferred[None]:
         """
         Replace every worker with a new generation serving C{listeners}
@@ -670,6 +674,8 @@ class WorkerSupervisor:
             sockets.  The caller closes the listeners dropped, after
             success.
         @param readyTimeout: seconds the new workers have to be ready.
+        @param env: the new generation's base environment (default: the
+            current one); it becomes L{env} on success.
         @return: a C{Deferred} firing once the new generation serves (the
             previous one may still be draining), or failing with the reason
             it could not start.
@@ -678,7 +684,7 @@ class WorkerSupervisor:
             return fail(RuntimeError("a reload or a stop is in progress"))
         pending = []
         for old in self._slots:
-            new = _Slot(old.index, listeners)
+            new = _Slot(old.index, listeners, self.env if env is None else dict(env))
             new.sockets = {k: v for k, v in old.sockets.items() if k in listeners}
             new.ready = Deferred()
             pending.append(new)
@@ -741,6 +747,7 @@ class WorkerSupervisor:
         old, self._slots = self._slots, pending
         self._pending = None
         self.listeners = list(listeners)
+        self.env = dict(pending[0].env)
         for before, after in zip(old, pending, strict=True):
             after.ready = None
             self._retire(before, list(after.sockets.values()))
