@@ -189,7 +189,9 @@ def logReloaded(
     path: str | None, changes: ConfigChanges, failed: list[str] | None = None
 ) -> None:
     """
-    Log the C{reload} event of a reload that was applied.
+    Log the C{reload} event of a reload that was applied: the C{added},
+    C{removed} and C{changed} counts, the names of those forwards
+    (C{addedForwards} ...) and the listening strings that C{failed}.
 
     @param path: the C{--config} file.
     @param changes: what changed.
@@ -204,6 +206,9 @@ def logReloaded(
         removed=len(changes.removed),
         changed=len(changes.changed),
         failed=failed or [],
+        addedForwards=[f.listen for f in changes.added],
+        removedForwards=[f.listen for f in changes.removed],
+        changedForwards=[new.listen for _, new in changes.changed],
     )
 
 
@@ -293,10 +298,14 @@ class ServiceReloader:
 
         return d.addBoth(done)
 
-    def _apply(self, new: ProxyConfig) -> Deferred[ConfigChanges]:
+    def _apply(self, new: ProxyConfig) -> Deferred[ConfigChanges | None]:
         service = self.service
         reactor = service.reactor
         old = service.config
+        # Forget the removed forwards whose last connection has ended.
+        service.retiredFactories = [
+            f for f in service.retiredFactories if f.liveProtocols
+        ]
         changes = compareConfigs(old, new)
         byKey = dict(
             zip((f.listens for f in old.forwards), service.factories, strict=True)
@@ -305,7 +314,7 @@ class ServiceReloader:
             upstreams = [clientEndpoint(reactor, n.connect) for _, n in changes.changed]
         except Exception as e:
             logReloadFailed(old.configFile, _explain(e))
-            return succeed(ConfigChanges())
+            return succeed(None)
         for warning in new.warnings:
             _log.warn("{warning}", warning=warning, splicetxEvent="config")
         for (_, forward), upstream in zip(changes.changed, upstreams, strict=True):
@@ -330,13 +339,13 @@ class ServiceReloader:
                 )
         failed: list[str] = []
 
-        def openAdded(_: Any) -> Deferred[ConfigChanges]:
+        def openAdded(_: Any) -> Deferred[ConfigChanges | None]:
             # After the removed ports closed, so a port may move between
             # forwards in one reload.
             opening = [self._open(forward, byKey, failed) for forward in changes.added]
             return gatherResults(opening).addCallback(finish)
 
-        def finish(_: Any) -> ConfigChanges:
+        def finish(_: Any) -> ConfigChanges | None:
             # An added forward that could not listen is left out.
             forwards = [f for f in new.forwards if f.listens in byKey]
             service.config = attr.evolve(new, forwards=forwards)
