@@ -3,6 +3,12 @@ In-process peers for relay tests: a client and a server, each a real Twisted
 TCP (or UNIX) connection on loopback, joined through a relay under test.
 
     client peer --tcp--> [A] relay [B] --tcp--> server peer
+
+Only what the public L{splicetx.testing} helpers do not offer lives here: a
+L{Relay} built directly on two accepted transports (L{makePair}, including
+UNIX sockets and writes made before the relay starts) and a L{Peer} that
+sends in randomly sized chunks and paces its reading.  Payloads come from
+L{splicetx.testing.payload}.
 """
 
 from __future__ import annotations
@@ -20,21 +26,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx import Relay
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    """
-    Deterministic pseudo-random bytes (fast: repeated random block with a
-    counter so no two 64 KiB windows are equal).
-    """
-    rnd = random.Random(seed)
-    block = rnd.randbytes(1 << 16)
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += i.to_bytes(8, "big") + block[: min(len(block), size - len(out) - 8)]
-        i += 1
-    return bytes(out[:size])
 
 
 @implementer(IPushProducer)
@@ -244,12 +235,7 @@ def makePair(
         pa, pb = os.path.join(tmp, "a.sock"), os.path.join(tmp, "b.sock")
         portA = reactor.listenUNIX(pa, _factory(holderA))
         portB = reactor.listenUNIX(pb, _factory(pair.server))
-        reactor.connectUNIX(
-            pa,
-            protocol.ClientCreator(reactor, lambda: pair.client)._factory
-            if False
-            else _clientFactory(pair.client),
-        )
+        reactor.connectUNIX(pa, _clientFactory(pair.client))
         reactor.connectUNIX(pb, _clientFactory(holderB))
     else:
         iface = "::1" if kind == "tcp6" else "127.0.0.1"
@@ -280,6 +266,13 @@ def makePair(
 
 
 class _clientFactory(protocol.ClientFactory):
+    """
+    Connects the one protocol it is given; a failed connection errbacks its
+    C{made}.
+    """
+
+    noisy = False
+
     def __init__(self, proto: Any) -> None:
         self.proto = proto
 

@@ -18,7 +18,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 import splicetx
-from splicetx.bench import _cli, _loadgen, _proxies, _report, _wire
+from splicetx.bench import _cli, _loadgen, _proxies, _report, _tracing, _wire
 
 SPLICE = _proxies.defaultSpliceName(splicetx.DEFAULT_PIPE_SIZE)
 PROXIES = ("direct", SPLICE, "copy")
@@ -215,7 +215,9 @@ class HelperTests(SynchronousTestCase):
         self.addCleanup(os.remove, path)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        self.assertEqual(_cli.parseStrace(path), {"splice": 2000, "epoll_wait": 1000})
+        self.assertEqual(
+            _tracing.parseStrace(path), {"splice": 2000, "epoll_wait": 1000}
+        )
 
     def test_parsePerfReport(self) -> None:
         """
@@ -230,7 +232,7 @@ class HelperTests(SynchronousTestCase):
             "     2.43%  libc.so.6\n"
         )
         self.assertEqual(
-            _cli.parsePerfReport(byDso, "dso"),
+            _tracing.parsePerfReport(byDso, "dso"),
             {
                 "libpython3.11.so.1.0": 54.6,
                 "[kernel.kallsyms]": 42.17,
@@ -242,7 +244,7 @@ class HelperTests(SynchronousTestCase):
             "     2.20%  [.] _PyEval_EvalFrameDefault\n"
         )
         self.assertEqual(
-            _cli.parsePerfReport(bySym, "sym"),
+            _tracing.parsePerfReport(bySym, "sym"),
             {
                 "_raw_spin_unlock_irqrestore (kernel)": 36.04,
                 "_PyEval_EvalFrameDefault": 2.2,
@@ -255,7 +257,7 @@ class HelperTests(SynchronousTestCase):
         everything else are told apart.
         """
         got = [
-            _cli.classifyDso(d)
+            _tracing.classifyDso(d)
             for d in (
                 "[kernel.kallsyms]",
                 "libpython3.11.so.1.0",

@@ -20,8 +20,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from splicetx._endpoints import clientEndpoint, withBacklog
 from splicetx._tap import Options, makeService
+from splicetx.testing import digest
 
-from .test_cli_support import (
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     blackholePort,
@@ -31,10 +32,10 @@ from .test_cli_support import (
     echoChunks,
     listenOverflows,
     readAll,
+    refusedSoon,
     refusingPort,
     runAsync,
     sendAll,
-    sha,
     startServer,
     twistCommand,
     waitUntil,
@@ -87,7 +88,7 @@ class IntegrityTests(_ProxyTestCase):
 
         async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             got, _ = await asyncio.gather(readAll(r), sendAll(w, toClient))
-            seen["upstream"] = sha(got)
+            seen["upstream"] = digest(got)
             w.close()
 
         async def scenario() -> ProxyProcess:
@@ -97,15 +98,15 @@ class IntegrityTests(_ProxyTestCase):
             )
             r, w = await connectProxy(port)
             got, _ = await asyncio.gather(readAll(r), sendAll(w, toUpstream))
-            seen["client"] = sha(got)
+            seen["client"] = digest(got)
             w.close()
             await waitUntil(lambda: "upstream" in seen)
             server.close()
             return proxy
 
         proxy = runAsync(scenario(), 30)
-        self.assertEqual(seen["client"], sha(toClient))
-        self.assertEqual(seen["upstream"], sha(toUpstream))
+        self.assertEqual(seen["client"], digest(toClient))
+        self.assertEqual(seen["upstream"], digest(toUpstream))
         [event] = proxy.waitForConnections(1)
         self.assertEqual(event["reason"], "done")
         self.assertEqual(event["engine"], engine)
@@ -143,7 +144,7 @@ class HalfCloseTests(_ProxyTestCase):
         seen: dict[str, str] = {}
 
         async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            seen["upstream"] = sha(await readAll(r))
+            seen["upstream"] = digest(await readAll(r))
             await sendAll(w, response)
             w.close()
 
@@ -152,14 +153,16 @@ class HalfCloseTests(_ProxyTestCase):
             proxy, port = await _startProxy(lambda: self.forward(uport))
             r, w = await connectProxy(port)
             await sendAll(w, request)
-            seen["client"] = sha(await readAll(r))
+            seen["client"] = digest(await readAll(r))
             w.close()
             await waitUntil(lambda: "upstream" in seen)
             server.close()
             return proxy
 
         proxy = runAsync(scenario(), 30)
-        self.assertEqual(seen, {"upstream": sha(request), "client": sha(response)})
+        self.assertEqual(
+            seen, {"upstream": digest(request), "client": digest(response)}
+        )
         [event] = proxy.waitForConnections(1)
         self.assertEqual(event["reason"], "done")
 
@@ -174,14 +177,14 @@ class HalfCloseTests(_ProxyTestCase):
 
         async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             await sendAll(w, banner)
-            seen["upstream"] = sha(await readAll(r))
+            seen["upstream"] = digest(await readAll(r))
             w.close()
 
         async def scenario() -> ProxyProcess:
             server, uport = await startServer(upstream)
             proxy, port = await _startProxy(lambda: self.forward(uport))
             r, w = await connectProxy(port)
-            seen["client"] = sha(await readAll(r))
+            seen["client"] = digest(await readAll(r))
             await sendAll(w, request)
             await waitUntil(lambda: "upstream" in seen)
             w.close()
@@ -189,7 +192,7 @@ class HalfCloseTests(_ProxyTestCase):
             return proxy
 
         proxy = runAsync(scenario(), 30)
-        self.assertEqual(seen, {"upstream": sha(request), "client": sha(banner)})
+        self.assertEqual(seen, {"upstream": digest(request), "client": digest(banner)})
         [event] = proxy.waitForConnections(1)
         self.assertEqual(event["reason"], "done")
 
@@ -422,21 +425,11 @@ class DrainTests(_ProxyTestCase):
         seen: dict[str, Any] = {}
 
         async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            digest = sha(await readAll(r))
-            w.write(digest.encode())
+            received = digest(await readAll(r))
+            w.write(received.encode())
             w.write_eof()
             await w.drain()
             w.close()
-
-        async def refusedSoon(port: int) -> bool:
-            for _ in range(50):
-                try:
-                    _, w = await connectProxy(port)
-                    w.close()
-                except ConnectionRefusedError:
-                    return True
-                await asyncio.sleep(0.02)
-            return False
 
         async def scenario() -> ProxyProcess:
             server, uport = await startServer(upstream)
@@ -461,7 +454,7 @@ class DrainTests(_ProxyTestCase):
         proxy = runAsync(scenario(), 30)
         self.assertEqual(proxy.wait(10), 0)
         self.assertTrue(seen["refused"])
-        self.assertEqual(seen["reply"], sha(data))
+        self.assertEqual(seen["reply"], digest(data))
         # Probes that got in before the signal was handled are logged too.
         [event] = [
             e for e in proxy.connections() if e["bytesClientToUpstream"] == len(data)
@@ -596,7 +589,7 @@ class DeploymentTests(_ProxyTestCase):
             results = await asyncio.gather(*(through(port) for _, port in started))
             server.close()
             for got in results:
-                self.assertEqual(sha(got), sha(data))
+                self.assertEqual(digest(got), digest(data))
             return [p for p, _ in started]
 
         proxies = runAsync(scenario(), 45)
@@ -810,6 +803,20 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:0")
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:h:65536")
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:1:color=red")
+
+    def test_parseOnlyReactor(self) -> None:
+        """
+        The stand-in reactor used while parsing endpoint strings verifies as
+        an L{IReactorPluggableNameResolver}.
+        """
+        from twisted.internet.interfaces import IReactorPluggableNameResolver
+        from zope.interface.verify import verifyObject
+
+        from splicetx._endpoints import _ParseOnlyReactor
+
+        self.assertTrue(
+            verifyObject(IReactorPluggableNameResolver, _ParseOnlyReactor())
+        )
 
     def test_normalConnectionsFollowTwistLogLevel(self) -> None:
         """

@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .test_cli_support import LOOPBACK, twistCommand
+from ._cli_support import LOOPBACK, twistCommand
 
 OK_CONNECT = ["--connect", f"tcp:{LOOPBACK}:9"]
 OK_LISTEN = ["--listen", f"tcp:0:interface={LOOPBACK}"]

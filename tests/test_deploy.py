@@ -24,7 +24,9 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from .test_cli_support import (
+from splicetx.testing import digest
+
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     connectProxy,
@@ -32,7 +34,6 @@ from .test_cli_support import (
     readAll,
     runAsync,
     sendAll,
-    sha,
     startServer,
 )
 
@@ -218,7 +219,7 @@ class SystemdUnitTests(SynchronousTestCase):
         proxy = done["proxy"]
         self.assertEqual(done["port"], port)
         self.assertEqual(done["draining"].get("count"), 1)
-        self.assertEqual(sha(done["echoed"]), sha(before + after))
+        self.assertEqual(digest(done["echoed"]), digest(before + after))
         self.assertEqual(proxy.wait(60), 0, proxy.stderr)
         [event] = proxy.connections()
         self.assertEqual(event["reason"], "done")

@@ -20,12 +20,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._proxyprotocol import buildV1Header, buildV2Header
 
-from .test_cli_support import (
+from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
     closedWithin,
     connectProxy,
     readAll,
+    refusedSoon,
     runAsync,
     sendAll,
     startServer,
@@ -442,16 +443,6 @@ class WorkersTests(_OpsTestCase):
         """
         data = os.urandom(1 << 20)
 
-        async def refusedSoon(port: int) -> bool:
-            for _ in range(100):
-                try:
-                    _, w = await connectProxy(port)
-                    w.close()
-                except ConnectionRefusedError:
-                    return True
-                await asyncio.sleep(0.02)
-            return False
-
         async def scenario() -> tuple[Any, ...]:
             up = await Upstream().start()
             proxy = self.forward(
@@ -489,7 +480,7 @@ class WorkersTests(_OpsTestCase):
                 await w.drain()
                 if i == 0:
                     proxy.signal(signal.SIGTERM)
-                    refused = await refusedSoon(port)
+                    refused = await refusedSoon(port, tries=100)
                 await asyncio.sleep(0.02)
             w.write_eof()
             reply = await readAll(r)
@@ -556,7 +547,7 @@ class HelperTests(SynchronousTestCase):
         """
         import subprocess
 
-        from .test_cli_support import twistCommand
+        from ._cli_support import twistCommand
 
         tmp = tempfile.mkdtemp(prefix="splicetx-noprom-")
         package = os.path.join(tmp, "prometheus_client")

@@ -37,10 +37,9 @@ from splicetx.proxy import (
     describeAddress,
     describeEndpoint,
 )
-from splicetx.testing import ReactorTestMixin, makeReactorTests
+from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
-from ._harness import Peer, payload
-from .test_cli_support import sha
+from ._harness import Peer, _clientFactory
 
 LOOPBACK = "127.0.0.1"
 
@@ -95,13 +94,6 @@ class RecordingFactory(SpliceProxyFactory):
         d: Deferred[RelayResult] = Deferred()
         self.waiting.append(d)
         return d
-
-
-def _clientFactory(peer: Peer) -> protocol.ClientFactory:
-    f = protocol.ClientFactory()
-    f.noisy = False
-    f.buildProtocol = lambda addr: peer  # type: ignore[method-assign]
-    return f
 
 
 def connectClient(reactor: Any, port: Any, name: str = "client") -> Peer:
@@ -184,8 +176,8 @@ class ProxyMixin(ReactorTestMixin):
             yield stopAll([up, port])
             return client.digest(), result, upPort, factory
 
-        digest, result, upPort, factory = self.runScenario(scenario)
-        self.assertEqual(digest, sha(data))
+        received, result, upPort, factory = self.runScenario(scenario)
+        self.assertEqual(received, digest(data))
         self.assertEqual(
             (result.reason, result.bytesAToB, result.bytesBToA),
             (DONE, len(data), len(data)),
@@ -264,8 +256,8 @@ class ProxyMixin(ReactorTestMixin):
             yield stopAll([up, port])
             return client.digest(), result
 
-        digest, result = self.runScenario(scenario)
-        self.assertEqual(digest, sha(b"early bytes"))
+        received, result = self.runScenario(scenario)
+        self.assertEqual(received, digest(b"early bytes"))
         self.assertEqual(result.reason, DONE)
 
     def test_clientRejected(self) -> None:
@@ -542,8 +534,8 @@ class ProxyMixin(ReactorTestMixin):
             yield stopAll([up, port])
             return client.digest(), result, endpoint.calls
 
-        digest, result, calls = self.runScenario(scenario)
-        self.assertEqual((digest, result.reason, calls), (sha(data), DONE, 1))
+        received, result, calls = self.runScenario(scenario)
+        self.assertEqual((received, result.reason, calls), (digest(data), DONE, 1))
         [upstream] = Explicit.fired
         self.assertIsNotNone(upstream)
         Explicit.fired.clear()

@@ -7,7 +7,6 @@ Tests for L{splicetx.relay} over real loopback sockets, on every reactor
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import resource
 from typing import Any
@@ -27,13 +26,9 @@ from splicetx import (
     PipePool,
     _splice,
 )
-from splicetx.testing import ReactorTestMixin, makeReactorTests
+from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
-from ._harness import makePair, payload
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from ._harness import makePair
 
 
 def within(reactor: Any, d: Deferred[Any], seconds: float, what: str) -> Deferred[Any]:
@@ -67,8 +62,8 @@ class RelayIntegrityMixin(ReactorTestMixin):
         result = yield pair.result
         yield gatherResults([pair.client.lost, pair.server.lost])
         pool.close()
-        self.assertEqual(pair.server.digest(), sha(up))
-        self.assertEqual(pair.client.digest(), sha(down))
+        self.assertEqual(pair.server.digest(), digest(up))
+        self.assertEqual(pair.client.digest(), digest(down))
         self.assertEqual(result.reason, DONE, result)
         self.assertEqual((result.bytesAToB, result.bytesBToA), (size, size))
         self.assertEqual(result.engine, "copy" if engine == "copy" else "splice")
@@ -138,14 +133,14 @@ class HalfCloseMixin(ReactorTestMixin):
         first.send(request, halfClose=True)
         # The other side sees the whole request, then an end of stream...
         yield second.eof
-        self.assertEqual(second.digest(), sha(request))
+        self.assertEqual(second.digest(), digest(request))
         self.assertEqual(second.received, len(request))
         # ... and its reply, a second later, still reaches the first side.
         yield deferLater(reactor, 1.0, lambda: None)
         second.send(reply, halfClose=True)
         result = yield pair.result
         yield gatherResults([pair.client.lost, pair.server.lost])
-        self.assertEqual(first.digest(), sha(reply))
+        self.assertEqual(first.digest(), digest(reply))
         self.assertEqual(result.reason, DONE)
 
     def test_clientFirst_splice(self) -> None:
@@ -196,7 +191,7 @@ class BackpressureMixin(ReactorTestMixin):
         pair.server.transport.loseConnection()
         result = yield pair.result
         yield gatherResults([pair.client.lost, pair.server.lost])
-        self.assertEqual(pair.server.digest(), sha(data))
+        self.assertEqual(pair.server.digest(), digest(data))
         self.assertEqual(result.bytesAToB, len(data))
 
     def test_stall_splice(self) -> None:
@@ -284,8 +279,8 @@ class HandOverMixin(ReactorTestMixin):
         pair.server.send(down)
         result = yield pair.result
         yield gatherResults([pair.client.lost, pair.server.lost])
-        self.assertEqual(pair.client.digest(), sha(bufA + toA + down))
-        self.assertEqual(pair.server.digest(), sha(bufB + toB + up))
+        self.assertEqual(pair.client.digest(), digest(bufA + toA + down))
+        self.assertEqual(pair.server.digest(), digest(bufB + toB + up))
         self.assertEqual(result.bytesAToB, len(toB) + len(up))
         self.assertEqual(result.bytesBToA, len(toA) + len(down))
 
@@ -382,8 +377,8 @@ class FallbackMixin(ReactorTestMixin):
         pair.server.send(down)
         result = yield pair.result
         yield gatherResults([pair.client.lost, pair.server.lost])
-        self.assertEqual(pair.server.digest(), sha(up))
-        self.assertEqual(pair.client.digest(), sha(down))
+        self.assertEqual(pair.server.digest(), digest(up))
+        self.assertEqual(pair.client.digest(), digest(down))
         return result
 
     def test_pipeLimit(self) -> None:

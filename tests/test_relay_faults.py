@@ -7,13 +7,14 @@ memory hygiene, and fairness of L{splicetx.relay}.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import weakref
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet import ssl
@@ -47,16 +48,13 @@ from splicetx import (
     _splice,
     relay,
 )
-from splicetx.testing import ReactorTestMixin, makeReactorTests
+from splicetx._core import IEngineHost, IRelayEngine, IRelaySide
+from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
-from ._harness import Peer, _clientFactory, _factory, _Holder, makePair, payload
+from ._harness import Peer, _clientFactory, _factory, _Holder, makePair
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _fakePair() -> tuple[Any, Any, Any, Any, Any]:
@@ -176,6 +174,63 @@ class InterfaceTests(SynchronousTestCase):
         for name in ("fileno", "doRead", "doWrite", "connectionLost", "logPrefix"):
             self.assertTrue(callable(getattr(_splice._SpliceSocket, name)))
 
+    def _sides(self) -> tuple[Relay, Any, Any]:
+        """
+        A relay that was not started, and its two sides.
+        """
+        client, a, b, server, pumps = _fakePair()
+        r = Relay(a.transport, b.transport, reactor=MemoryReactorClock())
+        sideA = _relay._Side(r, "A", a.transport)
+        sideB = _relay._Side(r, "B", b.transport)
+        sideA.peer, sideB.peer = sideB, sideA
+        return r, sideA, sideB
+
+    def _spliceEngine(self) -> _splice.SpliceEngine:
+        """
+        A splice engine for a relay that was not started.
+        """
+        r, sideA, sideB = self._sides()
+        return _splice.SpliceEngine(
+            _relay._EngineHost(r),
+            MemoryReactorClock(),
+            PipePool(),
+            sideA,
+            sideB,
+            b"",
+            b"",
+        )
+
+    def test_relaySide(self) -> None:
+        """A relay's side verifies as an L{IRelaySide}."""
+        r, sideA, sideB = self._sides()
+        self.assertTrue(verifyObject(IRelaySide, sideA))
+
+    def test_engineHost(self) -> None:
+        """What a relay gives its engines verifies as an L{IEngineHost}."""
+        r, sideA, sideB = self._sides()
+        self.assertTrue(verifyObject(IEngineHost, _relay._EngineHost(r)))
+
+    def test_copyEngine(self) -> None:
+        """The copy engine verifies as an L{IRelayEngine}."""
+        r, sideA, sideB = self._sides()
+        engine = _copy.CopyEngine(_relay._EngineHost(r), sideA, sideB, b"", b"")
+        self.assertTrue(verifyObject(IRelayEngine, engine))
+
+    def test_spliceEngine(self) -> None:
+        """The splice engine verifies as an L{IRelayEngine}."""
+        engine = self._spliceEngine()
+        self.assertTrue(verifyObject(IRelayEngine, engine))
+
+    def test_spliceSocket(self) -> None:
+        """A splice engine's socket verifies as an L{IReadWriteDescriptor}."""
+        engine = self._spliceEngine()
+        here, there = socket.socketpair()
+        self.addCleanup(here.close)
+        self.addCleanup(there.close)
+        side = SimpleNamespace(name="A", transport=SimpleNamespace(socket=here))
+        spliceSocket = _splice._SpliceSocket(engine, side)  # type: ignore[arg-type]
+        self.assertTrue(verifyObject(IReadWriteDescriptor, spliceSocket))
+
 
 _PEM = os.path.join(
     os.path.dirname(__import__("twisted.test").test.__file__), "server.pem"
@@ -225,8 +280,8 @@ class TLSMixin(ReactorTestMixin):
         yield server.eof
         server.transport.loseConnection()
         yield gatherResults([client.lost, server.lost])
-        self.assertEqual(server.digest(), sha(up))
-        self.assertEqual(client.digest(), sha(down))
+        self.assertEqual(server.digest(), digest(up))
+        self.assertEqual(client.digest(), digest(down))
         self.assertEqual(result.engine, "copy")
         self.assertIn("TLS", result.fallbackReason)
 
@@ -409,8 +464,8 @@ _RLIMIT_SCRIPT = textwrap.dedent(
     sys.path[:0] = [{src!r}, {root!r}]
     from twisted.internet.defer import gatherResults, inlineCallbacks
     from splicetx import PipePool
-    from splicetx.testing import buildReactor, runScenario
-    from tests._harness import makePair, payload
+    from splicetx.testing import buildReactor, payload, runScenario
+    from tests._harness import makePair
 
     @inlineCallbacks
     def scenario(reactor):

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IConsumer, IPullProducer, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
@@ -25,7 +25,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from splicetx import ZeroCopyFileSender, sendFile, sendFileUnavailableReason
-from splicetx._sendfile import FILESENDER, SENDFILE
+from splicetx._sendfile import (
+    FILESENDER,
+    SENDFILE,
+    _PumpingConsumer,
+    _ReactorPump,
+)
 from splicetx.testing import (
     Loopback,
     LoopbackClient,
@@ -538,6 +543,18 @@ class FakeTransportTests(SynchronousTestCase):
             StringTransport(), io.BytesIO(b""), reactor=MemoryReactor()
         )
         self.assertTrue(verifyObject(IPullProducer, sender))
+
+    def test_tlsPumpInterfaces(self) -> None:
+        """
+        The pump that drives a file over TLS is an L{IPushProducer}, and the
+        consumer it registers through is an L{IConsumer}.
+        """
+        reactor = MemoryReactor()
+        sender = ZeroCopyFileSender(StringTransport(), io.BytesIO(b""), reactor=reactor)
+        self.assertTrue(verifyObject(IPushProducer, _ReactorPump(sender, reactor)))
+        self.assertTrue(
+            verifyObject(IConsumer, _PumpingConsumer(StringTransport(), reactor))
+        )
 
     def test_unavailableReasons(self) -> None:
         """

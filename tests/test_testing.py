@@ -11,14 +11,20 @@ import re
 import subprocess
 import sys
 import tempfile
+from types import SimpleNamespace
 from typing import Any
 
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPullProducer
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from splicetx.proxy import SpliceProxyFactory
 from splicetx.testing import (
     Backend,
+    BackendConnection,
     Loopback,
+    LoopbackClient,
     ReactorTestMixin,
     Tally,
     buildReactor,
@@ -28,6 +34,7 @@ from splicetx.testing import (
     runLoopback,
     withLoopback,
 )
+from splicetx.testing._backends import _Writer
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +81,27 @@ class PayloadTallyTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, Backend, None, "echo", host="0.0.0.0")
         self.assertRaises(ValueError, Backend, None, "nope")
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    The helpers' protocols and producers provide the interfaces they
+    declare.
+    """
+
+    def test_loopbackClient(self) -> None:
+        """L{LoopbackClient} verifies as an L{IHalfCloseableProtocol}."""
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, LoopbackClient()))
+
+    def test_backendConnection(self) -> None:
+        """L{BackendConnection} verifies as an L{IHalfCloseableProtocol}."""
+        conn = BackendConnection(SimpleNamespace(keep=False))  # type: ignore[arg-type]
+        self.assertTrue(verifyObject(IHalfCloseableProtocol, conn))
+
+    def test_writer(self) -> None:
+        """The chunked writer behind C{send} verifies as an L{IPullProducer}."""
+        writer = _Writer(StringTransport(), b"x", None)
+        self.assertTrue(verifyObject(IPullProducer, writer))
 
 
 class LoopbackTests(ReactorTestMixin):

@@ -407,7 +407,10 @@ def MetricsResource(registry: CollectorRegistry) -> Any:
 
 
 def startMetricsEndpoint(
-    description: str, registry: CollectorRegistry, reactor: Any = None
+    description: str,
+    registry: CollectorRegistry,
+    reactor: Any = None,
+    children: dict[bytes, Any] | None = None,
 ) -> Any:
     """
     Listen for scrapes on a Twisted server endpoint: C{GET /metrics}.
@@ -417,6 +420,8 @@ def startMetricsEndpoint(
     @param registry: what to serve (L{ProxyMetrics.registry} or
         L{multiprocessRegistry}).
     @param reactor: the reactor; default the global one.
+    @param children: more resources to serve, by path segment (e.g. the
+        status page of L{splicetx._status.statusResources}).
     @return: a L{Deferred <twisted.internet.defer.Deferred>} firing with the
         L{IListeningPort <twisted.internet.interfaces.IListeningPort>}.
     """
@@ -427,9 +432,14 @@ def startMetricsEndpoint(
     reactor = defaultReactor(reactor)
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
+    for path, child in (children or {}).items():
+        root.putChild(path, child)
     site = Site(root, reactor=reactor)
     site.noisy = False
-    return serverFromString(reactor, description).listen(site)
+    from splicetx._tls import withServerALPN
+
+    # An ssl: metrics endpoint must serve browsers and curl too (ALPN).
+    return withServerALPN(serverFromString(reactor, description)).listen(site)
 
 
 def setMultiprocessEnvironment(env: dict[str, str], path: str) -> dict[str, str]:

@@ -113,6 +113,9 @@ class ProxyConfig:
         L{splicetx._reload}), or C{None}.
     @ivar commandACL: the command line's C{--allow}/C{--deny} rules, applied
         to the forwards of C{configFile} first, or C{None}.
+    @ivar alpn: the ALPN protocols C{ssl:} listeners offer, in preference
+        order (see L{splicetx._tls}); empty: negotiate none.
+    @ivar connectALPN: the ALPN protocols offered to C{tls:} upstreams.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -133,6 +136,8 @@ class ProxyConfig:
     warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
     configFile: str | None = None
     commandACL: AccessControl | None = None
+    alpn: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
+    connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

@@ -51,7 +51,7 @@ from twisted.python.failure import Failure
 
 from splicetx._acl import AccessControl
 from splicetx._config import ConfigError, parseConfig
-from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
+from splicetx._endpoints import _explain
 from splicetx._proxyconfig import Forward, ProxyConfig
 
 __all__ = [
@@ -246,9 +246,10 @@ class ServiceReloader:
     Applies reloads to a running L{SpliceProxyService
     <splicetx._service.SpliceProxyService>} (see the module docstring).
 
-    It uses the service's C{config}, C{reactor}, C{factories},
-    C{buildFactory}, C{pipePool}, C{ports}, C{portsByFactory},
-    C{retiredFactories}, C{_listening} and C{_stopping}.
+    It uses the service's C{config}, C{factories}, C{buildFactory},
+    C{pipePool}, C{ports}, C{portsByFactory}, C{retiredFactories},
+    C{_upstreamEndpoint}, C{_serverEndpoint}, C{_listening} and
+    C{_stopping}.
 
     @ivar service: the service.
     """
@@ -300,7 +301,6 @@ class ServiceReloader:
 
     def _apply(self, new: ProxyConfig) -> Deferred[ConfigChanges | None]:
         service = self.service
-        reactor = service.reactor
         old = service.config
         # Forget the removed forwards whose last connection has ended.
         service.retiredFactories = [
@@ -311,7 +311,7 @@ class ServiceReloader:
             zip((f.listens for f in old.forwards), service.factories, strict=True)
         )
         try:
-            upstreams = [clientEndpoint(reactor, n.connect) for _, n in changes.changed]
+            upstreams = [service._upstreamEndpoint(n) for _, n in changes.changed]
         except Exception as e:
             logReloadFailed(old.configFile, _explain(e))
             return succeed(None)
@@ -360,10 +360,9 @@ class ServiceReloader:
         self, forward: Forward, byKey: dict[tuple[str, ...], Any], failed: list[str]
     ) -> Deferred[None]:
         service = self.service
-        reactor = service.reactor
         config = service.config
         try:
-            upstream = clientEndpoint(reactor, forward.connect)
+            upstream = service._upstreamEndpoint(forward)
             factory = service.buildFactory(upstream, service.pipePool, forward)
         except Exception as e:
             failed.extend(forward.listens)
@@ -377,7 +376,7 @@ class ServiceReloader:
         pairs = list(zip(config.listenEndpoints(forward), forward.listens, strict=True))
 
         def listen(description: str) -> Deferred[Any]:
-            return serverEndpoint(reactor, description).listen(factory)
+            return service._serverEndpoint(description).listen(factory)
 
         attempts = [maybeDeferred(listen, d) for d, _ in pairs]
 

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from splicetx import _worker
+from splicetx import _tls, _worker
 from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
 from splicetx._filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._pipes import PipePool
@@ -229,17 +229,24 @@ class SpliceProxyService(_DrainOnSignal, Service):
             from splicetx import _metrics
         except ImportError:
             raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+        from splicetx import _status
+
         metrics = _metrics.ProxyMetrics()
         metrics.watchPipePool(pool, self.reactor)
         self.metrics = metrics
+        status = _status.ServiceStatus(self, self.reactor)
         if self._worker:
             # The supervisor serves the figures of every worker.
+            _status.startWorkerStatusEndpoint(status, self.reactor)
             return
         description = self.config.metricsEndpoint
         assert description is not None
         port = _listenNow(
             lambda: _metrics.startMetricsEndpoint(
-                description, metrics.registry, self.reactor
+                description,
+                metrics.registry,
+                self.reactor,
+                children=_status.statusResources(status),
             ),
             description,
         )
@@ -271,7 +278,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             self._logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in config.forwards:
-            upstream = clientEndpoint(reactor, forward.connect)
+            upstream = self._upstreamEndpoint(forward)
             factory = self.buildFactory(upstream, pool, forward)
             self.factories.append(factory)
             for description, given in zip(
@@ -308,10 +315,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
             )
 
     def _listenAll(self, listens: list[tuple[str, str, SpliceProxyFactory]]) -> None:
-        reactor = self.reactor
         for description, given, factory in listens:
             try:
-                endpoint = serverEndpoint(reactor, description)
+                endpoint = self._serverEndpoint(description)
                 d = endpoint.listen(factory)
             except Exception:
                 d = Deferred()
@@ -333,6 +339,24 @@ class SpliceProxyService(_DrainOnSignal, Service):
                     f"{_explain(outcome[0].value)}"
                 )
             self._listening(outcome[0], description, factory)
+
+    def _upstreamEndpoint(self, forward: Forward) -> Any:
+        """
+        The upstream client endpoint of a forward (at start and on a
+        reload, L{splicetx._reload}).
+        """
+        return _tls.withClientALPN(
+            clientEndpoint(self.reactor, forward.connect), self.config.connectALPN
+        )
+
+    def _serverEndpoint(self, description: str) -> Any:
+        """
+        The server endpoint to listen on for one listening string (at start
+        and on a reload).
+        """
+        return _tls.withServerALPN(
+            serverEndpoint(self.reactor, description), self.config.alpn
+        )
 
     def buildFactory(
         self, upstream: Any, pipePool: PipePool, forward: Forward

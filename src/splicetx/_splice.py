@@ -2,9 +2,9 @@
 """
 The splice engine: the kernel moves the bytes, socket -> pipe -> socket.
 
-How it owns the sockets (DESIGN.md rule 1).  Twisted's epoll and poll reactors
-keep one selectable per file descriptor and remove by fd number, so two
-objects registered for one socket steal each other's events.  This engine
+How it owns the sockets (docs/design-decisions.md rule 1).  Twisted's epoll
+and poll reactors keep one selectable per file descriptor and remove by fd
+number, so two objects registered for one socket steal each other's events.  This engine
 therefore registers exactly one object per socket, a L{_SpliceSocket}
 (an C{IReadWriteDescriptor}) that serves both the direction that reads from
 the socket and the direction that writes to it, and keeps the Twisted
@@ -19,7 +19,7 @@ reactor's view explicit (their C{__repr__} names the relay, which is what
 trial's "reactor unclean" report shows) and keep the hot path free of the
 transport's per-call checks.
 
-The loop for one direction (DESIGN.md rules 3-8):
+The loop for one direction (docs/design-decisions.md rules 3-8):
 
   - read from the source only while the pipe is empty, so C{EAGAIN} from
     socket -> pipe always means "socket drained" and C{0} means end of stream;
@@ -335,7 +335,7 @@ class _Drained:
     A pull producer registered on a transport during hand-over: the transport
     calls C{resumeProducing} at registration and again each time its write
     buffer has drained, which is the public signal that the kernel path may
-    take over the socket (DESIGN.md rule 2).
+    take over the socket (docs/design-decisions.md rule 2).
     """
 
     def __init__(self, engine: SpliceEngine, side: IRelaySide) -> None:
@@ -638,7 +638,8 @@ class SpliceEngine:
 
     def release(self) -> None:
         """
-        Break reference cycles once the result is out (DESIGN.md rule 13).
+        Break reference cycles once the result is out
+        (docs/design-decisions.md rule 13).
         """
         for d in (self._ab, self._ba):
             if d is not None:

@@ -174,16 +174,25 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             reactor.addSystemEventTrigger(
                 "after", "shutdown", shutil.rmtree, path, True
             )
+            from splicetx import _status
+
             description = self.config.metricsEndpoint
+            registry = _metrics.multiprocessRegistry(path)
+            status = _status.SupervisorStatus(self, registry, path, reactor)
             port = _listenNow(
                 lambda: _metrics.startMetricsEndpoint(
-                    description, _metrics.multiprocessRegistry(path), reactor
+                    description,
+                    registry,
+                    reactor,
+                    children=_status.statusResources(status),
                 ),
                 description,
             )
             self.metricsPort = port
             _logMetricsPort(port, description)
-            options["env"] = _metrics.setMultiprocessEnvironment(dict(os.environ), path)
+            options["env"] = _status.setStatusEnvironment(
+                _metrics.setMultiprocessEnvironment(dict(os.environ), path), path
+            )
             options["onWorkerExit"] = lambda i, pid, r: _metrics.markWorkerDead(
                 pid, path
             )

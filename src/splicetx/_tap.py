@@ -26,7 +26,7 @@ from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python import usage
 
-from splicetx import _worker
+from splicetx import _tls, _worker
 from splicetx._config import ConfigError
 from splicetx._endpoints import (
     DEFAULT_BACKLOG,
@@ -199,7 +199,8 @@ class Options(usage.Options):
             None,
             None,
             "Serve Prometheus metrics on this server endpoint, e.g. "
-            "tcp:9100:interface=127.0.0.1 (GET /metrics).",
+            "tcp:9100:interface=127.0.0.1 (GET /metrics), with a status page "
+            "(GET /status, /status.json) and GET /healthz.",
         ],
         [
             "workers",
@@ -207,6 +208,21 @@ class Options(usage.Options):
             None,
             "Run N worker processes (or auto: one per CPU) under a "
             "supervisor, each serving every listening port.",
+        ],
+        [
+            "alpn",
+            None,
+            None,
+            "ALPN protocols the ssl: listeners offer, in preference order, "
+            "e.g. h2,http/1.1; a client offering none of them is refused "
+            "(default: negotiate none, serve every client).",
+        ],
+        [
+            "connect-alpn",
+            None,
+            None,
+            "ALPN protocols to offer a tls: upstream, in preference order, "
+            "e.g. http/1.1.",
         ],
     ]
 
@@ -351,6 +367,15 @@ class Options(usage.Options):
             except ConfigError as e:
                 raise _Exit(str(e))
             forwards.extend(fromFile)
+        try:
+            alpn, connectALPN = _tls.checkALPNOptions(
+                self["alpn"],
+                self["connect-alpn"],
+                self["listen"],
+                [f.connect for f in forwards],
+            )
+        except ValueError as e:
+            raise _Exit(str(e))
         self.proxyConfig = ProxyConfig(
             forwards=forwards,
             backlog=self["backlog"],
@@ -370,6 +395,8 @@ class Options(usage.Options):
             warnings=warnings,
             configFile=self["config"],
             commandACL=None if acl.empty else acl,
+            alpn=alpn,
+            connectALPN=connectALPN,
         )
         self["listen"] = [withBacklog(d, self["backlog"]) for d in self["listen"]]
 

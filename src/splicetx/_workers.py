@@ -4,8 +4,8 @@ C{--workers N}: a supervisor process that runs N worker processes serving the
 same listening sockets, restarts a worker that dies, and passes C{SIGTERM}
 on for a drain.
 
-B{How the workers share a port.}  Two models exist (see DESIGN.md, "Scaling
-past one core"); both are implemented, and the default is
+B{How the workers share a port.}  Two models exist (see the "Workers"
+section of docs/operations.md); both are implemented, and the default is
 L{REUSEPORT}:
 
   - L{REUSEPORT} (default for C{tcp:}/C{tcp6:} listeners): the supervisor

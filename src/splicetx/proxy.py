@@ -48,6 +48,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from splicetx import _tls
 from splicetx._acl import AccessControl
 from splicetx._describe import describeAddress, describeEndpoint
 from splicetx._pipes import PipePool
@@ -219,7 +220,8 @@ class SpliceProxyFactory(Factory):
         Log one event for a finished connection, in namespace
         C{splicetx.proxy}, with the fields C{client}, C{upstream},
         C{engine}, C{bytesClientToUpstream}, C{bytesUpstreamToClient},
-        C{duration}, C{reason}, C{detail} and C{fallbackReason} (all plain
+        C{duration}, C{reason}, C{detail}, C{fallbackReason}, C{alpn} and
+        C{upstreamAlpn} (the ALPN protocols negotiated, or C{None}; all plain
         strings and numbers, so C{twist --log-format json} keeps them);
         with an accepted PROXY header, C{client} is the header's source and
         C{peer} the balancer that sent it; plus L{logFields}.
@@ -262,6 +264,8 @@ class SpliceProxyFactory(Factory):
             reason=result.reason,
             detail=result.detail,
             fallbackReason=result.fallbackReason,
+            alpn=_tls.negotiatedProtocol(proto.transport),
+            upstreamAlpn=_tls.negotiatedProtocol(getattr(upstream, "transport", None)),
             **(extra or {}),
         )
 

@@ -12,7 +12,6 @@ import gc
 import os
 import platform
 import random
-import select
 import shlex
 import shutil
 import signal
@@ -25,6 +24,13 @@ from typing import Any
 
 from splicetx.bench import _loadgen, _proxies, _report
 from splicetx.bench._procstats import TreeMeter, snapshot, treePids
+from splicetx.bench._tracing import (
+    _awaitAck,
+    _interrupt,
+    classifyDso,
+    parseStrace,
+    perfReport,
+)
 from splicetx.bench._wire import makeSourceFile
 
 QUICK_PROXIES = (
@@ -105,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not pin client, backend and proxy to one CPU for the latency test",
     )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="run the TLS termination loads instead (splicetx --listen ssl:, "
+        "HAProxy ssl, twist portforward on ssl:); see splicetx.bench.tls",
+    )
     return p
 
 
@@ -700,27 +712,6 @@ class Bench:
         return result
 
 
-def parseStrace(path: str) -> dict[str, int]:
-    """
-    Read the call counts out of an C{strace -c} summary.
-    """
-    calls: dict[str, int] = {}
-    try:
-        with open(path) as f:
-            lines = f.readlines()
-    except OSError:
-        return calls
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 5 or not parts[0][0].isdigit() or parts[-1] == "total":
-            continue
-        try:
-            calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[3])
-        except ValueError:
-            continue
-    return calls
-
-
 def repetitionOrder(names: list[str], rep: int) -> list[str]:
     """
     The order in which repetition C{rep} runs the proxies: the same proxies
@@ -737,92 +728,6 @@ def repetitionOrder(names: list[str], rep: int) -> list[str]:
     shuffled = list(names)
     random.Random(f"splicetx.bench repetition {rep}").shuffle(shuffled)
     return shuffled
-
-
-def _interrupt(proc: subprocess.Popen, timeout: float) -> None:
-    """
-    Stop a tracer (strace, perf) the way it writes its summary: SIGINT, then
-    SIGKILL if it has not exited after C{timeout} seconds.
-    """
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _awaitAck(fd: int, timeout: float) -> bool:
-    """
-    Wait up to C{timeout} seconds for C{perf record --control} to answer
-    C{ack} on C{fd}; C{False} if it exits or stays silent.
-    """
-    deadline = time.monotonic() + timeout
-    got = b""
-    while b"ack" not in got:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return False
-        chunk = os.read(fd, 64)
-        if not chunk:
-            return False
-        got += chunk
-    return True
-
-
-def perfReport(path: str, key: str) -> dict[str, float]:
-    """
-    The sample shares (percent) of a C{perf record} file, by C{key}
-    (C{dso} or C{sym}), from C{perf report --stdio}.
-    """
-    try:
-        out = subprocess.run(
-            ["perf", "report", "-i", path, "--stdio", "--no-children"]
-            + ["--sort", key, "-g", "none"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return parsePerfReport(out, key)
-
-
-def parsePerfReport(out: str, key: str) -> dict[str, float]:
-    """
-    Parse C{perf report --stdio --sort KEY -g none} output into
-    C{{name: percent}}; kernel symbols get a C{" (kernel)"} suffix.
-    """
-    shares: dict[str, float] = {}
-    for line in out.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "%" not in line.split()[0]:
-            continue
-        pct, _, name = line.partition("%")
-        try:
-            value = float(pct)
-        except ValueError:
-            continue
-        name = name.strip()
-        if key == "sym" and name.startswith("["):
-            # "[k] tcp_sendmsg" / "[.] _PyEval_EvalFrameDefault"
-            kind, _, name = name.partition(" ")
-            name = name.strip() + (" (kernel)" if kind == "[k]" else "")
-        shares[name] = shares.get(name, 0.0) + value
-    return shares
-
-
-def classifyDso(dso: str) -> str:
-    """
-    C{kernel}, C{python} (the interpreter) or C{other} (C extensions, libc,
-    a C proxy's own code) for a C{perf report} DSO name.
-    """
-    if dso.startswith("[kernel") or dso.startswith("[vdso") or dso == "[unknown]":
-        return "kernel" if dso.startswith("[kernel") else "other"
-    base = os.path.basename(dso)
-    if base.startswith("libpython") or base.startswith("python"):
-        return "python"
-    return "other"
 
 
 def _cpuModel() -> str:
@@ -842,6 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     started produced figures).
     """
     args = _parser().parse_args(argv)
+    if args.tls:
+        from splicetx.bench import tls
+
+        return tls.main(tls.argumentsFromBench(args))
     bench = Bench(args)
     bench.configure()
     result = bench.run()

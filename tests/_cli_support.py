@@ -1,5 +1,5 @@
 """
-Helpers for the subprocess tests of C{twist splice-proxy} (no tests here):
+Helpers for the subprocess tests of C{twist splice-proxy}:
 run the proxy as a child process with JSON logs, and asyncio loopback peers
 to drive it.
 """
@@ -7,7 +7,6 @@ to drive it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -202,10 +201,6 @@ def runAsync(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
     return asyncio.run(bounded())
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 async def waitUntil(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """
     Poll C{condition} until it holds.
@@ -279,6 +274,21 @@ async def connectProxy(
     port: int,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(LOOPBACK, port)
+
+
+async def refusedSoon(port: int, tries: int = 50) -> bool:
+    """
+    Whether connecting to C{port} on the loopback is refused within C{tries}
+    attempts, 20 ms apart (a draining proxy has closed its listener).
+    """
+    for _ in range(tries):
+        try:
+            _, w = await connectProxy(port)
+            w.close()
+        except ConnectionRefusedError:
+            return True
+        await asyncio.sleep(0.02)
+    return False
 
 
 async def closedWithin(reader: asyncio.StreamReader, timeout: float) -> bool:
