@@ -28,7 +28,7 @@ from splicetx._reload import ConfigChanges, compareConfigs, reloadedConfig
 from splicetx._worker import ENV_READY
 
 from . import test_workers
-from .test_cli_support import LOOPBACK, ProxyProcess
+from ._cli_support import LOOPBACK, ProxyProcess
 from .test_ops_cli import freePorts
 
 #: Seconds any one wait may take before a test fails (bounds, not limits
