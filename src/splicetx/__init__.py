@@ -37,6 +37,7 @@ from splicetx._sendfile import (
     sendFile,
     sendFileUnavailableReason,
 )
+from splicetx._tcpoptions import TCPKeepalive
 from splicetx._transports import spliceUnavailableReason
 from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
@@ -61,6 +62,7 @@ __all__ = [
     "SpliceProxyProtocol",
     "AccessControl",
     "ProxyHeader",
+    "TCPKeepalive",
     "DONE",
     "RESET",
     "ERROR",

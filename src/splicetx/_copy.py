@@ -95,6 +95,10 @@ class CopyEngine:
     def bytesBToA(self) -> int:
         return self._bToA
 
+    def endedDirections(self) -> tuple[bool, bool]:
+        sent = self._sent
+        return sent["A"], sent["B"]
+
     def start(self) -> None:
         a, b = self._a, self._b
         for side in (a, b):

@@ -193,6 +193,15 @@ class IRelayEngine(Interface):
         @return: bytes moved from B to A so far, hand-over bytes included.
         """
 
+    def endedDirections() -> tuple[bool, bool]:
+        """
+        Which directions have ended (end of stream read and passed on as a
+        half-close), without a system call: two attribute reads, cheap
+        enough for a periodic check.
+
+        @return: C{(aToBEnded, bToAEnded)}.
+        """
+
     def dataReceived(side: IRelaySide, data: bytes) -> None:
         """
         C{side}'s transport delivered C{data}.

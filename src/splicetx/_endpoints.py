@@ -12,6 +12,7 @@ option; L{_explain} words an exception for such a line.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet.endpoints import (
@@ -230,6 +231,28 @@ def _explain(e: BaseException | None) -> str:
     return text
 
 
+_KEYWORD = re.compile(r"^[A-Za-z]+=")
+
+
+def _unixPathMissing(description: str) -> bool:
+    """
+    Whether a C{unix} endpoint string names no path (C{unix:},
+    C{unix:path=}, C{unix:address=}), which Twisted's parsers accept and
+    which would fail only at the first connection.
+    """
+    parts = _split(description)
+    if parts[0].strip().lower() != "unix":
+        return False
+    for piece in parts[1:]:
+        text = _unescape(piece)
+        for key in ("path=", "address="):
+            if text.startswith(key):
+                return not text[len(key) :].strip()
+        if not _KEYWORD.match(text):
+            return not text.strip()
+    return True
+
+
 def _checkListen(description: str, option: str = "--listen") -> None:
     """
     Check a server endpoint string.
@@ -238,6 +261,8 @@ def _checkListen(description: str, option: str = "--listen") -> None:
     @param option: the option it came from, for the message.
     @raise _Exit: with one line when it cannot be parsed.
     """
+    if _unixPathMissing(description):
+        raise _Exit(f"{option} {description!r}: a unix endpoint needs a path")
     try:
         serverEndpoint(_ParseOnlyReactor(), description)
     except (IndexError, KeyError) as e:
@@ -262,6 +287,8 @@ def _checkConnect(description: str) -> None:
 
     @raise _Exit: with one line when it cannot be parsed.
     """
+    if _unixPathMissing(description):
+        raise _Exit(f"--connect {description!r}: a unix endpoint needs a path")
     try:
         clientEndpoint(_ParseOnlyReactor(), description)
     except Exception as e:

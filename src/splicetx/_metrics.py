@@ -21,7 +21,8 @@ listen endpoint, so one process serving many forwards stays readable):
   - C{connections_total{forward}}: client connections accepted (refused ones
     included).
   - C{connections_refused_total{forward,reason}}: clients closed before any
-    upstream connection (C{acl}, C{proxy_protocol}, C{proxy_protocol_timeout}).
+    upstream connection (C{acl}, C{proxy_protocol}, C{proxy_protocol_timeout},
+    C{proxy_protocol_untrusted}).
   - C{bytes_total{forward,direction,engine}}: bytes relayed;
     C{direction} is C{client_to_upstream} or C{upstream_to_client},
     C{engine} is C{splice} or C{copy}.
@@ -241,7 +242,7 @@ class ProxyMetrics:
         Count a client closed before any upstream connection.
 
         @param reason: a short bounded label: C{"acl"}, C{"proxy_protocol"},
-            C{"proxy_protocol_timeout"}.
+            C{"proxy_protocol_timeout"}, C{"proxy_protocol_untrusted"}.
         """
         self.refused.labels(forward, reason).inc()
 

@@ -15,6 +15,7 @@ import math
 from twisted.python import usage
 
 from splicetx._acl import AccessControl
+from splicetx._tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
 
 __all__ = ["EXIT_USAGE"]
 
@@ -93,6 +94,61 @@ def _seconds(option: str, text: str, positive: bool = False) -> float:
         need = "positive" if positive else "zero or more"
         raise _Exit(f"--{option}: must be {need}, got {text!r}")
     return value
+
+
+#: The largest values Linux takes for TCP_KEEPIDLE, TCP_KEEPINTVL and
+#: TCP_KEEPCNT.
+_KEEPALIVE_LIMITS = (32767, 32767, 127)
+
+
+def _tcpKeepalive(text: str) -> TCPKeepalive | None:
+    """
+    Parse C{--tcp-keepalive}: C{IDLE[:INTERVAL[:COUNT]]} (seconds, seconds,
+    probes; the parts left out keep their defaults) or C{0}/C{off} for none.
+
+    @raise _Exit: for anything else.
+    """
+    t = text.strip().lower()
+    if t in ("0", "off", "no", "none"):
+        return None
+    parts = t.split(":")
+    default = (
+        DEFAULT_KEEPALIVE.idle,
+        DEFAULT_KEEPALIVE.interval,
+        DEFAULT_KEEPALIVE.count,
+    )
+    if len(parts) > 3:
+        parts = []
+    values = list(default)
+    try:
+        for i, part in enumerate(parts):
+            values[i] = int(part)
+    except ValueError:
+        parts = []
+    if not parts:
+        raise _Exit(
+            f"--tcp-keepalive: expected IDLE[:INTERVAL[:COUNT]] (e.g. 60:10:6) "
+            f"or 0 for off, got {text!r}"
+        )
+    for value, limit in zip(values, _KEEPALIVE_LIMITS, strict=True):
+        if not 1 <= value <= limit:
+            raise _Exit(
+                f"--tcp-keepalive: idle and interval must be 1 to 32767 s and "
+                f"count 1 to 127, got {text!r}"
+            )
+    return TCPKeepalive(*values)
+
+
+def _trustedSources(rules: list[str]) -> AccessControl:
+    """
+    Parse the C{--proxy-protocol-from} networks.
+
+    @raise _Exit: for a rule that does not parse.
+    """
+    try:
+        return AccessControl(rules)
+    except ValueError as e:
+        raise _Exit(f"--proxy-protocol-from: {e}")
 
 
 def _proxyProtocolVersion(text: str) -> int:

@@ -33,6 +33,11 @@ class GatedConnection(TypingProtocol):
         End the connection now, with C{reason} and C{detail} for its log.
         """
 
+    def drainStarted(self) -> None:
+        """
+        The drain started: end as soon as nothing is left in flight.
+        """
+
 
 __all__ = ["PortGate"]
 
@@ -40,6 +45,23 @@ _log = Logger(namespace="splicetx.proxy")
 
 
 _C = TypeVar("_C", bound=GatedConnection)
+
+
+def _acceptBacklog(port: Any) -> None:
+    """
+    Accept the connections the kernel has already completed on a listening
+    port (its accept loop, once, as the reactor would call it), so that
+    closing the port does not reset clients that are connected and may
+    have sent their request; they are served like the other live
+    connections of the drain.  Within the connection limit only.
+    """
+    accept = getattr(port, "doRead", None)
+    if accept is None or not getattr(port, "connected", False):
+        return
+    try:
+        accept()
+    except Exception:
+        _log.failure("accepting the backlog of {port!r} failed", port=port)
 
 
 class PortGate(Generic[_C]):
@@ -97,12 +119,15 @@ class PortGate(Generic[_C]):
 
     def removeListeningPort(self, port: IListeningPort) -> None:
         """
-        Forget a port given to L{addListeningPort} (it is being closed):
-        it is no longer resumed nor stopped by L{drain}.
+        Forget a port given to L{addListeningPort} before it is closed (a
+        reload removed it): accept the connections the kernel already
+        completed on it, as L{drain} does, so closing it resets nobody; it
+        is then no longer resumed nor stopped by L{drain}.
 
         @param port: the port.
         """
         if port in self._ports:
+            _acceptBacklog(port)
             self._ports.remove(port)
 
     def _room(self) -> int | None:
@@ -157,8 +182,10 @@ class PortGate(Generic[_C]):
 
     def drain(self, timeout: float, reactor: Any) -> Deferred[int]:
         """
-        Stop listening on the ports at once, let the live connections
-        finish for up to C{timeout} seconds, then abort the rest.
+        Stop listening on the ports at once (after accepting the
+        connections the kernel already completed on them), let the live
+        connections finish for up to C{timeout} seconds, then abort the
+        rest.  Each live connection's C{drainStarted} is called first.
 
         @param timeout: seconds to wait before aborting (0: abort at once).
         @param reactor: the reactor for the timers.
@@ -167,11 +194,20 @@ class PortGate(Generic[_C]):
         """
         self.draining = True
         ports, self._ports = self._ports, []
+        for port in ports:
+            _acceptBacklog(port)
         stopped = [maybeDeferred(p.stopListening) for p in ports]
         aborted = [0]
         empty: Deferred[None] = Deferred()
         if self.live:
             self._whenEmpty.append(empty)
+            for proto in list(self.live):
+                try:
+                    proto.drainStarted()
+                except Exception:
+                    _log.failure("drainStarted() of {proto!r} failed", proto=proto)
+            if not self.live and not empty.called:
+                empty.callback(None)
         else:
             empty.callback(None)
         timers: list[Any] = []

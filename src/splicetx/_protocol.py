@@ -35,6 +35,7 @@ from splicetx._relay import (
     Relay,
     RelayResult,
 )
+from splicetx._tcpoptions import setKeepalive
 from splicetx._upstream import (
     _UpstreamProtocol,
     startConnecting,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SpliceProxyProtocol",
     "IDLE_TIMEOUT",
+    "HALF_CLOSE_TIMEOUT",
     "REJECTED",
     "UPSTREAM_FAILED",
 ]
@@ -54,6 +56,9 @@ _log = Logger(namespace="splicetx.proxy")
 
 #: L{RelayResult.reason} of a connection closed by the idle timeout.
 IDLE_TIMEOUT = "idle timeout"
+#: L{RelayResult.reason} of a half-closed connection closed by the
+#: half-close timeout.
+HALF_CLOSE_TIMEOUT = "half-close timeout"
 #: L{RelayResult.reason} of a client turned away by
 #: L{SpliceProxyProtocol.clientAccepted}.
 REJECTED = "rejected"
@@ -283,6 +288,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         self.relay = relay
         self._phase = Phase.RELAYING
         self._idleMark = (-1, -1)
+        self._halfClosedAt = None
         d = relay.start()
         d.addCallbacks(self._finish, self._relayFailed)
         return d
@@ -334,9 +340,24 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         metrics = factory.metrics
         if metrics is not None:
             metrics.connectionOpened(factory.forwardName)
-        if factory.idleTimeout:
+        keepalive = factory.tcpKeepalive
+        if keepalive is not None and (
+            getattr(self.transport, "server", None) not in factory._keepalivePorts
+        ):
+            # Unless the socket inherited them from its listening port.
+            setKeepalive(self.transport, keepalive)
+        if factory.idleTimeout or factory.halfCloseTimeout or factory.draining:
             self._scheduleIdleCheck()
         if factory.acceptProxyProtocol:
+            trusted = factory.proxyProtocolFrom
+            if trusted is not None:
+                allowed, why = trusted.isAllowed(self.transport.getPeer())
+                if not allowed:
+                    self._refuse(
+                        "proxy_protocol_untrusted",
+                        f"PROXY protocol not trusted from this peer: {why}",
+                    )
+                    return
             self._startHeader()
             return
         self._admit()
@@ -484,6 +505,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             return None
         self.upstream = upstream
         self._phase = Phase.CONNECTED
+        keepalive = self.factory.tcpKeepalive
+        if keepalive is not None:
+            setKeepalive(upstream.transport, keepalive)
         try:
             self.upstreamConnected(upstream)
         except Exception:
@@ -548,6 +572,51 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         detail = f"no bytes either way for {timeout:g} s"
         self._ending = (IDLE_TIMEOUT, detail)
         self.abort(IDLE_TIMEOUT, detail)
+
+    def _halfCloseExpired(self, timeout: float, clientHasAll: bool) -> None:
+        """
+        One direction ended and the other moved nothing for C{timeout}
+        seconds: end the connection.  When the client has the upstream's
+        whole stream (it only has not closed its side), close it cleanly;
+        else (the upstream stopped answering after the client's end of
+        stream) reset both, so the client does not take the silence for a
+        complete reply.
+        """
+        relay = self.relay
+        assert relay is not None
+        if clientHasAll:
+            relay.close(
+                HALF_CLOSE_TIMEOUT,
+                f"the upstream finished; the client sent nothing and did not "
+                f"close for {timeout:g} s",
+            )
+        else:
+            relay.abort(
+                HALF_CLOSE_TIMEOUT,
+                f"the client finished; the upstream sent nothing for {timeout:g} s",
+            )
+
+    def _drainClose(self) -> None:
+        """
+        Draining, the upstream finished and the client has received
+        everything: close now rather than wait for the client to close.
+        """
+        relay = self.relay
+        assert relay is not None
+        relay.close(
+            CLOSED,
+            "draining: the upstream finished and the client has received everything",
+        )
+
+    def drainStarted(self) -> None:
+        """
+        The factory started draining (L{SpliceProxyFactory.drain}): from now
+        on a connection whose upstream has finished sending and whose client
+        has received everything is closed at once instead of waiting for the
+        client to close; transfers in flight go on.  Override to add to it
+        (call this one too).
+        """
+        self._recheckNow()
 
     def _relayFailed(self, reason: Failure) -> RelayResult:
         _log.failure("relay of {proxy!r} could not start", reason, proxy=self)

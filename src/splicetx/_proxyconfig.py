@@ -21,6 +21,7 @@ import attr
 from splicetx._acl import AccessControl
 from splicetx._endpoints import DEFAULT_BACKLOG, withBacklog
 from splicetx._pipes import DEFAULT_PIPE_SIZE
+from splicetx._tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
 
 __all__ = ["Forward", "ProxyConfig"]
 
@@ -92,6 +93,12 @@ class ProxyConfig:
     @ivar connectTimeout: seconds to wait for the upstream connection.
     @ivar idleTimeout: seconds without a byte before a connection is
         closed, C{0} for never.
+    @ivar halfCloseTimeout: once one direction has ended, seconds without a
+        byte in the other before the connection is closed, C{0} for never.
+    @ivar tcpKeepalive: the TCP keepalive settings of both sockets of every
+        connection, or C{None} for none.
+    @ivar proxyProtocolFrom: with L{acceptProxyProtocol}, the networks whose
+        PROXY header is believed (others are refused); empty: every peer.
     @ivar maxConnections: connections each forward serves at once: a
         number, C{None} (no limit) or C{"auto"} (derived from the file
         descriptor limit, see L{splicetx._filelimit}).
@@ -124,7 +131,10 @@ class ProxyConfig:
     pipeSize: int = DEFAULT_PIPE_SIZE
     maxPipes: int | None = None
     connectTimeout: float = 30.0
-    idleTimeout: float = 0.0
+    idleTimeout: float = 600.0
+    halfCloseTimeout: float = 60.0
+    tcpKeepalive: TCPKeepalive | None = DEFAULT_KEEPALIVE
+    proxyProtocolFrom: tuple[str, ...] = attr.ib(default=(), converter=_strings)
     maxConnections: int | str | None = "auto"
     drainTimeout: float = 30.0
     acceptProxyProtocol: bool = False

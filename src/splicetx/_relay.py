@@ -298,6 +298,31 @@ class Relay:
         e = self._engine
         return self._carriedBToA + (e.bytesBToA() if e is not None else 0)
 
+    @property
+    def endedDirections(self) -> tuple[bool, bool]:
+        """
+        Which directions have ended: C{(aToB, bToA)}, each C{True} once its
+        source sent end of stream and the destination was half-closed.
+        Derived from the engine's state (no system call, nothing kept per
+        byte), so a timer may poll it along with L{bytesAToB} and
+        L{bytesBToA}.
+        """
+        e = self._engine
+        if e is None:
+            return False, False
+        return e.endedDirections()
+
+    @property
+    def halfClosed(self) -> bool:
+        """
+        C{True} while exactly one direction has ended and the relay still
+        runs (the other direction carries on).
+        """
+        if self._phase not in _RUNNING:
+            return False
+        aToB, bToA = self.endedDirections
+        return aToB != bToA
+
     def start(self) -> Deferred[RelayResult]:
         """
         Start relaying.

@@ -302,7 +302,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
             _log.info(
                 "splice-proxy relaying {listen} to {upstream} (engine {engine}, "
                 "pipe size {pipeSize}, connect timeout {connectTimeout:g} s, "
-                "idle timeout {idleTimeout:g} s, drain timeout {drainTimeout:g} s)",
+                "idle timeout {idleTimeout:g} s, half-close timeout "
+                "{halfCloseTimeout:g} s, TCP keepalive {tcpKeepalive}, "
+                "drain timeout {drainTimeout:g} s)",
                 splicetxEvent="started",
                 listen=", ".join(forward.listens),
                 upstream=describeEndpoint(factory.upstream),
@@ -310,6 +312,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
                 pipeSize=config.pipeSize,
                 connectTimeout=config.connectTimeout,
                 idleTimeout=config.idleTimeout,
+                halfCloseTimeout=config.halfCloseTimeout,
+                tcpKeepalive=str(config.tcpKeepalive or "off"),
                 drainTimeout=config.drainTimeout,
                 acl=repr(factory.acl) if factory.acl is not None else None,
             )
@@ -380,6 +384,9 @@ class SpliceProxyService(_DrainOnSignal, Service):
             pipePool=pipePool,
             connectTimeout=config.connectTimeout,
             idleTimeout=config.idleTimeout,
+            halfCloseTimeout=config.halfCloseTimeout,
+            tcpKeepalive=config.tcpKeepalive,
+            proxyProtocolFrom=config.proxyProtocolFrom or None,
             acl=acl if acl is not None and not acl.empty else None,
             acceptProxyProtocol=config.acceptProxyProtocol,
             proxyProtocolTimeout=config.proxyProtocolTimeout,

@@ -416,6 +416,10 @@ class SpliceEngine:
         d = self._ba
         return len(self._toA) + (d.moved if d is not None else self._doneBToA)
 
+    def endedDirections(self) -> tuple[bool, bool]:
+        ab, ba = self._ab, self._ba
+        return (ab is not None and ab.done), (ba is not None and ba.done)
+
     # -- hand-over ----------------------------------------------------------------
 
     def start(self) -> None:

@@ -42,6 +42,8 @@ from splicetx._optionvalues import (
     _proxyProtocolVersion,
     _seconds,
     _size,
+    _tcpKeepalive,
+    _trustedSources,
     _workerCount,
 )
 from splicetx._pipes import DEFAULT_PIPE_SIZE
@@ -146,9 +148,23 @@ class Options(usage.Options):
         [
             "idle-timeout",
             None,
-            "0",
+            "600",
             "Close a connection after this many seconds without a byte "
-            "either way (0: never).",
+            "either way (0: never; default 10 minutes, nginx's proxy_timeout).",
+        ],
+        [
+            "half-close-timeout",
+            None,
+            "60",
+            "Once one direction has ended, close the connection after this "
+            "many seconds without a byte in the other direction (0: never).",
+        ],
+        [
+            "tcp-keepalive",
+            None,
+            "60:10:6",
+            "TCP keepalive on the client and upstream sockets: "
+            "IDLE[:INTERVAL[:COUNT]] (seconds, seconds, probes), 0: off.",
         ],
         [
             "max-connections",
@@ -169,8 +185,9 @@ class Options(usage.Options):
             "drain-timeout",
             None,
             "30",
-            "On SIGTERM/SIGINT, seconds to let live connections finish "
-            "before aborting them.",
+            "On SIGTERM/SIGINT, the most seconds to let live connections "
+            "finish before aborting them (the process exits as soon as none "
+            "is left).",
         ],
         [
             "proxy-protocol",
@@ -240,6 +257,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["allow"] = []
         self["deny"] = []
+        self["proxy-protocol-from"] = []
         self.rawArgs: list[str] = []
 
     def opt_listen(self, description: str) -> None:
@@ -265,6 +283,14 @@ class Options(usage.Options):
         pattern (repeatable; wins over --allow).
         """
         self["deny"].append(rule)
+
+    def opt_proxy_protocol_from(self, rule: str) -> None:
+        """
+        With --accept-proxy-protocol, believe a PROXY header only from this
+        CIDR network or address (repeatable); connections from anywhere
+        else are refused.
+        """
+        self["proxy-protocol-from"].append(rule)
 
     def parseArgs(self, *args: str) -> None:
         """
@@ -319,6 +345,15 @@ class Options(usage.Options):
             "connect-timeout", self["connect-timeout"], positive=True
         )
         self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
+        self["half-close-timeout"] = _seconds(
+            "half-close-timeout", self["half-close-timeout"]
+        )
+        self["tcp-keepalive"] = _tcpKeepalive(self["tcp-keepalive"])
+        trusted = self["proxy-protocol-from"]
+        if trusted:
+            if not self["accept-proxy-protocol"]:
+                raise _Exit("--proxy-protocol-from needs --accept-proxy-protocol")
+            _trustedSources(trusted)
         self["drain-timeout"] = _seconds("drain-timeout", self["drain-timeout"])
         self["backlog"] = _count("backlog", self["backlog"], 1)
         mc = self["max-connections"]
@@ -376,6 +411,12 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise _Exit(str(e))
+        if self["accept-proxy-protocol"] and not trusted:
+            warnings.append(
+                "--accept-proxy-protocol without --proxy-protocol-from: any "
+                "client can claim any address (and pass --allow/--deny); "
+                "name your load balancers with --proxy-protocol-from CIDR"
+            )
         self.proxyConfig = ProxyConfig(
             forwards=forwards,
             backlog=self["backlog"],
@@ -384,6 +425,9 @@ class Options(usage.Options):
             maxPipes=self["max-pipes"],
             connectTimeout=self["connect-timeout"],
             idleTimeout=self["idle-timeout"],
+            halfCloseTimeout=self["half-close-timeout"],
+            tcpKeepalive=self["tcp-keepalive"],
+            proxyProtocolFrom=trusted,
             maxConnections=self["max-connections"],
             drainTimeout=self["drain-timeout"],
             acceptProxyProtocol=bool(self["accept-proxy-protocol"]),

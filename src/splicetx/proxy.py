@@ -38,6 +38,7 @@ log-line describers in L{splicetx._describe}.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -54,6 +55,7 @@ from splicetx._describe import describeAddress, describeEndpoint
 from splicetx._pipes import PipePool
 from splicetx._portgate import PortGate
 from splicetx._protocol import (
+    HALF_CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
     REJECTED,
     UPSTREAM_FAILED,
@@ -66,6 +68,7 @@ from splicetx._relay import (
     ENGINES,
     RelayResult,
 )
+from splicetx._tcpoptions import TCPKeepalive, setKeepalive
 
 if TYPE_CHECKING:
     from splicetx._metrics import ProxyMetrics
@@ -73,6 +76,7 @@ __all__ = [
     "SpliceProxyFactory",
     "SpliceProxyProtocol",
     "IDLE_TIMEOUT",
+    "HALF_CLOSE_TIMEOUT",
     "REJECTED",
     "UPSTREAM_FAILED",
     "describeAddress",
@@ -103,6 +107,13 @@ class SpliceProxyFactory(Factory):
         limit).
     @ivar idleTimeout: close a connection after this many seconds without a
         byte either way (0: never).
+    @ivar halfCloseTimeout: once one direction has ended, close the
+        connection after this many seconds without a byte in the other
+        direction (0: never); a half-closed stream that keeps moving is
+        never cut.
+    @ivar tcpKeepalive: the L{TCPKeepalive <splicetx.TCPKeepalive>}
+        settings applied to the client's and the upstream's TCP sockets, or
+        C{None} to leave keepalive off.
     @ivar acl: an L{AccessControl <splicetx.AccessControl>} whose
         C{isAllowed} decides which clients are served, or C{None}.  A refused
         client is closed before any upstream connection, with reason
@@ -111,6 +122,11 @@ class SpliceProxyFactory(Factory):
         every client first; its source address is then the client's address
         for the log and C{acl}, and the bytes after it are relayed first.
     @ivar proxyProtocolTimeout: seconds a client has to send that header.
+    @ivar proxyProtocolFrom: with L{acceptProxyProtocol}, an
+        L{AccessControl <splicetx.AccessControl>} whose allow rules name the
+        peers (load balancers) whose header is believed; a connection from
+        any other peer is refused (reason L{REJECTED}) before its header is
+        read.  C{None}: a header is believed from every peer.
     @ivar sendProxyProtocol: C{1} or C{2} to send a PROXY protocol header
         with the client's address to the upstream before the relay, or
         C{None}.
@@ -140,6 +156,9 @@ class SpliceProxyFactory(Factory):
         pipePool: PipePool | None = None,
         connectTimeout: float = 30.0,
         idleTimeout: float = 0.0,
+        halfCloseTimeout: float = 0.0,
+        tcpKeepalive: TCPKeepalive | None = None,
+        proxyProtocolFrom: AccessControl | Iterable[str] | None = None,
         acl: AccessControl | None = None,
         acceptProxyProtocol: bool = False,
         proxyProtocolTimeout: float = 5.0,
@@ -158,6 +177,10 @@ class SpliceProxyFactory(Factory):
         @param pipePool: see L{pipePool}.
         @param connectTimeout: see L{connectTimeout}.
         @param idleTimeout: see L{idleTimeout}.
+        @param halfCloseTimeout: see L{halfCloseTimeout}.
+        @param tcpKeepalive: see L{tcpKeepalive}.
+        @param proxyProtocolFrom: see L{proxyProtocolFrom}; CIDR networks
+            or addresses (strings) are accepted too.
         @param acl: see L{acl}.
         @param acceptProxyProtocol: see L{acceptProxyProtocol}.
         @param proxyProtocolTimeout: see L{proxyProtocolTimeout}.
@@ -177,6 +200,7 @@ class SpliceProxyFactory(Factory):
         for name, value in (
             ("connectTimeout", connectTimeout),
             ("idleTimeout", idleTimeout),
+            ("halfCloseTimeout", halfCloseTimeout),
             ("proxyProtocolTimeout", proxyProtocolTimeout),
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -189,6 +213,19 @@ class SpliceProxyFactory(Factory):
         self.pipePool = pipePool
         self.connectTimeout = float(connectTimeout)
         self.idleTimeout = float(idleTimeout)
+        self.halfCloseTimeout = float(halfCloseTimeout)
+        self.tcpKeepalive = tcpKeepalive
+        if proxyProtocolFrom is not None and not isinstance(
+            proxyProtocolFrom, AccessControl
+        ):
+            proxyProtocolFrom = AccessControl(list(proxyProtocolFrom))
+        if proxyProtocolFrom is not None and proxyProtocolFrom.empty:
+            proxyProtocolFrom = None
+        self.proxyProtocolFrom = proxyProtocolFrom
+        #: Listening ports whose socket carries the keepalive settings:
+        #: Linux copies them to every accepted socket, so the client side
+        #: of their connections needs no setsockopt of its own.
+        self._keepalivePorts: set[Any] = set()
         if sendProxyProtocol not in (None, 1, 2):
             raise ValueError(
                 f"sendProxyProtocol must be None, 1 or 2, not {sendProxyProtocol!r}"
@@ -306,9 +343,15 @@ class SpliceProxyFactory(Factory):
         TCP, UNIX, SSL and adopted port does) for the limit to hold; its
         accept loop is capped so that one burst cannot overshoot the limit.
 
+        With L{tcpKeepalive} set, the keepalive settings go on the port's
+        socket once, and the connections it accepts inherit them.
+
         @param port: an C{IListeningPort} of this factory.
         """
         self._gate.addListeningPort(port)
+        keepalive = self.tcpKeepalive
+        if keepalive is not None and setKeepalive(port, keepalive):
+            self._keepalivePorts.add(port)
 
     def removeListeningPort(self, port: IListeningPort) -> None:
         """
@@ -324,7 +367,10 @@ class SpliceProxyFactory(Factory):
         """
         Stop listening on the ports given to L{addListeningPort} at once,
         let the live connections finish for up to C{timeout} seconds, then
-        abort the rest.
+        abort the rest.  Each live connection is told
+        (L{SpliceProxyProtocol.drainStarted}): one whose upstream has
+        finished and whose client has received everything is closed at
+        once, so the drain ends as soon as the transfers in flight have.
 
         @param timeout: seconds to wait before aborting (0: abort at once).
         @return: a C{Deferred} firing with the number of connections that
