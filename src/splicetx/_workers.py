@@ -24,9 +24,11 @@ L{REUSEPORT}:
         entries, so the total is N x backlog; a stalled worker only stalls
         its own share.
       - Drain.  On C{SIGTERM} a worker closes its own socket and the kernel
-        stops sending it new connections at once; the supervisor holds no
-        listening socket (only a bound, non-listening one that keeps the
-        port reserved), so no connection waits in a queue nobody serves.
+        stops sending it new connections at once: the supervisor keeps a
+        copy of a worker's socket only while that worker runs (for a
+        reload, below), closes it when the worker dies, and closes them all
+        first when it stops, so no connection waits in a queue nobody
+        serves.
       - Costs, accepted: connections still queued on the socket of a worker
         that I{crashes} are reset (set C{net.ipv4.tcp_migrate_req=1} on
         Linux >= 5.14 to migrate them); any process of the same user may
@@ -51,6 +53,12 @@ L{SpliceProxySupervisorService
 C{SIGTERM} to every worker, waits up to C{drainTimeout} seconds for them to
 finish their connections, sends C{SIGKILL} to the rest, and fires when all
 are gone.
+
+B{Reload.}  L{WorkerSupervisor.reload} replaces every worker with a new
+generation on the same sockets (the new worker of a slot gets that slot's
+C{SO_REUSEPORT} sockets, and the shared ones), waits until each reported
+ready, then sends the previous generation C{SIGTERM}: nothing queued is
+reset and no connect is refused.
 
 Workers learn their sockets from the environment: see L{splicetx._worker}.
 """
