@@ -25,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from splicetx._worker import (
     ENV_FDS,
     ENV_INDEX,
+    ENV_READY,
     ENV_SUPERVISOR,
     inheritedListeners,
     isWorker,
@@ -127,7 +128,8 @@ class SupervisorUnitTests(SynchronousTestCase):
             self.assertEqual(env[ENV_INDEX], str(i))
             self.assertEqual(env[ENV_SUPERVISOR], str(os.getpid()))
             self.assertEqual(env["KEEP"], "1")
-            self.assertEqual(sorted(fds), [0, 1, 2, 3])
+            self.assertEqual(sorted(fds), [0, 1, 2, 3, 4])
+            self.assertEqual((fds[4], env[ENV_READY]), ("r", "4"))
         self.assertEqual(self.sup.pids, {0: 1001, 1: 1002})
 
     def test_restartAfterLongRun(self) -> None:

@@ -32,6 +32,7 @@ from splicetx._poolconfig import (
 )
 from splicetx._proxyconfig import Forward
 from splicetx._sni import DEFAULT_MAX_SIZE
+from splicetx._worker import isWorker
 
 __all__ = [
     "PoolOptions",
@@ -143,8 +144,11 @@ def commandLineForward(options: Any, acl: Any) -> Forward:
         _checkConnect(spec.endpoint)
     for _, spec in routeArgs:
         _checkConnect(spec.endpoint)
-    for description in options["listen"]:
-        _checkListen(description)
+    if not isWorker():
+        # A worker adopts the supervisor's sockets: a systemd: string names
+        # sockets of the supervisor's environment, not its own.
+        for description in options["listen"]:
+            _checkListen(description)
     routes = tuple(
         (pattern, _pool(members, options))
         for pattern, members in groupRoutes(routeArgs)
@@ -212,7 +216,9 @@ def connectStrings(forwards: list[Forward]) -> list[str]:
     return out
 
 
-def tomlForwards(path: str, outer: Any = None) -> list[Forward]:
+def tomlForwards(
+    path: str, outer: Any = None, text: str | None = None
+) -> list[Forward]:
     """
     Read a TOML C{--config} file into L{Forward}s (see C{docs/pools.md}).
 
@@ -220,18 +226,21 @@ def tomlForwards(path: str, outer: Any = None) -> list[Forward]:
     @param outer: the command line's access rules (an L{AccessControl
         <splicetx._acl.AccessControl>}, applied to every forward first), or
         C{None}.
+    @param text: the file's text, when already read (a worker gets the
+        copy its supervisor checked).
     @return: its forwards, in file order; each has a pool (or only routes).
     @raise _Exit: with one line C{FILE: problem} for any problem.
     """
     from splicetx._acl import AccessControl
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise _Exit(f"{path}: cannot read: {e.strerror or e}")
-    except UnicodeDecodeError as e:
-        raise _Exit(f"{path}: not UTF-8 text: {e.reason}")
+    if text is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise _Exit(f"{path}: cannot read: {e.strerror or e}")
+        except UnicodeDecodeError as e:
+            raise _Exit(f"{path}: not UTF-8 text: {e.reason}")
     try:
         specs = parsePoolToml(text)
     except PoolSyntaxError as e:
@@ -239,7 +248,7 @@ def tomlForwards(path: str, outer: Any = None) -> list[Forward]:
     forwards = []
     for n, spec in enumerate(specs):
         where = f"{path}: forward[{n}]"
-        for description in spec.listen:
+        for description in spec.listen if not isWorker() else ():
             try:
                 _checkListen(description)
             except _Exit as e:
@@ -262,6 +271,9 @@ def tomlForwards(path: str, outer: Any = None) -> list[Forward]:
                 listens=spec.listen,
                 connect=pools[0].upstreams[0].endpoint,
                 acl=None if acl.empty else acl,
+                # Not 0, which marks the command line's forward (a reload
+                # keeps that one): the forward's place in the file.
+                lineNumber=n + 1,
                 name=spec.name,
                 pool=spec.pool,
                 routes=spec.routes,

@@ -369,6 +369,23 @@ class PoolProxyFactory(SpliceProxyFactory):
         if pool is None and router is None:
             raise ValueError("a PoolProxyFactory needs a pool or a router")
         super().__init__(None, **kwargs)
+        self._usePools(pool, router, sniTimeout, sniMaxSize)
+
+    def replacePools(self, pools: Any) -> None:
+        """
+        Serve new connections from another forward's L{ForwardPools
+        <splicetx._poolservice.ForwardPools>} (a reload); live connections
+        keep the member they have.
+
+        @param pools: the new pools, SNI router and timeouts.
+        """
+        self._usePools(pools.pool, pools.router, pools.sniTimeout, pools.sniMaxSize)
+
+    def _usePools(
+        self, pool: Any, router: Any, sniTimeout: float, sniMaxSize: int
+    ) -> None:
+        if pool is None and router is None:
+            raise ValueError("a PoolProxyFactory needs a pool or a router")
         self.pool = pool
         self.router = router
         if router is not None and router.default is None:
@@ -378,7 +395,7 @@ class PoolProxyFactory(SpliceProxyFactory):
         self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
         if pool is not None:
             # What the service's "started" line and the status page name.
-            self.upstream = pool  # type: ignore[assignment]
+            self.upstream = pool
         pools: list[Any] = [pool] if pool is not None else []
         if router is not None:
             for target in router.targets():

@@ -117,6 +117,19 @@ class PortGate(Generic[_C]):
         if self._paused and hasattr(port, "stopReading"):
             anyPort.stopReading()
 
+    def removeListeningPort(self, port: IListeningPort) -> None:
+        """
+        Forget a port given to L{addListeningPort} before it is closed (a
+        reload removed it): accept the connections the kernel already
+        completed on it, as L{drain} does, so closing it resets nobody; it
+        is then no longer resumed nor stopped by L{drain}.
+
+        @param port: the port.
+        """
+        if port in self._ports:
+            _acceptBacklog(port)
+            self._ports.remove(port)
+
     def _room(self) -> int | None:
         if self.maxConnections is None:
             return None

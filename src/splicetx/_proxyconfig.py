@@ -136,6 +136,10 @@ class ProxyConfig:
     @ivar logNormalConnections: log the C{info} event of connections that
         ended normally (C{False} when nothing would show it).
     @ivar warnings: lines to log at start (about the C{--config} file).
+    @ivar configFile: the C{--config} file (re-read on SIGHUP, see
+        L{splicetx._reload}), or C{None}.
+    @ivar commandACL: the command line's C{--allow}/C{--deny} rules, applied
+        to the forwards of C{configFile} first, or C{None}.
     @ivar alpn: the ALPN protocols C{ssl:} listeners offer, in preference
         order (see L{splicetx._tls}); empty: negotiate none.
     @ivar connectALPN: the ALPN protocols offered to C{tls:} upstreams.
@@ -160,6 +164,8 @@ class ProxyConfig:
     workers: int | None = None
     logNormalConnections: bool = True
     warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
+    configFile: str | None = None
+    commandACL: AccessControl | None = None
     alpn: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
     connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
 

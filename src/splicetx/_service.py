@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -30,6 +30,7 @@ from splicetx._poolproxy import PoolProxyFactory
 from splicetx._poolservice import ForwardPools, hasPools
 from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._reactor import defaultReactor
+from splicetx._reload import ServiceReloader, installReloadSignal
 from splicetx.proxy import SpliceProxyFactory, describeAddress, describeEndpoint
 
 __all__ = ["EXIT_START", "SpliceProxyService"]
@@ -163,6 +164,12 @@ class SpliceProxyService(_DrainOnSignal, Service):
     @ivar metricsPort: the port the metrics are served on, once started.
     @ivar forwardPools: the L{ForwardPools} of the forwards with pools or
         SNI routes, once started.
+    @ivar pipePool: the L{PipePool} every factory shares, once started.
+    @ivar portsByFactory: the listening ports of each factory.
+    @ivar retiredFactories: factories of forwards a reload removed (their
+        live connections are part of the drain).
+    @ivar reloader: the L{ServiceReloader <splicetx._reload.ServiceReloader>}
+        that SIGHUP calls.
     """
 
     name = "splice-proxy"
@@ -194,6 +201,10 @@ class SpliceProxyService(_DrainOnSignal, Service):
         self._logFields: dict[str, Any] | None = None
         self._worker = _worker.isWorker()
         self._supervisorWatch: Any = None
+        self.pipePool: PipePool | None = None
+        self.portsByFactory: dict[SpliceProxyFactory, list[Any]] = {}
+        self.retiredFactories: list[SpliceProxyFactory] = []
+        self.reloader = ServiceReloader(self)
         self._started = False
         self._stopping = False
 
@@ -265,18 +276,14 @@ class SpliceProxyService(_DrainOnSignal, Service):
             _log.warn("{warning}", warning=warning, splicetxEvent="config")
         maxPipes, self._maxConnections = self._capacity()
         pool = PipePool(pipeSize=config.pipeSize, maxPipes=maxPipes)
+        self.pipePool = pool
         if config.metricsEndpoint is not None:
             self._startMetrics(pool)
         if self._worker:
             self._logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in config.forwards:
-            if hasPools(forward):
-                upstream = self._forwardPools(forward)
-            else:
-                upstream = _tls.withClientALPN(
-                    clientEndpoint(reactor, forward.connect), self.config.connectALPN
-                )
+            upstream = self._upstreamEndpoint(forward)
             factory = self.buildFactory(upstream, pool, forward)
             self.factories.append(factory)
             for description, given in zip(
@@ -340,13 +347,43 @@ class SpliceProxyService(_DrainOnSignal, Service):
         self.forwardPools.append(pools)
         return pools
 
+    def replaceUpstream(self, factory: SpliceProxyFactory, upstream: Any) -> bool:
+        """
+        Give a running forward's factory a reloaded upstream (an endpoint,
+        or L{ForwardPools} from L{_upstreamEndpoint}); the connections it
+        accepts from then on use it.
+
+        @return: C{False} when the factory cannot take it in place (a
+            forward that changes between one upstream and a pool): the
+            factory is left as it was.
+        """
+        if isinstance(factory, PoolProxyFactory) and isinstance(upstream, ForwardPools):
+            old = [
+                p
+                for p in self.forwardPools
+                if p is not upstream
+                and p.pool is factory.pool
+                and p.router is factory.router
+            ]
+            factory.replacePools(upstream)
+            for pools in old:
+                pools.stop()
+                self.forwardPools.remove(pools)
+            return True
+        if isinstance(upstream, ForwardPools):
+            # One upstream before, a pool now: not in place.
+            upstream.stop()
+            self.forwardPools.remove(upstream)
+            return False
+        if isinstance(factory, PoolProxyFactory):
+            return False
+        factory.upstream = upstream
+        return True
+
     def _listenAll(self, listens: list[tuple[str, str, SpliceProxyFactory]]) -> None:
-        reactor = self.reactor
         for description, given, factory in listens:
             try:
-                endpoint = _tls.withServerALPN(
-                    serverEndpoint(reactor, description), self.config.alpn
-                )
+                endpoint = self._serverEndpoint(description)
                 d = endpoint.listen(factory)
             except Exception:
                 d = Deferred()
@@ -368,6 +405,30 @@ class SpliceProxyService(_DrainOnSignal, Service):
                     f"{_explain(outcome[0].value)}"
                 )
             self._listening(outcome[0], description, factory)
+
+    def _upstreamEndpoint(self, forward: Forward) -> Any:
+        """
+        The upstream client endpoint of a forward (at start and on a
+        reload, L{splicetx._reload}), or its L{ForwardPools} when it has a
+        pool or SNI routes.
+        """
+        if hasPools(forward):
+            pools = self._forwardPools(forward)
+            if self.running:
+                pools.start()
+            return pools
+        return _tls.withClientALPN(
+            clientEndpoint(self.reactor, forward.connect), self.config.connectALPN
+        )
+
+    def _serverEndpoint(self, description: str) -> Any:
+        """
+        The server endpoint to listen on for one listening string (at start
+        and on a reload).
+        """
+        return _tls.withServerALPN(
+            serverEndpoint(self.reactor, description), self.config.alpn
+        )
 
     def buildFactory(
         self, upstream: Any, pipePool: PipePool, forward: Forward
@@ -418,6 +479,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         factory = factory or self.factory
         assert factory is not None
         self.ports.append(port)
+        self.portsByFactory.setdefault(factory, []).append(port)
         factory.addListeningPort(port)
         address = port.getHost()
         _log.info(
@@ -455,8 +517,12 @@ class SpliceProxyService(_DrainOnSignal, Service):
     def _running(self) -> None:
         if self.handleSignals:
             self._installSignalHandlers()
+            if signal.getsignal(signal.SIGTERM) == self._onSignal:
+                # Only when we run the process's signals (not under trial).
+                installReloadSignal(self.reactor, self.reload)
         if self._worker:
             self._supervisorWatch = _worker.watchSupervisor(self.reactor)
+            _worker.reportReady()
         _log.info(
             "splice-proxy ready (pid {pid})",
             splicetxEvent="ready",
@@ -464,10 +530,30 @@ class SpliceProxyService(_DrainOnSignal, Service):
             worker=_worker.workerIndex(),
         )
 
+    def reload(self) -> Deferred[Any]:
+        """
+        Re-read the C{--config} file and apply it to new connections (see
+        L{splicetx._reload}); a worker leaves reloads to its supervisor.
+
+        @return: a C{Deferred} firing with the applied
+            L{ConfigChanges <splicetx._reload.ConfigChanges>}, or C{None}.
+        """
+        if self._worker:
+            _log.info(
+                "reload ignored: the supervisor reloads its workers",
+                splicetxEvent="reload",
+                ignored=True,
+            )
+            return succeed(None)
+        return self.reloader.reload()
+
     # -- stop -----------------------------------------------------------------
 
+    def _allFactories(self) -> list[SpliceProxyFactory]:
+        return [*self.factories, *self.retiredFactories]
+
     def _live(self) -> int:
-        return sum(len(f.liveProtocols) for f in self.factories)
+        return sum(len(f.liveProtocols) for f in self._allFactories())
 
     def _signalledFirst(self, name: str) -> None:
         _log.info(
@@ -484,7 +570,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             signal=name,
             count=self._live(),
         )
-        for factory in self.factories:
+        for factory in self._allFactories():
             for proto in list(factory.liveProtocols):
                 proto.abort(detail=f"{name} during drain")
 
@@ -507,7 +593,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         if not self.factories:
             return None
         self.ports = []
-        drains = [f.drain(self.config.drainTimeout) for f in self.factories]
+        drains = [f.drain(self.config.drainTimeout) for f in self._allFactories()]
 
         def drained(counts: list[int]) -> None:
             _log.info(

@@ -17,18 +17,28 @@ import signal
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from splicetx._config import ConfigError
 from splicetx._filelimit import raiseFileLimit
 from splicetx._proxyconfig import ProxyConfig
 from splicetx._reactor import defaultReactor
+from splicetx._reload import (
+    compareConfigs,
+    installReloadSignal,
+    logReloaded,
+    logReloadFailed,
+    readConfigText,
+    reloadedConfig,
+)
 from splicetx._service import (
     _METRICS_MISSING,
     _DrainOnSignal,
     _listenNow,
     _logMetricsPort,
 )
+from splicetx._worker import ENV_CONFIG
 from splicetx._workers import WorkerSupervisor, prepareListener
 
 __all__ = ["SpliceProxySupervisorService", "twistArguments", "workerArguments"]
@@ -130,6 +140,9 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         self.metricsPort: Any = None
         self.workers: Any = None
         self._stopping = False
+        self._reloading = False
+        self._configDirectory: str | None = None
+        self._configCopy: str | None = None
 
     def startService(self) -> None:
         """
@@ -137,6 +150,15 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         """
         Service.startService(self)
         reactor = self.reactor
+        text = None
+        if self.config.configFile is not None:
+            # The workers run this text (see _snapshotConfig), so listen for
+            # what it says, even if the file changed since it was checked.
+            try:
+                text = readConfigText(self.config.configFile)
+                self.config = reloadedConfig(self.config, text)
+            except ConfigError as e:
+                raise SystemExit(f"splice-proxy: error: {e}")
         raiseFileLimit()
         options: dict[str, Any] = {"drainTimeout": self.config.drainTimeout + 5.0}
         if self.config.metricsEndpoint is not None:
@@ -186,6 +208,9 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
                     "workers: use a tcp:, tcp6:, unix: or systemd: endpoint"
                 )
             listeners.append(listener)
+        if self.config.configFile is not None:
+            env = dict(options.get("env", os.environ))
+            options["env"] = self._snapshotConfig(env, text)
         supervisor = WorkerSupervisor(
             self.workerArgv, self.count, listeners, reactor, **options
         )
@@ -196,19 +221,24 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
 
     def _started(self, supervisor: Any) -> None:
         for listener in supervisor.listeners:
-            _log.info(
-                "listening on port {port} ({description}) with {count} workers "
-                "({mode})",
-                splicetxEvent="listening",
-                port=listener.port,
-                description=listener.description,
-                count=self.count,
-                mode=listener.mode,
-            )
+            self._logListening(listener)
+
+    def _logListening(self, listener: Any) -> None:
+        _log.info(
+            "listening on port {port} ({description}) with {count} workers ({mode})",
+            splicetxEvent="listening",
+            port=listener.port,
+            description=listener.description,
+            count=self.count,
+            mode=listener.mode,
+        )
 
     def _running(self) -> None:
         if self.handleSignals:
             self._installSignalHandlers()
+            if signal.getsignal(signal.SIGTERM) == self._onSignal:
+                # Only when we run the process's signals (not under trial).
+                installReloadSignal(self.reactor, self.reload)
         supervisor = self.workers
         _log.info(
             "splice-proxy supervisor ready (pid {pid}, workers {workers})",
@@ -216,6 +246,122 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             pid=os.getpid(),
             workers=sorted(supervisor.pids.values()) if supervisor else [],
         )
+
+    def reload(self) -> Deferred[Any]:
+        """
+        SIGHUP: check the C{--config} file, prepare the sockets of the
+        listeners it adds, replace the workers with a new generation on the
+        same sockets (L{WorkerSupervisor.reload
+        <splicetx._workers.WorkerSupervisor.reload>}), then close the
+        sockets of the listeners it removed.  All or nothing: a bad file, a
+        listener that cannot be opened or a new worker that does not start
+        leaves the running workers and sockets as they were.
+
+        @return: a C{Deferred} firing with the applied
+            L{ConfigChanges <splicetx._reload.ConfigChanges>}, or C{None}.
+        """
+        path = self.config.configFile
+        supervisor = self.workers
+        if self._stopping or supervisor is None or not supervisor.running:
+            _log.info("reload ignored: draining", splicetxEvent="reload", ignored=True)
+            return succeed(None)
+        if path is None:
+            _log.info(
+                "reload ignored: no --config file", splicetxEvent="reload", ignored=True
+            )
+            return succeed(None)
+        if self._reloading:
+            _log.info(
+                "reload ignored: the previous one is still being applied",
+                splicetxEvent="reload",
+                ignored=True,
+            )
+            return succeed(None)
+        try:
+            text = readConfigText(path)
+            new = reloadedConfig(self.config, text)
+        except ConfigError as e:
+            logReloadFailed(path, str(e))
+            return succeed(None)
+        changes = compareConfigs(self.config, new)
+        current = {listener.description: listener for listener in supervisor.listeners}
+        listeners: list[Any] = []
+        added: list[Any] = []
+        for description in new.listen:
+            listener = current.get(description)
+            if listener is None:
+                try:
+                    listener = _listenNow(
+                        lambda d=description: prepareListener(d, None, self.reactor),
+                        description,
+                    )
+                except SystemExit as e:
+                    listener = None
+                    error = str(e).removeprefix("splice-proxy: error: ")
+                else:
+                    error = f"cannot listen on {description} for workers"
+                if listener is None:
+                    for a in added:
+                        a.close()
+                    logReloadFailed(path, error)
+                    return succeed(None)
+                added.append(listener)
+            listeners.append(listener)
+        removed = [x for x in supervisor.listeners if x not in listeners]
+        self._reloading = True
+        before = self._configCopy
+        env = self._snapshotConfig(dict(supervisor.env), text)
+
+        def reloaded(_: Any) -> Any:
+            self._reloading = False
+            self._removeCopy(before)
+            for listener in removed:
+                listener.close()
+            self.config = new
+            for listener in added:
+                self._logListening(listener)
+            logReloaded(path, changes)
+            return changes
+
+        def failed(f: Any) -> None:
+            self._reloading = False
+            self._removeCopy(self._configCopy)
+            self._configCopy = before
+            for listener in added:
+                listener.close()
+            logReloadFailed(path, str(f.value))
+
+        d = supervisor.reload(listeners, env=env)
+        return d.addCallbacks(reloaded, failed)
+
+    def _snapshotConfig(self, env: dict[str, str], text: str | None) -> dict[str, str]:
+        """
+        Write a copy of the C{--config} file's text for the workers to read
+        (see L{splicetx._worker.configText}), and return C{env} with its
+        name added.
+        """
+        import shutil
+        import tempfile
+
+        if self._configDirectory is None:
+            self._configDirectory = tempfile.mkdtemp(prefix="splicetx-config-")
+            self.reactor.addSystemEventTrigger(
+                "after", "shutdown", shutil.rmtree, self._configDirectory, True
+            )
+        fd, copy = tempfile.mkstemp(dir=self._configDirectory, suffix=".conf")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text or "")
+        self._configCopy = copy
+        env[ENV_CONFIG] = copy
+        return env
+
+    def _removeCopy(self, copy: str | None) -> None:
+        if copy is None:
+            return
+        try:
+            os.remove(copy)
+        except OSError:
+            pass
 
     def _signalledFirst(self, name: str) -> None:
         _log.info(

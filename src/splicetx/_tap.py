@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import sys
 
-import attr
 from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python import usage
 
 from splicetx import _tls, _worker
-from splicetx._acl import AccessControl
-from splicetx._config import ConfigError, parseConfigFile
+from splicetx._config import ConfigError
 from splicetx._endpoints import (
     DEFAULT_BACKLOG,
     _checkListen,
@@ -52,11 +50,10 @@ from splicetx._pooloptions import (
     PoolOptions,
     commandLineForward,
     connectStrings,
-    isTomlConfig,
-    tomlForwards,
 )
 from splicetx._proxyconfig import Forward, ProxyConfig
 from splicetx._relay import ENGINES
+from splicetx._reload import fileForwards
 from splicetx._service import _METRICS_MISSING, SpliceProxyService
 from splicetx._supervisor import (
     SpliceProxySupervisorService,
@@ -208,7 +205,8 @@ class Options(PoolOptions, usage.Options):
             None,
             "A rinetd configuration file: one forward per 'bindaddress "
             "bindport connectaddress connectport' line, with allow/deny rules; "
-            "or a TOML file (.toml) of forwards with pools (docs/pools.md).",
+            "or a TOML file (.toml) of forwards with pools (docs/pools.md); "
+            "re-read on SIGHUP.",
         ],
         [
             "metrics",
@@ -381,24 +379,16 @@ class Options(PoolOptions, usage.Options):
         warnings: list[str] = []
         if self["listen"]:
             forwards.append(commandLineForward(self, None if acl.empty else acl))
-        if self["config"] and isTomlConfig(self["config"]):
-            forwards.extend(tomlForwards(self["config"], None if acl.empty else acl))
-        elif self["config"]:
+        if self["config"]:
             try:
-                config = parseConfigFile(self["config"])
+                # A worker reads the copy its supervisor checked.
+                text = _worker.configText()
+                fromFile, warnings = fileForwards(self["config"], acl, text)
+            except OSError as e:
+                raise _Exit(f"{self['config']}: cannot read the supervisor's copy: {e}")
             except ConfigError as e:
                 raise _Exit(str(e))
-            warnings = list(config.warnings)
-            for f in config.forwards:
-                rules = f.acl
-                if rules is not None and not acl.empty:
-                    # The command line's rules apply to every forward, first.
-                    outer = AccessControl(
-                        config.globalACL.allow, config.globalACL.deny, outer=acl
-                    )
-                    rules = AccessControl(rules.allow, rules.deny, outer=outer)
-                empty = rules is None or rules.empty
-                forwards.append(attr.evolve(f, acl=None if empty else rules))
+            forwards.extend(fromFile)
         try:
             alpn, connectALPN = _tls.checkALPNOptions(
                 self["alpn"],
@@ -434,6 +424,8 @@ class Options(PoolOptions, usage.Options):
             workers=self["workers"],
             logNormalConnections=_infoObserved(self),
             warnings=warnings,
+            configFile=self["config"],
+            commandACL=None if acl.empty else acl,
             alpn=alpn,
             connectALPN=connectALPN,
         )

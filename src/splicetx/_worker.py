@@ -12,6 +12,14 @@ The supervisor starts each worker with these environment variables:
   - C{SPLICETX_WORKER_INDEX}: the worker's slot, C{0} to C{N-1} (a restarted
     worker keeps its slot).
   - C{SPLICETX_SUPERVISOR_PID}: the supervisor's process id.
+  - C{SPLICETX_WORKER_CONFIG}: with C{--config}, a file holding the text of
+    the configuration file as the supervisor checked it; the worker reads
+    that instead of the file, so every worker of a generation (and a worker
+    restarted after a crash) runs what the supervisor checked, even while
+    the file is being edited (L{configText}).
+  - C{SPLICETX_WORKER_READY_FD}: a pipe the worker writes C{ready} to
+    (L{reportReady}) once it serves its sockets; the supervisor waits for it
+    before it retires the previous generation on a reload.
 
 A worker calls L{adoptListeners} instead of listening on its endpoints, and
 L{watchSupervisor} so it never outlives a supervisor killed with C{SIGKILL}.
@@ -29,13 +37,17 @@ from typing import Any
 from splicetx._reactor import defaultReactor
 
 __all__ = [
+    "ENV_CONFIG",
     "ENV_FDS",
     "ENV_INDEX",
+    "ENV_READY",
     "ENV_SUPERVISOR",
     "adoptListeners",
+    "configText",
     "familyName",
     "inheritedListeners",
     "isWorker",
+    "reportReady",
     "watchSupervisor",
     "workerIndex",
 ]
@@ -43,6 +55,8 @@ __all__ = [
 ENV_FDS = "SPLICETX_WORKER_FDS"
 ENV_INDEX = "SPLICETX_WORKER_INDEX"
 ENV_SUPERVISOR = "SPLICETX_SUPERVISOR_PID"
+ENV_READY = "SPLICETX_WORKER_READY_FD"
+ENV_CONFIG = "SPLICETX_WORKER_CONFIG"
 
 _FAMILIES = {
     "inet": socket.AF_INET,
@@ -129,6 +143,42 @@ def adoptListeners(
         finally:
             os.close(fd)
     return ports
+
+
+def configText(environ: Mapping[str, str] | None = None) -> str | None:
+    """
+    The text of the configuration file the supervisor checked for this
+    worker's generation, or C{None} (not a worker, or no C{--config}).
+
+    @raise OSError: when the supervisor's copy cannot be read.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get(ENV_CONFIG) if ENV_FDS in env else None
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def reportReady(environ: Mapping[str, str] | None = None) -> None:
+    """
+    Tell the supervisor this worker serves its sockets: write C{ready} to
+    the C{SPLICETX_WORKER_READY_FD} pipe and close it (nothing outside a
+    worker, or when the supervisor is gone).
+    """
+    value = (os.environ if environ is None else environ).get(ENV_READY)
+    if not value or not value.isdigit():
+        return
+    fd = int(value)
+    try:
+        os.write(fd, b"ready\n")
+    except OSError:
+        pass
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def watchSupervisor(

@@ -24,9 +24,11 @@ L{REUSEPORT}:
         entries, so the total is N x backlog; a stalled worker only stalls
         its own share.
       - Drain.  On C{SIGTERM} a worker closes its own socket and the kernel
-        stops sending it new connections at once; the supervisor holds no
-        listening socket (only a bound, non-listening one that keeps the
-        port reserved), so no connection waits in a queue nobody serves.
+        stops sending it new connections at once: the supervisor keeps a
+        copy of a worker's socket only while that worker runs (for a
+        reload, below), closes it when the worker dies, and closes them all
+        first when it stops, so no connection waits in a queue nobody
+        serves.
       - Costs, accepted: connections still queued on the socket of a worker
         that I{crashes} are reset (set C{net.ipv4.tcp_migrate_req=1} on
         Linux >= 5.14 to migrate them); any process of the same user may
@@ -52,6 +54,12 @@ C{SIGTERM} to every worker, waits up to C{drainTimeout} seconds for them to
 finish their connections, sends C{SIGKILL} to the rest, and fires when all
 are gone.
 
+B{Reload.}  L{WorkerSupervisor.reload} replaces every worker with a new
+generation on the same sockets (the new worker of a slot gets that slot's
+C{SO_REUSEPORT} sockets, and the shared ones), waits until each reported
+ready, then sends the previous generation C{SIGTERM}: nothing queued is
+reset and no connect is refused.
+
 Workers learn their sockets from the environment: see L{splicetx._worker}.
 """
 
@@ -63,14 +71,14 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx._reactor import defaultReactor
-from splicetx._worker import ENV_FDS, ENV_INDEX, ENV_SUPERVISOR, familyName
+from splicetx._worker import ENV_FDS, ENV_INDEX, ENV_READY, ENV_SUPERVISOR, familyName
 
 __all__ = [
     "REUSEPORT",
@@ -302,19 +310,51 @@ class _WorkerProtocol(ProcessProtocol):
         self.supervisor = supervisor
         self.slot = slot
 
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        slot = self.slot
+        if childFD == slot.readyFD and b"ready" in data:
+            ready = slot.ready
+            if ready is not None and not ready.called:
+                ready.callback(None)
+
     def processEnded(self, reason: Failure) -> None:
         self.supervisor._workerEnded(self.slot, reason)
 
 
 class _Slot:
-    def __init__(self, index: int) -> None:
+    """
+    One worker process of one generation, and the supervisor's copies of
+    its C{SO_REUSEPORT} sockets (kept while it runs, so that on a reload
+    the next generation's worker in this slot adopts the same sockets and
+    nothing queued on them is lost when this one closes its copies).
+    """
+
+    def __init__(
+        self, index: int, listeners: Sequence[Any], env: Mapping[str, str]
+    ) -> None:
         self.index = index
+        self.listeners = list(listeners)
+        self.env = env
+        self.sockets: dict[Any, socket.socket] = {}
         self.process: Any = None
         self.pid: int | None = None
         self.startedAt = 0.0
         self.failures = 0
         self.restartCall: Any = None
         self.starts = 0
+        self.readyFD: int | None = None
+        self.ready: Deferred[None] | None = None
+        self.killCall: Any = None
+
+    def closeSockets(self, keep: Sequence[socket.socket] = ()) -> None:
+        """
+        Close the supervisor's copies of this slot's sockets, but those in
+        C{keep} (handed on to the next generation).
+        """
+        sockets, self.sockets = self.sockets, {}
+        for sock in sockets.values():
+            if not any(sock is k for k in keep):
+                sock.close()
 
 
 class WorkerSupervisor:
@@ -371,9 +411,11 @@ class WorkerSupervisor:
         self.drainTimeout = drainTimeout
         self.onWorkerExit = onWorkerExit
         self.running = False
-        self._slots = [_Slot(i) for i in range(count)]
+        self._slots = [_Slot(i, self.listeners, self.env) for i in range(count)]
+        self._pending: list[_Slot] | None = None
+        self._retiring: list[_Slot] = []
         self._stopping: Deferred[None] | None = None
-        self._waiters: dict[int, Deferred[None]] = {}
+        self._waiters: dict[_Slot, Deferred[None]] = {}
 
     @property
     def pids(self) -> dict[int, int]:
@@ -396,16 +438,20 @@ class WorkerSupervisor:
             return
         sockets: list[socket.socket] = []
         try:
-            for listener in self.listeners:
-                sockets.append(listener.socketForWorker())
-        except OSError:
-            for listener, sock in zip(self.listeners, sockets, strict=False):
-                if listener.mode == REUSEPORT:
-                    sock.close()
+            for listener in slot.listeners:
+                if listener.mode != REUSEPORT:
+                    sockets.append(listener.socketForWorker())
+                    continue
+                sock = slot.sockets.get(listener)
+                if sock is None:
+                    sock = slot.sockets[listener] = listener.socketForWorker()
+                sockets.append(sock)
+        except (OSError, RuntimeError) as e:
+            slot.closeSockets()
             _log.failure(
                 "could not create sockets for worker {index}", index=slot.index
             )
-            self._scheduleRestart(slot, crashed=True)
+            self._spawnFailed(slot, e)
             return
         childFDs: dict[int, Any] = {0: 0, 1: 1, 2: 2}
         entries = []
@@ -413,10 +459,13 @@ class WorkerSupervisor:
             childFD = 3 + i
             childFDs[childFD] = sock.fileno()
             entries.append(f"{childFD}:{familyName(sock.family)}")
-        env = dict(self.env)
+        slot.readyFD = 3 + len(sockets)
+        childFDs[slot.readyFD] = "r"
+        env = dict(slot.env)
         env[ENV_FDS] = ",".join(entries)
         env[ENV_INDEX] = str(slot.index)
         env[ENV_SUPERVISOR] = str(os.getpid())
+        env[ENV_READY] = str(slot.readyFD)
         try:
             process = self._reactor.spawnProcess(
                 _WorkerProtocol(self, slot),
@@ -425,14 +474,11 @@ class WorkerSupervisor:
                 env=env,
                 childFDs=childFDs,
             )
-        except Exception:
+        except Exception as e:
             _log.failure("could not start worker {index}", index=slot.index)
-            self._scheduleRestart(slot, crashed=True)
+            slot.closeSockets()
+            self._spawnFailed(slot, e)
             return
-        finally:
-            for listener, sock in zip(self.listeners, sockets, strict=True):
-                if listener.mode == REUSEPORT:
-                    sock.close()
         slot.process = process
         slot.pid = process.pid
         slot.startedAt = self._reactor.seconds()
@@ -440,6 +486,14 @@ class WorkerSupervisor:
         _log.info(
             "worker {index} started, pid {pid}", index=slot.index, pid=process.pid
         )
+
+    def _spawnFailed(self, slot: _Slot, error: Exception) -> None:
+        if slot.ready is not None:
+            # A worker of a new generation: the reload fails.
+            if not slot.ready.called:
+                slot.ready.errback(error)
+            return
+        self._scheduleRestart(slot, crashed=True)
 
     def _scheduleRestart(self, slot: _Slot, crashed: bool) -> None:
         if crashed:
@@ -469,7 +523,36 @@ class WorkerSupervisor:
                 self.onWorkerExit(slot.index, pid, reason)
             except Exception:
                 _log.failure("onWorkerExit failed")
-        waiter = self._waiters.pop(slot.index, None)
+        if slot.killCall is not None and slot.killCall.active():
+            slot.killCall.cancel()
+        slot.killCall = None
+        waiter = self._waiters.pop(slot, None)
+        if slot in self._retiring:
+            self._retiring.remove(slot)
+            slot.closeSockets()
+            _log.info(
+                "worker {index} (pid {pid}) of the previous generation stopped: "
+                "exit code {code}, signal {sig}",
+                index=slot.index,
+                pid=pid,
+                code=exitCode,
+                sig=signal,
+            )
+            if waiter is not None:
+                waiter.callback(None)
+            return
+        if self._pending is not None and slot in self._pending:
+            # A worker of a new generation died before they all were ready:
+            # the reload fails (see reload).
+            error = RuntimeError(
+                f"worker {slot.index} of the new generation exited before "
+                f"it was ready (exit code {exitCode}, signal {signal})"
+            )
+            for each in [slot, *self._pending]:
+                if each.ready is not None and not each.ready.called:
+                    each.ready.errback(error)
+                    break
+            return
         if waiter is not None:
             _log.info(
                 "worker {index} (pid {pid}) stopped: exit code {code}, signal {sig}",
@@ -482,6 +565,10 @@ class WorkerSupervisor:
             return
         if not self.running:
             return
+        # Its sockets go with it (what was queued on them is reset): a new
+        # worker gets new ones, so nothing waits on a socket nobody serves
+        # during a restart delay.
+        slot.closeSockets()
         uptime = self._reactor.seconds() - slot.startedAt
         _log.warn(
             "worker {index} (pid {pid}) exited after {uptime:.1f} s "
@@ -512,20 +599,28 @@ class WorkerSupervisor:
 
             self._stopping.addBoth(relay)
             return d
+        for slot in self._pending or ():
+            # A reload under way fails: its workers join the retiring ones.
+            if slot.ready is not None and not slot.ready.called:
+                slot.ready.errback(RuntimeError("the supervisor is stopping"))
         self.running = False
         for listener in self.listeners:
             listener.stopAccepting()
         waits = []
-        for slot in self._slots:
+        for slot in self._allSlots():
+            # Once the workers close theirs, new clients are refused.
+            slot.closeSockets()
             if slot.restartCall is not None and slot.restartCall.active():
                 slot.restartCall.cancel()
             slot.restartCall = None
             if slot.process is None:
                 continue
             waiter: Deferred[None] = Deferred()
-            self._waiters[slot.index] = waiter
+            self._waiters[slot] = waiter
             waits.append(waiter)
-            self._signal(slot, "TERM")
+            if slot not in self._retiring:
+                # (A second SIGTERM would cut a retiring worker's drain short.)
+                self._signal(slot, "TERM")
         killer = self._reactor.callLater(self.drainTimeout, self._killAll)
 
         def finished(_: object) -> None:
@@ -537,8 +632,11 @@ class WorkerSupervisor:
         self._stopping = DeferredList(waits).addCallback(finished)
         return self._stopping
 
+    def _allSlots(self) -> list[_Slot]:
+        return [*self._slots, *(self._pending or ()), *self._retiring]
+
     def _killAll(self) -> None:
-        for slot in self._slots:
+        for slot in self._allSlots():
             if slot.process is not None:
                 _log.warn(
                     "worker {index} (pid {pid}) still running after the drain "
@@ -556,3 +654,118 @@ class WorkerSupervisor:
         except OSError as e:  # pragma: no cover
             if e.errno != errno.ESRCH:
                 raise
+
+    # -- reload ---------------------------------------------------------------
+
+    def reload(
+        self,
+        listeners: Sequence[ReusePortListener | SharedListener],
+        readyTimeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ) -> Deferred[None]:
+        """
+        Replace every worker with a new generation serving C{listeners}
+        (the same command line, which reads the configuration again), with
+        no connection refused or reset: start the new workers on the same
+        sockets (each new worker gets the C{SO_REUSEPORT} sockets of the
+        worker it replaces, for the listeners kept), wait until every one
+        reported ready (see L{splicetx._worker.reportReady}), then send
+        C{SIGTERM} to the previous generation, which drains (C{SIGKILL}
+        after C{drainTimeout}).
+
+        When a new worker exits before it is ready, or not all are ready
+        within C{readyTimeout} seconds, the new generation is stopped and
+        the previous one carries on.
+
+        @param listeners: the listeners of the new generation, in the order
+            its workers expect them; those also in L{listeners} keep their
+            sockets.  The caller closes the listeners dropped, after
+            success.
+        @param readyTimeout: seconds the new workers have to be ready.
+        @param env: the new generation's base environment (default: the
+            current one); it becomes L{env} on success.
+        @return: a C{Deferred} firing once the new generation serves (the
+            previous one may still be draining), or failing with the reason
+            it could not start.
+        """
+        if not self.running or self._pending is not None:
+            return fail(RuntimeError("a reload or a stop is in progress"))
+        pending = []
+        for old in self._slots:
+            new = _Slot(old.index, listeners, self.env if env is None else dict(env))
+            new.sockets = {k: v for k, v in old.sockets.items() if k in listeners}
+            new.ready = Deferred()
+            pending.append(new)
+        self._pending = pending
+        readies = [slot.ready for slot in pending if slot.ready is not None]
+        for slot in pending:
+            self._spawn(slot)
+        timer = self._reactor.callLater(readyTimeout, self._notReady, pending)
+        d = gatherResults(readies, consumeErrors=True)
+
+        def ready(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            self._promote(pending, listeners)
+
+        def failed(f: Failure) -> Failure:
+            if timer.active():
+                timer.cancel()
+            self._abandon(pending)
+            reason = f.value
+            first = getattr(reason, "subFailure", None)
+            return first if first is not None else f
+
+        return d.addCallbacks(ready, failed)
+
+    def _notReady(self, pending: list[_Slot]) -> None:
+        for slot in pending:
+            if slot.ready is not None and not slot.ready.called:
+                slot.ready.errback(
+                    RuntimeError(
+                        f"worker {slot.index} of the new generation is not ready"
+                    )
+                )
+
+    def _retire(self, slot: _Slot, keep: Sequence[socket.socket]) -> None:
+        if slot.restartCall is not None and slot.restartCall.active():
+            slot.restartCall.cancel()
+        slot.restartCall = None
+        slot.closeSockets(keep)
+        if slot.process is None:
+            return
+        self._retiring.append(slot)
+        self._signal(slot, "TERM")
+        slot.killCall = self._reactor.callLater(
+            self.drainTimeout, self._killRetired, slot
+        )
+
+    def _killRetired(self, slot: _Slot) -> None:
+        slot.killCall = None
+        if slot.process is not None:
+            _log.warn(
+                "worker {index} (pid {pid}) of the previous generation still "
+                "running after the drain timeout: killing it",
+                index=slot.index,
+                pid=slot.pid,
+            )
+            self._signal(slot, "KILL")
+
+    def _promote(self, pending: list[_Slot], listeners: Sequence[Any]) -> None:
+        old, self._slots = self._slots, pending
+        self._pending = None
+        self.listeners = list(listeners)
+        self.env = dict(pending[0].env)
+        for before, after in zip(old, pending, strict=True):
+            after.ready = None
+            self._retire(before, list(after.sockets.values()))
+        _log.info(
+            "new generation of workers ready: {pids}",
+            pids=sorted(s.pid for s in pending if s.pid is not None),
+        )
+
+    def _abandon(self, pending: list[_Slot]) -> None:
+        self._pending = None
+        for before, after in zip(self._slots, pending, strict=True):
+            after.ready = None
+            self._retire(after, list(before.sockets.values()))

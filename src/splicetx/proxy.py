@@ -360,6 +360,16 @@ class SpliceProxyFactory(Factory):
         if keepalive is not None and setKeepalive(port, keepalive):
             self._keepalivePorts.add(port)
 
+    def removeListeningPort(self, port: IListeningPort) -> None:
+        """
+        Forget a port given to L{addListeningPort}, before closing it (a
+        reload removed it); its live connections stay in
+        L{liveProtocols}.
+
+        @param port: the port.
+        """
+        self._gate.removeListeningPort(port)
+
     def drain(self, timeout: float) -> Deferred[int]:
         """
         Stop listening on the ports given to L{addListeningPort} at once,
