@@ -108,6 +108,12 @@ class ProxyConfig:
         C{None} for one process.
     @ivar logNormalConnections: log the C{info} event of connections that
         ended normally (C{False} when nothing would show it).
+    @ivar accessLog: where the connection records go: a file path, C{"-"}
+        for standard output, or C{None} for C{twist}'s own log file (see
+        L{SpliceProxyService <splicetx._service.SpliceProxyService>}).
+    @ivar accessLogFormat: C{"text"}, C{"json"}, or C{None} to choose as
+        C{twist} does (its own choice for its log file; text on a
+        terminal, else JSON, for another file).
     @ivar warnings: lines to log at start (about the C{--config} file).
     """
 
@@ -126,6 +132,8 @@ class ProxyConfig:
     metricsEndpoint: str | None = None
     workers: int | None = None
     logNormalConnections: bool = True
+    accessLog: str | None = None
+    accessLogFormat: str | None = None
     warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:

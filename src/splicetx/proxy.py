@@ -67,6 +67,7 @@ from splicetx._relay import (
 )
 
 if TYPE_CHECKING:
+    from splicetx._accesslog import AccessLog
     from splicetx._metrics import ProxyMetrics
 __all__ = [
     "SpliceProxyFactory",
@@ -124,6 +125,9 @@ class SpliceProxyFactory(Factory):
         C{--log-level} is C{warn} or above, where the C{info} event would
         be built only to be dropped (about a tenth of a short connection's
         CPU).
+    @ivar accessLog: an L{AccessLog <splicetx._accesslog.AccessLog>} that
+        writes the connection records itself (C{twist splice-proxy} uses
+        one), or C{None} to emit them as C{twisted.logger} events.
     """
 
     protocol = SpliceProxyProtocol
@@ -148,6 +152,7 @@ class SpliceProxyFactory(Factory):
         logFields: dict[str, Any] | None = None,
         maxConnections: int | None = None,
         logNormalConnections: bool = True,
+        accessLog: AccessLog | None = None,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -166,6 +171,7 @@ class SpliceProxyFactory(Factory):
         @param logFields: see L{logFields}.
         @param maxConnections: see L{maxConnections}.
         @param logNormalConnections: see L{logNormalConnections}.
+        @param accessLog: see L{accessLog}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -203,6 +209,7 @@ class SpliceProxyFactory(Factory):
         self.logFields = logFields or None
         self._gate: PortGate[SpliceProxyProtocol] = PortGate(maxConnections)
         self.logNormalConnections = logNormalConnections
+        self.accessLog = accessLog
 
     @property
     def reactor(self) -> Any:
@@ -228,6 +235,9 @@ class SpliceProxyFactory(Factory):
         C{warn}; with L{logNormalConnections} false, normal ends are not
         logged.
 
+        With an L{accessLog}, the same fields go to it as one record
+        instead of a C{twisted.logger} event.
+
         @param proto: the protocol of the connection.
         @param result: its L{RelayResult}.
         """
@@ -247,6 +257,22 @@ class SpliceProxyFactory(Factory):
             upstreamText = describeAddress(upstream.transport.getPeer())
         else:
             upstreamText = describeEndpoint(proto.upstreamEndpoint or self.upstream)
+        accessLog = self.accessLog
+        if accessLog is not None:
+            accessLog.connection(
+                not normal,
+                client,
+                upstreamText,
+                result.engine,
+                result.bytesAToB,
+                result.bytesBToA,
+                result.duration,
+                result.reason,
+                result.detail,
+                result.fallbackReason,
+                extra,
+            )
+            return
         level = _log.info if normal else _log.warn
         level(
             "{client} -> {upstream}: {reason} ({detail}); engine {engine}, "
