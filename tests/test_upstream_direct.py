@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx import CANCELLED, DONE
+from splicetx import CANCELLED, DONE, _transports
 from splicetx._upstream import _DirectClient, _DirectConnector, _usesTwistedTCP
 from splicetx.proxy import UPSTREAM_FAILED, SpliceProxyProtocol
 from splicetx.testing import ReactorTestMixin, makeReactorTests
@@ -35,6 +35,10 @@ from .test_proxy import (
 )
 
 
+def _streamSocketClasses() -> frozenset[type]:
+    return _transports._STREAM_SOCKET_CLASSES
+
+
 class DirectConnectMixin(ReactorTestMixin):
     """
     A plain TCP upstream is connected by the direct path on every reactor.
@@ -45,7 +49,8 @@ class DirectConnectMixin(ReactorTestMixin):
     def test_connectsDirectly(self) -> None:
         """
         The upstream transport is a C{_DirectClient} driven by a
-        C{_DirectConnector}, and bytes go both ways through it.
+        C{_DirectConnector}, the splice engine takes it by the common path
+        for Twisted's own socket transports, and bytes go both ways.
         """
         seen: list[Any] = []
 
@@ -75,6 +80,8 @@ class DirectConnectMixin(ReactorTestMixin):
         result, digest, direct = self.runScenario(scenario)
         self.assertTrue(direct)
         self.assertEqual(seen, [(_DirectClient, _DirectConnector)])
+        self.assertIn(_DirectClient, _streamSocketClasses())
+        self.assertEqual(result.engine, "splice")
         self.assertEqual(
             (result.reason, result.bytesAToB, result.bytesBToA), (DONE, 5000, 5000)
         )

@@ -30,6 +30,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from splicetx._transports import addStreamSocketClass
+
 
 class UpstreamOwner(TypingProtocol):
     """
@@ -223,6 +225,9 @@ class _DirectClient(_tcp.Client):
         # Not startReading(): the upstream protocol would pause at once and
         # the relay registers the socket itself (two epoll_ctl calls saved).
         protocol.makeConnection(self)
+
+
+addStreamSocketClass(_DirectClient)
 
 
 class _DirectConnector:
