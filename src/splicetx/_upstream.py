@@ -208,7 +208,7 @@ class _DirectClient(_tcp.Client):
 
     def _finishInit(self, whenDone: Any, skt: Any, error: Any, reactor: Any) -> None:
         if whenDone and not self._requiresResolution:
-            self._commonConnection.__init__(self, skt, None, reactor)
+            self._commonConnection.__init__(self, skt, None, reactor)  # type: ignore[arg-type]
             self._setRealAddress(self.addr)
             return
         _tcp.Client._finishInit(self, whenDone, skt, error, reactor)
