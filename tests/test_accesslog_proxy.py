@@ -230,13 +230,17 @@ class AccessLogCommandTests(SynchronousTestCase):
     def test_defaultIntoTwistsJSON(self) -> None:
         """
         Without C{--access-log}, the records go into C{twist}'s JSON log
-        stream as compact records that its reader parses.
+        stream as compact records that its reader parses, all written
+        before the drain's last line.
         """
         proxy = self._relayOnce([])
         [event] = proxy.connections()
         self.assertEqual(event["reason"], "done")
         self.assertEqual(event["bytesClientToUpstream"], 5)
         self.assertNotIn("log_format", event)
+        # Flushed when the drain ends, before the line that says so.
+        kinds = [e.get("splicetxEvent") for e in proxy.events]
+        self.assertLess(kinds.index("connection"), kinds.index("drained"))
 
     def test_fileJSON(self) -> None:
         """

@@ -537,6 +537,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
         drains = [f.drain(self.config.drainTimeout) for f in self.factories]
 
         def drained(counts: list[int]) -> None:
+            # Every connection's record before the line that says all ended.
+            self._closeAccessLog()
             _log.info(
                 "drained: {aborted} connection(s) aborted at the drain timeout",
                 splicetxEvent="drained",
@@ -545,6 +547,5 @@ class SpliceProxyService(_DrainOnSignal, Service):
             port, self.metricsPort = self.metricsPort, None
             if port is not None:
                 port.stopListening()
-            self._closeAccessLog()
 
         return gatherResults(drains).addCallback(drained)
