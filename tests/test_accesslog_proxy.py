@@ -12,7 +12,9 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -187,6 +189,11 @@ class AccessLogCommandTests(SynchronousTestCase):
     C{twist splice-proxy --access-log ... --access-log-format ...}.
     """
 
+    def _tempPath(self, name: str = "access.log") -> str:
+        directory = tempfile.mkdtemp(prefix="splicetx-accesslog-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return os.path.join(directory, name)
+
     def _relayOnce(self, args: list[str], twistArgs: list[str] | None = None) -> Any:
         """
         Start the proxy with C{args}, relay one connection, stop it with
@@ -247,7 +254,7 @@ class AccessLogCommandTests(SynchronousTestCase):
         C{--access-log FILE} writes one plain JSON object per line there
         (JSON by default: a file is not a terminal), nothing in twist's log.
         """
-        path = self.mktemp()
+        path = self._tempPath()
         proxy = self._relayOnce(["--access-log", path])
         self.assertEqual(proxy.connections(), [])
         with open(path) as f:
@@ -266,7 +273,7 @@ class AccessLogCommandTests(SynchronousTestCase):
         """
         C{--access-log-format text} writes the classic text line.
         """
-        path = self.mktemp()
+        path = self._tempPath()
         self._relayOnce(["--access-log", path, "--access-log-format", "text"])
         with open(path) as f:
             [line] = f.read().splitlines()
@@ -288,7 +295,7 @@ class AccessLogCommandTests(SynchronousTestCase):
         An access log that cannot be opened ends the command with one line
         and status 64.
         """
-        missing = os.path.join(self.mktemp(), "no", "such", "dir", "access.log")
+        missing = os.path.join(self._tempPath("missing"), "no", "such", "access.log")
         run = subprocess.run(
             twistCommand(
                 ["--listen", "tcp:0", "--connect", "tcp:127.0.0.1:1"]
