@@ -91,8 +91,11 @@ class QuickBenchTests(SynchronousTestCase):
             self.assertGreater(summary[name]["bulk-8-up"]["gbps"]["median"], 0)
         self.assertGreater(summary[SPLICE]["bulk-8-up"]["cpuPerGB"]["median"], 0)
         self.assertNotIn("cpuPerGB", summary["direct"]["bulk-8-up"])
-        for load in ("latency", "churn", "idle"):
+        for load in ("latency", "churn", "idle", "keepalive"):
             self.assertIn(load, summary[SPLICE])
+        keepalive = summary[SPLICE]["keepalive"]
+        self.assertGreater(keepalive["requestsPerSec"]["median"], 0)
+        self.assertGreater(keepalive["cpuUsPerOp"]["median"], 0)
         # Churn clients connected from a loopback address of each run's own.
         sources = [r["source"] for r in result["runs"] if r["load"] == "churn"]
         self.assertEqual(len(sources), len(PROXIES))

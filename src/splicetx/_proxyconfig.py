@@ -43,6 +43,10 @@ def _atLeastOne(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
         raise ValueError(f"{attribute.name} needs at least one endpoint string")
 
 
+def _protocols(value: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(value)
+
+
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
 class Forward:
     """
@@ -135,6 +139,12 @@ class ProxyConfig:
         C{None} for one process.
     @ivar logNormalConnections: log the C{info} event of connections that
         ended normally (C{False} when nothing would show it).
+    @ivar accessLog: where the connection records go: a file path, C{"-"}
+        for standard output, or C{None} for C{twist}'s own log file (see
+        L{SpliceProxyService <splicetx._service.SpliceProxyService>}).
+    @ivar accessLogFormat: C{"text"}, C{"json"}, or C{None} to choose as
+        C{twist} does (its own choice for its log file; text on a
+        terminal, else JSON, for another file).
     @ivar warnings: lines to log at start (about the C{--config} file).
     @ivar configFile: the C{--config} file (re-read on SIGHUP, see
         L{splicetx._reload}), or C{None}.
@@ -163,11 +173,13 @@ class ProxyConfig:
     metricsEndpoint: str | None = None
     workers: int | None = None
     logNormalConnections: bool = True
+    accessLog: str | None = None
+    accessLogFormat: str | None = None
     warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
     configFile: str | None = None
     commandACL: AccessControl | None = None
-    alpn: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
-    connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=tuple)
+    alpn: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
+    connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

@@ -133,6 +133,20 @@ class _Side:
     @ivar run: the relay, until it has finished.
     """
 
+    __slots__ = (
+        "run",
+        "name",
+        "transport",
+        "peer",
+        "_owner",
+        "_attr",
+        "original",
+        "lost",
+        "lostReason",
+        "readEOF",
+        "__weakref__",
+    )
+
     def __init__(self, run: Relay, name: str, transport: Any) -> None:
         self.run: Relay | None = run
         self.name = name

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx import _tls, _worker
+from splicetx._accesslog import AccessLog
 from splicetx._endpoints import _explain, clientEndpoint, serverEndpoint
 from splicetx._filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._pipes import PipePool
@@ -93,12 +95,18 @@ class _DrainOnSignal:
             pass
 
 
-def _exitAfterShutdown(reactor: Any, status: int) -> None:
+def _exitAfterShutdown(
+    reactor: Any, status: int, flush: Callable[[], None] | None = None
+) -> None:
     """
     Make the process exit with C{status} once the reactor has shut down.
+
+    @param flush: called first (C{os._exit} flushes nothing), or C{None}.
     """
 
     def exitNow() -> None:
+        if flush is not None:
+            flush()
         os._exit(status)
 
     reactor.addSystemEventTrigger("after", "shutdown", exitNow)
@@ -170,6 +178,11 @@ class SpliceProxyService(_DrainOnSignal, Service):
         live connections are part of the drain).
     @ivar reloader: the L{ServiceReloader <splicetx._reload.ServiceReloader>}
         that SIGHUP calls.
+    @ivar logFile: C{twist}'s log file, or C{None}; see L{__init__}.
+    @ivar logFormat: C{twist}'s log format, C{"text"} or C{"json"}.
+    @ivar accessLog: the L{AccessLog <splicetx._accesslog.AccessLog>} the
+        factories write connection records to, once started; C{None} when
+        they log C{twisted.logger} events instead.
     """
 
     name = "splice-proxy"
@@ -180,6 +193,8 @@ class SpliceProxyService(_DrainOnSignal, Service):
         *,
         reactor: Any = None,
         handleSignals: bool = True,
+        logFile: IO[str] | None = None,
+        logFormat: str | None = None,
     ) -> None:
         """
         @param config: what to serve, and how.
@@ -187,6 +202,12 @@ class SpliceProxyService(_DrainOnSignal, Service):
         @param handleSignals: take over SIGTERM/SIGINT once the reactor runs
             (when the reactor installed its own handlers), so that they drain
             instead of stopping at once and the process exits with status 0.
+        @param logFile: C{twist}'s log file: without C{config.accessLog},
+            the connection records are written there by an L{AccessLog} in
+            C{logFormat} (JSON records start with C{twist}'s record
+            separator).  C{None} (not run by C{twist}): the factories log
+            C{twisted.logger} events, unless C{config.accessLog} is set.
+        @param logFormat: C{twist}'s log format, C{"text"} or C{"json"}.
         """
         self.config = config
         self.reactor = defaultReactor(reactor)
@@ -197,6 +218,10 @@ class SpliceProxyService(_DrainOnSignal, Service):
         self.metrics: Any = None
         self.metricsPort: Any = None
         self.forwardPools: list[ForwardPools] = []
+        self.logFile = logFile
+        self.logFormat = logFormat
+        self.accessLog: AccessLog | None = None
+        self._ownAccessLogFile = False
         self._maxConnections: int | None = None
         self._logFields: dict[str, Any] | None = None
         self._worker = _worker.isWorker()
@@ -281,6 +306,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             self._startMetrics(pool)
         if self._worker:
             self._logFields = {"pid": os.getpid(), "worker": _worker.workerIndex()}
+        self._openAccessLog()
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in config.forwards:
             upstream = self._upstreamEndpoint(forward)
@@ -328,6 +354,64 @@ class SpliceProxyService(_DrainOnSignal, Service):
                 drainTimeout=config.drainTimeout,
                 acl=repr(factory.acl) if factory.acl is not None else None,
             )
+
+    def _openAccessLog(self) -> None:
+        """
+        Make L{accessLog} from C{config.accessLog}, C{config.accessLogFormat}
+        and C{twist}'s log file.
+
+        @raise SystemExit: with one line when the file cannot be opened.
+        """
+        config = self.config
+        path, form = config.accessLog, config.accessLogFormat
+        separator = ""
+        if path is None:
+            if self.logFile is None:
+                return
+            outFile: IO[str] = self.logFile
+            twistFormat = self.logFormat if self.logFormat is not None else "text"
+            form = form or twistFormat
+            if form == "json" and twistFormat == "json":
+                separator = "\x1e"
+        else:
+            if path == "-":
+                outFile = sys.stdout
+            else:
+                try:
+                    # One buffer larger than the access log's own, so that
+                    # a flush is one write(2) even with other processes
+                    # (workers) appending to the same file.
+                    outFile = open(path, "a", encoding="utf-8", buffering=1 << 18)
+                except OSError as e:
+                    raise SystemExit(
+                        f"splice-proxy: error: cannot open the access log "
+                        f"{path!r}: {e.strerror or e}"
+                    )
+                self._ownAccessLogFile = True
+            if form is None:
+                isatty = getattr(outFile, "isatty", None)
+                form = "text" if isatty is not None and isatty() else "json"
+            if form == "json" and outFile is self.logFile and self.logFormat == "json":
+                separator = "\x1e"
+        self.accessLog = AccessLog(
+            outFile, form, reactor=self.reactor, recordSeparator=separator
+        )
+
+    def _closeAccessLog(self) -> None:
+        accessLog = self.accessLog
+        if accessLog is None:
+            return
+        accessLog.close()
+        if self._ownAccessLogFile:
+            self._ownAccessLogFile = False
+            try:
+                accessLog.outFile.close()
+            except OSError:
+                pass
+
+    def _flushAccessLog(self) -> None:
+        if self.accessLog is not None:
+            self.accessLog.flush()
 
     def _forwardPools(self, forward: Forward) -> ForwardPools:
         """
@@ -470,7 +554,10 @@ class SpliceProxyService(_DrainOnSignal, Service):
             forwardName=forward.name or forward.listen,
             logFields=self._logFields,
             maxConnections=self._maxConnections,
-            logNormalConnections=config.logNormalConnections,
+            logNormalConnections=(
+                config.logNormalConnections or config.accessLog is not None
+            ),
+            accessLog=self.accessLog,
         )
 
     def _listening(
@@ -500,7 +587,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
         _log.critical("{message}", message=message)
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
-        _exitAfterShutdown(self.reactor, EXIT_START)
+        _exitAfterShutdown(self.reactor, EXIT_START, self._flushAccessLog)
         self._stopReactor()
 
     def startService(self) -> None:
@@ -591,11 +678,14 @@ class SpliceProxyService(_DrainOnSignal, Service):
         for pools in self.forwardPools:
             pools.stop()
         if not self.factories:
+            self._closeAccessLog()
             return None
         self.ports = []
         drains = [f.drain(self.config.drainTimeout) for f in self._allFactories()]
 
         def drained(counts: list[int]) -> None:
+            # Every connection's record before the line that says all ended.
+            self._closeAccessLog()
             _log.info(
                 "drained: {aborted} connection(s) aborted at the drain timeout",
                 splicetxEvent="drained",

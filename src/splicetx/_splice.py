@@ -100,12 +100,28 @@ RESET_ERRNOS = frozenset(
 FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP})
 
 
-def _noop(*args: object) -> None:
-    return None
-
-
 def _errname(err: int) -> str:
     return f"{errno.errorcode.get(err, err)} ({os.strerror(err)})"
+
+
+class _Inert:
+    """
+    The directions of a torn-down L{_SpliceSocket}: an event the reactor
+    still delivers in the turn that tore it down does nothing.
+    """
+
+    __slots__ = ()
+
+    done = True
+
+    def readable(self) -> None:
+        pass
+
+    def writable(self) -> None:
+        pass
+
+
+_INERT = _Inert()
 
 
 @implementer(IReadWriteDescriptor)
@@ -116,6 +132,20 @@ class _SpliceSocket:
     @ivar source: the L{_Direction} that reads from this socket.
     @ivar sink: the L{_Direction} that writes to this socket.
     """
+
+    __slots__ = (
+        "engine",
+        "reactor",
+        "name",
+        "sock",
+        "fd",
+        "reading",
+        "writing",
+        "source",
+        "sink",
+        "_transport",
+        "__weakref__",
+    )
 
     def __init__(self, engine: SpliceEngine, side: IRelaySide) -> None:
         t = side.transport
@@ -175,10 +205,10 @@ class _SpliceSocket:
         """
         self.stopReading()
         self.stopWriting()
-        self.doRead = self.doWrite = _noop  # type: ignore[method-assign]
+        # Late events of this reactor turn go nowhere.
         self.fd = -1
         self.engine = None
-        self.source = self.sink = None
+        self.source = self.sink = _INERT
 
     def __repr__(self) -> str:
         # Built on demand: a relay should not pay for it per connection.
@@ -193,10 +223,29 @@ class _SpliceSocket:
         )
 
 
+#: One string per direction for every relay, not two new ones per relay.
+_DIRECTION_NAMES = {("A", "B"): "A->B", ("B", "A"): "B->A"}
+
+
 class _Direction:
     """
     One direction of a spliced relay: source socket -> pipe -> destination.
     """
+
+    __slots__ = (
+        "engine",
+        "pool",
+        "src",
+        "dst",
+        "srcfd",
+        "dstfd",
+        "name",
+        "pipe",
+        "inPipe",
+        "moved",
+        "eof",
+        "done",
+    )
 
     def __init__(
         self, engine: SpliceEngine, src: _SpliceSocket, dst: _SpliceSocket
@@ -207,7 +256,9 @@ class _Direction:
         self.dst = dst
         self.srcfd = src.fd
         self.dstfd = dst.fd
-        self.name = f"{src.name}->{dst.name}"
+        self.name = _DIRECTION_NAMES.get((src.name, dst.name)) or (
+            f"{src.name}->{dst.name}"
+        )
         self.pipe: Any = None
         self.inPipe = 0
         self.moved = 0
@@ -369,6 +420,28 @@ class SpliceEngine:
 
     name = "splice"
 
+    __slots__ = (
+        "host",
+        "reactor",
+        "pool",
+        "_a",
+        "_b",
+        "_toA",
+        "_toB",
+        "_reserved",
+        "_installed",
+        "_stopped",
+        "_waiting",
+        "_drainers",
+        "_socks",
+        "_ab",
+        "_ba",
+        "_doneAToB",
+        "_doneBToA",
+        "_guarded",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         host: IEngineHost,
@@ -398,7 +471,9 @@ class SpliceEngine:
         self._reserved = False
         self._installed = False
         self._stopped = False
-        self._waiting: set[str] = set()
+        # The sides whose hand-over is pending (a list: a set of two costs
+        # three times the memory, for every live relay).
+        self._waiting: list[str] = []
         self._drainers: list[_Drained] = []
         self._socks: list[_SpliceSocket] = []
         self._ab: _Direction | None = None
@@ -459,11 +534,11 @@ class SpliceEngine:
             b.transport.write(self._toB)
         if self._toA:
             a.transport.write(self._toA)
-        self._waiting = {"A", "B"}
+        self._waiting = ["A", "B"]
         for side in (a, b):
             if _bufferEmpty(side.transport):
                 # The usual case: nothing to flush, no producer needed.
-                self._waiting.discard(side.name)
+                self._waiting.remove(side.name)
                 continue
             drainer = _Drained(self, side)
             self._drainers.append(drainer)
@@ -477,8 +552,10 @@ class SpliceEngine:
         C{side}'s write buffer drained (its L{_Drained} says so); once both
         have, the kernel takes the sockets over.
         """
-        self._waiting.discard(side.name)
-        if not self._waiting and not self._stopped:
+        waiting = self._waiting
+        if side.name in waiting:
+            waiting.remove(side.name)
+        if not waiting and not self._stopped:
             self._install()
 
     def _install(self) -> None:

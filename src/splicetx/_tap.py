@@ -21,12 +21,14 @@ it with one line and status 1.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python import usage
 
 from splicetx import _tls, _worker
+from splicetx._accesslog import ACCESS_LOG_FORMATS
 from splicetx._config import ConfigError
 from splicetx._endpoints import (
     DEFAULT_BACKLOG,
@@ -238,6 +240,21 @@ class Options(PoolOptions, usage.Options):
             "ALPN protocols to offer a tls: upstream, in preference order, "
             "e.g. http/1.1.",
         ],
+        [
+            "access-log",
+            None,
+            None,
+            "Write one record per connection to this file ('-': standard "
+            "output) instead of twist's log file.",
+        ],
+        [
+            "access-log-format",
+            None,
+            None,
+            "text or json (one compact object per line); default: twist's "
+            "own choice (--log-format) for its log file, else text on a "
+            "terminal and json otherwise.",
+        ],
     ]
 
     optFlags = [
@@ -374,6 +391,7 @@ class Options(PoolOptions, usage.Options):
                 import prometheus_client  # noqa: F401
             except ImportError:
                 raise _Exit(_METRICS_MISSING)
+        self._checkAccessLog()
         acl = _accessControl(self["allow"], self["deny"])
         forwards: list[Forward] = []
         warnings: list[str] = []
@@ -423,6 +441,8 @@ class Options(PoolOptions, usage.Options):
             metricsEndpoint=self["metrics"],
             workers=self["workers"],
             logNormalConnections=_infoObserved(self),
+            accessLog=self["access-log"],
+            accessLogFormat=self["access-log-format"],
             warnings=warnings,
             configFile=self["config"],
             commandACL=None if acl.empty else acl,
@@ -430,6 +450,47 @@ class Options(PoolOptions, usage.Options):
             connectALPN=connectALPN,
         )
         self["listen"] = [withBacklog(d, self["backlog"]) for d in self["listen"]]
+
+    def _checkAccessLog(self) -> None:
+        """
+        Check C{--access-log-format} and that the C{--access-log} file can
+        be opened for appending (the service opens it again when it starts).
+        """
+        form = self["access-log-format"]
+        if form is not None:
+            form = form.strip().lower()
+            if form not in ACCESS_LOG_FORMATS:
+                raise _Exit(
+                    f"--access-log-format: unknown format "
+                    f"{self['access-log-format']!r} (use "
+                    f"{', '.join(ACCESS_LOG_FORMATS)})"
+                )
+            self["access-log-format"] = form
+        path = self["access-log"]
+        if path is None or path == "-":
+            return
+        try:
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as e:
+            raise _Exit(f"--access-log: cannot open {path!r}: {e.strerror or e}")
+
+
+def _twistLogFile(options: Options) -> tuple[Any, str | None]:
+    """
+    C{twist}'s log file and format (C{"text"} or C{"json"}), or
+    C{(None, None)} when not run by C{twist}.
+
+    @param options: our parsed options; C{twist} gives them a C{parent}.
+    """
+    parent = getattr(options, "parent", None)
+    if not isinstance(parent, usage.Options):
+        return None, None
+    logFile = parent.get("logFile")
+    logFormat = parent.get("logFormat")
+    if logFile is None or logFormat not in ACCESS_LOG_FORMATS:
+        return None, None
+    return logFile, logFormat
 
 
 def makeService(options: Options) -> Service:
@@ -451,4 +512,5 @@ def makeService(options: Options) -> Service:
             *workerArguments(options.rawArgs),
         ]
         return SpliceProxySupervisorService(config, argv)
-    return SpliceProxyService(config)
+    logFile, logFormat = _twistLogFile(options)
+    return SpliceProxyService(config, logFile=logFile, logFormat=logFormat)

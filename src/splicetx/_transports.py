@@ -65,6 +65,17 @@ def _streamSocketClasses() -> frozenset[type]:
 _STREAM_SOCKET_CLASSES = _streamSocketClasses()
 
 
+def addStreamSocketClass(cls: type) -> None:
+    """
+    Let transports of exactly C{cls} (a C{tcp.Client} or C{tcp.Server}
+    subclass of splicetx's own, which changes nothing of how its socket is
+    used) take the common path of L{spliceUnavailableReason} and
+    L{_deliveryPoint}.
+    """
+    global _STREAM_SOCKET_CLASSES
+    _STREAM_SOCKET_CLASSES = _STREAM_SOCKET_CLASSES | {cls}
+
+
 def spliceUnavailableReason(transport: object, reactor: object) -> str | None:
     """
     Tell why the splice engine cannot serve C{transport} on C{reactor}.

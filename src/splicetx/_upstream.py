@@ -18,6 +18,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import error as _error
+from twisted.internet import tcp as _tcp
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
@@ -28,6 +29,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+
+from splicetx._transports import addStreamSocketClass
 
 
 class UpstreamOwner(TypingProtocol):
@@ -190,6 +193,152 @@ class _DirectUpstreamFactory(ClientFactory):
         connector.transport = None  # type: ignore[attr-defined]
 
 
+class _DirectClient(_tcp.Client):
+    """
+    Twisted's TCP client transport with the steps a relayed upstream does
+    not need taken out: for an address literal the connection attempt
+    starts at once (no C{callLater(0)}, no C{Deferred} for an address that
+    needs no resolving), the connected socket is not registered for
+    reading only to be paused by L{_UpstreamProtocol} a moment later (the
+    relay registers it), and no peer address object or log prefix is built
+    for the connector.  Everything after the connection is Twisted's.
+    """
+
+    logstr = "splicetx upstream,client"
+
+    def _finishInit(self, whenDone: Any, skt: Any, error: Any, reactor: Any) -> None:
+        if whenDone and not self._requiresResolution:
+            self._commonConnection.__init__(self, skt, None, reactor)  # type: ignore[arg-type]
+            self._setRealAddress(self.addr)
+            return
+        _tcp.Client._finishInit(self, whenDone, skt, error, reactor)
+
+    def _connectDone(self) -> None:
+        connector = self.connector
+        protocol = connector.buildProtocol(None)
+        self.connected = 1
+        if protocol is None:
+            self.protocol = Protocol()
+            self.loseConnection()
+            return
+        self.protocol = protocol
+        # Not startReading(): the upstream protocol would pause at once and
+        # the relay registers the socket itself (two epoll_ctl calls saved).
+        protocol.makeConnection(self)
+
+
+addStreamSocketClass(_DirectClient)
+
+
+class _DirectConnector:
+    """
+    The connector of one L{_DirectClient}: a plain TCP upstream connected
+    without Twisted's C{Connector} and C{ClientFactory}; it owns the connect
+    timeout and tells the proxy how the attempt ended.
+
+    @ivar proxy: the proxy to tell, until the attempt ends or is stopped.
+    @ivar transport: the L{_DirectClient}, until its connection ends.
+    """
+
+    __slots__ = ("proxy", "transport", "_timer", "_host", "_port", "__weakref__")
+
+    def __init__(self, proxy: UpstreamOwner, host: str, port: int) -> None:
+        self.proxy: UpstreamOwner | None = proxy
+        self.transport: _DirectClient | None = None
+        self._timer: Any = None
+        self._host = host
+        self._port = port
+
+    def connect(self, reactor: Any, timeout: float, bindAddress: Any) -> None:
+        """
+        Start the attempt (its outcome may reach the proxy before this
+        returns).
+        """
+        self._timer = reactor.callLater(timeout, self._timedOut)
+        client = _DirectClient(self._host, self._port, bindAddress, self, reactor)
+        if self.proxy is not None or client.connected:
+            self.transport = client
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        client = self.transport
+        if client is not None:
+            client.failIfNotConnected(_error.TimeoutError())
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol | None:
+        """
+        @return: the upstream protocol, or C{None} once the attempt was
+            stopped.
+        """
+        self._cancelTimer()
+        proxy, self.proxy = self.proxy, None
+        if proxy is None:
+            return None
+        return _UpstreamProtocol(proxy, notify=True)
+
+    def connectionFailed(self, reason: Failure) -> None:
+        """
+        Tell the proxy, unless the attempt was stopped.
+        """
+        self._cancelTimer()
+        self.transport = None
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            proxy._connectFailed(reason)
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The connection ended: let go of the transport (no cycle is left).
+        """
+        self.transport = None
+
+    def stopConnecting(self) -> None:
+        """
+        Stop the attempt quietly: the proxy is not told.
+        """
+        self.proxy = None
+        self._cancelTimer()
+        client = self.transport
+        if client is not None and not client.connected:
+            client.failIfNotConnected(_error.UserError())
+
+    def getDestination(self) -> IAddress:
+        """
+        @return: the address connected to.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        if isIPv6Address(self._host):
+            return IPv6Address("TCP", self._host, self._port)
+        return IPv4Address("TCP", self._host, self._port)
+
+
+_twistedTCP: dict[type, bool] = {}
+
+
+def _usesTwistedTCP(reactor: Any) -> bool:
+    """
+    Whether C{reactor.connectTCP} is Twisted's own (C{tcp.Connector} and
+    C{tcp.Client}), so that L{_DirectClient} behaves as its connections do
+    (a reactor that overrides it, or a fake one in tests, gets the call).
+    """
+    kind = type(reactor)
+    known = _twistedTCP.get(kind)
+    if known is None:
+        from twisted.internet.posixbase import PosixReactorBase
+
+        known = _twistedTCP[kind] = (
+            issubclass(kind, PosixReactorBase)
+            and getattr(kind, "connectTCP", None) is PosixReactorBase.connectTCP
+        )
+    return known
+
+
 _NOT_DIRECT = (None, 0, 0.0, None)
 
 
@@ -241,6 +390,11 @@ def startConnecting(
     if host is not None:
         if endpointTimeout and (not timeout or endpointTimeout < timeout):
             timeout = endpointTimeout
+        if _usesTwistedTCP(reactor):
+            connector = _DirectConnector(proxy, host, port)
+            proxy._connecting = connector
+            connector.connect(reactor, timeout or 30.0, bindAddress)
+            return
         proxy._connecting = reactor.connectTCP(
             host,
             port,
@@ -278,6 +432,9 @@ def stopConnecting(connecting: IConnector | Deferred[Any]) -> bool:
     if isinstance(connecting, Deferred):
         connecting.cancel()
         return True
+    if isinstance(connecting, _DirectConnector):
+        connecting.stopConnecting()
+        return False
     factory = getattr(connecting, "factory", None)
     if isinstance(factory, _DirectUpstreamFactory):
         factory.proxy = None

@@ -71,6 +71,7 @@ from splicetx._relay import (
 from splicetx._tcpoptions import TCPKeepalive, setKeepalive
 
 if TYPE_CHECKING:
+    from splicetx._accesslog import AccessLog
     from splicetx._metrics import ProxyMetrics
 __all__ = [
     "SpliceProxyFactory",
@@ -141,6 +142,9 @@ class SpliceProxyFactory(Factory):
         C{--log-level} is C{warn} or above, where the C{info} event would
         be built only to be dropped (about a tenth of a short connection's
         CPU).
+    @ivar accessLog: an L{AccessLog <splicetx._accesslog.AccessLog>} that
+        writes the connection records itself (C{twist splice-proxy} uses
+        one), or C{None} to emit them as C{twisted.logger} events.
     """
 
     protocol = SpliceProxyProtocol
@@ -168,6 +172,7 @@ class SpliceProxyFactory(Factory):
         logFields: dict[str, Any] | None = None,
         maxConnections: int | None = None,
         logNormalConnections: bool = True,
+        accessLog: AccessLog | None = None,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -190,6 +195,7 @@ class SpliceProxyFactory(Factory):
         @param logFields: see L{logFields}.
         @param maxConnections: see L{maxConnections}.
         @param logNormalConnections: see L{logNormalConnections}.
+        @param accessLog: see L{accessLog}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -241,6 +247,7 @@ class SpliceProxyFactory(Factory):
         self.logFields = logFields or None
         self._gate: PortGate[SpliceProxyProtocol] = PortGate(maxConnections)
         self.logNormalConnections = logNormalConnections
+        self.accessLog = accessLog
 
     @property
     def reactor(self) -> Any:
@@ -269,6 +276,9 @@ class SpliceProxyFactory(Factory):
         C{warn}; with L{logNormalConnections} false, normal ends are not
         logged.
 
+        With an L{accessLog}, the same fields go to it as one record
+        instead of a C{twisted.logger} event.
+
         @param proto: the protocol of the connection.
         @param result: its L{RelayResult}.
         """
@@ -293,6 +303,33 @@ class SpliceProxyFactory(Factory):
             upstreamText = describeAddress(upstream.transport.getPeer())
         else:
             upstreamText = describeEndpoint(proto.upstreamEndpoint or self.upstream)
+        if result.engine == "splice":
+            # Both sides were plain sockets: no TLS, no ALPN to look for.
+            alpn = upstreamAlpn = None
+        else:
+            alpn = _tls.negotiatedProtocol(proto.transport)
+            upstreamAlpn = _tls.negotiatedProtocol(getattr(upstream, "transport", None))
+        accessLog = self.accessLog
+        if accessLog is not None:
+            if result.engine != "splice":
+                # A copied connection may be TLS: say what ALPN gave (or not).
+                extra = dict(extra or ())
+                extra["alpn"] = alpn
+                extra["upstreamAlpn"] = upstreamAlpn
+            accessLog.connection(
+                not normal,
+                client,
+                upstreamText,
+                result.engine,
+                result.bytesAToB,
+                result.bytesBToA,
+                result.duration,
+                result.reason,
+                result.detail,
+                result.fallbackReason,
+                extra,
+            )
+            return
         level = _log.info if normal else _log.warn
         level(
             "{client} -> {upstream}: {reason} ({detail}); engine {engine}, "
@@ -308,8 +345,8 @@ class SpliceProxyFactory(Factory):
             reason=result.reason,
             detail=result.detail,
             fallbackReason=result.fallbackReason,
-            alpn=_tls.negotiatedProtocol(proto.transport),
-            upstreamAlpn=_tls.negotiatedProtocol(getattr(upstream, "transport", None)),
+            alpn=alpn,
+            upstreamAlpn=upstreamAlpn,
             **(extra or {}),
         )
 

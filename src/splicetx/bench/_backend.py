@@ -22,6 +22,8 @@ from splicetx.bench._wire import (
     DOWNLOAD,
     ECHO,
     HEADER_SIZE,
+    KEEPALIVE_REQUEST,
+    REPLY,
     UPLOAD,
     parseHeader,
     sendFor,
@@ -30,12 +32,15 @@ from splicetx.bench._wire import (
 
 
 class _EchoConn:
-    __slots__ = ("sock", "head", "out")
+    __slots__ = ("sock", "head", "out", "reply", "got")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.head = b""
         self.out = b""
+        # Mode R: the answer to each request, and the request bytes so far.
+        self.reply: bytes | None = None
+        self.got = 0
 
 
 class Backend:
@@ -115,10 +120,17 @@ class Backend:
                     daemon=True,
                 ).start()
                 return
-            if mode != ECHO:
+            if mode == REPLY:
+                conn.reply = b"r" * param
+            elif mode != ECHO:
                 self._close(conn)
                 return
-        if data:
+        if data and conn.reply is not None:
+            conn.got += len(data)
+            answers, conn.got = divmod(conn.got, KEEPALIVE_REQUEST)
+            if answers:
+                self._send(conn, conn.reply * answers)
+        elif data:
             self._send(conn, data)
 
     def _send(self, conn: _EchoConn, data: bytes) -> None:

@@ -41,8 +41,10 @@ QUICK_PROXIES = (
     "portforward",
     "plainloop",
 )
-LOAD_FAMILIES = ("bulk", "latency", "churn", "idle")
+LOAD_FAMILIES = ("bulk", "latency", "churn", "idle", "keepalive")
 CHURN_WORKERS = 4
+#: Connections of the keep-alive load.
+KEEPALIVE_CONNS = 50
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loads",
         default=",".join(LOAD_FAMILIES),
-        help="comma-separated load families: bulk,latency,churn,idle",
+        help="comma-separated load families: bulk,latency,churn,idle,keepalive",
     )
     p.add_argument("--streams", default="1,8", help="bulk stream counts (default 1,8)")
     p.add_argument(
@@ -81,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pings", type=int, help="ping-pong round trips (default 20000)")
     p.add_argument("--churn-seconds", type=float, help="seconds per churn run (3)")
+    p.add_argument(
+        "--keepalive-seconds", type=float, help="seconds per keep-alive run (3)"
+    )
     p.add_argument("--idle-conns", type=int, help="idle connections (default 2000)")
     p.add_argument(
         "--strace",
@@ -241,6 +246,7 @@ class Bench:
         self.pings = a.pings or (1000 if q else 20000)
         self.churnSeconds = a.churn_seconds or (0.5 if q else 3.0)
         self.idleConns = a.idle_conns or (200 if q else 2000)
+        self.keepaliveSeconds = a.keepalive_seconds or (0.5 if q else 3.0)
         self.families = [f for f in a.loads.split(",") if f]
         for f in self.families:
             if f not in LOAD_FAMILIES:
@@ -250,7 +256,9 @@ class Bench:
         self.loads: list[str] = []
         if "bulk" in self.families:
             self.loads += [f"bulk-{n}-{d}" for n in streams for d in directions]
-        self.loads += [f for f in ("latency", "churn", "idle") if f in self.families]
+        self.loads += [
+            f for f in ("latency", "churn", "keepalive", "idle") if f in self.families
+        ]
 
         import splicetx
 
@@ -457,6 +465,8 @@ class Bench:
                 r["cpuUserUsPerOp"] = m["user"] / r["conns"] * 1e6
                 r["peakRSSMiB"] = m["peakRSS"] / (1 << 20)
             return r
+        if family == "keepalive":
+            return self.measureKeepalive(proxy)
         if family == "idle":
             assert proxy.pid is not None
             time.sleep(0.2)
@@ -485,6 +495,20 @@ class Bench:
                 out["error"] = error
             return out
         raise ValueError(load)
+
+    def measureKeepalive(self, proxy: _proxies.RunningProxy) -> dict[str, Any]:
+        """
+        The keep-alive load (L{_loadgen.keepalive}): requests per second and
+        the proxy's CPU per request.
+        """
+        meter = TreeMeter(proxy.pid)
+        meter.start()
+        r = _loadgen.keepalive(proxy.port, self.keepaliveSeconds, KEEPALIVE_CONNS)
+        m = meter.stop()
+        if m and r["requests"]:
+            r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["requests"] * 1e6
+            r["cpuUserUsPerOp"] = m["user"] / r["requests"] * 1e6
+        return r
 
     # -- strace -------------------------------------------------------------
 
@@ -694,6 +718,8 @@ class Bench:
                 "churnSeconds": self.churnSeconds,
                 "churnWorkers": CHURN_WORKERS,
                 "idleConns": self.idleConns,
+                "keepaliveSeconds": self.keepaliveSeconds,
+                "keepaliveConns": KEEPALIVE_CONNS,
                 "pinned": self.pinnedLatency,
                 "quick": bool(a.quick),
                 "spliceDefault": self.spliceDefault,

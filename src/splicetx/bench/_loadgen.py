@@ -20,6 +20,8 @@ from splicetx.bench._wire import (
     COUNT,
     DOWNLOAD,
     ECHO,
+    KEEPALIVE_REQUEST,
+    REPLY,
     UPLOAD,
     header,
     recvExactly,
@@ -281,6 +283,87 @@ def openIdle(port: int, count: int, batch: int = 100) -> tuple[list, int, str | 
                 error = error or f"{type(e).__name__}: {e}"
                 s.close()
     return socks, failures, error
+
+
+def keepalive(
+    port: int,
+    seconds: float,
+    conns: int = 50,
+    response: int = 1024,
+) -> dict[str, Any]:
+    """
+    Many small messages over many keep-alive connections: open C{conns}
+    connections, then on each send a L{KEEPALIVE_REQUEST}-byte request and
+    wait for its C{response}-byte answer, again and again for C{seconds}
+    (one request outstanding per connection, all connections at once, from
+    one C{epoll} loop), then close them.
+
+    @return: C{requests} (answered), C{conns}, C{seconds}, C{requestsPerSec},
+        C{failures}, C{error}.
+    """
+    import select
+
+    request = b"q" * KEEPALIVE_REQUEST
+    socks: list[socket.socket] = []
+    error = None
+    failures = 0
+    for _ in range(conns):
+        try:
+            s = _connect(port)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(header(REPLY, response))
+            s.setblocking(False)
+            socks.append(s)
+        except OSError as e:
+            failures += 1
+            error = error or f"{type(e).__name__}: {e}"
+    ep = select.epoll()
+    pending: dict[int, list[Any]] = {}
+    done = 0
+    start = time.monotonic()
+    deadline = start + seconds
+    try:
+        for s in socks:
+            ep.register(s.fileno(), select.EPOLLIN)
+            pending[s.fileno()] = [s, 0]
+            s.send(request)
+        while pending and time.monotonic() < deadline:
+            for fd, _ in ep.poll(0.5):
+                entry = pending.get(fd)
+                if entry is None:
+                    continue
+                s = entry[0]
+                try:
+                    data = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    data = b""
+                    error = error or f"{type(e).__name__}: {e}"
+                if not data:
+                    failures += 1
+                    error = error or "end of stream during keep-alive"
+                    ep.unregister(fd)
+                    del pending[fd]
+                    continue
+                entry[1] += len(data)
+                if entry[1] >= response:
+                    entry[1] -= response
+                    done += 1
+                    s.send(request)
+    finally:
+        took = time.monotonic() - start
+        ep.close()
+        for s in socks:
+            s.close()
+    return {
+        "requests": done,
+        "conns": len(socks),
+        "seconds": took,
+        "requestsPerSec": done / max(took, 1e-9),
+        "failures": failures,
+        "error": error,
+    }
 
 
 def iperf3Bulk(port: int, streams: int, upload: bool, seconds: float) -> dict[str, Any]:

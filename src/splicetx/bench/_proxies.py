@@ -17,7 +17,7 @@ from typing import Any
 import attr
 
 BULK_ONLY = ("bulk",)
-ALL_LOADS = ("bulk", "latency", "churn", "idle")
+ALL_LOADS = ("bulk", "latency", "churn", "idle", "keepalive")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -156,13 +156,13 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def _twist(*args: str) -> list[str]:
+def _twist(*args: str, logLevel: str = "warn") -> list[str]:
     return [
         sys.executable,
         "-m",
         "twisted",
         "--reactor=epoll",
-        "--log-level=warn",
+        f"--log-level={logLevel}",
         "--log-format=text",
         "--log-file=-",
         *args,
@@ -204,6 +204,8 @@ def command(
                 "--pipe-size",
                 str(spec.pipeSize),
                 *(["--workers", str(spec.workers)] if spec.workers else []),
+                # At its defaults: one access-log record per connection.
+                logLevel="info",
             )
         return [
             sys.executable,

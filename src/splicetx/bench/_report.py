@@ -19,6 +19,7 @@ LOAD_TITLES = {
     "bulk-8-down": "bulk, 8 streams, download",
     "latency": "1 KiB ping-pong",
     "churn": "connection churn (open, 100 B echo, close)",
+    "keepalive": "keep-alive requests (100 B request, 1 KiB response)",
     "idle": "idle connections",
 }
 
@@ -343,6 +344,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
         lines.append("")
 
+    lines += keepaliveSection(summary, proxies, meta)
+
     if any("idle" in summary.get(p, {}) for p in proxies):
         lines += [
             "## Idle connections",
@@ -460,6 +463,49 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"- {e}" for e in errors[:30]]
     lines.append("")
     return "\n".join(lines)
+
+
+def keepaliveSection(summary: dict, proxies: list[str], meta: dict) -> list[str]:
+    """
+    The keep-alive table: requests per second and proxy CPU per request,
+    with the plain loop as the yardstick (empty without that load).
+    """
+    if not any("keepalive" in summary.get(p, {}) for p in proxies):
+        return []
+    lines = [
+        "## Keep-alive requests",
+        "",
+        f"{meta.get('keepaliveConns', 50)} connections kept open, each with one "
+        "100 B request outstanding, answered with 1 KiB.",
+        "",
+        "| proxy | requests/s | × plainloop | failures | proxy CPU µs per request "
+        "| of which user |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in proxies:
+        if "keepalive" not in summary[p]:
+            continue
+        r = med(summary, p, "keepalive", "requestsPerSec")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"**{p}**",
+                    _cell(summary, p, "keepalive", "requestsPerSec", 0),
+                    _times(
+                        _ratio(
+                            r, med(summary, "plainloop", "keepalive", "requestsPerSec")
+                        )
+                    ),
+                    _fmt(med(summary, p, "keepalive", "failures"), 0),
+                    _fmt(med(summary, p, "keepalive", "cpuUsPerOp"), 1),
+                    _fmt(med(summary, p, "keepalive", "cpuUserUsPerOp"), 1),
+                ]
+            )
+            + " |"
+        )
+    lines.append("")
+    return lines
 
 
 def chart(result: dict[str, Any], path: str) -> None:

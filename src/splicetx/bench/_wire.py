@@ -14,6 +14,9 @@ byte and a right-aligned decimal parameter.
     C{ms} milliseconds, then half-closes; the client splices into
     C{/dev/null}.
   - C{E}: echo (ping-pong, churn and idle connections).
+  - C{R<size>}: request/response (keep-alive).  For every
+    L{KEEPALIVE_REQUEST} bytes the client sends, the backend answers
+    C{size} bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ HEADER_SIZE = 16
 UPLOAD = b"U"
 DOWNLOAD = b"D"
 ECHO = b"E"
+REPLY = b"R"
+#: The size of one keep-alive request (mode C{R}).
+KEEPALIVE_REQUEST = 100
 FRAME = b"C"
 
 #: Bytes per C{sendfile} call: large, so the sender costs few system calls,
