@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from splicetx.bench import _loadgen, _proxies, _report
+from splicetx.bench import _loadgen, _proxies, _report, _underbulk
 from splicetx.bench._procstats import TreeMeter, snapshot, treePids
 from splicetx.bench._wire import makeSourceFile
 
@@ -35,7 +35,7 @@ QUICK_PROXIES = (
     "portforward",
     "plainloop",
 )
-LOAD_FAMILIES = ("bulk", "latency", "churn", "idle")
+LOAD_FAMILIES = ("bulk", "latency", "churn", "idle", _underbulk.FAMILY)
 CHURN_WORKERS = 4
 
 
@@ -67,13 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loads",
         default=",".join(LOAD_FAMILIES),
-        help="comma-separated load families: bulk,latency,churn,idle",
+        help="comma-separated load families: " + ",".join(LOAD_FAMILIES),
     )
     p.add_argument("--streams", default="1,8", help="bulk stream counts (default 1,8)")
     p.add_argument(
         "--directions", default="up,down", help="bulk directions (default up,down)"
     )
     p.add_argument("--pings", type=int, help="ping-pong round trips (default 20000)")
+    p.add_argument(
+        "--underbulk-streams",
+        type=int,
+        default=_underbulk.DEFAULT_STREAMS,
+        help="bulk upload streams beside the 1 KiB ping-pong of the underbulk "
+        f"load (default {_underbulk.DEFAULT_STREAMS})",
+    )
     p.add_argument("--churn-seconds", type=float, help="seconds per churn run (3)")
     p.add_argument("--idle-conns", type=int, help="idle connections (default 2000)")
     p.add_argument(
@@ -239,6 +246,10 @@ class Bench:
         if "bulk" in self.families:
             self.loads += [f"bulk-{n}-{d}" for n in streams for d in directions]
         self.loads += [f for f in ("latency", "churn", "idle") if f in self.families]
+        if _underbulk.FAMILY in self.families:
+            if a.underbulk_streams < 1:
+                raise SystemExit("--underbulk-streams must be at least 1")
+            self.loads.append(_underbulk.FAMILY)
 
         import splicetx
 
@@ -284,6 +295,8 @@ class Bench:
 
     def applies(self, spec: _proxies.ProxySpec, load: str) -> bool:
         family = load.split("-")[0]
+        if family == _underbulk.FAMILY:
+            return _underbulk.applies(spec, self.spliceDefault)
         if family == "idle" and spec.kind == "direct":
             return False
         return family in spec.loads
@@ -435,6 +448,21 @@ class Bench:
                 r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["count"] * 1e6
                 r["cpuUserUsPerOp"] = m["user"] / r["count"] * 1e6
             return r
+        if family == _underbulk.FAMILY:
+            streams = self.args.underbulk_streams
+
+            def bulk(seconds: float) -> dict[str, Any]:
+                return _loadgen.bulk(
+                    proxy.port,
+                    streams,
+                    True,
+                    seconds,
+                    self.fileFD,
+                    self.fileSize,
+                    self.devnull,
+                )
+
+            return _underbulk.measure(proxy.port, streams, self.seconds, bulk)
         if family == "churn":
             meter = TreeMeter(proxy.pid)
             meter.start()
@@ -677,6 +705,7 @@ class Bench:
                     "splice into /dev/null)"
                 ),
                 "reps": self.reps,
+                "underbulkStreams": self.args.underbulk_streams,
                 "bulkSeconds": self.seconds,
                 "pings": self.pings,
                 "churnSeconds": self.churnSeconds,

@@ -20,6 +20,7 @@ LOAD_TITLES = {
     "latency": "1 KiB ping-pong",
     "churn": "connection churn (open, 100 B echo, close)",
     "idle": "idle connections",
+    "underbulk": "1 KiB ping-pong under bulk",
 }
 
 
@@ -160,6 +161,10 @@ def targets(summary: dict, splice: str) -> list[dict[str, Any]]:
         True,
         "x",
     )
+    from splicetx.bench import _underbulk
+
+    for name, value, goal, higher, unit in _underbulk.targets(summary, splice):
+        add(name, value, goal, higher, unit)
     return out
 
 
@@ -371,6 +376,10 @@ def markdown(result: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+
+    from splicetx.bench import _underbulk
+
+    lines += _underbulk.markdownLines(summary, proxies, meta)
 
     sweep = [p for p in proxies if p.startswith("splice-")]
     loadsHere = [lo for lo in bulkLoads if any(lo in summary.get(p, {}) for p in sweep)]
