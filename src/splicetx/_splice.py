@@ -39,6 +39,8 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import weakref
+from collections import deque
 from typing import Any
 
 from twisted.internet.error import ConnectionAborted
@@ -54,6 +56,17 @@ _FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
 
 #: Pipe-fulls one readiness event may move before yielding to the reactor.
 MAX_ROUNDS = 4
+
+#: Bytes asked for per splice from the source (at most the pipe size).
+SPLICE_CHUNK = 1 << 20
+
+#: Bytes the spliced relays of one reactor may read in one reactor turn
+#: before bulk directions wait for the next turn (rule 10).
+TURN_BUDGET = 2 << 20
+
+#: A direction whose last read moved at least this many bytes is bulk: it
+#: waits its turn once the budget is spent.  Smaller reads never wait.
+BULK_READ = 64 << 10
 
 #: Errors that mean the peer is gone: the relay ends as a reset.
 RESET_ERRNOS = frozenset(
@@ -139,6 +152,68 @@ def _guardedClass(cls: type) -> type:
         )
         _guardedClasses[cls] = guarded
     return guarded
+
+
+class _Turns:
+    """
+    The byte budget that the spliced relays of one reactor share per reactor
+    turn (docs/design-decisions.md rule 10).
+
+    Every read is charged.  Once L{TURN_BUDGET} bytes are spent, a bulk
+    direction (see L{BULK_READ}) that becomes readable stops reading and
+    queues; a call at the next turn refills the budget and lets the queue
+    go first, in order.  Small reads are never held back, so a request
+    waits behind at most a budget's worth of bulk work.
+
+    @ivar left: bytes left in this turn's budget.
+    @ivar queue: the bulk directions waiting for a turn, oldest first.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.left = TURN_BUDGET
+        self.queue: deque[_Direction] = deque()
+        self.call: Any = None
+
+    def spent(self) -> None:
+        """
+        The budget is spent: refill it at the next turn.
+        """
+        if self.call is None:
+            self.call = self.reactor.callLater(0, self.refill)
+
+    def wait(self, d: _Direction, reading: bool) -> None:
+        """
+        Hold bulk direction C{d} (its pipe empty) until a later turn.
+        """
+        if reading:
+            d.src.stopReading()
+        self.queue.append(d)
+        self.spent()
+
+    def refill(self) -> None:
+        self.call = None
+        self.left = TURN_BUDGET
+        queue = self.queue
+        while queue and self.left > 0:
+            d = queue.popleft()
+            src = d.src
+            if src is None or src.engine is None or d.done:
+                continue  # its relay ended meanwhile
+            src.startReading()
+            d.readable()
+        if queue or self.left <= 0:
+            self.spent()
+
+
+_turns: weakref.WeakKeyDictionary[Any, _Turns] = weakref.WeakKeyDictionary()
+
+
+def _turnsFor(reactor: Any) -> _Turns:
+    turns = _turns.get(reactor)
+    if turns is None:
+        turns = _turns[reactor] = _Turns(reactor)
+    return turns
 
 
 def _errname(err: int) -> str:
@@ -250,11 +325,17 @@ class _Direction:
         self.moved = 0
         self.eof = False
         self.done = False
+        self.turns = _turnsFor(engine.reactor)
+        self.bulk = False
 
     def readable(self) -> None:
         """
         The source is readable (and, by invariant, the pipe is empty).
         """
+        turns = self.turns
+        if self.bulk and turns.left <= 0:
+            turns.wait(self, True)
+            return
         pipe = self.pipe
         if pipe is None:
             try:
@@ -263,10 +344,13 @@ class _Direction:
                 self.engine.pipeFailed(self, e)
                 return
         rounds = MAX_ROUNDS
+        count = pipe.size
+        if count > SPLICE_CHUNK:
+            count = SPLICE_CHUNK
         srcfd = self.srcfd
         while True:
             try:
-                n = _splice(srcfd, pipe.writeFD, pipe.size, None, None, _FLAGS)
+                n = _splice(srcfd, pipe.writeFD, count, None, None, _FLAGS)
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -282,6 +366,10 @@ class _Direction:
                 self.finish()
                 return
             self.inPipe = n
+            self.bulk = n >= BULK_READ
+            left = turns.left = turns.left - n
+            if left <= 0:
+                turns.spent()
             r = self.pump()
             if r:
                 if r == 1:
@@ -289,7 +377,7 @@ class _Direction:
                     self.dst.startWriting()
                 return
             rounds -= 1
-            if n < pipe.size or not rounds:
+            if n < count or not rounds or left <= 0:
                 break
         self.pipe = None
         self.pool.give(pipe)
@@ -340,6 +428,9 @@ class _Direction:
         self.pool.give(pipe)
         if self.eof:
             self.finish()
+            return
+        if self.bulk and self.turns.left <= 0:
+            self.turns.wait(self, False)
             return
         self.src.startReading()
         # The source was held back by us: it most likely has bytes now.
