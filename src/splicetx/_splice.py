@@ -62,7 +62,7 @@ SPLICE_CHUNK = 1 << 20
 
 #: Bytes the spliced relays of one reactor may read in one reactor turn
 #: before bulk directions wait for the next turn (rule 10).
-TURN_BUDGET = 2 << 20
+TURN_BUDGET = 1 << 20
 
 #: A direction whose last read moved at least this many bytes is bulk: it
 #: waits its turn once the budget is spent.  Smaller reads never wait.

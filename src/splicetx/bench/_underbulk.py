@@ -10,13 +10,12 @@ One measurement, for one proxy, is three phases of about C{seconds} each:
   3. the same bulk streams with the ping-pong connection running through the
      same proxy: the ping's p50/p99/p99.9 and the bulk's Gbit/s.
 
-The ping-pong runs in a process of its own (C{python -m
-splicetx.bench._underbulk --port P --start T0 --until T1}), so that the
-bench's bulk threads do not hold the GIL it needs between a reply and the
-next request.  It keeps the round trips that start between two instants of
-the shared monotonic clock: under bulk, from a tenth of a second after the
-streams start until as long before they stop, so that every sample it keeps
-is one under bulk.  The bulk
+The ping-pong runs in a process of its own (L{Pinger}), so that the bench's
+bulk threads do not hold the GIL it needs between a reply and the next
+request.  Once connected it keeps the round trips that start between two
+instants of the shared monotonic clock: under bulk, from a tenth of a second
+after the streams start until as long before they stop, so that every
+sample it keeps is one under bulk.  The bulk
 streams use the built-in generator even under C{--iperf3}: the ping must go
 through the same proxy process, and only the bench's own backend echoes.
 Nothing is pinned: the bulk needs both CPUs.
@@ -27,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -45,15 +45,9 @@ DEFAULT_STREAMS = 4
 #: size): no proxy as the floor, the plain loop, portforward and HAProxy.
 KINDS = ("direct", "plainloop", "portforward", "haproxy")
 
-#: Ping-pong samples dropped at the start of each phase.
-WARMUP = 200
-
 #: Seconds the ping keeps samples after the bulk streams start, and stops
 #: keeping them before they end.
 MARGIN = 0.1
-
-#: Seconds allowed for the ping process to start and warm up.
-STARTUP = 1.5
 
 
 def applies(spec: Any, spliceDefault: str) -> bool:
@@ -87,13 +81,14 @@ def percentiles(samplesNs: list[int]) -> dict[str, float]:
 
 
 def pingFor(
-    port: int, start: float, until: float, size: int = 1024, warmup: int = WARMUP
+    port: int, window: Any, size: int = 1024, out: Any = None
 ) -> dict[str, Any]:
     """
-    Ping-pong C{size}-byte messages through C{port}, one at a time, and keep
-    the round trips that start between C{start} and C{until}
-    (C{time.monotonic()} seconds, a clock all processes share).  Before
-    C{start} it warms up (at least C{warmup} round trips, none kept).
+    Ping-pong C{size}-byte messages through C{port}, one at a time.  After
+    the first round trip (connection set-up) it says C{ready} on C{out} and
+    calls C{window()} for the instants C{(start, until)} (C{time.monotonic()}
+    seconds, a clock all processes share); it keeps the round trips that
+    start between them, and warms up with the ones before.
 
     @return: L{percentiles} of the kept round trips, plus C{error} (or
         C{None}).
@@ -103,17 +98,16 @@ def pingFor(
     view = memoryview(buf)
     samples: list[int] = []
     clock = time.monotonic_ns
-    begin, end = int(start * 1e9), int(until * 1e9)
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(header(ECHO))
         recvInto = s.recv_into
         send = s.sendall
-        i = 0
+        begin = end = None
         while True:
             t0 = clock()
-            if t0 >= end and i >= warmup:
+            if end is not None and t0 >= end:
                 break
             send(msg)
             got = 0
@@ -123,8 +117,13 @@ def pingFor(
                     raise ConnectionError("end of stream during ping-pong")
                 got += n
             t1 = clock()
-            i += 1
-            if begin <= t0 < end and i > warmup:
+            if begin is None:
+                if out is not None:
+                    out.write("ready\n")
+                    out.flush()
+                start, until = window()
+                begin, end = int(start * 1e9), int(until * 1e9)
+            elif t0 >= begin:
                 samples.append(t1 - t0)
         if buf != msg:
             raise ValueError("echo mismatch")
@@ -134,50 +133,63 @@ def pingFor(
     return {**percentiles(samples), "error": None}
 
 
-def startPinger(port: int, start: float, until: float) -> subprocess.Popen:
+class Pinger:
     """
-    Start L{pingFor} in a process of its own; read its result with
-    L{pingerResult}.
+    L{pingFor} in a process of its own (C{python -m
+    splicetx.bench._underbulk --port P}): L{ready} waits until it has made
+    its first round trip, L{keep} tells it which instants to keep, and
+    L{result} reads what it measured.
     """
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "splicetx.bench._underbulk",
-            "--port",
-            str(port),
-            "--start",
-            repr(start),
-            "--until",
-            repr(until),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "splicetx.bench._underbulk", "--port", str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
-def pingerResult(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
-    """
-    Wait for a L{startPinger} process and return what it measured.
-    """
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return {"count": 0, "error": "ping-pong process timed out"}
-    try:
-        return json.loads(out)
-    except ValueError:
-        why = " ".join((err or "").split())[-200:] or f"exit {proc.returncode}"
-        return {"count": 0, "error": f"ping-pong process failed: {why}"}
+    def ready(self, timeout: float = 60.0) -> bool:
+        """
+        Wait for the process's first round trip; C{False} if it failed.
+        """
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            return False
+        return self.proc.stdout.readline().strip() == "ready"
 
+    def keep(self, start: float, until: float) -> None:
+        """
+        Keep the round trips starting between C{start} and C{until}.
+        """
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{start!r} {until!r}\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass
 
-def _sleepUntil(t: float) -> None:
-    left = t - time.monotonic()
-    if left > 0:
-        time.sleep(left)
+    def result(self, timeout: float) -> dict[str, Any]:
+        """
+        Wait for the process and return what it measured.
+        """
+        proc = self.proc
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return {"count": 0, "error": "ping-pong process timed out"}
+        try:
+            r = json.loads(out)
+        except ValueError:
+            why = " ".join((err or "").split())[-200:] or f"exit {proc.returncode}"
+            return {"count": 0, "error": f"ping-pong process failed: {why}"}
+        if not r.get("count") and not r.get("error"):
+            r["error"] = "no round trip in the window"
+        return r
 
 
 def measure(port: int, streams: int, seconds: float, bulk: Any) -> dict[str, Any]:
@@ -192,21 +204,24 @@ def measure(port: int, streams: int, seconds: float, bulk: Any) -> dict[str, Any
         of the p99s C{p99Growth}, and C{error}.
     """
     errors: list[str] = []
-    start = time.monotonic() + STARTUP
-    pinger = startPinger(port, start, start + seconds)
-    alone = pingerResult(pinger, STARTUP + seconds + 60)
+    pinger = Pinger(port)
+    pinger.ready()
+    now = time.monotonic()
+    pinger.keep(now + MARGIN, now + MARGIN + seconds)
+    alone = pinger.result(seconds + 60)
     if alone.get("error"):
         errors.append(f"ping alone: {alone['error']}")
     plain = bulk(seconds)
     if plain.get("error"):
         errors.append(f"bulk alone: {plain['error']}")
-    # The bulk streams start MARGIN before the ping keeps samples and run
-    # MARGIN past it.
-    start = time.monotonic() + STARTUP
-    pinger = startPinger(port, start, start + max(0.1, seconds - 2 * MARGIN))
-    _sleepUntil(start - MARGIN)
+    # The ping keeps the round trips from MARGIN after the bulk streams
+    # start until MARGIN before they stop.
+    pinger = Pinger(port)
+    pinger.ready()
+    now = time.monotonic()
+    pinger.keep(now + MARGIN, now + max(2 * MARGIN, seconds - MARGIN))
     mixed = bulk(seconds)
-    busy = pingerResult(pinger, seconds + 60)
+    busy = pinger.result(seconds + 60)
     if mixed.get("error"):
         errors.append(f"bulk with ping: {mixed['error']}")
     if busy.get("error"):
@@ -299,10 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     p = argparse.ArgumentParser(prog="python -m splicetx.bench._underbulk")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--start", type=float, required=True)
-    p.add_argument("--until", type=float, required=True)
     args = p.parse_args(argv)
-    print(json.dumps(pingFor(args.port, args.start, args.until)))
+
+    def window() -> tuple[float, float]:
+        start, until = sys.stdin.readline().split()
+        return float(start), float(until)
+
+    print(json.dumps(pingFor(args.port, window, out=sys.stdout)))
     return 0
 
 
