@@ -30,8 +30,11 @@ The loop for one direction (DESIGN.md rules 3-8):
   - the pipe goes back to the pool as soon as it is empty, so an idle relay
     holds no pipe.
 
-At most L{MAX_ROUNDS} pipe-fulls move per readiness event, so one bulk
-transfer cannot starve other connections on the same reactor.
+At most L{MAX_ROUNDS} pipe-fulls move per readiness event, and the relays of
+one reactor share a budget of L{TURN_BUDGET} bytes per reactor turn: once it
+is spent, bulk directions queue for the next turn (L{_Turns}) while small
+reads go at once, so a request waits behind about one pipe-full of bulk work,
+not one per bulk flow (docs/design-decisions.md rule 10).
 """
 
 from __future__ import annotations
