@@ -530,6 +530,16 @@ class TurnsTests(SynchronousTestCase):
         self.assertFalse(d.reading)
         self.assertEqual(list(turns.queue), [])
 
+    def test_budgetDoesNotKeepReactorAlive(self) -> None:
+        """A reactor with a refill pending is freed with its budget (rule 13)."""
+        reactor = MemoryReactorClock()
+        ref = weakref.ref(reactor)
+        _splice._turnsFor(reactor).spent()
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        del reactor
+        gc.collect()
+        self.assertIsNone(ref())
+
     def test_oneBudgetPerReactor(self) -> None:
         """The relays of one reactor share one budget; another reactor has its own."""
         r1, r2 = MemoryReactorClock(), MemoryReactorClock()

@@ -173,17 +173,23 @@ class _Turns:
     """
 
     def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
+        # Weakly, and no DelayedCall kept (it refers to the reactor): the
+        # registry below is keyed weakly on the reactor, and a strong path
+        # from the value to the key would keep both alive forever.
+        self._reactor = weakref.ref(reactor)
         self.left = TURN_BUDGET
         self.queue: deque[_Direction] = deque()
-        self.call: Any = None
+        self.pending = False
 
     def spent(self) -> None:
         """
         The budget is spent: refill it at the next turn.
         """
-        if self.call is None:
-            self.call = self.reactor.callLater(0, self.refill)
+        if not self.pending:
+            reactor = self._reactor()
+            if reactor is not None:
+                self.pending = True
+                reactor.callLater(0, self.refill)
 
     def wait(self, d: _Direction, reading: bool) -> None:
         """
@@ -195,7 +201,7 @@ class _Turns:
         self.spent()
 
     def refill(self) -> None:
-        self.call = None
+        self.pending = False
         self.left = TURN_BUDGET
         queue = self.queue
         while queue and self.left > 0:
