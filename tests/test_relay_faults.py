@@ -427,21 +427,35 @@ class TurnBudgetMixin(ReactorTestMixin):
         yield gatherResults([p.client.lost for p in pairs])
         return sent, [p.server.digest() for p in pairs]
 
-    def test_heldBackDirectionsDeliverEverything(self) -> None:
-        """Three bulk relays under a 64 KiB turn budget wait turns, lose nothing."""
-        waits = []
+    def _countWaits(self) -> list[Any]:
+        waits: list[Any] = []
         realWait = _splice._Turns.wait
 
         def wait(turns: Any, d: Any, reading: bool) -> None:
             waits.append(d)
             realWait(turns, d, reading)
 
-        self.patch(_splice, "TURN_BUDGET", 64 << 10)
-        self.patch(_splice, "BULK_READ", 16 << 10)
         self.patch(_splice._Turns, "wait", wait)
+        self.patch(_splice, "TURN_BUDGET", 64 << 10)
+        return waits
+
+    def test_heldBackDirectionsDeliverEverything(self) -> None:
+        """Three bulk relays under a 64 KiB turn budget wait turns, lose nothing."""
+        waits = self._countWaits()
+        self.patch(_splice, "BULK_READ", 16 << 10)
+        # As if a small read had just happened, all the time: bulk is held.
+        self.patch(_splice, "_now", lambda: -1.0)
         sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
         self.assertEqual(got, sent)
         self.assertTrue(waits, "no direction ever waited for a turn")
+
+    def test_bulkAloneIsNotHeldBack(self) -> None:
+        """With no small read in the window, a spent budget holds nothing back."""
+        waits = self._countWaits()
+        self.patch(_splice, "BULK_READ", 1)  # every read is a bulk read
+        sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
+        self.assertEqual(got, sent)
+        self.assertEqual(waits, [])
 
 
 class _Calls:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -70,6 +71,13 @@ TURN_BUDGET = 1 << 20
 #: A direction whose last read moved at least this many bytes is bulk: it
 #: waits its turn once the budget is spent.  Smaller reads never wait.
 BULK_READ = 64 << 10
+
+#: Seconds after a small read during which the budget holds bulk back; with
+#: no small read for that long nothing is waiting behind the bulk, and it
+#: runs unchecked (longer turns, fewer of them).
+SMALL_WINDOW = 0.1
+
+_now = time.monotonic
 
 #: Errors that mean the peer is gone: the relay ends as a reset.
 RESET_ERRNOS = frozenset(
@@ -162,14 +170,16 @@ class _Turns:
     The byte budget that the spliced relays of one reactor share per reactor
     turn (docs/design-decisions.md rule 10).
 
-    Every read is charged.  Once L{TURN_BUDGET} bytes are spent, a bulk
+    Every read is charged.  Once L{TURN_BUDGET} bytes are spent, and while
+    a small read happened in the last L{SMALL_WINDOW} seconds, a bulk
     direction (see L{BULK_READ}) that becomes readable stops reading and
     queues; a call at the next turn refills the budget and lets the queue
     go first, in order.  Small reads are never held back, so a request
-    waits behind at most a budget's worth of bulk work.
+    waits behind about a budget's worth of bulk work.
 
     @ivar left: bytes left in this turn's budget.
     @ivar queue: the bulk directions waiting for a turn, oldest first.
+    @ivar smallUntil: until when (C{time.monotonic()}) bulk is held back.
     """
 
     def __init__(self, reactor: Any) -> None:
@@ -180,6 +190,7 @@ class _Turns:
         self.left = TURN_BUDGET
         self.queue: deque[_Direction] = deque()
         self.pending = False
+        self.smallUntil = 0.0
 
     def spent(self) -> None:
         """
@@ -342,7 +353,7 @@ class _Direction:
         The source is readable (and, by invariant, the pipe is empty).
         """
         turns = self.turns
-        if self.bulk and turns.left <= 0:
+        if self.bulk and turns.left <= 0 and _now() < turns.smallUntil:
             turns.wait(self, True)
             return
         pipe = self.pipe
@@ -375,7 +386,11 @@ class _Direction:
                 self.finish()
                 return
             self.inPipe = n
-            self.bulk = n >= BULK_READ
+            if n >= BULK_READ:
+                self.bulk = True
+            else:
+                self.bulk = False
+                turns.smallUntil = _now() + SMALL_WINDOW
             left = turns.left = turns.left - n
             if left <= 0:
                 turns.spent()
@@ -438,8 +453,9 @@ class _Direction:
         if self.eof:
             self.finish()
             return
-        if self.bulk and self.turns.left <= 0:
-            self.turns.wait(self, False)
+        turns = self.turns
+        if self.bulk and turns.left <= 0 and _now() < turns.smallUntil:
+            turns.wait(self, False)
             return
         self.src.startReading()
         # The source was held back by us: it most likely has bytes now.
