@@ -72,9 +72,10 @@ TURN_BUDGET = 1 << 20
 #: waits its turn once the budget is spent.  Smaller reads never wait.
 BULK_READ = 64 << 10
 
-#: Seconds after a small read during which the budget holds bulk back; with
-#: no small read for that long nothing is waiting behind the bulk, and it
-#: runs unchecked (longer turns, fewer of them).
+#: Seconds after a small flow's read (a small read following a small read)
+#: during which the budget holds bulk back; with none for that long nothing
+#: is waiting behind the bulk, and it runs unchecked (longer turns, fewer of
+#: them).
 SMALL_WINDOW = 0.1
 
 _now = time.monotonic
@@ -388,8 +389,11 @@ class _Direction:
             self.inPipe = n
             if n >= BULK_READ:
                 self.bulk = True
-            else:
+            elif self.bulk:
+                # One small read in a bulk flow (a header, a lull) is not
+                # a small flow: only a second one in a row counts.
                 self.bulk = False
+            else:
                 turns.smallUntil = _now() + SMALL_WINDOW
             left = turns.left = turns.left - n
             if left <= 0:
