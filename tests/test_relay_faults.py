@@ -466,6 +466,10 @@ class _Calls:
 
     def __init__(self) -> None:
         self.calls: list[Any] = []
+        self.triggers: list[tuple[str, str, Any]] = []
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        self.triggers.append((phase, event, f))
 
     def callLater(self, delay: float, f: Any) -> object:
         self.calls.append(f)
@@ -553,6 +557,19 @@ class TurnsTests(SynchronousTestCase):
         del reactor
         gc.collect()
         self.assertIsNone(ref())
+
+    def test_shutdownPutsWaitingBack(self) -> None:
+        """Before shutdown, waiting directions read again: they hear connectionLost."""
+        clock = _Calls()
+        turns = _splice._Turns(clock)
+        d = _Clocked(turns, "a", [], 10)
+        turns.wait(d, True)  # type: ignore[arg-type]
+        self.assertFalse(d.reading)
+        [(phase, event, release)] = clock.triggers
+        self.assertEqual((phase, event), ("before", "shutdown"))
+        release()
+        self.assertTrue(d.reading)
+        self.assertEqual(list(turns.queue), [])
 
     def test_oneBudgetPerReactor(self) -> None:
         """The relays of one reactor share one budget; another reactor has its own."""

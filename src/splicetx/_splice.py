@@ -192,6 +192,7 @@ class _Turns:
         self.queue: deque[_Direction] = deque()
         self.pending = False
         self.smallUntil = 0.0
+        reactor.addSystemEventTrigger("before", "shutdown", self.release)
 
     def spent(self) -> None:
         """
@@ -211,6 +212,19 @@ class _Turns:
             d.src.stopReading()
         self.queue.append(d)
         self.spent()
+
+    def release(self) -> None:
+        """
+        Reactor shutdown: put every waiting direction back on the reactor,
+        so that its socket hears C{connectionLost} like the others (only
+        registered objects do; rule 11).
+        """
+        queue = self.queue
+        while queue:
+            d = queue.popleft()
+            src = d.src
+            if src is not None and src.engine is not None and not d.done:
+                src.startReading()
 
     def refill(self) -> None:
         self.pending = False
