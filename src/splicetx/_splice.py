@@ -61,9 +61,6 @@ _FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
 #: Pipe-fulls one readiness event may move before yielding to the reactor.
 MAX_ROUNDS = 4
 
-#: Bytes asked for per splice from the source (at most the pipe size).
-SPLICE_CHUNK = 1 << 20
-
 #: Bytes the spliced relays of one reactor may read in one reactor turn
 #: before bulk directions wait for the next turn (rule 10).
 TURN_BUDGET = 1 << 20
@@ -380,8 +377,6 @@ class _Direction:
                 return
         rounds = MAX_ROUNDS
         count = pipe.size
-        if count > SPLICE_CHUNK:
-            count = SPLICE_CHUNK
         srcfd = self.srcfd
         while True:
             try:
