@@ -18,7 +18,15 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 import splicetx
-from splicetx.bench import _cli, _loadgen, _proxies, _report, _tracing, _wire
+from splicetx.bench import (
+    _cli,
+    _loadgen,
+    _proxies,
+    _report,
+    _tracing,
+    _underbulk,
+    _wire,
+)
 
 SPLICE = _proxies.defaultSpliceName(splicetx.DEFAULT_PIPE_SIZE)
 PROXIES = ("direct", SPLICE, "copy")
@@ -410,3 +418,70 @@ class StraceOptionTests(SynchronousTestCase):
         self.assertNotIn("error", counted)
         self.assertIn("splice", dict(counted["topPerGB"]))
         self.assertGreater(counted["syscallsPerGB"], 0)
+
+
+class UnderbulkTests(SynchronousTestCase):
+    """
+    The "latency under bulk" load: its run in the quick bench and its pure
+    helpers.
+    """
+
+    def test_quickRunHasUnderbulk(self) -> None:
+        """
+        The quick run measures the ping alone and under bulk, and the bulk
+        with and without it, for direct and splicetx (not the copy engine).
+        """
+        out, _ = _quickRun()
+        with open(os.path.join(out, "results.json")) as f:
+            summary = json.load(f)["summary"]
+        for name in ("direct", SPLICE):
+            figures = summary[name][_underbulk.FAMILY]
+            for key in ("aloneP99us", "busyP99us", "bulkGbps", "bulkPingGbps"):
+                self.assertGreater(figures[key]["median"], 0, (name, key))
+        self.assertNotIn(_underbulk.FAMILY, summary["copy"])
+        with open(os.path.join(out, "results.md")) as f:
+            self.assertIn("## Latency under bulk", f.read())
+
+    def test_percentiles(self) -> None:
+        """
+        percentiles() gives p50, p99 and p99.9 in µs from nanosecond samples.
+        """
+        got = _underbulk.percentiles([i * 1000 for i in range(1, 1001)])
+        self.assertEqual(
+            got, {"p50us": 501.0, "p99us": 991.0, "p999us": 1000.0, "count": 1000}
+        )
+        self.assertEqual(_underbulk.percentiles([]), {"count": 0})
+
+    def test_applies(self) -> None:
+        """
+        The load runs for direct, the default splice engine (one process),
+        the plain loop, portforward and HAProxy, and for nothing else.
+        """
+        specs = {s.name: s for s in _proxies.allSpecs(splicetx.DEFAULT_PIPE_SIZE)}
+        runs = {n for n, s in specs.items() if _underbulk.applies(s, SPLICE)}
+        self.assertEqual(
+            runs, {"direct", SPLICE, "plainloop", "portforward", "haproxy"}
+        )
+
+    def test_targets(self) -> None:
+        """
+        targets() checks the ping's p99 under bulk (≤ 1 ms), its growth over
+        the ping alone (≤ 2×) and the bulk's share with the ping (≥ 0.95).
+        """
+
+        def one(v: float) -> dict:
+            return {"median": v, "min": v, "max": v, "n": 1}
+
+        summary = {
+            "s": {
+                "underbulk": {
+                    "busyP99us": one(800.0),
+                    "p99Growth": one(3.0),
+                    "bulkShare": one(0.97),
+                }
+            }
+        }
+        got = {t["target"]: t for t in _report.targets(summary, "s")}
+        self.assertTrue(got["underbulk: ping p99 under bulk (µs)"]["met"])
+        self.assertFalse(got["underbulk: ping p99 under bulk vs alone"]["met"])
+        self.assertTrue(got["underbulk: bulk rate with the ping vs without"]["met"])

@@ -46,6 +46,7 @@ from splicetx import (
     _copy,
     _relay,
     _splice,
+    _turns,
     relay,
 )
 from splicetx._core import IEngineHost, IRelayEngine, IRelaySide
@@ -458,6 +459,181 @@ class FairnessMixin(ReactorTestMixin):
         self.assertEqual(total, 256 << 20)
 
 
+class TurnBudgetMixin(ReactorTestMixin):
+    """
+    Bulk directions held back by a spent turn budget (rule 10) resume and
+    deliver every byte, in order.
+    """
+
+    @inlineCallbacks
+    def _bulkUnderTinyBudget(self, reactor: Any) -> Any:
+        pairs = []
+        for _ in range(3):
+            pair = yield makePair(reactor, engine="splice")
+            pairs.append(pair)
+        sent = []
+        for i, pair in enumerate(pairs):
+            data = payload(8 << 20, 10 + i)
+            sent.append(digest(data))
+            pair.client.send(data, halfClose=True, maxChunk=1 << 20)
+        for pair in pairs:
+            yield pair.server.eof
+            pair.server.transport.loseConnection()
+        yield gatherResults([p.result for p in pairs])
+        yield gatherResults([p.client.lost for p in pairs])
+        return sent, [p.server.digest() for p in pairs]
+
+    def _countWaits(self) -> list[Any]:
+        waits: list[Any] = []
+        realWait = _turns._Turns.wait
+
+        def wait(turns: Any, d: Any, reading: bool) -> None:
+            waits.append(d)
+            realWait(turns, d, reading)
+
+        self.patch(_turns._Turns, "wait", wait)
+        self.patch(_turns, "TURN_BUDGET", 64 << 10)
+        return waits
+
+    def test_heldBackDirectionsDeliverEverything(self) -> None:
+        """Three bulk relays under a 64 KiB turn budget wait turns, lose nothing."""
+        waits = self._countWaits()
+        self.patch(_splice, "BULK_READ", 16 << 10)
+        # As if a small read had just happened, all the time: bulk is held.
+        self.patch(_splice, "_now", lambda: -1.0)
+        sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
+        self.assertEqual(got, sent)
+        self.assertTrue(waits, "no direction ever waited for a turn")
+
+    def test_bulkAloneIsNotHeldBack(self) -> None:
+        """With no small read in the window, a spent budget holds nothing back."""
+        waits = self._countWaits()
+        self.patch(_splice, "BULK_READ", 1)  # every read is a bulk read
+        sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
+        self.assertEqual(got, sent)
+        self.assertEqual(waits, [])
+
+
+class _Calls:
+    """
+    A reactor that only queues C{callLater} calls, run one turn at a time
+    by L{turn} (calls queued during a turn wait for the next one).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.triggers: list[tuple[str, str, Any]] = []
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        self.triggers.append((phase, event, f))
+
+    def callLater(self, delay: float, f: Any) -> object:
+        self.calls.append(f)
+        return f
+
+    def turn(self) -> None:
+        calls, self.calls = self.calls, []
+        for f in calls:
+            f()
+
+
+class _Clocked:
+    """
+    A stand-in for a L{_splice._Direction} as L{_turns._Turns} sees it.
+    """
+
+    def __init__(self, turns: Any, name: str, log: list[str], size: int) -> None:
+        self.turns = turns
+        self.name = name
+        self.log = log
+        self.size = size
+        self.done = False
+        self.src = self
+        self.engine = object()
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def startReading(self) -> None:
+        self.reading = True
+
+    def readable(self) -> None:
+        self.log.append(self.name)
+        self.turns.left -= self.size
+        if self.turns.left <= 0:
+            self.turns.spent()
+
+
+class TurnsTests(SynchronousTestCase):
+    """
+    L{_turns._Turns}: the per-turn byte budget and its queue.
+    """
+
+    def test_queueGoesFirstInOrderUntilSpent(self) -> None:
+        """Waiting directions resume oldest first next turn, while budget lasts."""
+        clock = _Calls()
+        self.patch(_turns, "TURN_BUDGET", 100)
+        turns = _turns._Turns(clock)
+        log: list[str] = []
+        ds = [_Clocked(turns, n, log, 60) for n in "abc"]
+        turns.left = 0
+        for d in ds:
+            turns.wait(d, True)  # type: ignore[arg-type]
+        self.assertEqual([d.reading for d in ds], [False, False, False])
+        self.assertEqual(len(clock.calls), 1)
+        clock.turn()
+        # 100 bytes: a (60) then b (60, crossing it); c waits for the next turn.
+        self.assertEqual(log, ["a", "b"])
+        self.assertEqual(list(turns.queue), [ds[2]])
+        clock.turn()
+        self.assertEqual(log, ["a", "b", "c"])
+        self.assertEqual(turns.left, 40)
+        self.assertEqual(clock.calls, [])
+
+    def test_endedRelaysAreDropped(self) -> None:
+        """A direction whose relay ended while it waited is not resumed."""
+        clock = _Calls()
+        turns = _turns._Turns(clock)
+        log: list[str] = []
+        d = _Clocked(turns, "a", log, 10)
+        turns.wait(d, True)  # type: ignore[arg-type]
+        d.engine = None
+        clock.turn()
+        self.assertEqual(log, [])
+        self.assertFalse(d.reading)
+        self.assertEqual(list(turns.queue), [])
+
+    def test_budgetDoesNotKeepReactorAlive(self) -> None:
+        """A reactor with a refill pending is freed with its budget (rule 13)."""
+        reactor = MemoryReactorClock()
+        ref = weakref.ref(reactor)
+        _turns._turnsFor(reactor).spent()
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        del reactor
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_shutdownPutsWaitingBack(self) -> None:
+        """Before shutdown, waiting directions read again: they hear connectionLost."""
+        clock = _Calls()
+        turns = _turns._Turns(clock)
+        d = _Clocked(turns, "a", [], 10)
+        turns.wait(d, True)  # type: ignore[arg-type]
+        self.assertFalse(d.reading)
+        [(phase, event, release)] = clock.triggers
+        self.assertEqual((phase, event), ("before", "shutdown"))
+        release()
+        self.assertTrue(d.reading)
+        self.assertEqual(list(turns.queue), [])
+
+    def test_oneBudgetPerReactor(self) -> None:
+        """The relays of one reactor share one budget; another reactor has its own."""
+        r1, r2 = MemoryReactorClock(), MemoryReactorClock()
+        self.assertIs(_turns._turnsFor(r1), _turns._turnsFor(r1))
+        self.assertIsNot(_turns._turnsFor(r1), _turns._turnsFor(r2))
+
+
 _RLIMIT_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, os, resource, sys
@@ -512,4 +688,5 @@ globals().update(makeReactorTests(TLSMixin))
 globals().update(makeReactorTests(FileDescriptorHygieneMixin))
 globals().update(makeReactorTests(CycleMixin))
 globals().update(makeReactorTests(FairnessMixin))
+globals().update(makeReactorTests(TurnBudgetMixin))
 globals().update(makeReactorTests(RlimitMixin))

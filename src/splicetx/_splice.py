@@ -31,8 +31,12 @@ The loop for one direction (docs/design-decisions.md rules 3-8):
   - the pipe goes back to the pool as soon as it is empty, so an idle relay
     holds no pipe.
 
-At most L{MAX_ROUNDS} pipe-fulls move per readiness event, so one bulk
-transfer cannot starve other connections on the same reactor.
+At most L{MAX_ROUNDS} pipe-fulls move per readiness event, and the relays of
+one reactor share a budget of L{TURN_BUDGET <splicetx._turns.TURN_BUDGET>}
+bytes per reactor turn: once it is spent, bulk directions queue for the
+next turn (L{splicetx._turns._Turns}) while small reads go at once, so a
+request waits behind about one pipe-full of bulk work, not one per bulk
+flow (docs/design-decisions.md rule 10).
 
 The engine knows its relay only as an L{IEngineHost}: it reports the end
 with L{IEngineHost.ended}, a fallback to copying mid-relay with
@@ -74,6 +78,7 @@ from splicetx._transports import (
     _socketOf,
     _unguard,
 )
+from splicetx._turns import BULK_READ, SMALL_WINDOW, _now, _turnsFor
 
 _splice = os.splice
 _FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
@@ -245,6 +250,8 @@ class _Direction:
         "moved",
         "eof",
         "done",
+        "turns",
+        "bulk",
     )
 
     def __init__(
@@ -264,11 +271,17 @@ class _Direction:
         self.moved = 0
         self.eof = False
         self.done = False
+        self.turns = _turnsFor(engine.reactor)
+        self.bulk = False
 
     def readable(self) -> None:
         """
         The source is readable (and, by invariant, the pipe is empty).
         """
+        turns = self.turns
+        if self.bulk and turns.left <= 0 and _now() < turns.smallUntil:
+            turns.wait(self, True)
+            return
         pipe = self.pipe
         if pipe is None:
             try:
@@ -277,10 +290,11 @@ class _Direction:
                 self.engine.pipeFailed(self, e)
                 return
         rounds = MAX_ROUNDS
+        count = pipe.size
         srcfd = self.srcfd
         while True:
             try:
-                n = _splice(srcfd, pipe.writeFD, pipe.size, None, None, _FLAGS)
+                n = _splice(srcfd, pipe.writeFD, count, None, None, _FLAGS)
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -296,6 +310,17 @@ class _Direction:
                 self.finish()
                 return
             self.inPipe = n
+            if n >= BULK_READ:
+                self.bulk = True
+            elif self.bulk:
+                # One small read in a bulk flow (a header, a lull) is not
+                # a small flow: only a second one in a row counts.
+                self.bulk = False
+            else:
+                turns.smallUntil = _now() + SMALL_WINDOW
+            left = turns.left = turns.left - n
+            if left <= 0:
+                turns.spent()
             r = self.pump()
             if r:
                 if r == 1:
@@ -303,7 +328,7 @@ class _Direction:
                     self.dst.startWriting()
                 return
             rounds -= 1
-            if n < pipe.size or not rounds:
+            if n < count or not rounds or left <= 0:
                 break
         self.pipe = None
         self.pool.give(pipe)
@@ -354,6 +379,10 @@ class _Direction:
         self.pool.give(pipe)
         if self.eof:
             self.finish()
+            return
+        turns = self.turns
+        if self.bulk and turns.left <= 0 and _now() < turns.smallUntil:
+            turns.wait(self, False)
             return
         self.src.startReading()
         # The source was held back by us: it most likely has bytes now.

@@ -11,6 +11,10 @@ import os
 import statistics
 from typing import Any
 
+from splicetx.bench._figures import cell as _cell
+from splicetx.bench._figures import fmt as _fmt
+from splicetx.bench._figures import med
+
 #: Load ids in display order, with a description.
 LOAD_TITLES = {
     "bulk-1-up": "bulk, 1 stream, upload (client to backend)",
@@ -21,6 +25,7 @@ LOAD_TITLES = {
     "churn": "connection churn (open, 100 B echo, close)",
     "keepalive": "keep-alive requests (100 B request, 1 KiB response)",
     "idle": "idle connections",
+    "underbulk": "1 KiB ping-pong under bulk",
 }
 
 
@@ -47,16 +52,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict]
                     "n": len(vs),
                 }
     return out
-
-
-def med(summary: dict, proxy: str, load: str, metric: str) -> float | None:
-    """
-    The median of one figure, or C{None} when it was not measured.
-    """
-    try:
-        return summary[proxy][load][metric]["median"]
-    except KeyError:
-        return None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -161,30 +156,11 @@ def targets(summary: dict, splice: str) -> list[dict[str, Any]]:
         True,
         "x",
     )
+    from splicetx.bench import _underbulk
+
+    for name, value, goal, higher, unit in _underbulk.targets(summary, splice):
+        add(name, value, goal, higher, unit)
     return out
-
-
-def _fmt(v: float | None, digits: int = 2) -> str:
-    if v is None:
-        return "—"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    return f"{v:.{digits}f}"
-
-
-def _cell(summary: dict, proxy: str, load: str, metric: str, digits: int = 2) -> str:
-    try:
-        s = summary[proxy][load][metric]
-    except KeyError:
-        return "—"
-    if s["n"] > 1:
-        return (
-            f"{_fmt(s['median'], digits)} "
-            f"({_fmt(s['min'], digits)}–{_fmt(s['max'], digits)})"
-        )
-    return _fmt(s["median"], digits)
 
 
 def _pct(v: float | None) -> str:
@@ -374,6 +350,10 @@ def markdown(result: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+
+    from splicetx.bench import _underbulk
+
+    lines += _underbulk.markdownLines(summary, proxies, meta)
 
     sweep = [p for p in proxies if p.startswith("splice-")]
     loadsHere = [lo for lo in bulkLoads if any(lo in summary.get(p, {}) for p in sweep)]

@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_relay_faults -*-
+"""
+The per-reactor-turn byte budget that keeps a small request from waiting
+behind every bulk flow's pipe-full (docs/design-decisions.md rule 10).
+
+The spliced relays of one reactor share one L{_Turns}: every read of a
+splice direction (L{splicetx._splice}) is charged to it; once
+L{TURN_BUDGET} bytes are spent, and while a small flow is about, a bulk
+direction stops reading and queues for the next reactor turn, while small
+reads go at once.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+__all__ = ["TURN_BUDGET", "BULK_READ", "SMALL_WINDOW"]
+
+
+#: Bytes the spliced relays of one reactor may read in one reactor turn
+#: before bulk directions wait for the next turn (rule 10).
+TURN_BUDGET = 1 << 20
+
+#: A direction whose last read moved at least this many bytes is bulk: it
+#: waits its turn once the budget is spent.  Smaller reads never wait.
+BULK_READ = 64 << 10
+
+#: Seconds after a small flow's read (a small read following a small read)
+#: during which the budget holds bulk back; with none for that long nothing
+#: is waiting behind the bulk, and it runs unchecked (longer turns, fewer of
+#: them).
+SMALL_WINDOW = 0.1
+
+_now = time.monotonic
+
+
+class _Turns:
+    """
+    The byte budget that the spliced relays of one reactor share per reactor
+    turn (docs/design-decisions.md rule 10).
+
+    Every read is charged.  Once L{TURN_BUDGET} bytes are spent, and while
+    a small read happened in the last L{SMALL_WINDOW} seconds, a bulk
+    direction (see L{BULK_READ}) that becomes readable stops reading and
+    queues; a call at the next turn refills the budget and lets the queue
+    go first, in order.  Small reads are never held back, so a request
+    waits behind about a budget's worth of bulk work.
+
+    @ivar left: bytes left in this turn's budget.
+    @ivar queue: the bulk directions waiting for a turn, oldest first.
+    @ivar smallUntil: until when (C{time.monotonic()}) bulk is held back.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        # Weakly, and no DelayedCall kept (it refers to the reactor): the
+        # registry below is keyed weakly on the reactor, and a strong path
+        # from the value to the key would keep both alive forever.
+        self._reactor = weakref.ref(reactor)
+        self.left = TURN_BUDGET
+        self.queue: deque[Any] = deque()
+        self.pending = False
+        self.smallUntil = 0.0
+        reactor.addSystemEventTrigger("before", "shutdown", self.release)
+
+    def spent(self) -> None:
+        """
+        The budget is spent: refill it at the next turn.
+        """
+        if not self.pending:
+            reactor = self._reactor()
+            if reactor is not None:
+                self.pending = True
+                reactor.callLater(0, self.refill)
+
+    def wait(self, d: Any, reading: bool) -> None:
+        """
+        Hold bulk direction C{d} (its pipe empty) until a later turn.
+        """
+        if reading:
+            d.src.stopReading()
+        self.queue.append(d)
+        self.spent()
+
+    def release(self) -> None:
+        """
+        Reactor shutdown: put every waiting direction back on the reactor,
+        so that its socket hears C{connectionLost} like the others (only
+        registered objects do; rule 11).
+        """
+        queue = self.queue
+        while queue:
+            d = queue.popleft()
+            src = d.src
+            if src is not None and src.engine is not None and not d.done:
+                src.startReading()
+
+    def refill(self) -> None:
+        self.pending = False
+        self.left = TURN_BUDGET
+        queue = self.queue
+        while queue and self.left > 0:
+            d = queue.popleft()
+            src = d.src
+            if src is None or src.engine is None or d.done:
+                continue  # its relay ended meanwhile
+            src.startReading()
+            d.readable()
+        if queue or self.left <= 0:
+            self.spent()
+
+
+_turns: weakref.WeakKeyDictionary[Any, _Turns] = weakref.WeakKeyDictionary()
+
+
+def _turnsFor(reactor: Any) -> _Turns:
+    turns = _turns.get(reactor)
+    if turns is None:
+        turns = _turns[reactor] = _Turns(reactor)
+    return turns
