@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 from typing import Any
 
 from splicetx.bench._figures import cell as _cell
@@ -27,6 +28,14 @@ LOAD_TITLES = {
     "idle": "idle connections",
     "underbulk": "1 KiB ping-pong under bulk",
 }
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """
+    A command line as a reader would type it: this machine's interpreter
+    path becomes C{python3}.
+    """
+    return ["python3" if a == sys.executable else a for a in argv]
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict]]]:
@@ -435,7 +444,7 @@ def markdown(result: dict[str, Any]) -> str:
 
     lines += ["## Proxies", ""]
     for p, d in result["proxies"].items():
-        how = f" — `{' '.join(d['argv'])}`" if d.get("argv") else ""
+        how = f" — `{' '.join(_shown(d['argv']))}`" if d.get("argv") else ""
         lines.append(f"- **{p}**: {labels[p]}{how}")
     errors = result.get("errors", [])
     if errors:
