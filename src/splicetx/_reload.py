@@ -221,6 +221,25 @@ def logReloaded(
     )
 
 
+def refuseReload(draining: bool, path: str | None, busy: bool) -> bool:
+    """
+    Log why a SIGHUP is ignored, if it is: during a drain, without a
+    C{--config} file, or while the previous reload is still being applied.
+
+    @return: C{True} when the reload must not go ahead.
+    """
+    if draining:
+        why = "draining"
+    elif path is None:
+        why = "no --config file"
+    elif busy:
+        why = "the previous one is still being applied"
+    else:
+        return False
+    _log.info("reload ignored: {why}", why=why, splicetxEvent="reload", ignored=True)
+    return True
+
+
 def logReloadFailed(path: str | None, error: str) -> None:
     """
     Log the C{reload} event of a reload that was not applied.
@@ -276,20 +295,7 @@ class ServiceReloader:
         """
         service = self.service
         path = service.config.configFile
-        if service._stopping:
-            _log.info("reload ignored: draining", splicetxEvent="reload", ignored=True)
-            return succeed(None)
-        if path is None:
-            _log.info(
-                "reload ignored: no --config file", splicetxEvent="reload", ignored=True
-            )
-            return succeed(None)
-        if self._busy:
-            _log.info(
-                "reload ignored: the previous one is still being applied",
-                splicetxEvent="reload",
-                ignored=True,
-            )
+        if refuseReload(service._stopping, path, self._busy) or path is None:
             return succeed(None)
         try:
             new = reloadedConfig(service.config)

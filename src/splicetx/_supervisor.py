@@ -30,6 +30,7 @@ from splicetx._reload import (
     logReloaded,
     logReloadFailed,
     readConfigText,
+    refuseReload,
     reloadedConfig,
 )
 from splicetx._service import (
@@ -262,20 +263,8 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
         """
         path = self.config.configFile
         supervisor = self.workers
-        if self._stopping or supervisor is None or not supervisor.running:
-            _log.info("reload ignored: draining", splicetxEvent="reload", ignored=True)
-            return succeed(None)
-        if path is None:
-            _log.info(
-                "reload ignored: no --config file", splicetxEvent="reload", ignored=True
-            )
-            return succeed(None)
-        if self._reloading:
-            _log.info(
-                "reload ignored: the previous one is still being applied",
-                splicetxEvent="reload",
-                ignored=True,
-            )
+        stopping = self._stopping or supervisor is None or not supervisor.running
+        if refuseReload(stopping, path, self._reloading) or path is None:
             return succeed(None)
         try:
             text = readConfigText(path)
