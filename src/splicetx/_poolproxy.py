@@ -349,6 +349,9 @@ class PoolProxyFactory(SpliceProxyFactory):
     @ivar sniMaxSize: the longest ClientHello accepted.
     """
 
+    #: Without SNI routes, clients may take the fast path to the pool.
+    _fastProtocol: type = PoolProxyProtocol
+
     def __init__(
         self,
         pool: UpstreamPool | None = None,
@@ -402,6 +405,13 @@ class PoolProxyFactory(SpliceProxyFactory):
                 if target is not None and all(target is not p for p in pools):
                     pools.append(target)
         self.pools = pools
+
+    def _fastPool(self) -> Any:
+        """
+        The pool the fast path connects to (no SNI routes: the protocol is
+        then L{SNIProxyProtocol}, which the fast path does not serve).
+        """
+        return self.pool
 
     @classmethod
     def forPools(cls, pools: Any, *args: Any, **kwargs: Any) -> PoolProxyFactory:

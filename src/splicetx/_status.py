@@ -213,6 +213,9 @@ def _applyTotals(listener: dict[str, Any], totals: Mapping[str, Any]) -> None:
 
 
 def _clientText(proto: Any) -> str:
+    text = getattr(proto, "clientText", None)
+    if text is not None:
+        return str(text)
     header = getattr(proto, "proxyHeader", None)
     if header is not None and getattr(header, "source", None) is not None:
         return describeAddress(header.source)

@@ -21,7 +21,13 @@ from typing import Any
 
 import attr
 
-__all__ = ["TCPKeepalive", "DEFAULT_KEEPALIVE", "setKeepalive", "delivered"]
+__all__ = [
+    "TCPKeepalive",
+    "DEFAULT_KEEPALIVE",
+    "setKeepalive",
+    "keepaliveOn",
+    "delivered",
+]
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _SIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
@@ -80,7 +86,20 @@ def setKeepalive(transport: Any, keepalive: TCPKeepalive) -> bool:
     @return: C{True} when they were applied.
     """
     sock = _socket(transport)
-    if sock is None or sock.family not in _TCP_FAMILIES:
+    if sock is None:
+        return False
+    return keepaliveOn(sock, keepalive)
+
+
+def keepaliveOn(sock: socket.socket, keepalive: TCPKeepalive) -> bool:
+    """
+    Turn TCP keepalive on for a socket (see L{setKeepalive}).
+
+    @param sock: a connected socket; not TCP: left alone.
+    @param keepalive: the settings.
+    @return: C{True} when they were applied.
+    """
+    if sock.family not in _TCP_FAMILIES:
         return False
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

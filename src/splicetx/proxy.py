@@ -52,6 +52,7 @@ from twisted.logger import Logger
 from splicetx import _tls
 from splicetx._acl import AccessControl
 from splicetx._describe import describeAddress, describeEndpoint
+from splicetx._fastforward import FastForwarder, fastPathRefusal
 from splicetx._pipes import PipePool
 from splicetx._portgate import PortGate
 from splicetx._protocol import (
@@ -145,11 +146,25 @@ class SpliceProxyFactory(Factory):
     @ivar accessLog: an L{AccessLog <splicetx._accesslog.AccessLog>} that
         writes the connection records itself (C{twist splice-proxy} uses
         one), or C{None} to emit them as C{twisted.logger} events.
+    @ivar fastPath: whether the listening ports given to
+        L{addListeningPort} may serve clients on the fast path
+        (L{splicetx._fastforward}: raw sockets, no transport or protocol per
+        connection) when nothing needs the general one: this class's own
+        C{protocol}, C{buildProtocol} and C{relayFinished}, no PROXY
+        protocol, an upstream that is a TCP address, a plain TCP port on a
+        Linux reactor with C{IReactorFDSet}, not the copy engine.  The
+        connections, their results, metrics and log records are the same
+        either way; a subclass that overrides a hook (of the protocol or
+        the factory) always takes the general path.  Set it to C{False}
+        (before L{addListeningPort}) to use the general path regardless.
     """
 
     protocol = SpliceProxyProtocol
     noisy = False
     logNormalConnections = True
+    fastPath = True
+    #: The protocol class whose clients the fast path may serve.
+    _fastProtocol: type = SpliceProxyProtocol
 
     def __init__(
         self,
@@ -245,9 +260,10 @@ class SpliceProxyFactory(Factory):
         self.metrics = metrics
         self.forwardName = forwardName
         self.logFields = logFields or None
-        self._gate: PortGate[SpliceProxyProtocol] = PortGate(maxConnections)
+        self._gate: PortGate[Any] = PortGate(maxConnections)
         self.logNormalConnections = logNormalConnections
         self.accessLog = accessLog
+        self._fast: FastForwarder | None = None
 
     @property
     def reactor(self) -> Any:
@@ -309,6 +325,25 @@ class SpliceProxyFactory(Factory):
         else:
             alpn = _tls.negotiatedProtocol(proto.transport)
             upstreamAlpn = _tls.negotiatedProtocol(getattr(upstream, "transport", None))
+        self._recordConnection(result, client, upstreamText, alpn, upstreamAlpn, extra)
+
+    def _recordConnection(
+        self,
+        result: RelayResult,
+        client: str,
+        upstreamText: str,
+        alpn: str | None,
+        upstreamAlpn: str | None,
+        extra: dict[str, Any] | None,
+    ) -> None:
+        """
+        Write one connection's record (see L{relayFinished}), from what the
+        general path or the fast path (L{splicetx._fastforward}) knows of
+        it.
+        """
+        normal = result.reason in (DONE, CLOSED)
+        if normal and not self.logNormalConnections:
+            return
         accessLog = self.accessLog
         if accessLog is not None:
             if result.engine != "splice":
@@ -392,10 +427,42 @@ class SpliceProxyFactory(Factory):
 
         @param port: an C{IListeningPort} of this factory.
         """
+        if fastPathRefusal(self, port) is None:
+            if self._fast is None:
+                self._fast = FastForwarder(self)
+            self._fast.attach(port)
         self._gate.addListeningPort(port)
         keepalive = self.tcpKeepalive
         if keepalive is not None and setKeepalive(port, keepalive):
             self._keepalivePorts.add(port)
+
+    def _fastPathRefusal(self) -> str | None:
+        """
+        Why this factory's clients cannot take the fast path, as far as the
+        factory itself decides (see L{fastPath}), or C{None}.
+        """
+        if not self.fastPath:
+            return "fastPath is off"
+        if self.engine == "copy":
+            return "engine copy"
+        kind = type(self)
+        if (
+            kind.buildProtocol is not SpliceProxyFactory.buildProtocol
+            or kind.relayFinished is not SpliceProxyFactory.relayFinished
+        ):
+            return "the factory overrides buildProtocol or relayFinished"
+        if self.acceptProxyProtocol or self.sendProxyProtocol is not None:
+            return "PROXY protocol"
+        if self.protocol is not self._fastProtocol:
+            return "a protocol subclass"
+        return None
+
+    def _fastPool(self) -> Any:
+        """
+        The upstream pool the fast path connects to, or C{None} for
+        L{upstream}.
+        """
+        return None
 
     def removeListeningPort(self, port: IListeningPort) -> None:
         """

@@ -1,0 +1,977 @@
+# -*- test-case-name: tests.test_fastforward -*-
+"""
+The fast path of a plain forward: accept, connect and splice with raw
+sockets, no Twisted transport or protocol per connection
+(docs/design-decisions.md rule 15).
+
+A L{SpliceProxyFactory <splicetx.proxy.SpliceProxyFactory>} that nobody
+customised -- its own C{protocol} (or L{PoolProxyProtocol
+<splicetx._poolproxy.PoolProxyProtocol>} over a pool), no PROXY protocol
+either way, an upstream that is a TCP address (or a pool of them), not the
+copy engine -- forwards every client the same way, so most of what the
+general path builds per connection (a C{tcp.Server} transport, a protocol
+with its hooks and phases, an upstream connector, client factory and
+protocol, a L{Relay <splicetx.Relay>} and its engine, a timer) exists only
+to be torn down again.  For such a factory, on a plain TCP listening port
+of a Linux reactor with C{IReactorFDSet}, L{FastForwarder.attach} replaces
+the port's accept with one that, per client:
+
+  1. accepts the socket (the port's own accept limit and Twisted's
+     C{EMFILE} reserve apply, so C{max-connections} and fd exhaustion behave
+     as on the general path);
+  2. applies the factory's access rules;
+  3. opens a non-blocking socket to the upstream (a pool member chosen by
+     the pool's balancer, failing over to the next member on a failed
+     connect exactly as L{UpstreamPool.connect
+     <splicetx._pool.UpstreamPool.connect>} does);
+  4. once connected, splices both ways with the splice engine's own
+     L{_Direction <splicetx._splice._Direction>} (same loop, same byte
+     budget per reactor turn), both sockets in the reactor's
+     L{SocketLoop <splicetx._socketloop.SocketLoop>};
+  5. at the end, closes both sockets and records the same
+     L{RelayResult <splicetx.RelayResult>}, metrics and log record as the
+     general path.
+
+The connect timeout, idle timeout, half-close timeout and the drain's
+prompt close are checked for all of a factory's fast connections by one
+timer (L{FastForwarder}), not one per connection.
+
+A connection that cannot take the fast path when it is accepted (no pipe
+to be had, a reload made the upstream a host name) takes the general path
+from there: it gets the port's transport and the factory's protocol as if
+the port had accepted it itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from enum import Enum
+from typing import Any
+
+from twisted.internet import error as _error
+from twisted.internet import tcp as _tcp
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from splicetx._balance import LeastConnections, RoundRobin, WeightedRandom, clientKeyFor
+from splicetx._core import CANCELLED, CLOSED, DONE, ERROR, RESET, RelayResult
+from splicetx._describe import describeEndpoint
+from splicetx._pipes import PipePool, defaultPipePool
+from splicetx._pool import ALL_DOWN, ALL_FAILED, NoUpstreamAvailable, failureReason
+from splicetx._socketloop import loopFor
+from splicetx._splice import _INERT, RESET_ERRNOS, _Direction, _errname
+from splicetx._tcpoptions import delivered, keepaliveOn
+from splicetx._upstream import _directTarget
+
+__all__ = ["FastForwarder", "fastPathRefusal"]
+
+_log = Logger(namespace="splicetx.proxy")
+
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
+#: The result's engine for a connection that never relayed.
+_NO_ENGINE = "none"
+
+
+class _State(Enum):
+    """
+    Where a fast connection is; every transition assigns
+    L{_FastConnection.state}.
+    """
+
+    CONNECTING = "connecting"
+    RELAYING = "relaying"
+    FINISHED = "finished"
+
+
+def fastPathRefusal(factory: Any, port: Any) -> str | None:
+    """
+    Why C{factory}'s connections on C{port} cannot take the fast path, or
+    C{None} when they can.
+
+    @param factory: a L{SpliceProxyFactory <splicetx.proxy.SpliceProxyFactory>};
+        its C{_fastPathRefusal()} says what about the factory itself stands
+        in the way.
+    @param port: a listening port of it.
+    """
+    if not hasattr(os, "splice"):
+        return "no splice(2)"
+    if type(port) is not _tcp.Port or getattr(port, "factory", None) is not factory:
+        return "not a plain TCP port of this factory"
+    if not IReactorFDSet.providedBy(port.reactor):
+        return "the reactor has no IReactorFDSet"
+    return factory._fastPathRefusal()
+
+
+def _address(host: str, port: int) -> tuple[int, tuple[Any, ...], str]:
+    if isIPv6Address(host):
+        return socket.AF_INET6, (host, port), f"[{host}]:{port}"
+    return socket.AF_INET, (host, port), f"{host}:{port}"
+
+
+def _directAddress(endpoint: Any) -> tuple[int, tuple[Any, ...], str] | None:
+    """
+    C{(family, sockaddr, text)} for a plain TCP endpoint with an IP
+    address and no bind address, else C{None}.
+    """
+    host, port, _, bind = _directTarget(endpoint)
+    if host is None or bind is not None:
+        return None
+    if not (isIPAddress(host) or isIPv6Address(host)):
+        return None
+    return _address(host, port)
+
+
+class _Plan:
+    """
+    Where the factory's clients go now: one address, or a pool whose
+    members all have one.  Remade when the factory's upstream, protocol or
+    pool change (a reload).
+    """
+
+    __slots__ = ("key", "single", "pool", "addresses", "needsKey")
+
+    def __init__(self, factory: Any) -> None:
+        self.key = _planKey(factory)
+        self.single: tuple[int, tuple[Any, ...], str] | None = None
+        self.pool: Any = None
+        self.addresses: dict[int, tuple[int, tuple[Any, ...], str]] = {}
+        self.needsKey = True
+        if factory._fastPathRefusal() is not None:
+            return
+        pool = factory._fastPool()
+        if pool is not None:
+            for member in pool.members:
+                address = _directAddress(member.endpoint)
+                if address is None:
+                    return
+                self.addresses[id(member)] = address
+            self.pool = pool
+            self.needsKey = not isinstance(
+                pool.balancer, (RoundRobin, LeastConnections, WeightedRandom)
+            )
+        else:
+            self.single = _directAddress(factory.upstream)
+
+    @property
+    def usable(self) -> bool:
+        return self.single is not None or self.pool is not None
+
+
+def _planKey(factory: Any) -> tuple[Any, ...]:
+    return (
+        factory.upstream,
+        factory.protocol,
+        getattr(factory, "pool", None),
+        factory.acceptProxyProtocol,
+        factory.sendProxyProtocol,
+        factory.engine,
+    )
+
+
+class FastForwarder:
+    """
+    The fast path of one factory: the accept of its ports, the plan of
+    where clients go, and the one timer of its fast connections.
+
+    @ivar factory: the factory.
+    @ivar live: how many of its fast connections are live.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.reactor = factory.reactor
+        self.loop = loopFor(self.reactor)
+        self.live = 0
+        self._plan: _Plan | None = None
+        self._timer: Any = None
+
+    @property
+    def pool(self) -> PipePool:
+        """
+        The pipe pool of the factory's relays.
+        """
+        return self.factory.pipePool or defaultPipePool()
+
+    def attach(self, port: Any) -> None:
+        """
+        Accept C{port}'s clients on the fast path (before the factory's gate
+        wraps the port's accept).
+        """
+        forwarder = self
+
+        def doRead() -> None:
+            forwarder.accept(port)
+
+        port.doRead = doRead
+
+    # -- accept ------------------------------------------------------------------
+
+    def plan(self) -> _Plan:
+        plan = self._plan
+        if plan is None or plan.key != _planKey(self.factory):
+            plan = self._plan = _Plan(self.factory)
+        return plan
+
+    def accept(self, port: Any) -> None:
+        """
+        The port's C{doRead}: accept what the kernel has, up to the port's
+        limit, as C{tcp.Port.doRead} does.
+        """
+        listener = port.socket
+        limit = port.numberAccepts
+        accepted = 0
+        plan = self.plan()
+        while accepted < limit:
+            try:
+                skt, addr = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EPERM:
+                    continue
+                if not self._acceptFailed(port, e):
+                    break
+                continue
+            accepted += 1
+            try:
+                if not (plan.usable and self._reservePipes()):
+                    self._general(port, skt, addr)
+                    continue
+                skt.setblocking(False)
+                _FastConnection(self, plan, skt, addr)
+            except Exception:
+                _log.failure("accepting a client of {port!r} failed", port=port)
+                skt.close()
+        if accepted == port.numberAccepts:
+            port.numberAccepts += 20
+        else:
+            port.numberAccepts = max(1, accepted)
+
+    def _acceptFailed(self, port: Any, e: OSError) -> bool:
+        """
+        C{accept} failed: with C{EMFILE}, use Twisted's reserved descriptor
+        to accept and close the waiting clients (they see a close, not a
+        hang) and say so once; other errors end this round.
+
+        @return: whether to go on accepting.
+        """
+        reserved = _tcp._reservedFD
+        if e.errno == errno.EMFILE and reserved.available():
+            closed = 0
+            with reserved:
+                while True:
+                    try:
+                        s, _ = port.socket.accept()
+                    except OSError:
+                        break
+                    s.close()
+                    closed += 1
+            _log.warn(
+                "out of file descriptors (EMFILE): closed {count} client(s) at accept",
+                splicetxEvent="accept-failed",
+                count=closed,
+            )
+            return False
+        if e.errno in _tcp._ACCEPT_ERRORS:
+            _log.warn(
+                "cannot accept a client: {error}",
+                splicetxEvent="accept-failed",
+                error=_errname(e.errno or 0),
+            )
+            return False
+        raise e
+
+    def _reservePipes(self) -> bool:
+        pool = self.pool
+        if not pool.reserve(2):
+            return False
+        if pool.idle >= 2:
+            return True
+        taken = []
+        try:
+            for _ in range(2 - pool.idle):
+                taken.append(pool.take())
+        except OSError:
+            pool.unreserve(2)
+            return False
+        finally:
+            for p in taken:
+                pool.give(p)
+        return True
+
+    def _general(self, port: Any, skt: socket.socket, addr: Any) -> None:
+        """
+        Serve one accepted client the general way, as C{tcp.Port.doRead}
+        would have.
+        """
+        if len(addr) == 4:
+            host = socket.getnameinfo(
+                addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+            )
+            addr = (host[0], *addr[1:])
+        protocol = self.factory.buildProtocol(port._buildAddr(addr))
+        if protocol is None:
+            skt.close()
+            return
+        s = port.sessionno
+        port.sessionno = s + 1
+        transport = port.transport(skt, protocol, addr, port, s, port.reactor)
+        protocol.makeConnection(transport)
+
+    # -- the timer -----------------------------------------------------------------
+
+    def started(self) -> None:
+        self.live += 1
+        if self._timer is None:
+            self._schedule()
+
+    def ended(self) -> None:
+        self.live -= 1
+
+    def interval(self) -> float:
+        """
+        How often the fast connections are checked: a quarter of the
+        shortest timeout (between 50 ms and 60 s), at most every 0.25 s
+        while draining.
+        """
+        factory = self.factory
+        times = [
+            t
+            for t in (
+                factory.connectTimeout,
+                factory.idleTimeout,
+                factory.halfCloseTimeout,
+            )
+            if t
+        ]
+        interval = min(60.0, max(0.05, min(times) / 4)) if times else 60.0
+        if factory.draining:
+            interval = min(interval, 0.25)
+        return interval
+
+    def _schedule(self) -> None:
+        self._timer = self.reactor.callLater(self.interval(), self.check)
+
+    def check(self) -> None:
+        """
+        Check every fast connection's timeouts; again later while any is
+        live.
+        """
+        self._timer = None
+        now = self.reactor.seconds()
+        for conn in list(self.factory._gate.live):
+            if type(conn) is _FastConnection and conn.forwarder is self:
+                conn.check(now)
+        if self.live > 0:
+            self._schedule()
+
+    def hurry(self) -> None:
+        """
+        The interval may have shrunk (a drain started): check no later than
+        it says.
+        """
+        timer = self._timer
+        if timer is None or not timer.active():
+            return
+        interval = self.interval()
+        if timer.getTime() - self.reactor.seconds() > interval:
+            timer.reset(interval)
+
+    def stop(self) -> None:
+        """
+        Cancel the timer (nothing live).
+        """
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+class _FastSocket:
+    """
+    One socket of a fast connection: a member of the L{SocketLoop
+    <splicetx._socketloop.SocketLoop>} and, for its two
+    L{_Direction <splicetx._splice._Direction>}s, what the splice engine's
+    own socket object is.
+    """
+
+    __slots__ = (
+        "engine",
+        "loop",
+        "name",
+        "sock",
+        "fd",
+        "reading",
+        "writing",
+        "source",
+        "sink",
+    )
+
+    def __init__(self, conn: _FastConnection, sock: socket.socket, name: str) -> None:
+        self.engine: Any = conn
+        self.loop = conn.forwarder.loop
+        self.name = name
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reading = False
+        self.writing = False
+        self.source: Any = _INERT
+        self.sink: Any = _INERT
+
+    @property
+    def socket(self) -> socket.socket:
+        """
+        The socket (what L{splicetx._tcpoptions} looks for).
+        """
+        return self.sock
+
+    def startReading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.loop.update(self)
+
+    def stopReading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.update(self)
+
+    def startWriting(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.loop.update(self)
+
+    def stopWriting(self) -> None:
+        if self.writing:
+            self.writing = False
+            self.loop.update(self)
+
+    def crashed(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.fail(ERROR, f"internal error on socket {self.name}")
+
+    def connectionLost(self, reason: Failure) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.socketLost(self, reason)
+
+    def close(self, abort: bool) -> None:
+        """
+        Leave the loop, go inert, close the socket (with a reset when
+        C{abort}).
+        """
+        self.loop.forget(self)
+        self.reading = self.writing = False
+        self.engine = None
+        self.source = self.sink = _INERT
+        sock = self.sock
+        if abort:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        sock.close()
+        self.fd = -1
+
+    def __repr__(self) -> str:
+        return f"<splicetx fast socket {self.name} fd={self.fd}>"
+
+
+class _FastConnection:
+    """
+    One client on the fast path, from accept to its log record.  It is the
+    "engine" its two L{_Direction <splicetx._splice._Direction>}s report to,
+    and, for the factory's gate and status page, a live connection
+    (C{abort}, C{drainStarted}, C{relay}, C{upstreamEndpoint},
+    C{startedAt}, C{clientText}).
+
+    @ivar state: the L{_State}.
+    """
+
+    __slots__ = (
+        "forwarder",
+        "plan",
+        "state",
+        "client",
+        "upstream",
+        "ab",
+        "ba",
+        "peer",
+        "member",
+        "tried",
+        "attempts",
+        "deadline",
+        "totalDeadline",
+        "startedAt",
+        "lastActivity",
+        "mark",
+        "halfClosedAt",
+        "__weakref__",
+    )
+
+    #: What the status page and the log say of the engine.
+    engine = "splice"
+    #: Never a PROXY header on the fast path.
+    proxyHeader = None
+
+    def __init__(
+        self, forwarder: FastForwarder, plan: _Plan, skt: socket.socket, addr: Any
+    ) -> None:
+        factory = forwarder.factory
+        self.forwarder = forwarder
+        self.plan = plan
+        self.state = _State.CONNECTING
+        self.client = _FastSocket(self, skt, "A")
+        self.upstream: _FastSocket | None = None
+        self.ab: Any = None
+        self.ba: Any = None
+        self.peer = addr
+        self.member: Any = None
+        self.tried: list[Any] | None = None
+        self.attempts: list[Any] | None = None
+        self.deadline = 0.0
+        self.totalDeadline = 0.0
+        self.startedAt = self.lastActivity = now = factory.reactor.seconds()
+        self.mark = 0
+        self.halfClosedAt: float | None = None
+        factory._gate.connectionStarted(self)
+        forwarder.started()
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.connectionOpened(factory.forwardName)
+        keepalive = factory.tcpKeepalive
+        if keepalive is not None and not factory._keepalivePorts:
+            keepaliveOn(skt, keepalive)
+        acl = factory.acl
+        if acl is not None:
+            allowed, why = acl.isAllowed(addr[0])
+            if not allowed:
+                if metrics is not None:
+                    metrics.connectionRefused("acl", factory.forwardName)
+                self.client.close(False)
+                self._finish(_NO_ENGINE, 0, 0, "rejected", why)
+                return
+        pool = plan.pool
+        if pool is not None:
+            self.tried = []
+            total = pool.totalTimeout
+            if total:
+                self.totalDeadline = now + total
+        self._connect(now)
+
+    # -- connecting ----------------------------------------------------------------
+
+    @property
+    def clientText(self) -> str:
+        """
+        The client's address, as the log writes it.
+        """
+        addr = self.peer
+        if len(addr) == 4:
+            return f"[{addr[0]}]:{addr[1]}"
+        return f"{addr[0]}:{addr[1]}"
+
+    @property
+    def upstreamEndpoint(self) -> Any:
+        """
+        What the status page names as the upstream.
+        """
+        member = self.member
+        if member is not None:
+            return member.endpoint
+        return self.forwarder.factory.upstream
+
+    def _target(self) -> tuple[int, tuple[Any, ...], str] | None:
+        plan = self.plan
+        if plan.pool is None:
+            return plan.single
+        assert self.tried is not None
+        pool = plan.pool
+        if pool.maxTries is not None and len(self.tried) >= pool.maxTries:
+            return None
+        key = None
+        if plan.needsKey:
+            key = clientKeyFor(self.peer[0])
+        member = pool.pick(key, self.tried)
+        if member is None:
+            return None
+        self.tried.append(member)
+        self.member = member
+        return plan.addresses.get(id(member))
+
+    def _connect(self, now: float) -> None:
+        """
+        Start the connect to the next upstream (the only one, or the pool's
+        next member).
+        """
+        target = self._target()
+        if target is None:
+            self._noUpstream()
+            return
+        family, sockaddr, _ = target
+        factory = self.forwarder.factory
+        timeout = factory.connectTimeout
+        pool = self.plan.pool
+        if pool is not None:
+            timeout = pool.tryTimeout or 0.0
+        deadline = now + timeout if timeout else 0.0
+        total = self.totalDeadline
+        if total and (not deadline or total < deadline):
+            deadline = total
+        self.deadline = deadline
+        try:
+            up = socket.socket(family, _STREAM)
+        except OSError as e:
+            self._failed(
+                f"cannot connect to {target[2]}: cannot create a socket: "
+                f"{_errname(e.errno or 0)}",
+                e,
+            )
+            return
+        err = up.connect_ex(sockaddr)
+        us = self.upstream = _FastSocket(self, up, "B")
+        if err == 0:
+            self._connected()
+        elif err in _CONNECTING:
+            us.sink = self
+            us.startWriting()
+        else:
+            self._tryFailed(err)
+
+    def writable(self) -> None:
+        """
+        The upstream socket is writable while connecting: the connect
+        finished, one way or the other.
+        """
+        us = self.upstream
+        assert us is not None
+        err = us.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._tryFailed(err)
+        else:
+            self._connected()
+
+    def _tryFailed(self, err: int, timedOut: bool = False) -> None:
+        """
+        One connect failed: fail over to the pool's next member, or fail.
+        """
+        us, self.upstream = self.upstream, None
+        if us is not None:
+            us.close(True)
+        if timedOut:
+            exc: Exception = _error.TimeoutError()
+        else:
+            exc = _error.getConnectError(OSError(err, os.strerror(err)))
+        member = self.member
+        if member is None:
+            factory = self.forwarder.factory
+            if timedOut:
+                why = f"timed out after {factory.connectTimeout:g} s"
+            else:
+                why = Failure(exc).getErrorMessage()
+            self._failed(
+                f"cannot connect to {describeEndpoint(factory.upstream)}: {why}", exc
+            )
+            return
+        reason = failureReason(exc)
+        if self.attempts is None:
+            self.attempts = []
+        self.attempts.append((member, Failure(exc)))
+        member.connectFailed(reason)
+        self.member = None
+        pool = self.plan.pool
+        _log.info(
+            "connect to {upstream} of pool {pool} failed: {reason}",
+            splicetxEvent="upstream-connect-failed",
+            upstream=member.description,
+            reason=reason,
+            pool=pool.name,
+        )
+        now = self.forwarder.reactor.seconds()
+        if self.totalDeadline and now >= self.totalDeadline:
+            self._noUpstream()
+            return
+        self._connect(now)
+
+    def _noUpstream(self) -> None:
+        """
+        The pool has no member left to try.
+        """
+        pool = self.plan.pool
+        attempts = self.attempts or []
+        tried = self.tried or []
+        reason = ALL_FAILED if tried else ALL_DOWN
+        if attempts:
+            text = ", ".join(f"{u.description} {failureReason(f)}" for u, f in attempts)
+        else:
+            text = "none tried"
+        detail = f"{reason} in pool {pool.name}: {text}"
+        down = [m.description for m in pool.members if m not in tried]
+        if reason == ALL_DOWN and down:
+            detail += f" (down: {', '.join(down)})"
+        exc = NoUpstreamAvailable(reason, detail, attempts)
+        self._failed(
+            f"cannot connect to pool {pool.name}: {Failure(exc).getErrorMessage()}",
+            exc,
+        )
+
+    def _failed(self, detail: str, exc: BaseException) -> None:
+        """
+        No upstream could be reached: close the client, count and log it.
+        """
+        factory = self.forwarder.factory
+        if factory.metrics is not None:
+            factory.metrics.connectFailed(Failure(exc), factory.forwardName)
+        self.client.close(True)
+        self._finish(_NO_ENGINE, 0, 0, "upstream failed", detail)
+
+    def _connected(self) -> None:
+        """
+        The upstream is connected: splice both ways.
+        """
+        us = self.upstream
+        assert us is not None
+        self.state = _State.RELAYING
+        factory = self.forwarder.factory
+        member = self.member
+        if member is not None:
+            member.connectSucceeded()
+            member.acquire()
+        keepalive = factory.tcpKeepalive
+        if keepalive is not None:
+            keepaliveOn(us.sock, keepalive)
+        cs = self.client
+        self.lastActivity = self.forwarder.reactor.seconds()
+        ab = self.ab = _Direction(self, cs, us)
+        ba = self.ba = _Direction(self, us, cs)
+        cs.source = us.sink = ab
+        us.source = cs.sink = ba
+        if us.writing:
+            us.writing = False
+            us.reading = True
+            us.loop.update(us)
+        else:
+            us.startReading()
+        cs.startReading()
+
+    # -- the engine, for the directions -------------------------------------------
+
+    @property
+    def pool(self) -> PipePool:
+        return self.forwarder.pool
+
+    @property
+    def reactor(self) -> Any:
+        return self.forwarder.reactor
+
+    def directionDone(self) -> None:
+        ab, ba = self.ab, self.ba
+        if ab.done and ba.done:
+            self._end(DONE, "both directions finished", False)
+
+    def fail(self, reason: str, detail: str) -> None:
+        self._end(reason, detail, True)
+
+    def spliceFailed(self, direction: Any, e: OSError, reading: bool) -> None:
+        err = e.errno or 0
+        where = direction.src.name if reading else direction.dst.name
+        self.fail(
+            RESET if err in RESET_ERRNOS else ERROR,
+            f"{direction.name}: {'read from' if reading else 'write to'} "
+            f"{where} failed: {_errname(err)}",
+        )
+
+    def pipeFailed(self, direction: Any, e: OSError) -> None:
+        self.fail(
+            ERROR, f"{direction.name}: cannot create a pipe: {_errname(e.errno or 0)}"
+        )
+
+    def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
+        """
+        The reactor dropped the socket loop (reactor shutdown).
+        """
+        try:
+            err = sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as e:
+            err = e.errno or 0
+        if err:
+            self.fail(
+                RESET if err in RESET_ERRNOS else ERROR,
+                f"transport {sock.name}: {_errname(err)}",
+            )
+        else:
+            self.fail(CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}")
+
+    # -- for the gate and the status page ------------------------------------------
+
+    @property
+    def relay(self) -> _FastConnection | None:
+        """
+        Itself once relaying (it has the byte counts), else C{None}.
+        """
+        return self if self.ab is not None else None
+
+    @property
+    def bytesAToB(self) -> int:
+        return self.ab.moved if self.ab is not None else 0
+
+    @property
+    def bytesBToA(self) -> int:
+        return self.ba.moved if self.ba is not None else 0
+
+    def abort(self, reason: str = CANCELLED, detail: str = "aborted") -> None:
+        """
+        End this connection now (both sockets reset).
+        """
+        self._end(reason, detail, True)
+
+    def drainStarted(self) -> None:
+        """
+        The factory drains: check at once whether this connection can close,
+        then on the drain's schedule.
+        """
+        self.check(self.forwarder.reactor.seconds())
+        self.forwarder.hurry()
+
+    def check(self, now: float) -> None:
+        """
+        The timeouts: connect, idle, half-close, and the drain's prompt
+        close (the same rules as L{splicetx._idle.IdleTimer}).
+        """
+        state = self.state
+        if state is _State.FINISHED:
+            return
+        factory = self.forwarder.factory
+        if state is _State.CONNECTING:
+            self.lastActivity = now
+            if self.deadline and now >= self.deadline:
+                self._tryFailed(errno.ETIMEDOUT, timedOut=True)
+            return
+        ab, ba = self.ab, self.ba
+        mark = ab.moved + ba.moved
+        if mark != self.mark:
+            self.mark = mark
+            self.lastActivity = now
+        if ab.done != ba.done:
+            if self.halfClosedAt is None:
+                self.halfClosedAt = now
+            if ba.done and factory.draining and delivered(self.client):
+                self._end(
+                    CLOSED,
+                    "draining: the upstream finished and the client has "
+                    "received everything",
+                    False,
+                )
+                return
+            half = factory.halfCloseTimeout
+            if half and now - max(self.lastActivity, self.halfClosedAt) >= half:
+                if ba.done:
+                    self._end(
+                        "half-close timeout",
+                        f"the upstream finished; the client sent nothing and "
+                        f"did not close for {half:g} s",
+                        False,
+                    )
+                else:
+                    self._end(
+                        "half-close timeout",
+                        f"the client finished; the upstream sent nothing for "
+                        f"{half:g} s",
+                        True,
+                    )
+                return
+        idle = factory.idleTimeout
+        if idle and now - self.lastActivity >= idle:
+            self._end("idle timeout", f"no bytes either way for {idle:g} s", True)
+
+    # -- the end -----------------------------------------------------------------
+
+    def _end(self, reason: str, detail: str, abort: bool) -> None:
+        """
+        Close both sockets, give the pipes back and record the result.
+        """
+        if self.state is _State.FINISHED:
+            return
+        ab, ba = self.ab, self.ba
+        pool = self.forwarder.pool
+        up = down = 0
+        for d in (ab, ba):
+            if d is None:
+                continue
+            if d.pipe is not None:
+                if d.inPipe:
+                    pool.discard(d.pipe)
+                else:
+                    pool.give(d.pipe)
+                d.pipe = None
+            d.engine = None
+            d.src = d.dst = None
+        if ab is not None:
+            up, down = ab.moved, ba.moved
+        self.client.close(abort)
+        us, self.upstream = self.upstream, None
+        if us is not None:
+            us.close(abort)
+        engine = "splice" if ab is not None else _NO_ENGINE
+        self._finish(engine, up, down, reason, detail)
+
+    def _finish(
+        self, engine: str, up: int, down: int, reason: str, detail: str
+    ) -> None:
+        self.state = _State.FINISHED
+        forwarder = self.forwarder
+        factory = forwarder.factory
+        forwarder.pool.unreserve(2)
+        forwarder.ended()
+        upstreamText = self._upstreamText()
+        member, self.member = self.member, None
+        if member is not None and engine != _NO_ENGINE:
+            member.release()
+        duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
+        result = RelayResult(engine, up, down, duration, reason, detail, None)
+        metrics = factory.metrics
+        try:
+            if metrics is not None:
+                forward = factory.forwardName
+                metrics.connectionClosed(forward)
+                if engine != _NO_ENGINE:
+                    metrics.relayFinished(result, forward)
+            factory._recordConnection(
+                result, self.clientText, upstreamText, None, None, self._extra()
+            )
+        except Exception:
+            _log.failure("recording {conn!r} failed", conn=self)
+        finally:
+            factory._gate.connectionEnded(self)
+            if forwarder.live <= 0:
+                forwarder.stop()
+
+    def _upstreamText(self) -> str:
+        plan = self.plan
+        if plan.single is not None:
+            return plan.single[2]
+        member = self.member
+        if member is not None and self.ab is not None:
+            address = plan.addresses.get(id(member))
+            if address is not None:
+                return address[2]
+        return f"pool {plan.pool.name}"
+
+    def _extra(self) -> dict[str, Any] | None:
+        factory = self.forwarder.factory
+        extra = factory.logFields
+        pool = self.plan.pool
+        if pool is not None:
+            extra = dict(extra or ())
+            extra["pool"] = str(pool.name)
+            extra["serverName"] = None
+        return extra
+
+    def __repr__(self) -> str:
+        return f"<splicetx fast connection {self.clientText} {self.state.value}>"
