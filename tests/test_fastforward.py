@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx import DONE, RESET, AccessControl
-from splicetx._fastforward import _FastConnection, fastPathRefusal
+from splicetx._fastconn import _FastConnection
+from splicetx._fastpath import fastPathRefusal
 from splicetx._pool import Upstream, UpstreamPool
 from splicetx._poolproxy import PoolProxyFactory
 from splicetx._socketloop import loopFor

@@ -4,7 +4,7 @@ Many relayed sockets behind one reactor reader: an C{epoll} set of our own
 whose file descriptor is the one thing the reactor watches
 (docs/design-decisions.md rule 15).
 
-The fast path of a plain forward (L{splicetx._fastforward}) owns its
+The fast path of a plain forward (L{splicetx._fastpath}) owns its
 sockets outright, with no Twisted transport around them.  Registering each
 of them with the reactor would make every readiness event pay the
 reactor's dispatch (a logging context per call, its own bookkeeping per
@@ -18,7 +18,7 @@ socket.  Level-triggered: what is not handled in this turn is reported
 again in the next.
 
 A member is an object with C{fd}, C{reading}, C{writing}, C{source} and
-C{sink} (see L{splicetx._fastforward._FastSocket}): on an input event of a
+C{sink} (see L{splicetx._fastconn._FastSocket}): on an input event of a
 member that reads, C{source.readable()} is called, on an output event of a
 member that writes, C{sink.writable()}.  Errors and hang-ups count as both,
 so the next system call on the socket reports them.  A member with no

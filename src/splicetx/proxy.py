@@ -52,7 +52,7 @@ from twisted.logger import Logger
 from splicetx import _tls
 from splicetx._acl import AccessControl
 from splicetx._describe import describeAddress, describeEndpoint
-from splicetx._fastforward import FastForwarder, fastPathRefusal
+from splicetx._fastpath import FastForwarder, fastPathRefusal
 from splicetx._pipes import PipePool
 from splicetx._portgate import PortGate
 from splicetx._protocol import (
@@ -148,7 +148,7 @@ class SpliceProxyFactory(Factory):
         one), or C{None} to emit them as C{twisted.logger} events.
     @ivar fastPath: whether the listening ports given to
         L{addListeningPort} may serve clients on the fast path
-        (L{splicetx._fastforward}: raw sockets, no transport or protocol per
+        (L{splicetx._fastpath}: raw sockets, no transport or protocol per
         connection) when nothing needs the general one: this class's own
         C{protocol}, C{buildProtocol} and C{relayFinished}, no PROXY
         protocol, an upstream that is a TCP address, a plain TCP port on a
@@ -338,7 +338,7 @@ class SpliceProxyFactory(Factory):
     ) -> None:
         """
         Write one connection's record (see L{relayFinished}), from what the
-        general path or the fast path (L{splicetx._fastforward}) knows of
+        general path or the fast path (L{splicetx._fastpath}) knows of
         it.
         """
         normal = result.reason in (DONE, CLOSED)

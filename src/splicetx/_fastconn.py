@@ -1,45 +1,22 @@
 # -*- test-case-name: tests.test_fastforward -*-
 """
-The fast path of a plain forward: accept, connect and splice with raw
-sockets, no Twisted transport or protocol per connection
-(docs/design-decisions.md rule 15).
+One client on the fast path of a plain forward (L{splicetx._fastpath}),
+from its accepted socket to its log record
+(docs/design-decisions.md rule 15):
 
-A L{SpliceProxyFactory <splicetx.proxy.SpliceProxyFactory>} that nobody
-customised -- its own C{protocol} (or L{PoolProxyProtocol
-<splicetx._poolproxy.PoolProxyProtocol>} over a pool), no PROXY protocol
-either way, an upstream that is a TCP address (or a pool of them), not the
-copy engine -- forwards every client the same way, so most of what the
-general path builds per connection (a C{tcp.Server} transport, a protocol
-with its hooks and phases, an upstream connector, client factory and
-protocol, a L{Relay <splicetx.Relay>} and its engine, a timer) exists only
-to be torn down again.  For such a factory, on a plain TCP listening port
-of a Linux reactor with C{IReactorFDSet}, L{FastForwarder.attach} replaces
-the port's accept with one that, per client:
-
-  1. accepts the socket (the port's own accept limit and Twisted's
-     C{EMFILE} reserve apply, so C{max-connections} and fd exhaustion behave
-     as on the general path);
-  2. applies the factory's access rules;
-  3. opens a non-blocking socket to the upstream (a pool member chosen by
-     the pool's balancer, failing over to the next member on a failed
-     connect exactly as L{UpstreamPool.connect
-     <splicetx._pool.UpstreamPool.connect>} does);
-  4. once connected, splices both ways with the splice engine's own
-     L{_Direction <splicetx._splice._Direction>} (same loop, same byte
-     budget per reactor turn), both sockets in the reactor's
+  1. the factory's access rules;
+  2. a non-blocking connect to the upstream (a pool member chosen by the
+     pool's balancer, failing over to the next member on a failed connect
+     exactly as L{UpstreamPool.connect <splicetx._pool.UpstreamPool.connect>}
+     does, bounded in tries and time);
+  3. once connected, both ways spliced by the splice engine's own
+     L{_Direction <splicetx._splice._Direction>} (the same loop, the same
+     byte budget per reactor turn), both sockets members of the reactor's
      L{SocketLoop <splicetx._socketloop.SocketLoop>};
-  5. at the end, closes both sockets and records the same
-     L{RelayResult <splicetx.RelayResult>}, metrics and log record as the
-     general path.
+  4. at the end, both sockets closed, and the same L{RelayResult
+     <splicetx.RelayResult>}, metrics and log record as the general path.
 
-The connect timeout, idle timeout, half-close timeout and the drain's
-prompt close are checked for all of a factory's fast connections by one
-timer (L{FastForwarder}), not one per connection.
-
-A connection that cannot take the fast path when it is accepted (no pipe
-to be had, a reload made the upstream a host name) takes the general path
-from there: it gets the port's transport and the factory's protocol as if
-the port had accepted it itself.
+Its timeouts are checked by its forwarder's timer (L{_FastConnection.check}).
 """
 
 from __future__ import annotations
@@ -49,26 +26,26 @@ import os
 import socket
 import struct
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as _error
-from twisted.internet import tcp as _tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from splicetx._balance import LeastConnections, RoundRobin, WeightedRandom, clientKeyFor
+from splicetx._balance import clientKeyFor
 from splicetx._core import CANCELLED, CLOSED, DONE, ERROR, RESET, RelayResult
 from splicetx._describe import describeEndpoint
-from splicetx._pipes import PipePool, defaultPipePool
+from splicetx._pipes import PipePool
 from splicetx._pool import ALL_DOWN, ALL_FAILED, NoUpstreamAvailable, failureReason
-from splicetx._socketloop import loopFor
 from splicetx._splice import _INERT, RESET_ERRNOS, _Direction, _errname
 from splicetx._tcpoptions import delivered, keepaliveOn
-from splicetx._upstream import _directTarget
+from splicetx._upstream import _directTarget as directTarget
 
-__all__ = ["FastForwarder", "fastPathRefusal"]
+if TYPE_CHECKING:
+    from splicetx._fastpath import FastForwarder, _Plan
+
+__all__ = ["_FastConnection", "directAddress"]
 
 _log = Logger(namespace="splicetx.proxy")
 
@@ -90,307 +67,23 @@ class _State(Enum):
     FINISHED = "finished"
 
 
-def fastPathRefusal(factory: Any, port: Any) -> str | None:
-    """
-    Why C{factory}'s connections on C{port} cannot take the fast path, or
-    C{None} when they can.
-
-    @param factory: a L{SpliceProxyFactory <splicetx.proxy.SpliceProxyFactory>};
-        its C{_fastPathRefusal()} says what about the factory itself stands
-        in the way.
-    @param port: a listening port of it.
-    """
-    if not hasattr(os, "splice"):
-        return "no splice(2)"
-    if type(port) is not _tcp.Port or getattr(port, "factory", None) is not factory:
-        return "not a plain TCP port of this factory"
-    if not IReactorFDSet.providedBy(port.reactor):
-        return "the reactor has no IReactorFDSet"
-    return factory._fastPathRefusal()
-
-
 def _address(host: str, port: int) -> tuple[int, tuple[Any, ...], str]:
     if isIPv6Address(host):
         return socket.AF_INET6, (host, port), f"[{host}]:{port}"
     return socket.AF_INET, (host, port), f"{host}:{port}"
 
 
-def _directAddress(endpoint: Any) -> tuple[int, tuple[Any, ...], str] | None:
+def directAddress(endpoint: Any) -> tuple[int, tuple[Any, ...], str] | None:
     """
     C{(family, sockaddr, text)} for a plain TCP endpoint with an IP
     address and no bind address, else C{None}.
     """
-    host, port, _, bind = _directTarget(endpoint)
+    host, port, _, bind = directTarget(endpoint)
     if host is None or bind is not None:
         return None
     if not (isIPAddress(host) or isIPv6Address(host)):
         return None
     return _address(host, port)
-
-
-class _Plan:
-    """
-    Where the factory's clients go now: one address, or a pool whose
-    members all have one.  Remade when the factory's upstream, protocol or
-    pool change (a reload).
-    """
-
-    __slots__ = ("key", "single", "pool", "addresses", "needsKey")
-
-    def __init__(self, factory: Any) -> None:
-        self.key = _planKey(factory)
-        self.single: tuple[int, tuple[Any, ...], str] | None = None
-        self.pool: Any = None
-        self.addresses: dict[int, tuple[int, tuple[Any, ...], str]] = {}
-        self.needsKey = True
-        if factory._fastPathRefusal() is not None:
-            return
-        pool = factory._fastPool()
-        if pool is not None:
-            for member in pool.members:
-                address = _directAddress(member.endpoint)
-                if address is None:
-                    return
-                self.addresses[id(member)] = address
-            self.pool = pool
-            self.needsKey = not isinstance(
-                pool.balancer, (RoundRobin, LeastConnections, WeightedRandom)
-            )
-        else:
-            self.single = _directAddress(factory.upstream)
-
-    @property
-    def usable(self) -> bool:
-        return self.single is not None or self.pool is not None
-
-
-def _planKey(factory: Any) -> tuple[Any, ...]:
-    return (
-        factory.upstream,
-        factory.protocol,
-        getattr(factory, "pool", None),
-        factory.acceptProxyProtocol,
-        factory.sendProxyProtocol,
-        factory.engine,
-    )
-
-
-class FastForwarder:
-    """
-    The fast path of one factory: the accept of its ports, the plan of
-    where clients go, and the one timer of its fast connections.
-
-    @ivar factory: the factory.
-    @ivar live: how many of its fast connections are live.
-    """
-
-    def __init__(self, factory: Any) -> None:
-        self.factory = factory
-        self.reactor = factory.reactor
-        self.loop = loopFor(self.reactor)
-        self.live = 0
-        self._plan: _Plan | None = None
-        self._timer: Any = None
-
-    @property
-    def pool(self) -> PipePool:
-        """
-        The pipe pool of the factory's relays.
-        """
-        return self.factory.pipePool or defaultPipePool()
-
-    def attach(self, port: Any) -> None:
-        """
-        Accept C{port}'s clients on the fast path (before the factory's gate
-        wraps the port's accept).
-        """
-        forwarder = self
-
-        def doRead() -> None:
-            forwarder.accept(port)
-
-        port.doRead = doRead
-
-    # -- accept ------------------------------------------------------------------
-
-    def plan(self) -> _Plan:
-        plan = self._plan
-        if plan is None or plan.key != _planKey(self.factory):
-            plan = self._plan = _Plan(self.factory)
-        return plan
-
-    def accept(self, port: Any) -> None:
-        """
-        The port's C{doRead}: accept what the kernel has, up to the port's
-        limit, as C{tcp.Port.doRead} does.
-        """
-        listener = port.socket
-        limit = port.numberAccepts
-        accepted = 0
-        plan = self.plan()
-        while accepted < limit:
-            try:
-                skt, addr = listener.accept()
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.EPERM:
-                    continue
-                if not self._acceptFailed(port, e):
-                    break
-                continue
-            accepted += 1
-            try:
-                if not (plan.usable and self._reservePipes()):
-                    self._general(port, skt, addr)
-                    continue
-                skt.setblocking(False)
-                _FastConnection(self, plan, skt, addr)
-            except Exception:
-                _log.failure("accepting a client of {port!r} failed", port=port)
-                skt.close()
-        if accepted == port.numberAccepts:
-            port.numberAccepts += 20
-        else:
-            port.numberAccepts = max(1, accepted)
-
-    def _acceptFailed(self, port: Any, e: OSError) -> bool:
-        """
-        C{accept} failed: with C{EMFILE}, use Twisted's reserved descriptor
-        to accept and close the waiting clients (they see a close, not a
-        hang) and say so once; other errors end this round.
-
-        @return: whether to go on accepting.
-        """
-        reserved = _tcp._reservedFD
-        if e.errno == errno.EMFILE and reserved.available():
-            closed = 0
-            with reserved:
-                while True:
-                    try:
-                        s, _ = port.socket.accept()
-                    except OSError:
-                        break
-                    s.close()
-                    closed += 1
-            _log.warn(
-                "out of file descriptors (EMFILE): closed {count} client(s) at accept",
-                splicetxEvent="accept-failed",
-                count=closed,
-            )
-            return False
-        if e.errno in _tcp._ACCEPT_ERRORS:
-            _log.warn(
-                "cannot accept a client: {error}",
-                splicetxEvent="accept-failed",
-                error=_errname(e.errno or 0),
-            )
-            return False
-        raise e
-
-    def _reservePipes(self) -> bool:
-        pool = self.pool
-        if not pool.reserve(2):
-            return False
-        if pool.idle >= 2:
-            return True
-        taken = []
-        try:
-            for _ in range(2 - pool.idle):
-                taken.append(pool.take())
-        except OSError:
-            pool.unreserve(2)
-            return False
-        finally:
-            for p in taken:
-                pool.give(p)
-        return True
-
-    def _general(self, port: Any, skt: socket.socket, addr: Any) -> None:
-        """
-        Serve one accepted client the general way, as C{tcp.Port.doRead}
-        would have.
-        """
-        if len(addr) == 4:
-            host = socket.getnameinfo(
-                addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
-            )
-            addr = (host[0], *addr[1:])
-        protocol = self.factory.buildProtocol(port._buildAddr(addr))
-        if protocol is None:
-            skt.close()
-            return
-        s = port.sessionno
-        port.sessionno = s + 1
-        transport = port.transport(skt, protocol, addr, port, s, port.reactor)
-        protocol.makeConnection(transport)
-
-    # -- the timer -----------------------------------------------------------------
-
-    def started(self) -> None:
-        self.live += 1
-        if self._timer is None:
-            self._schedule()
-
-    def ended(self) -> None:
-        self.live -= 1
-
-    def interval(self) -> float:
-        """
-        How often the fast connections are checked: a quarter of the
-        shortest timeout (between 50 ms and 60 s), at most every 0.25 s
-        while draining.
-        """
-        factory = self.factory
-        times = [
-            t
-            for t in (
-                factory.connectTimeout,
-                factory.idleTimeout,
-                factory.halfCloseTimeout,
-            )
-            if t
-        ]
-        interval = min(60.0, max(0.05, min(times) / 4)) if times else 60.0
-        if factory.draining:
-            interval = min(interval, 0.25)
-        return interval
-
-    def _schedule(self) -> None:
-        self._timer = self.reactor.callLater(self.interval(), self.check)
-
-    def check(self) -> None:
-        """
-        Check every fast connection's timeouts; again later while any is
-        live.
-        """
-        self._timer = None
-        now = self.reactor.seconds()
-        for conn in list(self.factory._gate.live):
-            if type(conn) is _FastConnection and conn.forwarder is self:
-                conn.check(now)
-        if self.live > 0:
-            self._schedule()
-
-    def hurry(self) -> None:
-        """
-        The interval may have shrunk (a drain started): check no later than
-        it says.
-        """
-        timer = self._timer
-        if timer is None or not timer.active():
-            return
-        interval = self.interval()
-        if timer.getTime() - self.reactor.seconds() > interval:
-            timer.reset(interval)
-
-    def stop(self) -> None:
-        """
-        Cancel the timer (nothing live).
-        """
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
 
 class _FastSocket:
