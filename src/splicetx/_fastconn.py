@@ -25,6 +25,7 @@ import errno
 import os
 import socket
 import struct
+from _socket import socket as _RawSocket
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,7 @@ class _FastSocket:
         "sink",
     )
 
-    def __init__(self, conn: _FastConnection, sock: socket.socket, name: str) -> None:
+    def __init__(self, conn: _FastConnection, sock: _RawSocket, name: str) -> None:
         self.engine: Any = conn
         self.loop = conn.forwarder.loop
         self.name = name
@@ -118,7 +119,7 @@ class _FastSocket:
         self.sink: Any = _INERT
 
     @property
-    def socket(self) -> socket.socket:
+    def socket(self) -> _RawSocket:
         """
         The socket (what L{splicetx._tcpoptions} looks for).
         """
@@ -214,7 +215,7 @@ class _FastConnection:
     proxyHeader = None
 
     def __init__(
-        self, forwarder: FastForwarder, plan: _Plan, skt: socket.socket, addr: Any
+        self, forwarder: FastForwarder, plan: _Plan, skt: _RawSocket, addr: Any
     ) -> None:
         factory = forwarder.factory
         self.forwarder = forwarder
@@ -319,7 +320,7 @@ class _FastConnection:
             deadline = total
         self.deadline = deadline
         try:
-            up = socket.socket(family, _STREAM)
+            up = _RawSocket(family, _STREAM)
         except OSError as e:
             self._failed(
                 f"cannot connect to {target[2]}: cannot create a socket: "
@@ -642,8 +643,6 @@ class _FastConnection:
             _log.failure("recording {conn!r} failed", conn=self)
         finally:
             factory._gate.connectionEnded(self)
-            if forwarder.live <= 0:
-                forwarder.stop()
 
     def _upstreamText(self) -> str:
         plan = self.plan

@@ -36,6 +36,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from _socket import socket as _RawSocket
 from typing import Any
 
 from twisted.internet import tcp as _tcp
@@ -134,6 +135,8 @@ class FastForwarder:
         self.reactor = factory.reactor
         self.loop = loopFor(self.reactor)
         self.live = 0
+        #: The listening ports attached (until they stop listening).
+        self.ports: set[Any] = set()
         self._plan: _Plan | None = None
         self._timer: Any = None
 
@@ -150,11 +153,29 @@ class FastForwarder:
         wraps the port's accept).
         """
         forwarder = self
+        closed = port.connectionLost
 
         def doRead() -> None:
             forwarder.accept(port)
 
+        def connectionLost(reason: Any) -> Any:
+            try:
+                return closed(reason)
+            finally:
+                forwarder.portClosed(port)
+
         port.doRead = doRead
+        port.connectionLost = connectionLost
+        self.ports.add(port)
+
+    def portClosed(self, port: Any) -> None:
+        """
+        C{port} stopped listening: with nothing live and no port left, the
+        timer goes (a test's reactor is left clean).
+        """
+        self.ports.discard(port)
+        if not self.live and not self.ports:
+            self.stop()
 
     # -- accept ------------------------------------------------------------------
 
@@ -173,9 +194,12 @@ class FastForwarder:
         limit = port.numberAccepts
         accepted = 0
         plan = self.plan()
+        family = int(listener.family)
         while accepted < limit:
             try:
-                skt, addr = listener.accept()
+                # The C level: socket.accept() would build a socket.socket
+                # and convert its family and type to enums, per client.
+                fd, addr = listener._accept()
             except BlockingIOError:
                 break
             except OSError as e:
@@ -185,15 +209,21 @@ class FastForwarder:
                     break
                 continue
             accepted += 1
+            skt: Any = None
             try:
                 if not (plan.usable and self._reservePipes()):
+                    skt = socket.socket(listener.family, listener.type, 0, fd)
                     self._general(port, skt, addr)
                     continue
+                skt = _RawSocket(family, socket.SOCK_STREAM, 0, fd)
                 skt.setblocking(False)
                 _FastConnection(self, plan, skt, addr)
             except Exception:
                 _log.failure("accepting a client of {port!r} failed", port=port)
-                skt.close()
+                if skt is not None:
+                    skt.close()
+                else:
+                    os.close(fd)
         if accepted == port.numberAccepts:
             port.numberAccepts += 20
         else:
@@ -213,10 +243,10 @@ class FastForwarder:
             with reserved:
                 while True:
                     try:
-                        s, _ = port.socket.accept()
+                        fd, _ = port.socket._accept()
                     except OSError:
                         break
-                    s.close()
+                    os.close(fd)
                     closed += 1
             _log.warn(
                 "out of file descriptors (EMFILE): closed {count} client(s) at accept",
@@ -278,7 +308,12 @@ class FastForwarder:
             self._schedule()
 
     def ended(self) -> None:
+        # The timer stays while a port listens: between two connections of
+        # a busy port it would otherwise be cancelled and made again for
+        # each one.  It stops by itself at its next check.
         self.live -= 1
+        if not self.live and not self.ports:
+            self.stop()
 
     def interval(self) -> float:
         """

@@ -17,6 +17,7 @@ import fcntl
 import socket
 import struct
 import termios
+from _socket import socket as _RawSocket
 from typing import Any
 
 import attr
@@ -61,7 +62,7 @@ class TCPKeepalive:
 DEFAULT_KEEPALIVE = TCPKeepalive(60, 10, 6)
 
 
-def _socket(transport: Any) -> socket.socket | None:
+def _socket(transport: Any) -> _RawSocket | None:
     """
     The socket under a transport (through TLS and other wrappers), or
     C{None}.
@@ -70,7 +71,7 @@ def _socket(transport: Any) -> socket.socket | None:
         if transport is None:
             return None
         sock = getattr(transport, "socket", None)
-        if isinstance(sock, socket.socket):
+        if isinstance(sock, _RawSocket):
             return sock
         transport = getattr(transport, "transport", None)
     return None
@@ -91,7 +92,7 @@ def setKeepalive(transport: Any, keepalive: TCPKeepalive) -> bool:
     return keepaliveOn(sock, keepalive)
 
 
-def keepaliveOn(sock: socket.socket, keepalive: TCPKeepalive) -> bool:
+def keepaliveOn(sock: _RawSocket, keepalive: TCPKeepalive) -> bool:
     """
     Turn TCP keepalive on for a socket (see L{setKeepalive}).
 
