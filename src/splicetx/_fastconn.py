@@ -333,8 +333,17 @@ class _FastConnection:
         if err == 0:
             self._connected()
         elif err in _CONNECTING:
-            us.sink = self
-            us.startWriting()
+            try:
+                # On loopback (and other links faster than a system call)
+                # the handshake is already done: relay now instead of
+                # spending a reactor turn to hear that the socket is
+                # writable.
+                up.getpeername()
+            except OSError:
+                us.sink = self
+                us.startWriting()
+            else:
+                self._connected()
         else:
             self._tryFailed(err)
 
