@@ -132,6 +132,7 @@ class QuickBenchTests(SynchronousTestCase):
             self.assertGreater(r["freshP50Ms"], 0)
             self.assertGreaterEqual(r["freshMaxMs"], r["freshP50Ms"])
             self.assertEqual(r["freshFailures"], 0)
+            self.assertEqual(r["freshTries"], 50)
         argv = meta["idleArgv"][SPLICE]
         self.assertNotEqual(argv, result["proxies"][SPLICE]["argv"])
         if result["proxies"][SPLICE]["launcher"] == "cli":
@@ -242,6 +243,20 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(socks, [])
         self.assertEqual(failures, 10)
         self.assertIsNotNone(error)
+
+    def test_freshConnectionsGiveUp(self) -> None:
+        """
+        L{_loadgen.freshConnections} stops trying after its failures in a
+        row, and reports no times when none succeeded.
+        """
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        listener.close()  # nothing listens: every connect is refused
+        got = _loadgen.freshConnections(port, tries=50, giveUpAfter=3)
+        self.assertEqual((got["freshTries"], got["freshFailures"]), (3, 3))
+        self.assertNotIn("freshP50Ms", got)
+        self.assertIn("ConnectionRefusedError", got["freshError"])
 
     def test_summarizeMedianAndRange(self) -> None:
         """

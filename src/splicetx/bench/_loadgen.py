@@ -297,26 +297,35 @@ def openIdle(
     return socks, failures, error
 
 
-def freshConnections(port: int, tries: int = 50) -> dict[str, Any]:
+def freshConnections(
+    port: int, tries: int = 50, giveUpAfter: int = 5
+) -> dict[str, Any]:
     """
     Time C{tries} new connections through C{port}, one after another: each
     from before C{connect()} until its 100-byte echo is back, then closed.
-    (The idle load runs this while it holds its idle connections.)
+    (The idle load runs this while it holds its idle connections.)  Stops
+    after C{giveUpAfter} failures in a row: the proxy serves no new
+    connection (a full one leaves them waiting in its backlog until the
+    timeout).
 
-    @return: C{freshP50Ms}, C{freshMaxMs} (over the tries that succeeded;
-        absent when none did), C{freshFailures}, C{freshError}.
+    @return: C{freshTries} (made), C{freshP50Ms}, C{freshMaxMs} (over the
+        tries that succeeded; absent when none did), C{freshFailures},
+        C{freshError}.
     """
     payload = b"f" * 100
     first = header(ECHO) + payload
     times: list[float] = []
     failures = 0
     error = None
-    for _ in range(tries):
+    made = inARow = 0
+    while made < tries and inARow < giveUpAfter:
+        made += 1
         t0 = time.perf_counter()
         try:
             s = _connect(port, 5.0)
         except OSError as e:
             failures += 1
+            inARow += 1
             error = error or f"{type(e).__name__}: {e}"
             continue
         try:
@@ -324,12 +333,18 @@ def freshConnections(port: int, tries: int = 50) -> dict[str, Any]:
             if recvExactly(s, len(payload)) != payload:
                 raise ValueError("echo mismatch")
             times.append(time.perf_counter() - t0)
+            inARow = 0
         except (OSError, ValueError) as e:
             failures += 1
+            inARow += 1
             error = error or f"{type(e).__name__}: {e}"
         finally:
             s.close()
-    out: dict[str, Any] = {"freshFailures": failures, "freshError": error}
+    out: dict[str, Any] = {
+        "freshTries": made,
+        "freshFailures": failures,
+        "freshError": error,
+    }
     if times:
         times.sort()
         out["freshP50Ms"] = times[len(times) // 2] * 1e3
