@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -112,6 +113,37 @@ class QuickBenchTests(SynchronousTestCase):
         self.assertEqual(result["proxies"][SPLICE]["engine"], "splice")
         self.assertIn(result["proxies"][SPLICE]["launcher"], ("cli", "standin"))
 
+    def test_idleOnAFreshProxy(self) -> None:
+        """
+        The idle load ran on a splicetx process of its own, allowed the idle
+        connections plus headroom, and has per-connection figures and
+        fresh-connection times for every rep.
+        """
+        out, _ = _quickRun()
+        with open(os.path.join(out, "results.json")) as f:
+            result = json.load(f)
+        meta = result["meta"]
+        self.assertEqual(meta["idleMaxConnections"], meta["idleConns"] + 100)
+        idle = [r for r in result["runs"] if r["load"] == "idle"]
+        self.assertEqual({r["proxy"] for r in idle}, {SPLICE, "copy"})
+        for r in idle:
+            self.assertEqual(r["conns"], meta["idleConns"], r)
+            self.assertAlmostEqual(r["fdsPerConn"], 2.0, delta=0.1)
+            self.assertGreater(r["freshP50Ms"], 0)
+            self.assertGreaterEqual(r["freshMaxMs"], r["freshP50Ms"])
+            self.assertEqual(r["freshFailures"], 0)
+            self.assertEqual(r["freshTries"], 50)
+        argv = meta["idleArgv"][SPLICE]
+        self.assertNotEqual(argv, result["proxies"][SPLICE]["argv"])
+        if result["proxies"][SPLICE]["launcher"] == "cli":
+            self.assertEqual(
+                argv[argv.index("--max-connections") + 1],
+                str(meta["idleMaxConnections"]),
+            )
+            self.assertNotIn("--max-connections", result["proxies"][SPLICE]["argv"])
+        with open(os.path.join(out, "results.md")) as f:
+            self.assertIn("fresh conn p50 ms", f.read())
+
     def test_markdownHasRows(self) -> None:
         """
         The Markdown report has table rows for direct and splicetx.
@@ -170,6 +202,61 @@ class HelperTests(SynchronousTestCase):
         h = _wire.header(_wire.DOWNLOAD, 2500)
         self.assertEqual(len(h), _wire.HEADER_SIZE)
         self.assertEqual(_wire.parseHeader(h), (_wire.DOWNLOAD, 2500))
+
+    def test_maxConnectionsOnlyWhenAsked(self) -> None:
+        """
+        C{twist splice-proxy} gets C{--max-connections} and HAProxy a
+        C{maxconn} of that many (with C{maxpipes} to fit) only when the
+        command is asked for that many connections.
+        """
+        specs = {s.name: s for s in _proxies.allSpecs(splicetx.DEFAULT_PIPE_SIZE)}
+        work = tempfile.mkdtemp(prefix="splicetx-test-cmd-")
+        self.addCleanup(shutil.rmtree, work, True)
+        plain = _proxies.command(specs[SPLICE], 1000, 2000, "cli", work)
+        self.assertNotIn("--max-connections", plain)
+        wide = _proxies.command(specs[SPLICE], 1000, 2000, "cli", work, 9100)
+        self.assertEqual(wide[wide.index("--max-connections") + 1], "9100")
+        self.assertNotIn(
+            "--max-connections",
+            _proxies.command(specs[SPLICE], 1000, 2000, "standin", work, 9100),
+        )
+        for port, many in ((1001, None), (1002, 9100)):
+            argv = _proxies.command(specs["haproxy"], port, 2000, "cli", work, many)
+            with open(argv[-1]) as f:
+                cfg = f.read()
+            self.assertEqual("    maxconn 9100\n" in cfg, many is not None, cfg)
+            self.assertEqual("maxpipes" in cfg, many is not None, cfg)
+
+    def test_openIdleStopsWhenNoneAnswer(self) -> None:
+        """
+        Against a listener that never answers, L{_loadgen.openIdle} gives
+        up after its first batch (each batch has a deadline of its own)
+        instead of trying every connection asked for.
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        socks, failures, error = _loadgen.openIdle(
+            listener.getsockname()[1], 300, batch=10, batchSeconds=0.3
+        )
+        self.assertEqual(socks, [])
+        self.assertEqual(failures, 10)
+        self.assertIsNotNone(error)
+
+    def test_freshConnectionsGiveUp(self) -> None:
+        """
+        L{_loadgen.freshConnections} stops trying after its failures in a
+        row, and reports no times when none succeeded.
+        """
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        listener.close()  # nothing listens: every connect is refused
+        got = _loadgen.freshConnections(port, tries=50, giveUpAfter=3)
+        self.assertEqual((got["freshTries"], got["freshFailures"]), (3, 3))
+        self.assertNotIn("freshP50Ms", got)
+        self.assertIn("ConnectionRefusedError", got["freshError"])
 
     def test_summarizeMedianAndRange(self) -> None:
         """

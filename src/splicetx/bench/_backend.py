@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 
+from splicetx._filelimit import raiseFileLimit
 from splicetx.bench._wire import (
     COUNT,
     DOWNLOAD,
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", required=True, help="page-cached file to send from")
     p.add_argument("--port", type=int, default=0)
     args = p.parse_args(argv)
+    # The other end of every idle connection a proxy holds is here.
+    raiseFileLimit()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", args.port))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from splicetx._filelimit import raiseFileLimit
 from splicetx.bench import _loadgen, _proxies, _report, _underbulk
 from splicetx.bench._options import (
     CHURN_WORKERS,
@@ -136,6 +137,18 @@ def _cpuOf(pid: int | None) -> float:
     return s.user + s.system
 
 
+#: Connections a proxy started for the idle load may hold beyond the idle
+#: ones (the warm-up's and the fresh ones' stragglers, the bench's probes).
+IDLE_HEADROOM = 100
+#: Connections opened and closed on the idle load's fresh proxy before the
+#: baseline is taken.
+IDLE_WARMUP = 20
+#: Seconds the idle load lets the proxy settle before each snapshot.
+IDLE_SETTLE = 0.5
+#: New connections timed while the idle ones are held.
+IDLE_FRESH = 50
+
+
 class Bench:
     """
     One bench run: the plan, the processes, the measurements.
@@ -151,6 +164,8 @@ class Bench:
         self.backend: subprocess.Popen | None = None
         self.iperfServer: subprocess.Popen | None = None
         self.pinnedLatency = False
+        #: The argv of the proxies started for the idle load, by name.
+        self.idleArgv: dict[str, list[str]] = {}
 
     # -- plan ---------------------------------------------------------------
 
@@ -233,6 +248,7 @@ class Bench:
     # -- processes ----------------------------------------------------------
 
     def startAll(self, work: str) -> None:
+        self.work = work
         self.sourcePath = os.path.join(work, "source.bin")
         makeSourceFile(self.sourcePath)
         self.backend = subprocess.Popen(
@@ -405,33 +421,80 @@ class Bench:
         if family == "keepalive":
             return self.measureKeepalive(proxy)
         if family == "idle":
-            assert proxy.pid is not None
-            time.sleep(0.2)
-            base = snapshot(proxy.pid)
-            socks, failures, error = _loadgen.openIdle(proxy.port, self.idleConns)
-            time.sleep(0.3)
-            held = snapshot(proxy.pid)
-            opened = max(1, len(socks))
-            for s in socks:
+            return self.measureIdle(proxy)
+        raise ValueError(load)
+
+    def measureIdle(self, proxy: _proxies.RunningProxy) -> dict[str, Any]:
+        """
+        The idle load, on a proxy process of its own started for it (same
+        spec and launcher as C{proxy}; splicetx and HAProxy allowed
+        L{idleConns} + L{IDLE_HEADROOM} connections) and stopped after it:
+        a process that ran other loads kept the heap they grew, and the
+        idle connections then reused it instead of costing RSS.
+
+        After L{IDLE_WARMUP} connections opened and closed (what the first
+        connection of a process imports and allocates once) and a settle:
+        RSS and fds of the process tree; then L{idleConns} connections,
+        each proven with a 100 B echo and held; a settle; RSS and fds
+        again, the difference per connection held; then, with them still
+        held, L{IDLE_FRESH} new connections one after another
+        (L{_loadgen.freshConnections}).
+        """
+        fresh = _proxies.start(
+            proxy.spec,
+            self.backendPort,
+            proxy.launcher or self.launcher,
+            self.work,
+            maxConnections=self.idleConns + IDLE_HEADROOM,
+        )
+        socks: list = []
+        try:
+            why = _proxies.waitListening(fresh)
+            if why:
+                return {"error": f"the idle load's proxy did not start: {why}"}
+            assert fresh.pid is not None
+            warm, _, _ = _loadgen.openIdle(fresh.port, IDLE_WARMUP)
+            for s in warm:
                 s.close()
-            left = held.fds
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                left = snapshot(proxy.pid).fds
-                if left <= base.fds:
-                    break
-                time.sleep(0.1)
-            out = {
+            time.sleep(IDLE_SETTLE)
+            base = snapshot(fresh.pid)
+            socks, failures, error = _loadgen.openIdle(fresh.port, self.idleConns)
+            time.sleep(IDLE_SETTLE)
+            held = snapshot(fresh.pid)
+            opened = max(1, len(socks))
+            out: dict[str, Any] = {
                 "conns": len(socks),
                 "rssPerConnKiB": (held.rss - base.rss) / opened / 1024,
                 "fdsPerConn": (held.fds - base.fds) / opened,
                 "failures": failures,
-                "fdsLeft": max(0, left - base.fds),
+                "baseRSSMiB": base.rss / (1 << 20),
             }
             if error:
                 out["error"] = error
+            tries = _loadgen.freshConnections(fresh.port, IDLE_FRESH)
+            freshError = tries.pop("freshError")
+            if freshError:
+                out.setdefault("error", f"fresh connection: {freshError}")
+            out.update(tries)
+            for s in socks:
+                s.close()
+            socks = []
+            left = held.fds
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                left = snapshot(fresh.pid).fds
+                if left <= base.fds:
+                    break
+                time.sleep(0.1)
+            out["fdsLeft"] = max(0, left - base.fds)
+            if not fresh.alive():
+                out.setdefault("error", "the idle load's proxy died")
             return out
-        raise ValueError(load)
+        finally:
+            for s in socks:
+                s.close()
+            fresh.stop()
+            self.idleArgv.setdefault(proxy.spec.name, fresh.argv)
 
     def measureKeepalive(self, proxy: _proxies.RunningProxy) -> dict[str, Any]:
         """
@@ -593,7 +656,7 @@ class Bench:
             for rep, load, name in plan:
                 proxy = self.proxies[name]
                 progress.step(f"rep {rep + 1}/{self.reps} {load:<12} {name}")
-                if not proxy.alive():
+                if not proxy.alive() and not load.startswith("idle"):
                     self.errors.append(f"{name} died before {load} (rep {rep + 1})")
                     continue
                 gc.collect()
@@ -656,6 +719,10 @@ class Bench:
                 "churnSeconds": self.churnSeconds,
                 "churnWorkers": CHURN_WORKERS,
                 "idleConns": self.idleConns,
+                "idleMaxConnections": self.idleConns + IDLE_HEADROOM,
+                "idleFresh": IDLE_FRESH,
+                "idleWarmup": IDLE_WARMUP,
+                "idleArgv": self.idleArgv,
                 "keepaliveSeconds": self.keepaliveSeconds,
                 "keepaliveConns": KEEPALIVE_CONNS,
                 "pinned": self.pinnedLatency,
@@ -711,6 +778,9 @@ def main(argv: list[str] | None = None) -> int:
     started produced figures).
     """
     args = _parser().parse_args(argv)
+    # Thousands of idle connections: the bench holds the client sockets,
+    # its backend (a child: it inherits the limit) their other ends.
+    raiseFileLimit()
     if args.tls:
         from splicetx.bench import tls
 

@@ -251,10 +251,17 @@ def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
     }
 
 
-def openIdle(port: int, count: int, batch: int = 100) -> tuple[list, int, str | None]:
+def openIdle(
+    port: int, count: int, batch: int = 100, batchSeconds: float = 10.0
+) -> tuple[list, int, str | None]:
     """
     Open C{count} connections through C{port}, each proven end to end with a
     100-byte echo, and leave them open.
+
+    Connections are opened C{batch} at a time; a batch gets C{batchSeconds}
+    in all (not each connection: a proxy out of file descriptors leaves
+    them unanswered in its backlog), and opening stops after a batch of
+    which none succeeded (the proxy holds no more).
 
     @return: the sockets, the number of failures, the first error.
     """
@@ -264,10 +271,12 @@ def openIdle(port: int, count: int, batch: int = 100) -> tuple[list, int, str | 
     failures = 0
     error = None
     for startAt in range(0, count, batch):
+        deadline = time.monotonic() + batchSeconds
         pending = []
+        held = len(socks)
         for _ in range(min(batch, count - startAt)):
             try:
-                s = _connect(port)
+                s = _connect(port, max(0.1, deadline - time.monotonic()))
                 s.sendall(first)
                 pending.append(s)
             except OSError as e:
@@ -275,6 +284,7 @@ def openIdle(port: int, count: int, batch: int = 100) -> tuple[list, int, str | 
                 error = error or f"{type(e).__name__}: {e}"
         for s in pending:
             try:
+                s.settimeout(max(0.1, deadline - time.monotonic()))
                 if recvExactly(s, len(payload)) != payload:
                     raise ValueError("echo mismatch")
                 socks.append(s)
@@ -282,7 +292,64 @@ def openIdle(port: int, count: int, batch: int = 100) -> tuple[list, int, str | 
                 failures += 1
                 error = error or f"{type(e).__name__}: {e}"
                 s.close()
+        if len(socks) == held:
+            break
     return socks, failures, error
+
+
+def freshConnections(
+    port: int, tries: int = 50, giveUpAfter: int = 5
+) -> dict[str, Any]:
+    """
+    Time C{tries} new connections through C{port}, one after another: each
+    from before C{connect()} until its 100-byte echo is back, then closed.
+    (The idle load runs this while it holds its idle connections.)  Stops
+    after C{giveUpAfter} failures in a row: the proxy serves no new
+    connection (a full one leaves them waiting in its backlog until the
+    timeout).
+
+    @return: C{freshTries} (made), C{freshP50Ms}, C{freshMaxMs} (over the
+        tries that succeeded; absent when none did), C{freshFailures},
+        C{freshError}.
+    """
+    payload = b"f" * 100
+    first = header(ECHO) + payload
+    times: list[float] = []
+    failures = 0
+    error = None
+    made = inARow = 0
+    while made < tries and inARow < giveUpAfter:
+        made += 1
+        t0 = time.perf_counter()
+        try:
+            s = _connect(port, 5.0)
+        except OSError as e:
+            failures += 1
+            inARow += 1
+            error = error or f"{type(e).__name__}: {e}"
+            continue
+        try:
+            s.sendall(first)
+            if recvExactly(s, len(payload)) != payload:
+                raise ValueError("echo mismatch")
+            times.append(time.perf_counter() - t0)
+            inARow = 0
+        except (OSError, ValueError) as e:
+            failures += 1
+            inARow += 1
+            error = error or f"{type(e).__name__}: {e}"
+        finally:
+            s.close()
+    out: dict[str, Any] = {
+        "freshTries": made,
+        "freshFailures": failures,
+        "freshError": error,
+    }
+    if times:
+        times.sort()
+        out["freshP50Ms"] = times[len(times) // 2] * 1e3
+        out["freshMaxMs"] = times[-1] * 1e3
+    return out
 
 
 def keepalive(

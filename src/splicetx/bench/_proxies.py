@@ -184,12 +184,23 @@ def _connects(spec: ProxySpec, upstream: int) -> list[str]:
 
 
 def command(
-    spec: ProxySpec, port: int, upstream: int, launcher: str, workDir: str
+    spec: ProxySpec,
+    port: int,
+    upstream: int,
+    launcher: str,
+    workDir: str,
+    maxConnections: int | None = None,
 ) -> list[str]:
     """
     The argv that starts C{spec} listening on C{port}, relaying to
     C{upstream}.  C{launcher} is C{cli} (C{twist splice-proxy}) or
     C{standin} (L{splicetx.bench._standin}) for splicetx.
+
+    @param maxConnections: connections the proxy must be able to hold at
+        once (the idle load), or C{None} for its defaults: C{twist
+        splice-proxy} gets C{--max-connections}, HAProxy a C{maxconn} of
+        that many (and C{maxpipes} to fit the file limit); the stand-in,
+        the plain loop, portforward and socat have no such cap.
     """
     if spec.kind == "splicetx":
         assert spec.engine is not None and spec.pipeSize is not None
@@ -204,6 +215,11 @@ def command(
                 "--pipe-size",
                 str(spec.pipeSize),
                 *(["--workers", str(spec.workers)] if spec.workers else []),
+                *(
+                    ["--max-connections", str(maxConnections)]
+                    if maxConnections is not None
+                    else []
+                ),
                 # At its defaults: one access-log record per connection.
                 logLevel="info",
             )
@@ -256,12 +272,19 @@ def command(
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         limit = soft if hard == resource.RLIM_INFINITY else max(soft, hard)
         maxconn = max(256, min(20000, (limit - 256) // 3))
+        pipes = ""
+        if maxConnections is not None:
+            # Two sockets per connection; what is left makes pipes (two
+            # fds each), which only connections with bytes in flight hold.
+            maxconn = maxConnections
+            pipes = f"    maxpipes {max(16, (limit - 256 - 2 * maxconn) // 2)}\n"
         cfg = os.path.join(workDir, f"haproxy-{port}.cfg")
         with open(cfg, "w") as f:
             f.write(
                 "global\n"
                 "    nbthread 1\n"
                 f"    maxconn {maxconn}\n"
+                f"{pipes}"
                 "defaults\n"
                 "    mode tcp\n"
                 "    timeout connect 10s\n"
@@ -365,15 +388,23 @@ def waitListening(proxy: RunningProxy, timeout: float = 30.0) -> str | None:
     return f"not listening after {timeout:.0f}s: {logTail(proxy.logPath)}"
 
 
-def start(spec: ProxySpec, upstream: int, launcher: str, workDir: str) -> RunningProxy:
+def start(
+    spec: ProxySpec,
+    upstream: int,
+    launcher: str,
+    workDir: str,
+    maxConnections: int | None = None,
+) -> RunningProxy:
     """
     Start C{spec} in front of C{upstream}; do not wait for it (see
     L{waitListening}).
+
+    @param maxConnections: see L{command}.
     """
     if spec.kind == "direct":
         return RunningProxy(spec, upstream)
     port = freePort()
-    argv = command(spec, port, upstream, launcher, workDir)
+    argv = command(spec, port, upstream, launcher, workDir, maxConnections)
     logPath = os.path.join(workDir, f"{spec.name}-{port}.log")
     log = open(logPath, "wb")
     env = dict(os.environ)

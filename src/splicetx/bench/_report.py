@@ -165,6 +165,20 @@ def targets(summary: dict, splice: str) -> list[dict[str, Any]]:
         True,
         "x",
     )
+    add(
+        "idle: RSS per connection held",
+        med(summary, splice, "idle", "rssPerConnKiB"),
+        2.5,
+        False,
+        " KiB",
+    )
+    add(
+        "idle: fds per connection held",
+        med(summary, splice, "idle", "fdsPerConn"),
+        2.0,
+        False,
+        " fds",
+    )
     from splicetx.bench import _underbulk
 
     for name, value, goal, higher, unit in _underbulk.targets(summary, splice):
@@ -331,34 +345,7 @@ def markdown(result: dict[str, Any]) -> str:
 
     lines += keepaliveSection(summary, proxies, meta)
 
-    if any("idle" in summary.get(p, {}) for p in proxies):
-        lines += [
-            "## Idle connections",
-            "",
-            f"{meta.get('idleConns')} connections opened (each proven with a "
-            "100 B echo) and held.",
-            "",
-            "| proxy | RSS KiB per conn | fds per conn | failures "
-            "| fds left after close |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for p in proxies:
-            if "idle" not in summary[p]:
-                continue
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        f"**{p}**",
-                        _cell(summary, p, "idle", "rssPerConnKiB", 1),
-                        _cell(summary, p, "idle", "fdsPerConn", 2),
-                        _fmt(med(summary, p, "idle", "failures"), 0),
-                        _fmt(med(summary, p, "idle", "fdsLeft"), 0),
-                    ]
-                )
-                + " |"
-            )
-        lines.append("")
+    lines += idleSection(summary, proxies, meta)
 
     from splicetx.bench import _underbulk
 
@@ -446,12 +433,67 @@ def markdown(result: dict[str, Any]) -> str:
     for p, d in result["proxies"].items():
         how = f" — `{' '.join(_shown(d['argv']))}`" if d.get("argv") else ""
         lines.append(f"- **{p}**: {labels[p]}{how}")
+        idle = meta.get("idleArgv", {}).get(p)
+        if idle:
+            lines.append(f"  - for the idle load: `{' '.join(_shown(idle))}`")
     errors = result.get("errors", [])
     if errors:
         lines += ["", "## Errors", ""]
         lines += [f"- {e}" for e in errors[:30]]
     lines.append("")
     return "\n".join(lines)
+
+
+def idleSection(summary: dict, proxies: list[str], meta: dict) -> list[str]:
+    """
+    The idle table: RSS and fds per idle connection held, and how long a
+    fresh connection takes meanwhile (empty without that load).
+    """
+    if not any("idle" in summary.get(p, {}) for p in proxies):
+        return []
+    n = meta.get("idleConns")
+    lines = [
+        "## Idle connections",
+        "",
+        f"{n} connections opened (each proven with a 100 B echo) and held, "
+        "on a proxy process started for this load alone in each repetition "
+        f"(after {meta.get('idleWarmup', 20)} warm-up connections) and "
+        "stopped after it; RSS and fds "
+        "per connection are the process tree's growth over the baseline "
+        "taken just before, divided by the connections held. Meanwhile "
+        f"{meta.get('idleFresh', 50)} new connections, one after another: "
+        "connect + 100 B echo, in ms (a proxy that serves none of 5 in a "
+        "row is not tried further). splicetx and HAProxy were allowed "
+        f"{meta.get('idleMaxConnections')} connections for this load "
+        "(`--max-connections`, `maxconn`).",
+        "",
+        "| proxy | conns held | RSS KiB per conn | fds per conn | failures "
+        "| fresh conn p50 ms | fresh conn max ms | fds left after close |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in proxies:
+        if "idle" not in summary[p]:
+            continue
+        fresh = med(summary, p, "idle", "freshFailures")
+        freshFailed = f" (fresh: {_fmt(fresh, 0)})" if fresh else ""
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"**{p}**",
+                    _fmt(med(summary, p, "idle", "conns"), 0),
+                    _cell(summary, p, "idle", "rssPerConnKiB", 2),
+                    _cell(summary, p, "idle", "fdsPerConn", 2),
+                    _fmt(med(summary, p, "idle", "failures"), 0) + freshFailed,
+                    _cell(summary, p, "idle", "freshP50Ms", 2),
+                    _cell(summary, p, "idle", "freshMaxMs", 2),
+                    _fmt(med(summary, p, "idle", "fdsLeft"), 0),
+                ]
+            )
+            + " |"
+        )
+    lines.append("")
+    return lines
 
 
 def keepaliveSection(summary: dict, proxies: list[str], meta: dict) -> list[str]:
