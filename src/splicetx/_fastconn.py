@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from splicetx._balance import clientKeyFor
 from splicetx._core import CANCELLED, CLOSED, DONE, ERROR, RESET, RelayResult
 from splicetx._describe import describeEndpoint
-from splicetx._pipes import PipePool
+from splicetx._pipes import PipeLimitReached, UnreservedPipes
 from splicetx._pool import ALL_DOWN, ALL_FAILED, NoUpstreamAvailable, failureReason
 from splicetx._splice import _INERT, RESET_ERRNOS, _Direction, _errname
 from splicetx._tcpoptions import delivered, keepaliveOn
@@ -466,7 +466,7 @@ class _FastConnection:
     # -- the engine, for the directions -------------------------------------------
 
     @property
-    def pool(self) -> PipePool:
+    def pool(self) -> UnreservedPipes:
         return self.forwarder.pool
 
     @property
@@ -491,9 +491,8 @@ class _FastConnection:
         )
 
     def pipeFailed(self, direction: Any, e: OSError) -> None:
-        self.fail(
-            ERROR, f"{direction.name}: cannot create a pipe: {_errname(e.errno or 0)}"
-        )
+        why = e.strerror if isinstance(e, PipeLimitReached) else _errname(e.errno or 0)
+        self.fail(ERROR, f"{direction.name}: cannot create a pipe: {why}")
 
     def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
         """
@@ -630,7 +629,6 @@ class _FastConnection:
         self.state = _State.FINISHED
         forwarder = self.forwarder
         factory = forwarder.factory
-        forwarder.pool.unreserve(2)
         forwarder.ended()
         upstreamText = self._upstreamText()
         member, self.member = self.member, None

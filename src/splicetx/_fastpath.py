@@ -45,7 +45,7 @@ from twisted.logger import Logger
 
 from splicetx._balance import LeastConnections, RoundRobin, WeightedRandom
 from splicetx._fastconn import _FastConnection, directAddress
-from splicetx._pipes import PipePool, defaultPipePool
+from splicetx._pipes import UnreservedPipes, defaultPipePool
 from splicetx._socketloop import loopFor
 from splicetx._splice import _errname
 
@@ -139,13 +139,20 @@ class FastForwarder:
         self.ports: set[Any] = set()
         self._plan: _Plan | None = None
         self._timer: Any = None
+        self._pipes: UnreservedPipes | None = None
 
     @property
-    def pool(self) -> PipePool:
+    def pool(self) -> UnreservedPipes:
         """
-        The pipe pool of the factory's relays.
+        The pipes of the fast connections: the factory's pipe pool, lent
+        without reservations (see L{UnreservedPipes}).
         """
-        return self.factory.pipePool or defaultPipePool()
+        factory = self.factory
+        source = factory.pipePool or defaultPipePool()
+        pipes = self._pipes
+        if pipes is None or pipes.pool is not source:
+            pipes = self._pipes = UnreservedPipes(source)
+        return pipes
 
     def attach(self, port: Any) -> None:
         """
@@ -211,7 +218,7 @@ class FastForwarder:
             accepted += 1
             skt: Any = None
             try:
-                if not (plan.usable and self._reservePipes()):
+                if not plan.usable:
                     skt = socket.socket(listener.family, listener.type, 0, fd)
                     self._general(port, skt, addr)
                     continue
@@ -262,24 +269,6 @@ class FastForwarder:
             )
             return False
         raise e
-
-    def _reservePipes(self) -> bool:
-        pool = self.pool
-        if not pool.reserve(2):
-            return False
-        if pool.idle >= 2:
-            return True
-        taken = []
-        try:
-            for _ in range(2 - pool.idle):
-                taken.append(pool.take())
-        except OSError:
-            pool.unreserve(2)
-            return False
-        finally:
-            for p in taken:
-                pool.give(p)
-        return True
 
     def _general(self, port: Any, skt: socket.socket, addr: Any) -> None:
         """

@@ -29,7 +29,14 @@ import fcntl
 import os
 import resource
 
-__all__ = ["Pipe", "PipePool", "DEFAULT_PIPE_SIZE", "defaultPipePool"]
+__all__ = [
+    "Pipe",
+    "PipePool",
+    "UnreservedPipes",
+    "PipeLimitReached",
+    "DEFAULT_PIPE_SIZE",
+    "defaultPipePool",
+]
 
 #: Default pipe size.  Measured on a 2-core machine (see docs/benchmarks.md):
 #: 1 MiB pipes halve the CPU seconds per GB of the kernel default of 64 KiB,
@@ -243,6 +250,64 @@ class PipePool:
             f"{self._maxPipes if self._maxPipes is not None else 'auto'} "
             f"inUse={self.inUse} idle={len(self._idle)}>"
         )
+
+
+class PipeLimitReached(OSError):
+    """
+    No pipe may be lent: the pool's cap is reached.
+    """
+
+
+class UnreservedPipes:
+    """
+    Lends a L{PipePool}'s pipes to relays that reserve none up front (the
+    fast path of a plain forward, L{splicetx._fastconn}): an idle connection
+    then costs no pipe and no reservation, so the connections a process
+    holds are bounded by its file descriptors (two each), not by
+    C{maxPipes / 2}.  The cap still holds for pipes lent here: the pipes
+    reserved by other relays plus those lent here stay under the pool's
+    C{maxPipes}; past it, C{take} raises L{PipeLimitReached} and the
+    direction that asked ends its connection with that reason.
+
+    @ivar pool: the pool.
+    @ivar lent: pipes lent out here now.
+    """
+
+    __slots__ = ("pool", "lent")
+
+    def __init__(self, pool: PipePool) -> None:
+        self.pool = pool
+        self.lent = 0
+
+    def take(self) -> Pipe:
+        """
+        Lend an empty pipe (see L{PipePool.take}).
+
+        @raise PipeLimitReached: when the cap is reached.
+        @raise OSError: when a new pipe cannot be created.
+        """
+        pool = self.pool
+        if pool.reserved + self.lent >= pool.maxPipes:
+            raise PipeLimitReached(
+                errno.EMFILE, f"pipe limit reached ({pool.maxPipes} pipes)"
+            )
+        pipe = pool.take()
+        self.lent += 1
+        return pipe
+
+    def give(self, pipe: Pipe) -> None:
+        """
+        Return an empty pipe (see L{PipePool.give}).
+        """
+        self.lent -= 1
+        self.pool.give(pipe)
+
+    def discard(self, pipe: Pipe) -> None:
+        """
+        Close a lent pipe that may hold data (see L{PipePool.discard}).
+        """
+        self.lent -= 1
+        self.pool.discard(pipe)
 
 
 _default: PipePool | None = None
