@@ -25,10 +25,10 @@ The connect timeout, idle timeout, half-close timeout and the drain's
 prompt close are checked for all of a factory's fast connections by one
 timer (L{FastForwarder.check}), not one per connection.
 
-A connection that cannot take the fast path when it is accepted (no pipe
-to be had, a reload made the upstream a host name) takes the general path
-from there: it gets the port's transport and the factory's protocol as if
-the port had accepted it itself.
+A connection that cannot take the fast path when it is accepted (a reload
+made the upstream a host name, say) takes the general path from there: it
+gets the port's transport and the factory's protocol as if the port had
+accepted it itself.
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ A plain forwarder needs no subclass::
     factory = SpliceProxyFactory(clientFromString(reactor, "tcp:10.0.0.2:80"))
     serverFromString(reactor, "tcp:8080").listen(factory)
 
+A factory nobody customised serves the clients of the ports given to
+L{SpliceProxyFactory.addListeningPort} on a fast path
+(L{splicetx._fastpath}: raw sockets, no protocol or transport per
+connection) with the same results, metrics and log records; any override
+of a hook above takes this module's general path.
+
 The factory also keeps the set of live connections, which is what
 C{max-connections} (pausing the listening ports) and a graceful drain
 (L{SpliceProxyFactory.drain}) are built on.
