@@ -39,6 +39,9 @@ class ProxySpec:
         upstreams (all the one backend, written differently), round robin
         (CLI launcher only: the stand-in has no pools); C{None}: one plain
         upstream.
+    @ivar logLevel: for splicetx, C{twist --log-level}: C{info} (its
+        default: one record per connection) or C{warn} (normal ends are not
+        recorded), to price the per-connection record.
     """
 
     name: str
@@ -49,6 +52,7 @@ class ProxySpec:
     loads: tuple[str, ...] = ALL_LOADS
     workers: int | None = None
     poolSize: int | None = None
+    logLevel: str = "info"
 
 
 def _kib(n: int) -> str:
@@ -94,6 +98,16 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             defaultPipeSize,
             ("bulk", "churn"),
             poolSize=3,
+        ),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-nolog",
+            "splicetx, splice engine, default pipes, --log-level=warn "
+            "(no record of a normal connection: what the record costs)",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("churn", "keepalive"),
+            logLevel="warn",
         ),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
@@ -221,7 +235,7 @@ def command(
                     else []
                 ),
                 # At its defaults: one access-log record per connection.
-                logLevel="info",
+                logLevel=spec.logLevel,
             )
         return [
             sys.executable,
