@@ -19,6 +19,7 @@ from typing import Any
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from splicetx._endpoints import clientEndpoint, withBacklog
+from splicetx._pipes import PipePool
 from splicetx._tap import Options, makeService
 from splicetx.testing import digest
 
@@ -845,6 +846,21 @@ class OptionsTests(SynchronousTestCase):
             },
         )
         self.assertTrue(makeService(self.parse(*cli[1:])).config.logNormalConnections)
+
+    def test_noFastPath(self) -> None:
+        """
+        --no-fast-path reaches the factories: their fastPath is off; without
+        it, on.
+        """
+        for args, expected in (((), True), (("--no-fast-path",), False)):
+            o = self.parse("--listen", "tcp:0", "--connect", "tcp:127.0.0.1:1", *args)
+            service = makeService(o)
+            self.assertIs(service.config.fastPath, expected)
+            forward = service.config.forwards[0]
+            factory = service.buildFactory(
+                service._upstreamEndpoint(forward), PipePool(), forward
+            )
+            self.assertIs(factory.fastPath, expected)
 
     def test_makeService(self) -> None:
         """

@@ -17,12 +17,14 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx import DONE, RESET, AccessControl
 from splicetx._fastconn import _FastConnection
 from splicetx._fastpath import fastPathRefusal
+from splicetx._pipes import PipePool
 from splicetx._pool import Upstream, UpstreamPool
 from splicetx._poolproxy import PoolProxyFactory
 from splicetx._socketloop import loopFor
@@ -620,6 +622,61 @@ class FastPathOnlyMixin(ReactorTestMixin):
         for name in ("subclass", "hook", "proxy", "copy", "off"):
             self.assertIsNotNone(out[name], name)
             self.assertFalse(out[name + " attached"], name)
+
+    def test_flowsWaitForPipes(self) -> None:
+        """
+        With fewer pipes allowed than directions in flight (a client that
+        does not read holds the one pipe), the other flows wait for it:
+        every byte of every connection arrives, each ends done, and the
+        shortage is logged.
+        """
+        data = [payload(n, seed=n) for n in (8_000_000, 200_000, 200_000)]
+        events, stop = capturedEvents()
+        self.addCleanup(stop)
+        warnings: list[dict[str, Any]] = []
+
+        def observer(event: dict[str, Any]) -> None:
+            if event.get("splicetxEvent") == "pipes-exhausted":
+                warnings.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            factory = SpliceProxyFactory(
+                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
+                reactor=reactor,
+                pipePool=PipePool(64 << 10, maxPipes=1),
+            )
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            factory.addListeningPort(port)
+            clients = [connectClient(reactor, port, str(i)) for i in range(3)]
+            yield gatherResults([c.made for c in clients])
+            slow = clients[0]
+            slow.transport.pauseProducing()
+            sent = [c.send(d) for c, d in zip(clients, data, strict=True)]
+            yield deferLater(reactor, 0.5, lambda: None)
+            slow.transport.resumeProducing()
+            yield gatherResults(sent)
+            yield gatherResults([c.lost for c in clients])
+            while factory.liveProtocols:
+                yield deferLater(reactor, 0.01, lambda: None)
+            yield stopAll([up, port])
+            return [c.digest() for c in clients], factory
+
+        digests, factory = self.runScenario(scenario)
+        self.assertIsNotNone(factory._fast)
+        self.assertEqual(digests, [digest(d) for d in data])
+        self.assertEqual([e["reason"] for e in events], [DONE] * 3)
+        self.assertEqual(
+            sorted(e["bytesUpstreamToClient"] for e in events),
+            sorted(len(d) for d in data),
+        )
+        self.assertTrue(warnings)
+        self.assertIn("pipe limit reached (1 pipes)", warnings[0]["why"])
 
     def test_reactorShutdownEndsConnections(self) -> None:
         """

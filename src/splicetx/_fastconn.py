@@ -492,7 +492,7 @@ class _FastConnection:
 
     def pipeFailed(self, direction: Any, e: OSError) -> None:
         why = e.strerror if isinstance(e, PipeLimitReached) else _errname(e.errno or 0)
-        self.fail(ERROR, f"{direction.name}: cannot create a pipe: {why}")
+        self.forwarder.waitForPipe(direction, why)
 
     def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
         """

@@ -37,6 +37,7 @@ import errno
 import os
 import socket
 from _socket import socket as _RawSocket
+from collections import deque
 from typing import Any
 
 from twisted.internet import tcp as _tcp
@@ -140,6 +141,10 @@ class FastForwarder:
         self._plan: _Plan | None = None
         self._timer: Any = None
         self._pipes: UnreservedPipes | None = None
+        #: Directions waiting for a pipe (see L{waitForPipe}).
+        self._pipeWaiters: deque[Any] = deque()
+        self._resumeCall: Any = None
+        self._pipeWarned = -1e9
 
     @property
     def pool(self) -> UnreservedPipes:
@@ -153,6 +158,50 @@ class FastForwarder:
         if pipes is None or pipes.pool is not source:
             pipes = self._pipes = UnreservedPipes(source)
         return pipes
+
+    # -- no pipe to be had --------------------------------------------------------
+
+    def waitForPipe(self, direction: Any, why: str) -> None:
+        """
+        C{direction} found no pipe (the cap, or no fd for one): it stops
+        reading its source and waits -- no byte is lost, its flow only
+        pauses -- until a pipe comes back or the next check; said at
+        C{warn} at most once a minute.
+        """
+        direction.src.stopReading()
+        self._pipeWaiters.append(direction)
+        self.pool.onReturn = self._pipeReturned
+        now = self.reactor.seconds()
+        if now - self._pipeWarned >= 60:
+            self._pipeWarned = now
+            _log.warn(
+                "no pipe for a spliced direction ({why}): its flow waits for "
+                "one ({count} waiting)",
+                splicetxEvent="pipes-exhausted",
+                why=why,
+                count=len(self._pipeWaiters),
+            )
+
+    def _pipeReturned(self) -> None:
+        if self._pipeWaiters and self._resumeCall is None:
+            # Not from inside the direction that gave the pipe back.
+            self._resumeCall = self.reactor.callLater(0, self._resumeWaiters)
+
+    def _resumeWaiters(self) -> None:
+        """
+        Let the waiting directions try again, oldest first, each once.
+        """
+        self._resumeCall = None
+        waiters = self._pipeWaiters
+        for _ in range(len(waiters)):
+            d = waiters.popleft()
+            src = d.src
+            if src is None or src.engine is None or d.done:
+                continue  # its connection ended meanwhile
+            src.startReading()
+            d.readable()
+        if not waiters and self._pipes is not None:
+            self._pipes.onReturn = None
 
     def attach(self, port: Any) -> None:
         """
@@ -334,6 +383,8 @@ class FastForwarder:
         live.
         """
         self._timer = None
+        if self._pipeWaiters:
+            self._resumeWaiters()
         now = self.reactor.seconds()
         for conn in list(self.factory._gate.live):
             if type(conn) is _FastConnection and conn.forwarder is self:
@@ -357,6 +408,7 @@ class FastForwarder:
         """
         Cancel the timer (nothing live).
         """
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for call in (self._timer, self._resumeCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._resumeCall = None

@@ -28,6 +28,7 @@ import errno
 import fcntl
 import os
 import resource
+from typing import Any
 
 __all__ = [
     "Pipe",
@@ -266,18 +267,22 @@ class UnreservedPipes:
     holds are bounded by its file descriptors (two each), not by
     C{maxPipes / 2}.  The cap still holds for pipes lent here: the pipes
     reserved by other relays plus those lent here stay under the pool's
-    C{maxPipes}; past it, C{take} raises L{PipeLimitReached} and the
-    direction that asked ends its connection with that reason.
+    C{maxPipes}; past it, C{take} raises L{PipeLimitReached}, and the
+    direction that asked waits (its source unread, nothing lost) until
+    L{onReturn} says a pipe came back.
 
     @ivar pool: the pool.
     @ivar lent: pipes lent out here now.
+    @ivar onReturn: called (with no argument) each time a pipe comes back
+        while it is set, or C{None}.
     """
 
-    __slots__ = ("pool", "lent")
+    __slots__ = ("pool", "lent", "onReturn")
 
     def __init__(self, pool: PipePool) -> None:
         self.pool = pool
         self.lent = 0
+        self.onReturn: Any = None
 
     def take(self) -> Pipe:
         """
@@ -301,6 +306,8 @@ class UnreservedPipes:
         """
         self.lent -= 1
         self.pool.give(pipe)
+        if self.onReturn is not None:
+            self.onReturn()
 
     def discard(self, pipe: Pipe) -> None:
         """
@@ -308,6 +315,8 @@ class UnreservedPipes:
         """
         self.lent -= 1
         self.pool.discard(pipe)
+        if self.onReturn is not None:
+            self.onReturn()
 
 
 _default: PipePool | None = None

@@ -153,6 +153,8 @@ class ProxyConfig:
     @ivar alpn: the ALPN protocols C{ssl:} listeners offer, in preference
         order (see L{splicetx._tls}); empty: negotiate none.
     @ivar connectALPN: the ALPN protocols offered to C{tls:} upstreams.
+    @ivar fastPath: let plain forwards take the fast path (see
+        L{SpliceProxyFactory.fastPath <splicetx.proxy.SpliceProxyFactory.fastPath>}).
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -180,6 +182,7 @@ class ProxyConfig:
     commandACL: AccessControl | None = None
     alpn: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
     connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
+    fastPath: bool = True
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

@@ -558,6 +558,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
                 config.logNormalConnections or config.accessLog is not None
             ),
             accessLog=self.accessLog,
+            fastPath=config.fastPath,
         )
 
     def _listening(

@@ -264,6 +264,13 @@ class Options(PoolOptions, usage.Options):
             "Read a PROXY protocol header (v1 or v2) from every client first "
             "and use its address for logs and --allow/--deny.",
         ],
+        [
+            "no-fast-path",
+            None,
+            "Serve plain forwards through the general path (a Twisted "
+            "transport and protocol per connection) instead of the fast path; "
+            "to compare or debug.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -436,6 +443,7 @@ class Options(PoolOptions, usage.Options):
             maxConnections=self["max-connections"],
             drainTimeout=self["drain-timeout"],
             acceptProxyProtocol=bool(self["accept-proxy-protocol"]),
+            fastPath=not self["no-fast-path"],
             proxyProtocolTimeout=self["proxy-protocol-timeout"],
             sendProxyProtocol=self["proxy-protocol"],
             metricsEndpoint=self["metrics"],

@@ -194,6 +194,7 @@ class SpliceProxyFactory(Factory):
         maxConnections: int | None = None,
         logNormalConnections: bool = True,
         accessLog: AccessLog | None = None,
+        fastPath: bool = True,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -217,6 +218,7 @@ class SpliceProxyFactory(Factory):
         @param maxConnections: see L{maxConnections}.
         @param logNormalConnections: see L{logNormalConnections}.
         @param accessLog: see L{accessLog}.
+        @param fastPath: see L{fastPath}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -269,6 +271,7 @@ class SpliceProxyFactory(Factory):
         self._gate: PortGate[Any] = PortGate(maxConnections)
         self.logNormalConnections = logNormalConnections
         self.accessLog = accessLog
+        self.fastPath = fastPath
         self._fast: FastForwarder | None = None
 
     @property

@@ -39,6 +39,8 @@ class ProxySpec:
         upstreams (all the one backend, written differently), round robin
         (CLI launcher only: the stand-in has no pools); C{None}: one plain
         upstream.
+    @ivar fastPath: for splicetx, C{False} to run it with
+        C{--no-fast-path} (the general path, for comparison).
     @ivar logLevel: for splicetx, C{twist --log-level}: C{info} (its
         default: one record per connection) or C{warn} (normal ends are not
         recorded), to price the per-connection record.
@@ -53,6 +55,7 @@ class ProxySpec:
     workers: int | None = None
     poolSize: int | None = None
     logLevel: str = "info"
+    fastPath: bool = True
 
 
 def _kib(n: int) -> str:
@@ -108,6 +111,16 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             defaultPipeSize,
             ("churn", "keepalive"),
             logLevel="warn",
+        ),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-general",
+            "splicetx, splice engine, default pipes, --no-fast-path (a "
+            "Twisted transport and protocol per connection)",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("churn", "keepalive", "idle", "latency"),
+            fastPath=False,
         ),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
@@ -218,7 +231,12 @@ def command(
     """
     if spec.kind == "splicetx":
         assert spec.engine is not None and spec.pipeSize is not None
-        if launcher == "cli" or spec.poolSize:
+        if (
+            launcher == "cli"
+            or spec.poolSize
+            or not spec.fastPath
+            or spec.logLevel != "info"
+        ):
             return _twist(
                 "splice-proxy",
                 "--listen",
@@ -229,6 +247,7 @@ def command(
                 "--pipe-size",
                 str(spec.pipeSize),
                 *(["--workers", str(spec.workers)] if spec.workers else []),
+                *([] if spec.fastPath else ["--no-fast-path"]),
                 *(
                     ["--max-connections", str(maxConnections)]
                     if maxConnections is not None
