@@ -68,23 +68,28 @@ class _State(Enum):
     FINISHED = "finished"
 
 
-def _address(host: str, port: int) -> tuple[int, tuple[Any, ...], str]:
+#: C{(family, sockaddr, text, timeout)}: where a fast connection connects,
+#: how logs name it, and the endpoint's own connect timeout (0: none).
+Address = tuple[int, tuple[Any, ...], str, float]
+
+
+def _address(host: str, port: int, timeout: float) -> Address:
     if isIPv6Address(host):
-        return socket.AF_INET6, (host, port), f"[{host}]:{port}"
-    return socket.AF_INET, (host, port), f"{host}:{port}"
+        return socket.AF_INET6, (host, port), f"[{host}]:{port}", timeout
+    return socket.AF_INET, (host, port), f"{host}:{port}", timeout
 
 
-def directAddress(endpoint: Any) -> tuple[int, tuple[Any, ...], str] | None:
+def directAddress(endpoint: Any) -> Address | None:
     """
-    C{(family, sockaddr, text)} for a plain TCP endpoint with an IP
+    The L{Address} of a plain TCP endpoint with an IP
     address and no bind address, else C{None}.
     """
-    host, port, _, bind = directTarget(endpoint)
+    host, port, timeout, bind = directTarget(endpoint)
     if host is None or bind is not None:
         return None
     if not (isIPAddress(host) or isIPv6Address(host)):
         return None
-    return _address(host, port)
+    return _address(host, port, timeout)
 
 
 class _FastSocket:
@@ -201,6 +206,7 @@ class _FastConnection:
         "tried",
         "attempts",
         "deadline",
+        "timeout",
         "totalDeadline",
         "startedAt",
         "lastActivity",
@@ -230,6 +236,7 @@ class _FastConnection:
         self.tried: list[Any] | None = None
         self.attempts: list[Any] | None = None
         self.deadline = 0.0
+        self.timeout = 0.0
         self.totalDeadline = 0.0
         self.startedAt = self.lastActivity = now = factory.reactor.seconds()
         self.mark = 0
@@ -281,7 +288,7 @@ class _FastConnection:
             return member.endpoint
         return self.forwarder.factory.upstream
 
-    def _target(self) -> tuple[int, tuple[Any, ...], str] | None:
+    def _target(self) -> Address | None:
         plan = self.plan
         if plan.pool is None:
             return plan.single
@@ -308,12 +315,14 @@ class _FastConnection:
         if target is None:
             self._noUpstream()
             return
-        family, sockaddr, _ = target
+        family, sockaddr, _, own = target
         factory = self.forwarder.factory
-        timeout = factory.connectTimeout
         pool = self.plan.pool
-        if pool is not None:
-            timeout = pool.tryTimeout or 0.0
+        timeout = factory.connectTimeout if pool is None else pool.tryTimeout or 0.0
+        if own and (not timeout or own < timeout):
+            # A shorter timeout of the endpoint wins, as on the general path.
+            timeout = own
+        self.timeout = timeout
         deadline = now + timeout if timeout else 0.0
         total = self.totalDeadline
         if total and (not deadline or total < deadline):
@@ -375,7 +384,7 @@ class _FastConnection:
         if member is None:
             factory = self.forwarder.factory
             if timedOut:
-                why = f"timed out after {factory.connectTimeout:g} s"
+                why = f"timed out after {self.timeout:g} s"
             else:
                 why = Failure(exc).getErrorMessage()
             self._failed(

@@ -45,7 +45,7 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 
 from splicetx._balance import LeastConnections, RoundRobin, WeightedRandom
-from splicetx._fastconn import _FastConnection, directAddress
+from splicetx._fastconn import Address, _FastConnection, directAddress
 from splicetx._pipes import UnreservedPipes, defaultPipePool
 from splicetx._socketloop import loopFor
 from splicetx._splice import _errname
@@ -86,9 +86,9 @@ class _Plan:
 
     def __init__(self, factory: Any) -> None:
         self.key = _planKey(factory)
-        self.single: tuple[int, tuple[Any, ...], str] | None = None
+        self.single: Address | None = None
         self.pool: Any = None
-        self.addresses: dict[int, tuple[int, tuple[Any, ...], str]] = {}
+        self.addresses: dict[int, Address] = {}
         self.needsKey = True
         if factory._fastPathRefusal() is not None:
             return
@@ -109,6 +109,16 @@ class _Plan:
     @property
     def usable(self) -> bool:
         return self.single is not None or self.pool is not None
+
+    @property
+    def shortestTimeout(self) -> float:
+        """
+        The shortest connect timeout of the endpoints themselves (0: none),
+        which the timer's interval must honour too.
+        """
+        addresses = [self.single] if self.single is not None else []
+        addresses += self.addresses.values()
+        return min((a[3] for a in addresses if a[3]), default=0.0)
 
 
 def _planKey(factory: Any) -> tuple[Any, ...]:
@@ -360,12 +370,14 @@ class FastForwarder:
         while draining.
         """
         factory = self.factory
+        plan = self._plan
         times = [
             t
             for t in (
                 factory.connectTimeout,
                 factory.idleTimeout,
                 factory.halfCloseTimeout,
+                plan.shortestTimeout if plan is not None else 0.0,
             )
             if t
         ]
