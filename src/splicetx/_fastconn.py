@@ -440,7 +440,8 @@ class _FastConnection:
         factory = self.forwarder.factory
         if factory.metrics is not None:
             factory.metrics.connectFailed(Failure(exc), factory.forwardName)
-        self.client.close(True)
+        # As the general path's upstreamFailed(): a close, not a reset.
+        self.client.close(False)
         self._finish(_NO_ENGINE, 0, 0, "upstream failed", detail)
 
     def _connected(self) -> None:
@@ -500,6 +501,25 @@ class _FastConnection:
         )
 
     def pipeFailed(self, direction: Any, e: OSError) -> None:
+        """
+        No pipe for C{direction}'s readable source.  An end of stream (or a
+        reset) needs no pipe: a peek tells, and the direction ends as it
+        would have -- so that connections whose peers leave still close
+        and give their descriptors back when the descriptors are what ran
+        out.  Bytes wait for a pipe (L{FastForwarder.waitForPipe}).
+        """
+        try:
+            peeked = direction.src.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            self.spliceFailed(direction, err, True)
+            return
+        if not peeked:
+            direction.eof = True
+            direction.src.stopReading()
+            direction.finish()
+            return
         why = e.strerror if isinstance(e, PipeLimitReached) else _errname(e.errno or 0)
         self.forwarder.waitForPipe(direction, why)
 
