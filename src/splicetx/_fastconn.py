@@ -520,7 +520,10 @@ class _FastConnection:
             direction.src.stopReading()
             direction.finish()
             return
-        why = e.strerror if isinstance(e, PipeLimitReached) else _errname(e.errno or 0)
+        if isinstance(e, PipeLimitReached):
+            why = str(e.strerror)
+        else:
+            why = _errname(e.errno or 0)
         self.forwarder.waitForPipe(direction, why)
 
     def socketLost(self, sock: _FastSocket, reason: Failure) -> None:

@@ -65,9 +65,10 @@ def fastPathRefusal(factory: Any, port: Any) -> str | None:
         in the way.
     @param port: a listening port of it.
     """
+    owner: Any = factory
     if not hasattr(os, "splice"):
         return "no splice(2)"
-    if type(port) is not _tcp.Port or getattr(port, "factory", None) is not factory:
+    if type(port) is not _tcp.Port or getattr(port, "factory", None) is not owner:
         return "not a plain TCP port of this factory"
     if not IReactorFDSet.providedBy(port.reactor):
         return "the reactor has no IReactorFDSet"
