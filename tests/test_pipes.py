@@ -12,7 +12,14 @@ from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._pipes import DEFAULT_PIPE_SIZE, Pipe, PipePool, pipeMaxSize
+from splicetx._pipes import (
+    DEFAULT_PIPE_SIZE,
+    Pipe,
+    PipeLimitReached,
+    PipePool,
+    UnreservedPipes,
+    pipeMaxSize,
+)
 
 
 def _fds() -> int:
@@ -151,3 +158,33 @@ class PipePoolTests(SynchronousTestCase):
         r = repr(PipePool(pipeSize=65536, maxPipes=10))
         self.assertIn("size=65536", r)
         self.assertIn("reserved=0/10", r)
+
+
+class UnreservedPipesTests(SynchronousTestCase):
+    """
+    L{UnreservedPipes}: lending without reservations under the pool's cap.
+    """
+
+    def test_capCountsReservedAndLent(self) -> None:
+        """
+        Pipes reserved by other relays and pipes lent here together stay
+        under C{maxPipes}; past it C{take} raises L{PipeLimitReached}, and a
+        pipe given back makes room (and calls C{onReturn}).
+        """
+        pool = PipePool(64 << 10, maxPipes=3)
+        self.addCleanup(pool.close)
+        lender = UnreservedPipes(pool)
+        self.assertTrue(pool.reserve(1))
+        first = lender.take()
+        second = lender.take()
+        with self.assertRaises(PipeLimitReached) as caught:
+            lender.take()
+        self.assertIn("pipe limit reached (3 pipes)", str(caught.exception))
+        returned: list[bool] = []
+        lender.onReturn = lambda: returned.append(True)
+        lender.give(first)
+        self.assertEqual((lender.lent, pool.inUse, returned), (1, 1, [True]))
+        third = lender.take()
+        lender.discard(second)
+        lender.give(third)
+        self.assertEqual((lender.lent, pool.inUse, len(returned)), (0, 0, 3))
