@@ -357,7 +357,10 @@ class _Direction:
         dstfd = self.dstfd
         want = self.inPipe
         turns = self.turns
-        pieces = want > PIECE and self.bulk and _now() < turns.smallUntil
+        # Pieces only while there is someone to serve between them.
+        pieces = (
+            want > PIECE and self.bulk and turns.smalls and _now() < turns.smallUntil
+        )
         while True:
             if pieces and want > PIECE:
                 want = PIECE
