@@ -778,6 +778,19 @@ class ServeSmallTests(SynchronousTestCase):
         self.assertEqual(log, ["l"])
         self.assertEqual(list(turns.smalls), [live.srcfd])
 
+    def test_busyOnlyWhileTheLatestReadIsRecent(self) -> None:
+        """Bulk goes in pieces only while a watched small flow read lately."""
+        turns = _turns._Turns(_Calls())
+        self.assertFalse(turns.busy())
+        d = _Watched([], "a")
+        self.addCleanup(d.close)
+        # Read 1 s ago: still watched (a long window), but not busy.
+        turns.noteSmall(d, _turns._now() - 1 + 1000)
+        self.patch(_turns, "SMALL_WINDOW", 1000)
+        self.assertFalse(turns.busy())
+        turns.noteSmall(d, _turns._now() + 1000)
+        self.assertTrue(turns.busy())
+
     def test_forget(self) -> None:
         """A small flow that turned bulk is no longer watched."""
         turns = _turns._Turns(_Calls())

@@ -345,9 +345,9 @@ class _Direction:
         """
         Move the pipe's bytes to the destination.
 
-        While a small flow is about (L{SMALL_WINDOW}), a bulk direction
-        writes in pieces of L{PIECE} bytes and serves the waiting small
-        flows between two pieces (L{splicetx._turns._Turns.serveSmall}).
+        While a small flow is busy (L{splicetx._turns._Turns.busy}), a bulk
+        direction writes in pieces of L{PIECE} bytes and serves the waiting
+        small flows between two pieces (L{splicetx._turns._Turns.serveSmall}).
 
         @return: 0 when the pipe is empty, 1 when the destination refused
             more, 2 when the relay ended (with an error, or while small
@@ -357,10 +357,8 @@ class _Direction:
         dstfd = self.dstfd
         want = self.inPipe
         turns = self.turns
-        # Pieces only while there is someone to serve between them.
-        pieces = (
-            want > PIECE and self.bulk and turns.smalls and _now() < turns.smallUntil
-        )
+        # Pieces only while a small flow is busy: someone to serve between.
+        pieces = want > PIECE and self.bulk and turns.busy()
         while True:
             if pieces and want > PIECE:
                 want = PIECE

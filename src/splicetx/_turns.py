@@ -24,7 +24,7 @@ import weakref
 from collections import OrderedDict, deque
 from typing import Any
 
-__all__ = ["TURN_BUDGET", "BULK_READ", "SMALL_WINDOW", "PIECE", "WATCHED"]
+__all__ = ["TURN_BUDGET", "BULK_READ", "SMALL_WINDOW", "PIECE", "WATCHED", "BUSY"]
 
 
 #: Bytes the spliced relays of one reactor may read in one reactor turn
@@ -48,6 +48,13 @@ PIECE = 256 << 10
 
 #: The most recent small flows that L{_Turns.serveSmall} looks at.
 WATCHED = 8
+
+#: Bulk writes in pieces only while a watched small flow has read in the
+#: last this many seconds (L{_Turns.busy}): a request/response flow reads
+#: every round trip, while a connection's one request header or a bulk
+#: flow's lull (which stops being watched at its next bulk read) does not
+#: keep pure bulk in pieces.
+BUSY = 0.01
 
 _now = time.monotonic
 
@@ -133,6 +140,17 @@ class _Turns:
             ref = old[0]
             smalls[fd] = (ref if ref() is d else weakref.ref(d), until)
             smalls.move_to_end(fd)
+
+    def busy(self) -> bool:
+        """
+        Whether the most recent watched small flow read in the last L{BUSY}
+        seconds: then a bulk direction writes in pieces.
+        """
+        smalls = self.smalls
+        if not smalls:
+            return False
+        until = next(reversed(smalls.values()))[1]
+        return until - SMALL_WINDOW + BUSY > _now()
 
     def forget(self, d: Any) -> None:
         """
