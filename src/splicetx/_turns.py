@@ -9,9 +9,9 @@ L{TURN_BUDGET} bytes are spent, and while a small flow is about, a bulk
 direction stops reading and queues for the next reactor turn, while small
 reads go at once.
 
-Within a turn, while a small flow is about, a bulk direction writes its
-pipe out in L{PIECE}-sized splices and, between two of them, lets the
-small flows that have bytes waiting read them at once
+Within a turn, while a small flow is busy (L{BUSY}), a bulk direction
+writes its pipe out in L{PIECE}-sized splices and, between two of them,
+lets the small flows that have bytes waiting read them at once
 (L{_Turns.serveSmall}): a request waits behind about one piece of bulk
 work per hop rather than behind the rest of the turn.
 """
@@ -41,7 +41,7 @@ BULK_READ = 64 << 10
 #: them).
 SMALL_WINDOW = 0.1
 
-#: While a small flow is about, a bulk direction writes its pipe out in
+#: While a small flow is busy (L{BUSY}), a bulk direction writes its pipe out in
 #: splices of at most this many bytes, and between two of them serves the
 #: small flows that have bytes waiting (L{_Turns.serveSmall}).
 PIECE = 256 << 10
