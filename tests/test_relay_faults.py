@@ -514,6 +514,68 @@ class TurnBudgetMixin(ReactorTestMixin):
         self.assertEqual(waits, [])
 
 
+class ServeSmallMixin(ReactorTestMixin):
+    """
+    While a bulk relay pumps in pieces, a ping-pong relay on the same reactor
+    is served between two of them (rule 10), and neither loses a byte.
+    """
+
+    @inlineCallbacks
+    def _pingUnderBulk(self, reactor: Any) -> Any:
+        bulk = yield makePair(reactor, engine="splice")
+        rr = yield makePair(reactor, engine="splice")
+        rr.server.onData = lambda data: rr.server.transport.write(data)
+        data = payload(64 << 20, 3)
+        bulk.client.send(data, halfClose=True, maxChunk=1 << 20)
+        echoed = []
+        for i in range(100):
+            got: Deferred[None] = Deferred()
+            want = rr.client.received + 1024
+
+            def onData(data: bytes, got: Any = got, want: int = want) -> None:
+                echoed.append(data)
+                if rr.client.received >= want and not got.called:
+                    got.callback(None)
+
+            rr.client.onData = onData
+            rr.client.transport.write(bytes([i]) * 1024)
+            yield got
+        yield bulk.server.eof
+        bulk.server.transport.loseConnection()
+        rr.client.transport.loseConnection()
+        yield rr.server.eof
+        rr.server.transport.loseConnection()
+        yield gatherResults([bulk.result, rr.result, rr.client.lost, rr.server.lost])
+        return digest(data), bulk.server.digest(), b"".join(echoed)
+
+    def test_smallServedBetweenPieces(self) -> None:
+        """Small reads happen inside bulk pumps; every byte of both arrives."""
+        self.patch(_splice, "PIECE", 32 << 10)
+        inline = []
+        serving = []
+        realServe = _turns._Turns.serveSmall
+        realReadable = _splice._Direction.readable
+
+        def serveSmall(turns: Any, d: Any) -> None:
+            serving.append(d)
+            try:
+                realServe(turns, d)
+            finally:
+                serving.pop()
+
+        def readable(d: Any) -> None:
+            if serving:
+                inline.append(d)
+            realReadable(d)
+
+        self.patch(_turns._Turns, "serveSmall", serveSmall)
+        self.patch(_splice._Direction, "readable", readable)
+        sent, got, echoed = self.runScenario(self._pingUnderBulk, timeout=120)
+        self.assertEqual(got, sent)
+        self.assertEqual(echoed, b"".join(bytes([i]) * 1024 for i in range(100)))
+        self.assertTrue(inline, "no small flow was served between two pieces")
+
+
 class _Calls:
     """
     A reactor that only queues C{callLater} calls, run one turn at a time
@@ -634,6 +696,282 @@ class TurnsTests(SynchronousTestCase):
         self.assertIsNot(_turns._turnsFor(r1), _turns._turnsFor(r2))
 
 
+class _Watched:
+    """
+    A small direction as L{_turns._Turns.serveSmall} sees it: its source is
+    one end of a real socket pair, and C{readable} drains it.
+    """
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.sock, self.peer = socket.socketpair()
+        self.sock.setblocking(False)
+        self.srcfd = self.sock.fileno()
+        self.src = SimpleNamespace(fd=self.srcfd)
+        self.name = name
+        self.log = log
+        self.done = False
+        self.pipe: Any = None
+        self.bulk = False
+        self.also: Any = None
+
+    def readable(self) -> None:
+        self.log.append(self.name)
+        self.sock.recv(65536)
+        if self.also is not None:
+            self.also()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.peer.close()
+
+
+class ServeSmallTests(SynchronousTestCase):
+    """
+    L{_turns._Turns.noteSmall}, C{forget} and C{serveSmall}: the small
+    flows that a bulk direction lets go between two pieces of its work.
+    """
+
+    def _watched(self, turns: Any, log: list[str], name: str) -> _Watched:
+        d = _Watched(log, name)
+        self.addCleanup(d.close)
+        turns.noteSmall(d, _turns._now() + 60)
+        return d
+
+    def test_servesOnlyThoseWithBytesWaiting(self) -> None:
+        """A watched small flow with bytes waiting reads at once; a quiet one not."""
+        turns = _turns._Turns(_Calls())
+        log: list[str] = []
+        a = self._watched(turns, log, "a")
+        self._watched(turns, log, "b")
+        turns.serveSmall(object())
+        self.assertEqual(log, [])
+        a.peer.send(b"x" * 1024)
+        turns.serveSmall(object())
+        self.assertEqual(log, ["a"])
+        turns.serveSmall(object())
+        self.assertEqual(log, ["a"])
+
+    def test_busyOrBulkOrAskingNotServed(self) -> None:
+        """One whose pipe holds bytes, one turned bulk, and the asker wait."""
+        turns = _turns._Turns(_Calls())
+        log: list[str] = []
+        busy, big, asker = (self._watched(turns, log, n) for n in "pqr")
+        busy.pipe = object()
+        big.bulk = True
+        for d in (busy, big, asker):
+            d.peer.send(b"x")
+        turns.serveSmall(asker)
+        self.assertEqual(log, [])
+        self.assertEqual(len(turns.smalls), 3)
+
+    def test_endedQuietOrReusedUnwatched(self) -> None:
+        """Ended, quiet-too-long and fd-reused flows are dropped, not served."""
+        turns = _turns._Turns(_Calls())
+        log: list[str] = []
+        ended, reused, quiet, live = (self._watched(turns, log, n) for n in "erql")
+        ended.done = True
+        reused.src = SimpleNamespace(fd=-1)
+        turns.noteSmall(quiet, _turns._now() - 1)
+        for d in (ended, reused, quiet, live):
+            d.peer.send(b"x")
+        turns.serveSmall(object())
+        self.assertEqual(log, ["l"])
+        self.assertEqual(list(turns.smalls), [live.srcfd])
+
+    def test_busyOnlyWhileTheLatestReadIsRecent(self) -> None:
+        """Bulk goes in pieces only while a watched small flow read lately."""
+        turns = _turns._Turns(_Calls())
+        self.assertFalse(turns.busy())
+        d = _Watched([], "a")
+        self.addCleanup(d.close)
+        # Read 1 s ago: still watched (a long window), but not busy.
+        turns.noteSmall(d, _turns._now() - 1 + 1000)
+        self.patch(_turns, "SMALL_WINDOW", 1000)
+        self.assertFalse(turns.busy())
+        turns.noteSmall(d, _turns._now() + 1000)
+        self.assertTrue(turns.busy())
+
+    def test_forget(self) -> None:
+        """A small flow that turned bulk is no longer watched."""
+        turns = _turns._Turns(_Calls())
+        log: list[str] = []
+        d = self._watched(turns, log, "a")
+        turns.forget(d)
+        d.peer.send(b"x")
+        turns.serveSmall(object())
+        self.assertEqual((log, dict(turns.smalls)), ([], {}))
+
+    def test_onlyTheMostRecent(self) -> None:
+        """At most WATCHED small flows are watched: the oldest goes first."""
+        self.patch(_turns, "WATCHED", 2)
+        turns = _turns._Turns(_Calls())
+        log: list[str] = []
+        a, b, c = (self._watched(turns, log, n) for n in "abc")
+        self.assertEqual(list(turns.smalls), [b.srcfd, c.srcfd])
+        turns.noteSmall(b, _turns._now() + 60)  # b is the most recent now
+        self._watched(turns, log, "d")
+        self.assertNotIn(c.srcfd, turns.smalls)
+        self.assertIn(b.srcfd, turns.smalls)
+
+    def test_watchedWeakly(self) -> None:
+        """Being watched does not keep a direction (its relay) alive."""
+        turns = _turns._Turns(_Calls())
+        d = _Watched([], "a")
+        sock, peer, fd = d.sock, d.peer, d.srcfd
+        self.addCleanup(sock.close)
+        self.addCleanup(peer.close)
+        turns.noteSmall(d, _turns._now() + 60)
+        ref = weakref.ref(d)
+        del d
+        gc.collect()
+        self.assertIsNone(ref())
+        peer.send(b"x")
+        turns.serveSmall(object())
+        self.assertNotIn(fd, turns.smalls)
+
+    def test_notReentered(self) -> None:
+        """A small flow served serves no other small flow itself."""
+        turns = _turns._Turns(_Calls())
+        log: list[str] = []
+        a, b = (self._watched(turns, log, n) for n in "ab")
+        a.also = b.also = lambda: turns.serveSmall(object())
+        a.peer.send(b"x")
+        b.peer.send(b"x")
+        turns.serveSmall(object())
+        # Both served by the outer call, once each: not from inside a or b.
+        self.assertEqual(sorted(log), ["a", "b"])
+
+
+class _Endpoint:
+    """
+    A socket as L{_splice._Direction} uses it (C{fd}, C{name}, C{sock},
+    C{source}, start/stop reading and writing), and nothing more.
+    """
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.name = name
+        self.source: Any = None
+        self.calls: list[str] = []
+
+    def startReading(self) -> None:
+        self.calls.append("startReading")
+
+    def stopReading(self) -> None:
+        self.calls.append("stopReading")
+
+    def startWriting(self) -> None:
+        self.calls.append("startWriting")
+
+    def stopWriting(self) -> None:
+        self.calls.append("stopWriting")
+
+
+class PiecesTests(SynchronousTestCase):
+    """
+    L{_splice._Direction.pump} in pieces while a small flow is about, with
+    the interface the direction needs from an engine and its sockets only.
+    """
+
+    def _bulk(self, size: int) -> tuple[Any, Any, socket.socket]:
+        pool = PipePool(1 << 20)
+        self.addCleanup(pool.close)
+        engine = SimpleNamespace(
+            pool=pool,
+            reactor=_Calls(),
+            pipeFailed=lambda d, e: self.fail(f"pipeFailed {e}"),
+            spliceFailed=lambda d, e, reading: self.fail(f"spliceFailed {e}"),
+            fail=lambda reason, detail: self.fail(detail),
+            directionDone=lambda: None,
+        )
+        a, peerA = socket.socketpair()
+        b, peerB = socket.socketpair()
+        for s in (a, peerA, b, peerB):
+            self.addCleanup(s.close)
+        for s in (b, peerB):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        src, dst = _Endpoint(a, "A"), _Endpoint(b, "B")
+        d = _splice._Direction(engine, src, dst)  # type: ignore[arg-type]
+        src.source = d
+        dst.source = SimpleNamespace(done=False)
+        peerA.sendall(b"x" * size)
+        return d, engine, peerB
+
+    def test_servesSmallFlowsBetweenPieces(self) -> None:
+        """A bulk pump writes pieces and serves a waiting small flow between two."""
+        self.patch(_splice, "PIECE", 16 << 10)
+        d, engine, peerB = self._bulk(128 << 10)
+        d.bulk = True
+        turns = d.turns
+        log: list[str] = []
+        small = _Watched(log, "s")
+        self.addCleanup(small.close)
+        turns.noteSmall(small, _turns._now() + 60)
+        turns.smallUntil = _turns._now() + 60
+        sizes: list[int] = []
+        realSplice = _splice._splice
+
+        def splice(*args: Any) -> int:
+            n = realSplice(*args)
+            if args[1] == d.dstfd:
+                sizes.append(n)
+                if len(sizes) == 2:
+                    small.peer.send(b"ping")
+            return n
+
+        self.patch(_splice, "_splice", splice)
+        d.readable()
+        self.assertEqual(log, ["s"])
+        self.assertEqual(sum(sizes), d.moved)
+        self.assertTrue(sizes and max(sizes) <= 16 << 10, sizes)
+        self.assertGreater(len(sizes), 2)
+
+    def test_noPiecesWithoutSmallFlow(self) -> None:
+        """With no small flow about, the pipe goes out in one splice."""
+        self.patch(_splice, "PIECE", 16 << 10)
+        d, engine, peerB = self._bulk(128 << 10)
+        d.bulk = True
+        sizes: list[int] = []
+        realSplice = _splice._splice
+
+        def splice(*args: Any) -> int:
+            n = realSplice(*args)
+            if args[1] == d.dstfd:
+                sizes.append(n)
+            return n
+
+        self.patch(_splice, "_splice", splice)
+        d.readable()
+        self.assertEqual(len(sizes), 1)
+        self.assertGreater(sizes[0], 16 << 10)
+
+    def test_relayEndedWhileServing(self) -> None:
+        """If serving small flows ended the relay, the pump stops writing at once."""
+        self.patch(_splice, "PIECE", 16 << 10)
+        d, engine, peerB = self._bulk(128 << 10)
+        d.bulk = True
+        turns = d.turns
+        small = _Watched([], "s")
+        self.addCleanup(small.close)
+        turns.noteSmall(small, _turns._now() + 60)
+        turns.smallUntil = _turns._now() + 60
+        small.peer.send(b"ping")
+
+        def stop() -> None:
+            # What an engine's stop does: take (and here give back) the pipe.
+            engine.pool.discard(d.pipe)
+            d.pipe = None
+
+        small.also = stop
+        d.readable()
+        self.assertEqual(d.moved, 16 << 10)
+        self.assertIsNone(d.pipe)
+        self.assertNotIn("startWriting", d.dst.calls)
+
+
 _RLIMIT_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, os, resource, sys
@@ -689,4 +1027,5 @@ globals().update(makeReactorTests(FileDescriptorHygieneMixin))
 globals().update(makeReactorTests(CycleMixin))
 globals().update(makeReactorTests(FairnessMixin))
 globals().update(makeReactorTests(TurnBudgetMixin))
+globals().update(makeReactorTests(ServeSmallMixin))
 globals().update(makeReactorTests(RlimitMixin))

@@ -36,7 +36,10 @@ one reactor share a budget of L{TURN_BUDGET <splicetx._turns.TURN_BUDGET>}
 bytes per reactor turn: once it is spent, bulk directions queue for the
 next turn (L{splicetx._turns._Turns}) while small reads go at once, so a
 request waits behind about one pipe-full of bulk work, not one per bulk
-flow (docs/design-decisions.md rule 10).
+flow.  While a small flow is about, a bulk direction also writes its pipe
+out in pieces of L{PIECE <splicetx._turns.PIECE>} bytes and lets waiting
+small flows read between two of them (L{splicetx._turns._Turns.serveSmall}),
+so a request waits behind about one piece (docs/design-decisions.md rule 10).
 
 The engine knows its relay only as an L{IEngineHost}: it reports the end
 with L{IEngineHost.ended}, a fallback to copying mid-relay with
@@ -78,7 +81,7 @@ from splicetx._transports import (
     _socketOf,
     _unguard,
 )
-from splicetx._turns import BULK_READ, SMALL_WINDOW, _now, _turnsFor
+from splicetx._turns import BULK_READ, PIECE, SMALL_WINDOW, _now, _turnsFor
 
 _splice = os.splice
 _FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
@@ -252,6 +255,7 @@ class _Direction:
         "done",
         "turns",
         "bulk",
+        "__weakref__",
     )
 
     def __init__(
@@ -311,13 +315,17 @@ class _Direction:
                 return
             self.inPipe = n
             if n >= BULK_READ:
-                self.bulk = True
+                if not self.bulk:
+                    self.bulk = True
+                    if turns.smalls:
+                        turns.forget(self)
             elif self.bulk:
                 # One small read in a bulk flow (a header, a lull) is not
                 # a small flow: only a second one in a row counts.
                 self.bulk = False
             else:
-                turns.smallUntil = _now() + SMALL_WINDOW
+                until = turns.smallUntil = _now() + SMALL_WINDOW
+                turns.noteSmall(self, until)
             left = turns.left = turns.left - n
             if left <= 0:
                 turns.spent()
@@ -337,14 +345,25 @@ class _Direction:
         """
         Move the pipe's bytes to the destination.
 
+        While a small flow is busy (L{splicetx._turns._Turns.busy}), a bulk
+        direction writes in pieces of L{PIECE} bytes and serves the waiting
+        small flows between two pieces (L{splicetx._turns._Turns.serveSmall}).
+
         @return: 0 when the pipe is empty, 1 when the destination refused
-            more, 2 when the relay ended with an error.
+            more, 2 when the relay ended (with an error, or while small
+            flows were served).
         """
         pipe = self.pipe
         dstfd = self.dstfd
+        want = self.inPipe
+        turns = self.turns
+        # Pieces only while a small flow is busy: someone to serve between.
+        pieces = want > PIECE and self.bulk and turns.busy()
         while True:
+            if pieces and want > PIECE:
+                want = PIECE
             try:
-                m = _splice(pipe.readFD, dstfd, self.inPipe, None, None, _FLAGS)
+                m = _splice(pipe.readFD, dstfd, want, None, None, _FLAGS)
             except BlockingIOError:
                 return 1
             except InterruptedError:
@@ -362,9 +381,18 @@ class _Direction:
             self.inPipe = left
             if not left:
                 return 0
-            # A short write: the socket buffer is full; wait for POLLOUT
-            # rather than spend a system call to hear EAGAIN.
-            return 1
+            if m < want:
+                # A short write: the socket buffer is full; wait for POLLOUT
+                # rather than spend a system call to hear EAGAIN.
+                return 1
+            # One piece written (see PIECE): the small flows with bytes
+            # waiting go now, not after this reactor turn.
+            turns.serveSmall(self)
+            if self.pipe is not pipe or self.dst is None:
+                # What it ran ended this relay too (the engine's stop took
+                # the pipe): nothing more to do here.
+                return 2
+            want = left
 
     def writable(self) -> None:
         """

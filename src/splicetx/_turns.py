@@ -8,16 +8,23 @@ splice direction (L{splicetx._splice}) is charged to it; once
 L{TURN_BUDGET} bytes are spent, and while a small flow is about, a bulk
 direction stops reading and queues for the next reactor turn, while small
 reads go at once.
+
+Within a turn, while a small flow is busy (L{BUSY}), a bulk direction
+writes its pipe out in L{PIECE}-sized splices and, between two of them,
+lets the small flows that have bytes waiting read them at once
+(L{_Turns.serveSmall}): a request waits behind about one piece of bulk
+work per hop rather than behind the rest of the turn.
 """
 
 from __future__ import annotations
 
+import select
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
-__all__ = ["TURN_BUDGET", "BULK_READ", "SMALL_WINDOW"]
+__all__ = ["TURN_BUDGET", "BULK_READ", "SMALL_WINDOW", "PIECE", "WATCHED", "BUSY"]
 
 
 #: Bytes the spliced relays of one reactor may read in one reactor turn
@@ -33,6 +40,21 @@ BULK_READ = 64 << 10
 #: is waiting behind the bulk, and it runs unchecked (longer turns, fewer of
 #: them).
 SMALL_WINDOW = 0.1
+
+#: While a small flow is busy (L{BUSY}), a bulk direction writes its pipe out in
+#: splices of at most this many bytes, and between two of them serves the
+#: small flows that have bytes waiting (L{_Turns.serveSmall}).
+PIECE = 256 << 10
+
+#: The most recent small flows that L{_Turns.serveSmall} looks at.
+WATCHED = 8
+
+#: Bulk writes in pieces only while a watched small flow has read in the
+#: last this many seconds (L{_Turns.busy}): a request/response flow reads
+#: every round trip, while a connection's one request header or a bulk
+#: flow's lull (which stops being watched at its next bulk read) does not
+#: keep pure bulk in pieces.
+BUSY = 0.01
 
 _now = time.monotonic
 
@@ -63,6 +85,9 @@ class _Turns:
         self.queue: deque[Any] = deque()
         self.pending = False
         self.smallUntil = 0.0
+        self.smalls: OrderedDict[int, tuple[Any, float]] = OrderedDict()
+        self.serving = False
+        self._poll = select.poll()
         reactor.addSystemEventTrigger("before", "shutdown", self.release)
 
     def spent(self) -> None:
@@ -96,6 +121,87 @@ class _Turns:
             src = d.src
             if src is not None and src.engine is not None and not d.done:
                 src.startReading()
+
+    def noteSmall(self, d: Any, until: float) -> None:
+        """
+        Direction C{d} read small twice in a row: watch its source until
+        C{until}, as one of the L{WATCHED} most recent small flows.
+        """
+        fd = d.srcfd
+        smalls = self.smalls
+        old = smalls.get(fd)
+        if old is None:
+            # Weakly: a relay that ends is not kept alive by being watched.
+            smalls[fd] = (weakref.ref(d), until)
+            self._poll.register(fd, select.POLLIN)
+            if len(smalls) > WATCHED:
+                self._unwatch(next(iter(smalls)))
+        else:
+            ref = old[0]
+            smalls[fd] = (ref if ref() is d else weakref.ref(d), until)
+            smalls.move_to_end(fd)
+
+    def busy(self) -> bool:
+        """
+        Whether the most recent watched small flow read in the last L{BUSY}
+        seconds: then a bulk direction writes in pieces.
+        """
+        smalls = self.smalls
+        if not smalls:
+            return False
+        until = next(reversed(smalls.values()))[1]
+        return until - SMALL_WINDOW + BUSY > _now()
+
+    def forget(self, d: Any) -> None:
+        """
+        Direction C{d} turned bulk: stop watching it.
+        """
+        old = self.smalls.get(d.srcfd)
+        if old is not None and old[0]() is d:
+            self._unwatch(d.srcfd)
+
+    def _unwatch(self, fd: int) -> None:
+        del self.smalls[fd]
+        self._poll.unregister(fd)
+
+    def serveSmall(self, bulk: Any) -> None:
+        """
+        Between two pieces of bulk direction C{bulk}'s work: let every
+        watched small flow that has bytes waiting (one C{poll(2)}, no
+        timeout) read them now, instead of after this reactor turn.
+
+        Only an idle small direction is served: its pipe empty, so it is
+        reading and the invariant of C{_Direction.readable} holds (a later
+        event of this turn for it finds its socket drained: C{EAGAIN}).  One
+        that ended, or that has been quiet for L{SMALL_WINDOW}, is no longer
+        watched (its fd may be another socket's by now).  Not re-entered: a
+        small direction that turns bulk while served serves nobody.
+
+        @param bulk: the bulk direction asking (never served itself).
+        """
+        if self.serving or not self.smalls:
+            return
+        self.serving = True
+        try:
+            now = _now()
+            smalls = self.smalls
+            for fd, _ in self._poll.poll(0):
+                entry = smalls.get(fd)
+                if entry is None:
+                    continue
+                d = entry[0]()
+                if (
+                    d is None
+                    or d.done
+                    or entry[1] < now
+                    or d.src is None
+                    or d.src.fd != fd
+                ):
+                    self._unwatch(fd)
+                elif d is not bulk and d.pipe is None and not d.bulk:
+                    d.readable()
+        finally:
+            self.serving = False
 
     def refill(self) -> None:
         self.pending = False
