@@ -53,6 +53,7 @@ import errno
 import os
 import socket
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import (
     IPullProducer,
@@ -235,6 +236,67 @@ class _SpliceSocket:
 _DIRECTION_NAMES = {("A", "B"): "A->B", ("B", "A"): "B->A"}
 
 
+class DirectionHost(TypingProtocol):
+    """
+    What a L{_Direction} needs of the engine it reports to (the splice
+    engine here, a fast connection in L{splicetx._fastconn}).
+    """
+
+    @property
+    def pool(self) -> Any:
+        """
+        Where pipes come from: C{take()}, C{give(pipe)}, C{discard(pipe)}.
+        """
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor (for the byte budget of its turns).
+        """
+
+    def pipeFailed(self, direction: Any, e: OSError) -> None:
+        """
+        No pipe for C{direction}: the source is readable, nothing was read.
+        """
+
+    def spliceFailed(self, direction: Any, e: OSError, reading: bool) -> None:
+        """
+        A splice from the source (C{reading}) or into the destination failed.
+        """
+
+    def fail(self, reason: str, detail: str) -> None:
+        """
+        End the relay with C{reason}.
+        """
+
+    def directionDone(self) -> None:
+        """
+        A direction finished (end of stream passed on).
+        """
+
+
+class DirectionSocket(TypingProtocol):
+    """
+    What a L{_Direction} needs of each of its two sockets
+    (L{_SpliceSocket} here, a fast socket in L{splicetx._fastconn}).
+    """
+
+    engine: Any
+    fd: int
+    name: str
+    sock: Any
+    source: Any
+    sink: Any
+
+    def startReading(self) -> None: ...
+
+    def stopReading(self) -> None: ...
+
+    def startWriting(self) -> None: ...
+
+    def stopWriting(self) -> None: ...
+
+
 class _Direction:
     """
     One direction of a spliced relay: source socket -> pipe -> destination.
@@ -259,7 +321,7 @@ class _Direction:
     )
 
     def __init__(
-        self, engine: SpliceEngine, src: _SpliceSocket, dst: _SpliceSocket
+        self, engine: DirectionHost, src: DirectionSocket, dst: DirectionSocket
     ) -> None:
         self.engine: Any = engine
         self.pool = engine.pool
