@@ -24,7 +24,7 @@ from splicetx import (
     DONE,
     RESET,
     PipePool,
-    _splice,
+    _direction,
 )
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
@@ -392,7 +392,7 @@ class FallbackMixin(ReactorTestMixin):
     def test_firstSpliceEINVAL(self) -> None:
         """A first splice failing with EINVAL falls back to copying, nothing lost."""
         calls = []
-        real = _splice._splice
+        real = _direction._splice
 
         def failing(*args: Any) -> int:
             calls.append(args)
@@ -400,11 +400,11 @@ class FallbackMixin(ReactorTestMixin):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
             return real(*args)
 
-        _splice._splice = failing
+        _direction._splice = failing
         try:
             result = self.runScenario(lambda r: self._transfer(r, engine="auto"))
         finally:
-            _splice._splice = real
+            _direction._splice = real
         self.assertEqual(result.engine, "copy")
         self.assertIn("EINVAL", result.fallbackReason)
 

@@ -44,6 +44,7 @@ from splicetx import (
     Relay,
     RelayUsageError,
     _copy,
+    _direction,
     _relay,
     _splice,
     _turns,
@@ -498,9 +499,9 @@ class TurnBudgetMixin(ReactorTestMixin):
     def test_heldBackDirectionsDeliverEverything(self) -> None:
         """Three bulk relays under a 64 KiB turn budget wait turns, lose nothing."""
         waits = self._countWaits()
-        self.patch(_splice, "BULK_READ", 16 << 10)
+        self.patch(_direction, "BULK_READ", 16 << 10)
         # As if a small read had just happened, all the time: bulk is held.
-        self.patch(_splice, "_now", lambda: -1.0)
+        self.patch(_direction, "_now", lambda: -1.0)
         sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
         self.assertEqual(got, sent)
         self.assertTrue(waits, "no direction ever waited for a turn")
@@ -508,7 +509,7 @@ class TurnBudgetMixin(ReactorTestMixin):
     def test_bulkAloneIsNotHeldBack(self) -> None:
         """With no small read in the window, a spent budget holds nothing back."""
         waits = self._countWaits()
-        self.patch(_splice, "BULK_READ", 1)  # every read is a bulk read
+        self.patch(_direction, "BULK_READ", 1)  # every read is a bulk read
         sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
         self.assertEqual(got, sent)
         self.assertEqual(waits, [])
@@ -550,11 +551,11 @@ class ServeSmallMixin(ReactorTestMixin):
 
     def test_smallServedBetweenPieces(self) -> None:
         """Small reads happen inside bulk pumps; every byte of both arrives."""
-        self.patch(_splice, "PIECE", 32 << 10)
+        self.patch(_direction, "PIECE", 32 << 10)
         inline = []
         serving = []
         realServe = _turns._Turns.serveSmall
-        realReadable = _splice._Direction.readable
+        realReadable = _direction._Direction.readable
 
         def serveSmall(turns: Any, d: Any) -> None:
             serving.append(d)
@@ -569,7 +570,7 @@ class ServeSmallMixin(ReactorTestMixin):
             realReadable(d)
 
         self.patch(_turns._Turns, "serveSmall", serveSmall)
-        self.patch(_splice._Direction, "readable", readable)
+        self.patch(_direction._Direction, "readable", readable)
         sent, got, echoed = self.runScenario(self._pingUnderBulk, timeout=120)
         self.assertEqual(got, sent)
         self.assertEqual(echoed, b"".join(bytes([i]) * 1024 for i in range(100)))
@@ -601,7 +602,7 @@ class _Calls:
 
 class _Clocked:
     """
-    A stand-in for a L{_splice._Direction} as L{_turns._Turns} sees it.
+    A stand-in for a L{_direction._Direction} as L{_turns._Turns} sees it.
     """
 
     def __init__(self, turns: Any, name: str, log: list[str], size: int) -> None:
@@ -844,7 +845,7 @@ class ServeSmallTests(SynchronousTestCase):
 
 class _Endpoint:
     """
-    A socket as L{_splice._Direction} uses it (C{fd}, C{name}, C{sock},
+    A socket as L{_direction._Direction} uses it (C{fd}, C{name}, C{sock},
     C{source}, start/stop reading and writing), and nothing more.
     """
 
@@ -871,7 +872,7 @@ class _Endpoint:
 
 class PiecesTests(SynchronousTestCase):
     """
-    L{_splice._Direction.pump} in pieces while a small flow is about, with
+    L{_direction._Direction.pump} in pieces while a small flow is about, with
     the interface the direction needs from an engine and its sockets only.
     """
 
@@ -894,7 +895,7 @@ class PiecesTests(SynchronousTestCase):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         src, dst = _Endpoint(a, "A"), _Endpoint(b, "B")
-        d = _splice._Direction(engine, src, dst)  # type: ignore[arg-type]
+        d = _direction._Direction(engine, src, dst)  # type: ignore[arg-type]
         src.source = d
         dst.source = SimpleNamespace(done=False)
         peerA.sendall(b"x" * size)
@@ -902,7 +903,7 @@ class PiecesTests(SynchronousTestCase):
 
     def test_servesSmallFlowsBetweenPieces(self) -> None:
         """A bulk pump writes pieces and serves a waiting small flow between two."""
-        self.patch(_splice, "PIECE", 16 << 10)
+        self.patch(_direction, "PIECE", 16 << 10)
         d, engine, peerB = self._bulk(128 << 10)
         d.bulk = True
         turns = d.turns
@@ -912,7 +913,7 @@ class PiecesTests(SynchronousTestCase):
         turns.noteSmall(small, _turns._now() + 60)
         turns.smallUntil = _turns._now() + 60
         sizes: list[int] = []
-        realSplice = _splice._splice
+        realSplice = _direction._splice
 
         def splice(*args: Any) -> int:
             n = realSplice(*args)
@@ -922,7 +923,7 @@ class PiecesTests(SynchronousTestCase):
                     small.peer.send(b"ping")
             return n
 
-        self.patch(_splice, "_splice", splice)
+        self.patch(_direction, "_splice", splice)
         d.readable()
         self.assertEqual(log, ["s"])
         self.assertEqual(sum(sizes), d.moved)
@@ -931,11 +932,11 @@ class PiecesTests(SynchronousTestCase):
 
     def test_noPiecesWithoutSmallFlow(self) -> None:
         """With no small flow about, the pipe goes out in one splice."""
-        self.patch(_splice, "PIECE", 16 << 10)
+        self.patch(_direction, "PIECE", 16 << 10)
         d, engine, peerB = self._bulk(128 << 10)
         d.bulk = True
         sizes: list[int] = []
-        realSplice = _splice._splice
+        realSplice = _direction._splice
 
         def splice(*args: Any) -> int:
             n = realSplice(*args)
@@ -943,14 +944,14 @@ class PiecesTests(SynchronousTestCase):
                 sizes.append(n)
             return n
 
-        self.patch(_splice, "_splice", splice)
+        self.patch(_direction, "_splice", splice)
         d.readable()
         self.assertEqual(len(sizes), 1)
         self.assertGreater(sizes[0], 16 << 10)
 
     def test_relayEndedWhileServing(self) -> None:
         """If serving small flows ended the relay, the pump stops writing at once."""
-        self.patch(_splice, "PIECE", 16 << 10)
+        self.patch(_direction, "PIECE", 16 << 10)
         d, engine, peerB = self._bulk(128 << 10)
         d.bulk = True
         turns = d.turns

@@ -10,7 +10,7 @@ from its accepted socket to its log record
      exactly as L{UpstreamPool.connect <splicetx._pool.UpstreamPool.connect>}
      does, bounded in tries and time);
   3. once connected, both ways spliced by the splice engine's own
-     L{_Direction <splicetx._splice._Direction>} (the same loop, the same
+     L{_Direction <splicetx._direction._Direction>} (the same loop, the same
      byte budget per reactor turn), both sockets members of the reactor's
      L{SocketLoop <splicetx._socketloop.SocketLoop>};
   4. at the end, both sockets closed, and the same L{RelayResult
@@ -96,7 +96,7 @@ class _FastSocket:
     """
     One socket of a fast connection: a member of the L{SocketLoop
     <splicetx._socketloop.SocketLoop>} and, for its two
-    L{_Direction <splicetx._splice._Direction>}s, what the splice engine's
+    L{_Direction <splicetx._direction._Direction>}s, what the splice engine's
     own socket object is.
     """
 
@@ -185,7 +185,7 @@ class _FastSocket:
 class _FastConnection:
     """
     One client on the fast path, from accept to its log record.  It is the
-    "engine" its two L{_Direction <splicetx._splice._Direction>}s report to,
+    "engine" its two L{_Direction <splicetx._direction._Direction>}s report to,
     and, for the factory's gate and status page, a live connection
     (C{abort}, C{drainStarted}, C{relay}, C{upstreamEndpoint},
     C{startedAt}, C{clientText}).
