@@ -681,8 +681,8 @@ class FastPathOnlyMixin(ReactorTestMixin):
     def test_reactorShutdownEndsConnections(self) -> None:
         """
         When the reactor drops the socket loop (as it does at shutdown), a
-        relaying connection ends, recorded as closed, and the loop leaves
-        the reactor.
+        relaying connection ends, recorded as closed, the listening port
+        closes, and the loop leaves the reactor.
         """
         events, stop = capturedEvents()
         self.addCleanup(stop)
@@ -708,13 +708,17 @@ class FastPathOnlyMixin(ReactorTestMixin):
             loop.connectionLost(Failure(ConnectionLost()))
             yield client.lost
             live = len(factory.liveProtocols)
-            yield stopAll([up, port])
-            return registered, live, loop in reactor.getReaders()
+            yield deferLater(reactor, 0, lambda: None)
+            listening = port.connected
+            yield stopAll([up])
+            return registered, live, loop in reactor.getReaders(), listening
 
-        registered, live, after = self.runScenario(scenario)
+        registered, live, after, listening = self.runScenario(scenario)
         self.assertTrue(registered)
         self.assertEqual(live, 0)
         self.assertFalse(after)
+        # The listening socket is a member of the loop too: it closed.
+        self.assertFalse(listening)
         [event] = events
         self.assertEqual(event["reason"], "closed")
         self.assertIn("lost", event["detail"])

@@ -133,6 +133,53 @@ def _planKey(factory: Any) -> tuple[Any, ...]:
     )
 
 
+class _PortMember:
+    """
+    A fast listening port's socket as a member of the L{SocketLoop
+    <splicetx._socketloop.SocketLoop>}: readable means "accept" (the port's
+    C{doRead}, wrapped by the factory's gate); C{startReading} and
+    C{stopReading} of the port are this member's, so pausing for
+    C{max-connections} and closing work as on the reactor.
+    """
+
+    __slots__ = ("port", "loop", "fd", "reading", "writing", "source", "sink")
+
+    def __init__(self, port: Any, loop: Any) -> None:
+        self.port = port
+        self.loop = loop
+        self.fd: int = port.socket.fileno()
+        self.reading = False
+        self.writing = False
+        self.source = self
+        self.sink = self
+
+    def readable(self) -> None:
+        self.port.doRead()
+
+    def writable(self) -> None:
+        pass
+
+    def startReading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.loop.update(self)
+
+    def stopReading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.update(self)
+
+    def crashed(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any) -> None:
+        # Reactor shutdown: the port closes as the reactor would close it.
+        self.port.connectionLost(reason)
+
+    def __repr__(self) -> str:
+        return f"<splicetx fast accept of {self.port!r}>"
+
+
 class FastForwarder:
     """
     The fast path of one factory: the accept of its ports, the plan of
@@ -221,11 +268,13 @@ class FastForwarder:
         """
         forwarder = self
         closed = port.connectionLost
+        member = _PortMember(port, self.loop)
 
         def doRead() -> None:
             forwarder.accept(port)
 
         def connectionLost(reason: Any) -> Any:
+            member.stopReading()
             try:
                 return closed(reason)
             finally:
@@ -233,6 +282,16 @@ class FastForwarder:
 
         port.doRead = doRead
         port.connectionLost = connectionLost
+        # The listening socket moves into the socket loop too: an accept is
+        # then one more event of the loop's reactor turn, not one of the
+        # reactor's own dispatches (a logging context and its bookkeeping).
+        reading = port in self.reactor.getReaders()
+        if reading:
+            self.reactor.removeReader(port)
+        port.startReading = member.startReading
+        port.stopReading = member.stopReading
+        if reading:
+            member.startReading()
         self.ports.add(port)
 
     def portClosed(self, port: Any) -> None:
