@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random as _random
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,7 +101,10 @@ class RoundRobin:
     name = "roundrobin"
 
     def __init__(self) -> None:
-        self._current: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # A plain dict: a balancer belongs to one pool and sees only its
+        # members, which live as long as the pool (a weak dictionary made a
+        # weak reference per member per choice, on every new connection).
+        self._current: dict[Any, int] = {}
 
     def choose(self, candidates: Sequence[Any], clientKey: bytes | None) -> Any:
         """

@@ -264,7 +264,8 @@ class Upstream:
         Record a successful connect: passive failures are forgotten.
         """
         self.connections += 1
-        self._recentFailures = []
+        if self._recentFailures:
+            self._recentFailures = []
         self._downUntil = 0.0
 
     def acquire(self) -> None:
@@ -404,8 +405,10 @@ class UpstreamPool:
         """
         See L{IUpstreamPool.pick}.
         """
-        skip = set(exclude)
-        candidates = [m for m in self.available() if m not in skip]
+        candidates = self.available()
+        if exclude:
+            skip = set(exclude)
+            candidates = [m for m in candidates if m not in skip]
         if not candidates:
             return None
         chosen: Upstream = self.balancer.choose(candidates, clientKey)
