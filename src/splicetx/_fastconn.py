@@ -27,7 +27,7 @@ import socket
 import struct
 from _socket import socket as _RawSocket
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import error as _error
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -37,14 +37,12 @@ from twisted.python.failure import Failure
 from splicetx._balance import clientKeyFor
 from splicetx._core import CANCELLED, CLOSED, DONE, ERROR, RESET, RelayResult
 from splicetx._describe import describeEndpoint
+from splicetx._direction import _INERT, RESET_ERRNOS, _Direction, _errname
 from splicetx._pipes import PipeLimitReached, UnreservedPipes
 from splicetx._pool import ALL_DOWN, ALL_FAILED, NoUpstreamAvailable, failureReason
-from splicetx._splice import _INERT, RESET_ERRNOS, _Direction, _errname
+from splicetx._socketloop import LoopMember
 from splicetx._tcpoptions import delivered, keepaliveOn
 from splicetx._upstream import _directTarget as directTarget
-
-if TYPE_CHECKING:
-    from splicetx._fastpath import FastForwarder, _Plan
 
 __all__ = ["_FastConnection", "directAddress"]
 
@@ -92,7 +90,7 @@ def directAddress(endpoint: Any) -> Address | None:
     return _address(host, port, timeout)
 
 
-class _FastSocket:
+class _FastSocket(LoopMember):
     """
     One socket of a fast connection: a member of the L{SocketLoop
     <splicetx._socketloop.SocketLoop>} and, for its two
@@ -100,17 +98,7 @@ class _FastSocket:
     own socket object is.
     """
 
-    __slots__ = (
-        "engine",
-        "loop",
-        "name",
-        "sock",
-        "fd",
-        "reading",
-        "writing",
-        "source",
-        "sink",
-    )
+    __slots__ = ("engine", "name", "sock")
 
     def __init__(self, conn: _FastConnection, sock: _RawSocket, name: str) -> None:
         self.engine: Any = conn
@@ -129,26 +117,6 @@ class _FastSocket:
         The socket (what L{splicetx._tcpoptions} looks for).
         """
         return self.sock
-
-    def startReading(self) -> None:
-        if not self.reading:
-            self.reading = True
-            self.loop.update(self)
-
-    def stopReading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.update(self)
-
-    def startWriting(self) -> None:
-        if not self.writing:
-            self.writing = True
-            self.loop.update(self)
-
-    def stopWriting(self) -> None:
-        if self.writing:
-            self.writing = False
-            self.loop.update(self)
 
     def crashed(self) -> None:
         engine = self.engine
@@ -220,9 +188,7 @@ class _FastConnection:
     #: Never a PROXY header on the fast path.
     proxyHeader = None
 
-    def __init__(
-        self, forwarder: FastForwarder, plan: _Plan, skt: _RawSocket, addr: Any
-    ) -> None:
+    def __init__(self, forwarder: Any, plan: Any, skt: _RawSocket, addr: Any) -> None:
         factory = forwarder.factory
         self.forwarder = forwarder
         self.plan = plan
@@ -506,7 +472,8 @@ class _FastConnection:
         reset) needs no pipe: a peek tells, and the direction ends as it
         would have -- so that connections whose peers leave still close
         and give their descriptors back when the descriptors are what ran
-        out.  Bytes wait for a pipe (L{FastForwarder.waitForPipe}).
+        out.  Bytes wait for a pipe (L{waitForPipe
+        <splicetx._fastpath.FastForwarder.waitForPipe>}).
         """
         try:
             peeked = direction.src.sock.recv(1, socket.MSG_PEEK)

@@ -45,10 +45,10 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 
 from splicetx._balance import LeastConnections, RoundRobin, WeightedRandom
+from splicetx._direction import _errname
 from splicetx._fastconn import Address, _FastConnection, directAddress
 from splicetx._pipes import UnreservedPipes, defaultPipePool
-from splicetx._socketloop import loopFor
-from splicetx._splice import _errname
+from splicetx._socketloop import LoopMember, loopFor
 
 __all__ = ["FastForwarder", "fastPathRefusal"]
 
@@ -133,7 +133,7 @@ def _planKey(factory: Any) -> tuple[Any, ...]:
     )
 
 
-class _PortMember:
+class _PortMember(LoopMember):
     """
     A fast listening port's socket as a member of the L{SocketLoop
     <splicetx._socketloop.SocketLoop>}: readable means "accept" (the port's
@@ -142,7 +142,7 @@ class _PortMember:
     C{max-connections} and closing work as on the reactor.
     """
 
-    __slots__ = ("port", "loop", "fd", "reading", "writing", "source", "sink")
+    __slots__ = ("port",)
 
     def __init__(self, port: Any, loop: Any) -> None:
         self.port = port
@@ -158,16 +158,6 @@ class _PortMember:
 
     def writable(self) -> None:
         pass
-
-    def startReading(self) -> None:
-        if not self.reading:
-            self.reading = True
-            self.loop.update(self)
-
-    def stopReading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.update(self)
 
     def crashed(self) -> None:
         pass

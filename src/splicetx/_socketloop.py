@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["SocketLoop", "loopFor", "MAX_EVENTS"]
+__all__ = ["SocketLoop", "LoopMember", "loopFor", "MAX_EVENTS"]
 
 _log = Logger(namespace="splicetx.relay")
 
@@ -197,6 +197,42 @@ class SocketLoop:
 
     def __repr__(self) -> str:
         return f"<splicetx socket loop fd={self._fd} members={len(self.members)}>"
+
+
+class LoopMember:
+    """
+    The registration bookkeeping of a L{SocketLoop} member: C{start}/C{stop}
+    C{Reading}/C{Writing} change its interest and tell the loop, one
+    C{epoll_ctl} only when the interest changes.  Subclasses set C{loop},
+    C{fd}, C{source} and C{sink}.
+    """
+
+    __slots__ = ("loop", "fd", "reading", "writing", "source", "sink")
+
+    loop: SocketLoop
+    fd: int
+    reading: bool
+    writing: bool
+
+    def startReading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.loop.update(self)
+
+    def stopReading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.update(self)
+
+    def startWriting(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.loop.update(self)
+
+    def stopWriting(self) -> None:
+        if self.writing:
+            self.writing = False
+            self.loop.update(self)
 
 
 _loops: weakref.WeakKeyDictionary[Any, SocketLoop] = weakref.WeakKeyDictionary()
