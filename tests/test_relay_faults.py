@@ -7,6 +7,7 @@ memory hygiene, and fairness of L{splicetx.relay}.
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import socket
@@ -36,6 +37,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from splicetx import (
@@ -515,21 +517,75 @@ class TurnBudgetMixin(ReactorTestMixin):
         self.assertEqual(waits, [])
 
 
+@implementer(IPushProducer)
+class _Endless:
+    """
+    Writes one block to a transport again and again, with its
+    backpressure, until L{stop}: then half-closes.  A bulk flow that lasts
+    exactly as long as the test needs it, however fast the machine.
+    """
+
+    def __init__(self, peer: Peer, block: bytes) -> None:
+        self.peer = peer
+        self.block = block
+        self.blocks = 0
+        self.paused = False
+        self.stopped = False
+
+    def start(self) -> None:
+        self.peer.transport.registerProducer(self, True)
+        self._pump()
+
+    def _pump(self) -> None:
+        t = self.peer.transport
+        while not self.paused and not self.stopped:
+            t.write(self.block)
+            self.blocks += 1
+
+    def stop(self) -> int:
+        """Half-close after what was written; return the bytes sent."""
+        self.stopped = True
+        t = self.peer.transport
+        t.unregisterProducer()
+        t.loseWriteConnection()
+        self.peer.sentEOF = True
+        return self.blocks * len(self.block)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if not self.stopped:
+            self.peer.reactor.callLater(0, self._pump)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
 class ServeSmallMixin(ReactorTestMixin):
     """
     While a bulk relay pumps in pieces, a ping-pong relay on the same reactor
     is served between two of them (rule 10), and neither loses a byte.
     """
 
+    #: Pings before the test looks for an inline read, and the most it
+    #: sends waiting for one (the bulk flows all that time).
+    MIN_PINGS = 100
+    MAX_PINGS = 3000
+
     @inlineCallbacks
-    def _pingUnderBulk(self, reactor: Any) -> Any:
+    def _pingUnderBulk(self, reactor: Any, inline: list[Any]) -> Any:
         bulk = yield makePair(reactor, engine="splice")
         rr = yield makePair(reactor, engine="splice")
         rr.server.onData = lambda data: rr.server.transport.write(data)
-        data = payload(64 << 20, 3)
-        bulk.client.send(data, halfClose=True, maxChunk=1 << 20)
+        block = payload(1 << 20, 3)
+        sender = _Endless(bulk.client, block)
+        sender.start()
         echoed = []
-        for i in range(100):
+        pings = []
+        i = 0
+        while i < self.MIN_PINGS or (not inline and i < self.MAX_PINGS):
             got: Deferred[None] = Deferred()
             want = rr.client.received + 1024
 
@@ -539,20 +595,27 @@ class ServeSmallMixin(ReactorTestMixin):
                     got.callback(None)
 
             rr.client.onData = onData
-            rr.client.transport.write(bytes([i]) * 1024)
+            ping = bytes([i % 256]) * 1024
+            pings.append(ping)
+            rr.client.transport.write(ping)
             yield got
+            i += 1
+        sent = sender.stop()
         yield bulk.server.eof
         bulk.server.transport.loseConnection()
         rr.client.transport.loseConnection()
         yield rr.server.eof
         rr.server.transport.loseConnection()
         yield gatherResults([bulk.result, rr.result, rr.client.lost, rr.server.lost])
-        return digest(data), bulk.server.digest(), b"".join(echoed)
+        want = hashlib.sha256()
+        for _ in range(sent // len(block)):
+            want.update(block)
+        return want.hexdigest(), bulk.server.digest(), b"".join(echoed), b"".join(pings)
 
     def test_smallServedBetweenPieces(self) -> None:
         """Small reads happen inside bulk pumps; every byte of both arrives."""
         self.patch(_direction, "PIECE", 32 << 10)
-        inline = []
+        inline: list[Any] = []
         serving = []
         realServe = _turns._Turns.serveSmall
         realReadable = _direction._Direction.readable
@@ -571,9 +634,11 @@ class ServeSmallMixin(ReactorTestMixin):
 
         self.patch(_turns._Turns, "serveSmall", serveSmall)
         self.patch(_direction._Direction, "readable", readable)
-        sent, got, echoed = self.runScenario(self._pingUnderBulk, timeout=120)
+        sent, got, echoed, pings = self.runScenario(
+            lambda reactor: self._pingUnderBulk(reactor, inline), timeout=120
+        )
         self.assertEqual(got, sent)
-        self.assertEqual(echoed, b"".join(bytes([i]) * 1024 for i in range(100)))
+        self.assertEqual(echoed, pings)
         self.assertTrue(inline, "no small flow was served between two pieces")
 
 
