@@ -567,25 +567,38 @@ class ServeSmallMixin(ReactorTestMixin):
     """
     While a bulk relay pumps in pieces, a ping-pong relay on the same reactor
     is served between two of them (rule 10), and neither loses a byte.
+
+    Whether a ping's bytes happen to be waiting while a piece is written
+    depends on the order in which the reactor hands out one turn's events
+    (the select reactor can read every ping before any bulk write, every
+    time); so once the small flow is busy, a ping is sent from inside the
+    bulk pump, straight into the kernel, just before the proxy looks for
+    waiting small flows.  What is tested is the proxy's side: bytes that
+    are waiting then are read then.
     """
 
-    #: Pings before the test looks for an inline read, and the most it
-    #: sends waiting for one (the bulk flows all that time).
-    MIN_PINGS = 100
-    MAX_PINGS = 3000
+    #: Pings sent the usual way first, so that the ping flow is a busy small
+    #: flow (two small reads in a row) and bulk writes in pieces.
+    WARM_PINGS = 20
+    #: Pings in all; the test stops early once one was served inline.
+    MAX_PINGS = 500
+    #: Seconds a ping waits for a piece to be sent from before it is written
+    #: the usual way (bulk may be between two reads just then).
+    ARMED_FOR = 0.02
 
     @inlineCallbacks
-    def _pingUnderBulk(self, reactor: Any, inline: list[Any]) -> Any:
+    def _pingUnderBulk(self, reactor: Any, ping: SimpleNamespace) -> Any:
         bulk = yield makePair(reactor, engine="splice")
         rr = yield makePair(reactor, engine="splice")
         rr.server.onData = lambda data: rr.server.transport.write(data)
+        ping.socket = rr.client.transport.socket
         block = payload(1 << 20, 3)
         sender = _Endless(bulk.client, block)
         sender.start()
         echoed = []
         pings = []
         i = 0
-        while i < self.MIN_PINGS or (not inline and i < self.MAX_PINGS):
+        while i < self.WARM_PINGS or (not ping.inline and i < self.MAX_PINGS):
             got: Deferred[None] = Deferred()
             want = rr.client.received + 1024
 
@@ -595,9 +608,21 @@ class ServeSmallMixin(ReactorTestMixin):
                     got.callback(None)
 
             rr.client.onData = onData
-            ping = bytes([i % 256]) * 1024
-            pings.append(ping)
-            rr.client.transport.write(ping)
+            data = bytes([i % 256]) * 1024
+            pings.append(data)
+            if i < self.WARM_PINGS:
+                rr.client.transport.write(data)
+            else:
+                # The last echo is in: nothing is buffered in the client's
+                # transport, so a raw send keeps the bytes in order.
+                ping.armed = data
+
+                def writeAsUsual(data: bytes = data) -> None:
+                    if ping.armed is data:
+                        ping.armed = None
+                        rr.client.transport.write(data)
+
+                reactor.callLater(self.ARMED_FOR, writeAsUsual)
             yield got
             i += 1
         sent = sender.stop()
@@ -610,17 +635,32 @@ class ServeSmallMixin(ReactorTestMixin):
         want = hashlib.sha256()
         for _ in range(sent // len(block)):
             want.update(block)
-        return want.hexdigest(), bulk.server.digest(), b"".join(echoed), b"".join(pings)
+        return (
+            want.hexdigest(),
+            bulk.server.digest(),
+            b"".join(echoed),
+            b"".join(pings),
+        )
 
     def test_smallServedBetweenPieces(self) -> None:
-        """Small reads happen inside bulk pumps; every byte of both arrives."""
+        """
+        A small flow's bytes that wait while a bulk direction writes a piece
+        are read before the next piece; every byte of both flows arrives.
+        """
         self.patch(_direction, "PIECE", 32 << 10)
-        inline: list[Any] = []
+        # A ping that waits for a piece (up to ARMED_FOR) leaves the flow
+        # quiet for longer than BUSY allows: it stays busy here.
+        self.patch(_turns, "BUSY", 1.0)
+        ping = SimpleNamespace(armed=None, socket=None, sent=0, inline=[])
         serving = []
         realServe = _turns._Turns.serveSmall
         realReadable = _direction._Direction.readable
 
         def serveSmall(turns: Any, d: Any) -> None:
+            if ping.armed is not None:
+                data, ping.armed = ping.armed, None
+                self.assertEqual(ping.socket.send(data), len(data))
+                ping.sent += 1
             serving.append(d)
             try:
                 realServe(turns, d)
@@ -629,17 +669,21 @@ class ServeSmallMixin(ReactorTestMixin):
 
         def readable(d: Any) -> None:
             if serving:
-                inline.append(d)
+                ping.inline.append(d)
             realReadable(d)
 
         self.patch(_turns._Turns, "serveSmall", serveSmall)
         self.patch(_direction._Direction, "readable", readable)
         sent, got, echoed, pings = self.runScenario(
-            lambda reactor: self._pingUnderBulk(reactor, inline), timeout=120
+            lambda reactor: self._pingUnderBulk(reactor, ping), timeout=120
         )
         self.assertEqual(got, sent)
         self.assertEqual(echoed, pings)
-        self.assertTrue(inline, "no small flow was served between two pieces")
+        self.assertTrue(
+            ping.inline,
+            f"{ping.sent} pings waited while a piece was written; none was read"
+            " before the next piece",
+        )
 
 
 class _Calls:
