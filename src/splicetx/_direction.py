@@ -29,7 +29,9 @@ import socket
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from splicetx._core import ERROR
+from twisted.python.failure import Failure
+
+from splicetx._core import CLOSED, ERROR, RESET
 from splicetx._turns import BULK_READ, PIECE, SMALL_WINDOW, _now, _turnsFor
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "MAX_ROUNDS",
     "RESET_ERRNOS",
     "FALLBACK_ERRNOS",
+    "spliceFailure",
+    "socketLoss",
 ]
 
 _splice = os.splice
@@ -67,6 +71,42 @@ FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.EOPN
 
 def _errname(err: int) -> str:
     return f"{errno.errorcode.get(err, err)} ({os.strerror(err)})"
+
+
+def spliceFailure(direction: Any, err: int, reading: bool) -> tuple[str, str]:
+    """
+    The relay's end when a splice of C{direction} failed with C{err}: from
+    its source (C{reading}) or into its destination.
+
+    @return: C{(reason, detail)} for the host's C{fail}.
+    """
+    where = direction.src.name if reading else direction.dst.name
+    return (
+        RESET if err in RESET_ERRNOS else ERROR,
+        f"{direction.name}: {'read from' if reading else 'write to'} "
+        f"{where} failed: {_errname(err)}",
+    )
+
+
+def socketLoss(sock: Any, reason: Failure) -> tuple[str, str]:
+    """
+    The relay's end when the reactor dropped C{sock} (an error or hang-up
+    event, or reactor shutdown): its pending socket error, if any, says
+    which.
+
+    @param sock: a L{DirectionSocket}.
+    @return: C{(reason, detail)} for the host's C{fail}.
+    """
+    try:
+        err = sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError as e:
+        err = e.errno or 0
+    if err:
+        return (
+            RESET if err in RESET_ERRNOS else ERROR,
+            f"transport {sock.name}: {_errname(err)}",
+        )
+    return CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}"
 
 
 class _Inert:

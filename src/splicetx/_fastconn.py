@@ -35,9 +35,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx._balance import clientKeyFor
-from splicetx._core import CANCELLED, CLOSED, DONE, ERROR, RESET, RelayResult
+from splicetx._core import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._describe import describeEndpoint
-from splicetx._direction import _INERT, RESET_ERRNOS, _Direction, _errname
+from splicetx._direction import (
+    _INERT,
+    _Direction,
+    _errname,
+    socketLoss,
+    spliceFailure,
+)
 from splicetx._pipes import PipeLimitReached, UnreservedPipes
 from splicetx._pool import ALL_DOWN, ALL_FAILED, NoUpstreamAvailable, failureReason
 from splicetx._socketloop import LoopMember
@@ -458,13 +464,7 @@ class _FastConnection:
         self._end(reason, detail, True)
 
     def spliceFailed(self, direction: Any, e: OSError, reading: bool) -> None:
-        err = e.errno or 0
-        where = direction.src.name if reading else direction.dst.name
-        self.fail(
-            RESET if err in RESET_ERRNOS else ERROR,
-            f"{direction.name}: {'read from' if reading else 'write to'} "
-            f"{where} failed: {_errname(err)}",
-        )
+        self.fail(*spliceFailure(direction, e.errno or 0, reading))
 
     def pipeFailed(self, direction: Any, e: OSError) -> None:
         """
@@ -497,17 +497,7 @@ class _FastConnection:
         """
         The reactor dropped the socket loop (reactor shutdown).
         """
-        try:
-            err = sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        except OSError as e:
-            err = e.errno or 0
-        if err:
-            self.fail(
-                RESET if err in RESET_ERRNOS else ERROR,
-                f"transport {sock.name}: {_errname(err)}",
-            )
-        else:
-            self.fail(CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}")
+        self.fail(*socketLoss(sock, reason))
 
     # -- for the gate and the status page ------------------------------------------
 

@@ -31,7 +31,6 @@ L{_FallBack} from L{SpliceEngine.start}.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -43,10 +42,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx._core import (
-    CLOSED,
     DONE,
     ERROR,
-    RESET,
     IEngineHost,
     IRelayEngine,
     IRelaySide,
@@ -55,9 +52,10 @@ from splicetx._core import (
 from splicetx._direction import (
     _INERT,
     FALLBACK_ERRNOS,
-    RESET_ERRNOS,
     _Direction,
     _errname,
+    socketLoss,
+    spliceFailure,
 )
 from splicetx._pipes import PipePool
 from splicetx._transports import (
@@ -423,16 +421,10 @@ class SpliceEngine:
 
     def spliceFailed(self, direction: _Direction, e: OSError, reading: bool) -> None:
         err = e.errno or 0
-        where = direction.src.name if reading else direction.dst.name
         if err in FALLBACK_ERRNOS and reading and self._nothingMoved():
             self._fallBack(f"first splice failed: {_errname(err)}")
             return
-        reason = RESET if err in RESET_ERRNOS else ERROR
-        self.fail(
-            reason,
-            f"{direction.name}: {'read from' if reading else 'write to'} "
-            f"{where} failed: {_errname(err)}",
-        )
+        self.fail(*spliceFailure(direction, err, reading))
 
     def pipeFailed(self, direction: _Direction, e: OSError) -> None:
         if self._nothingMoved():
@@ -447,17 +439,7 @@ class SpliceEngine:
         The reactor dropped one of our sockets: an error/hang-up event, or
         reactor shutdown.
         """
-        try:
-            err = sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        except OSError as e:
-            err = e.errno or 0
-        if err:
-            self.fail(
-                RESET if err in RESET_ERRNOS else ERROR,
-                f"transport {sock.name}: {_errname(err)}",
-            )
-        else:
-            self.fail(CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}")
+        self.fail(*socketLoss(sock, reason))
 
     def _fallBack(self, why: str) -> None:
         host = self.host
