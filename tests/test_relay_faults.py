@@ -724,6 +724,9 @@ class _Clocked:
         self.engine = object()
         self.reading = True
 
+    #: The real direction's rule for the end of a wait.
+    resume = _direction._Direction.resume
+
     def stopReading(self) -> None:
         self.reading = False
 

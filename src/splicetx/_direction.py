@@ -375,6 +375,21 @@ class _Direction:
         # The source was held back by us: it most likely has bytes now.
         self.readable()
 
+    def resume(self, read: bool = True) -> None:
+        """
+        Its wait is over (for a turn of the byte budget, for a pipe): watch
+        the source again and read it, unless its relay ended meanwhile.
+
+        @param read: C{False} to only watch the source again (the reactor
+            shuts down: the socket is to hear C{connectionLost}).
+        """
+        src = self.src
+        if src is None or src.engine is None or self.done:
+            return
+        src.startReading()
+        if read:
+            self.readable()
+
     def finish(self) -> None:
         """
         End of stream from the source, pipe drained: half-close the

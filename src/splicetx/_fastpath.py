@@ -242,12 +242,7 @@ class FastForwarder:
         self._resumeCall = None
         waiters = self._pipeWaiters
         for _ in range(len(waiters)):
-            d = waiters.popleft()
-            src = d.src
-            if src is None or src.engine is None or d.done:
-                continue  # its connection ended meanwhile
-            src.startReading()
-            d.readable()
+            waiters.popleft().resume()
         if not waiters and self._pipes is not None:
             self._pipes.onReturn = None
 

@@ -117,10 +117,7 @@ class _Turns:
         """
         queue = self.queue
         while queue:
-            d = queue.popleft()
-            src = d.src
-            if src is not None and src.engine is not None and not d.done:
-                src.startReading()
+            queue.popleft().resume(read=False)
 
     def noteSmall(self, d: Any, until: float) -> None:
         """
@@ -208,12 +205,7 @@ class _Turns:
         self.left = TURN_BUDGET
         queue = self.queue
         while queue and self.left > 0:
-            d = queue.popleft()
-            src = d.src
-            if src is None or src.engine is None or d.done:
-                continue  # its relay ended meanwhile
-            src.startReading()
-            d.readable()
+            queue.popleft().resume()
         if queue or self.left <= 0:
             self.spent()
 
