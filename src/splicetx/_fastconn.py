@@ -45,7 +45,7 @@ from splicetx._direction import (
     spliceFailure,
 )
 from splicetx._pipes import PipeLimitReached, UnreservedPipes
-from splicetx._pool import ALL_DOWN, ALL_FAILED, NoUpstreamAvailable, failureReason
+from splicetx._pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
 from splicetx._socketloop import LoopMember
 from splicetx._tcpoptions import delivered, keepaliveOn
 from splicetx._upstream import _directTarget as directTarget
@@ -363,20 +363,10 @@ class _FastConnection:
                 f"cannot connect to {describeEndpoint(factory.upstream)}: {why}", exc
             )
             return
-        reason = failureReason(exc)
         if self.attempts is None:
             self.attempts = []
-        self.attempts.append((member, Failure(exc)))
-        member.connectFailed(reason)
+        tryFailed(self.plan.pool, member, Failure(exc), self.attempts)
         self.member = None
-        pool = self.plan.pool
-        _log.info(
-            "connect to {upstream} of pool {pool} failed: {reason}",
-            splicetxEvent="upstream-connect-failed",
-            upstream=member.description,
-            reason=reason,
-            pool=pool.name,
-        )
         now = self.forwarder.reactor.seconds()
         if self.totalDeadline and now >= self.totalDeadline:
             self._noUpstream()
@@ -388,18 +378,10 @@ class _FastConnection:
         The pool has no member left to try.
         """
         pool = self.plan.pool
-        attempts = self.attempts or []
         tried = self.tried or []
-        reason = ALL_FAILED if tried else ALL_DOWN
-        if attempts:
-            text = ", ".join(f"{u.description} {failureReason(f)}" for u, f in attempts)
-        else:
-            text = "none tried"
-        detail = f"{reason} in pool {pool.name}: {text}"
-        down = [m.description for m in pool.members if m not in tried]
-        if reason == ALL_DOWN and down:
-            detail += f" (down: {', '.join(down)})"
-        exc = NoUpstreamAvailable(reason, detail, attempts)
+        exc = noUpstream(
+            pool, ALL_FAILED if tried else ALL_DOWN, tried, self.attempts or []
+        )
         self._failed(
             f"cannot connect to pool {pool.name}: {Failure(exc).getErrorMessage()}",
             exc,

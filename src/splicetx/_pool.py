@@ -123,6 +123,47 @@ class NoUpstreamAvailable(Exception):
         super().__init__(detail)
 
 
+def tryFailed(pool: Any, upstream: Any, failure: Failure, attempts: list[Any]) -> None:
+    """
+    One connect to C{upstream}, a member of C{pool}, failed: note it in
+    C{attempts}, tell the member (its passive health) and log it.
+
+    @param attempts: the connection's C{(member, failure)} list so far.
+    """
+    reason = failureReason(failure)
+    attempts.append((upstream, failure))
+    upstream.connectFailed(reason)
+    _log.info(
+        "connect to {upstream} of pool {pool} failed: {reason}",
+        splicetxEvent="upstream-connect-failed",
+        upstream=upstream.description,
+        reason=reason,
+        pool=pool.name,
+    )
+
+
+def noUpstream(
+    pool: Any, reason: str, tried: Sequence[Any], attempts: list[Any]
+) -> NoUpstreamAvailable:
+    """
+    The error of a connect through C{pool} that reached no member: its
+    detail names each failed try, or the members that are down.
+
+    @param reason: L{ALL_DOWN} or L{ALL_FAILED}.
+    @param tried: the members tried.
+    @param attempts: their C{(member, failure)} pairs.
+    """
+    if attempts:
+        text = ", ".join(f"{u.description} {failureReason(f)}" for u, f in attempts)
+    else:
+        text = "none tried"
+    detail = f"{reason} in pool {pool.name}: {text}"
+    down = [m.description for m in pool.members if m not in tried]
+    if reason == ALL_DOWN and down:
+        detail += f" (down: {', '.join(down)})"
+    return NoUpstreamAvailable(reason, detail, attempts)
+
+
 class Upstream:
     """
     One member of an L{UpstreamPool}.
@@ -472,17 +513,7 @@ class _Attempt:
             current.cancel()
 
     def _fail(self, reason: str) -> None:
-        if self.attempts:
-            tried = ", ".join(
-                f"{u.description} {failureReason(f)}" for u, f in self.attempts
-            )
-        else:
-            tried = "none tried"
-        down = [m.description for m in self.pool.members if m not in self.tried]
-        detail = f"{reason} in pool {self.pool.name}: {tried}"
-        if reason == ALL_DOWN and down:
-            detail += f" (down: {', '.join(down)})"
-        self.result.errback(NoUpstreamAvailable(reason, detail, self.attempts))
+        self.result.errback(noUpstream(self.pool, reason, self.tried, self.attempts))
 
     def _next(self) -> None:
         pool = self.pool
@@ -551,14 +582,5 @@ class _Attempt:
             # The endpoint reports our cancel in its own words
             # (CancelledError, ConnectingCancelledError, UserError).
             failure = Failure(_error.TimeoutError(string=upstream.description))
-        reason = failureReason(failure)
-        self.attempts.append((upstream, failure))
-        upstream.connectFailed(reason)
-        _log.info(
-            "connect to {upstream} of pool {pool} failed: {reason}",
-            splicetxEvent="upstream-connect-failed",
-            upstream=upstream.description,
-            reason=reason,
-            pool=self.pool.name,
-        )
+        tryFailed(self.pool, upstream, failure, self.attempts)
         self._next()
