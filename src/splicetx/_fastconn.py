@@ -44,6 +44,13 @@ from splicetx._direction import (
     socketLoss,
     spliceFailure,
 )
+from splicetx._idle import (
+    DRAIN_CLOSE,
+    HALF_CLOSE_TIMEOUT,
+    IDLE_TIMEOUT,
+    halfCloseDetail,
+    idleDetail,
+)
 from splicetx._pipes import PipeLimitReached, UnreservedPipes
 from splicetx._pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
 from splicetx._socketloop import LoopMember
@@ -535,33 +542,18 @@ class _FastConnection:
             if self.halfClosedAt is None:
                 self.halfClosedAt = now
             if ba.done and factory.draining and delivered(self.client):
-                self._end(
-                    CLOSED,
-                    "draining: the upstream finished and the client has "
-                    "received everything",
-                    False,
-                )
+                self._end(CLOSED, DRAIN_CLOSE, False)
                 return
             half = factory.halfCloseTimeout
             if half and now - max(self.lastActivity, self.halfClosedAt) >= half:
-                if ba.done:
-                    self._end(
-                        "half-close timeout",
-                        f"the upstream finished; the client sent nothing and "
-                        f"did not close for {half:g} s",
-                        False,
-                    )
-                else:
-                    self._end(
-                        "half-close timeout",
-                        f"the client finished; the upstream sent nothing for "
-                        f"{half:g} s",
-                        True,
-                    )
+                # The client has everything: a clean close; else a reset.
+                clientHasAll = ba.done
+                detail = halfCloseDetail(half, clientHasAll)
+                self._end(HALF_CLOSE_TIMEOUT, detail, not clientHasAll)
                 return
         idle = factory.idleTimeout
         if idle and now - self.lastActivity >= idle:
-            self._end("idle timeout", f"no bytes either way for {idle:g} s", True)
+            self._end(IDLE_TIMEOUT, idleDetail(idle), True)
 
     # -- the end -----------------------------------------------------------------
 

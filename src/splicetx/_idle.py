@@ -21,7 +21,45 @@ from typing import TYPE_CHECKING, Any
 from splicetx._phase import Phase
 from splicetx._tcpoptions import delivered
 
-__all__ = ["IdleTimer", "DRAIN_CHECK_INTERVAL"]
+__all__ = [
+    "IdleTimer",
+    "DRAIN_CHECK_INTERVAL",
+    "IDLE_TIMEOUT",
+    "HALF_CLOSE_TIMEOUT",
+    "DRAIN_CLOSE",
+    "idleDetail",
+    "halfCloseDetail",
+]
+
+#: L{RelayResult.reason} of a connection closed by the idle timeout.
+IDLE_TIMEOUT = "idle timeout"
+#: L{RelayResult.reason} of a half-closed connection closed by the
+#: half-close timeout.
+HALF_CLOSE_TIMEOUT = "half-close timeout"
+#: The detail of a connection closed while draining (its reason: closed).
+DRAIN_CLOSE = "draining: the upstream finished and the client has received everything"
+
+
+def idleDetail(timeout: float) -> str:
+    """
+    The detail of a connection closed by the idle timeout.
+    """
+    return f"no bytes either way for {timeout:g} s"
+
+
+def halfCloseDetail(timeout: float, clientHasAll: bool) -> str:
+    """
+    The detail of a connection closed by the half-close timeout: the
+    upstream finished (C{clientHasAll}) and the client did not close, or
+    the client finished and the upstream went quiet.
+    """
+    if clientHasAll:
+        return (
+            f"the upstream finished; the client sent nothing and did not "
+            f"close for {timeout:g} s"
+        )
+    return f"the client finished; the upstream sent nothing for {timeout:g} s"
+
 
 #: How often, while the factory drains, a connection checks whether it can
 #: be closed (its upstream finished and its client has everything).

@@ -25,7 +25,14 @@ from twisted.python.failure import Failure
 
 from splicetx._describe import describeAddress, describeEndpoint
 from splicetx._headerreader import ProxyHeaderReader
-from splicetx._idle import IdleTimer
+from splicetx._idle import (
+    DRAIN_CLOSE,
+    HALF_CLOSE_TIMEOUT,
+    IDLE_TIMEOUT,
+    IdleTimer,
+    halfCloseDetail,
+    idleDetail,
+)
 from splicetx._phase import Phase, requirePhase
 from splicetx._proxyprotocol import buildHeader
 from splicetx._relay import (
@@ -54,11 +61,6 @@ __all__ = [
 
 _log = Logger(namespace="splicetx.proxy")
 
-#: L{RelayResult.reason} of a connection closed by the idle timeout.
-IDLE_TIMEOUT = "idle timeout"
-#: L{RelayResult.reason} of a half-closed connection closed by the
-#: half-close timeout.
-HALF_CLOSE_TIMEOUT = "half-close timeout"
 #: L{RelayResult.reason} of a client turned away by
 #: L{SpliceProxyProtocol.clientAccepted}.
 REJECTED = "rejected"
@@ -592,7 +594,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         """
         Nothing moved for C{timeout} seconds: end the connection.
         """
-        detail = f"no bytes either way for {timeout:g} s"
+        detail = idleDetail(timeout)
         self._ending = (IDLE_TIMEOUT, detail)
         self.abort(IDLE_TIMEOUT, detail)
 
@@ -607,17 +609,11 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         """
         relay = self.relay
         assert relay is not None
+        detail = halfCloseDetail(timeout, clientHasAll)
         if clientHasAll:
-            relay.close(
-                HALF_CLOSE_TIMEOUT,
-                f"the upstream finished; the client sent nothing and did not "
-                f"close for {timeout:g} s",
-            )
+            relay.close(HALF_CLOSE_TIMEOUT, detail)
         else:
-            relay.abort(
-                HALF_CLOSE_TIMEOUT,
-                f"the client finished; the upstream sent nothing for {timeout:g} s",
-            )
+            relay.abort(HALF_CLOSE_TIMEOUT, detail)
 
     def _drainClose(self) -> None:
         """
@@ -626,10 +622,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         """
         relay = self.relay
         assert relay is not None
-        relay.close(
-            CLOSED,
-            "draining: the upstream finished and the client has received everything",
-        )
+        relay.close(CLOSED, DRAIN_CLOSE)
 
     def drainStarted(self) -> None:
         """
