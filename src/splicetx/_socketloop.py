@@ -160,13 +160,8 @@ class SocketLoop:
             if not self._added:
                 self._added = True
                 self.reactor.addReader(self)
-        elif members.pop(fd, None) is not None:
-            try:
-                self._ep.unregister(fd)
-            except OSError:
-                pass
-            if not members:
-                self._idle()
+        else:
+            self.forget(m)
 
     def forget(self, m: Any) -> None:
         """
