@@ -294,6 +294,8 @@ class Bench:
                 and proxy.spec.kind == "splicetx"
                 and proxy.launcher == "cli"
                 and not proxy.spec.workers  # the stand-in has no workers
+                # nor pools, a general path or log levels:
+                and not _proxies.needsCLI(proxy.spec)
             ):
                 # The CLI may not take our options yet: fall back, and say so.
                 self.errors.append(

@@ -210,6 +210,15 @@ def _connects(spec: ProxySpec, upstream: int) -> list[str]:
     return out
 
 
+def needsCLI(spec: ProxySpec) -> bool:
+    """
+    Whether splicetx C{spec} asks for what only C{twist splice-proxy} takes
+    (a pool, C{--no-fast-path}, a log level): then it runs the CLI whatever
+    the launcher.
+    """
+    return bool(spec.poolSize) or not spec.fastPath or spec.logLevel != "info"
+
+
 def command(
     spec: ProxySpec,
     port: int,
@@ -231,12 +240,7 @@ def command(
     """
     if spec.kind == "splicetx":
         assert spec.engine is not None and spec.pipeSize is not None
-        if (
-            launcher == "cli"
-            or spec.poolSize
-            or not spec.fastPath
-            or spec.logLevel != "info"
-        ):
+        if launcher == "cli" or needsCLI(spec):
             return _twist(
                 "splice-proxy",
                 "--listen",
@@ -451,7 +455,7 @@ def start(
         start_new_session=True,
     )
     log.close()
-    if spec.poolSize:
+    if spec.kind == "splicetx" and needsCLI(spec):
         launcher = "cli"
     return RunningProxy(
         spec,
