@@ -34,8 +34,12 @@ HOST = "127.0.0.1"
 
 def _connect(port: int, timeout: float = 10.0) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    s.connect((HOST, port))
+    try:
+        s.settimeout(timeout)
+        s.connect((HOST, port))
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
@@ -323,23 +327,18 @@ def freshConnections(
         t0 = time.perf_counter()
         try:
             s = _connect(port, 5.0)
-        except OSError as e:
-            failures += 1
-            inARow += 1
-            error = error or f"{type(e).__name__}: {e}"
-            continue
-        try:
-            s.sendall(first)
-            if recvExactly(s, len(payload)) != payload:
-                raise ValueError("echo mismatch")
-            times.append(time.perf_counter() - t0)
-            inARow = 0
+            try:
+                s.sendall(first)
+                if recvExactly(s, len(payload)) != payload:
+                    raise ValueError("echo mismatch")
+                times.append(time.perf_counter() - t0)
+                inARow = 0
+            finally:
+                s.close()
         except (OSError, ValueError) as e:
             failures += 1
             inARow += 1
             error = error or f"{type(e).__name__}: {e}"
-        finally:
-            s.close()
     out: dict[str, Any] = {
         "freshTries": made,
         "freshFailures": failures,
