@@ -104,6 +104,25 @@ def freePort() -> int:
     return number
 
 
+def listeningProxy(reactor: Any, upstream: Any, **kwargs: Any) -> Any:
+    """
+    A factory forwarding to C{upstream} (a port number on the loopback, or
+    a pool), listening on the loopback, its port given to
+    C{addListeningPort} (where the fast path attaches).
+
+    @return: C{(factory, port)}.
+    """
+    if isinstance(upstream, UpstreamPool):
+        factory = PoolProxyFactory(upstream, reactor=reactor, **kwargs)
+    else:
+        factory = SpliceProxyFactory(
+            TCP4ClientEndpoint(reactor, LOOPBACK, upstream), reactor=reactor, **kwargs
+        )
+    port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+    factory.addListeningPort(port)
+    return factory, port
+
+
 class _Counting:
     """
     Counts the connections the gate saw start (both paths report there).
@@ -133,21 +152,11 @@ class PathScenarios(ReactorTestMixin):
 
     def proxy(self, reactor: Any, upstream: Any, **kwargs: Any) -> Any:
         """
-        A listening factory forwarding to C{upstream} (a port number, or a
-        pool), with C{fastPath} as this class says.
+        A L{listeningProxy} with C{fastPath} as this class says, counting
+        its connections' kinds.
         """
-        if isinstance(upstream, UpstreamPool):
-            factory = PoolProxyFactory(upstream, reactor=reactor, **kwargs)
-        else:
-            factory = SpliceProxyFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, upstream),
-                reactor=reactor,
-                **kwargs,
-            )
-        factory.fastPath = self.fast
+        factory, port = listeningProxy(reactor, upstream, fastPath=self.fast, **kwargs)
         factory.counting = _Counting(factory._gate)
-        port = reactor.listenTCP(0, factory, interface=LOOPBACK)
-        factory.addListeningPort(port)
         return factory, port
 
     def assertPath(self, factory: Any) -> None:
@@ -167,6 +176,16 @@ class PathScenarios(ReactorTestMixin):
 
     def waitEnded(self, reactor: Any, factory: Any, count: int = 1) -> Any:
         return _waitEnded(reactor, factory, count)
+
+    @inlineCallbacks
+    def closedClient(self, reactor: Any, factory: Any, port: Any) -> Any:
+        """
+        A client connects and the proxy closes it; wait for its record.
+        """
+        client = connectClient(reactor, port)
+        yield client.made
+        yield closedByProxy(client)
+        yield self.waitEnded(reactor, factory)
 
     def test_relaysBothWays(self) -> None:
         """
@@ -218,10 +237,7 @@ class PathScenarios(ReactorTestMixin):
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
             factory, port = self.proxy(reactor, dead)
-            client = connectClient(reactor, port)
-            yield client.made
-            yield closedByProxy(client)
-            yield self.waitEnded(reactor, factory)
+            yield self.closedClient(reactor, factory, port)
             yield stopAll([port])
             return factory
 
@@ -249,10 +265,7 @@ class PathScenarios(ReactorTestMixin):
                 reactor, hole.getsockname()[1], connectTimeout=0.3
             )
             start = reactor.seconds()
-            client = connectClient(reactor, port)
-            yield client.made
-            yield closedByProxy(client)
-            yield self.waitEnded(reactor, factory)
+            yield self.closedClient(reactor, factory, port)
             yield stopAll([port])
             return factory, reactor.seconds() - start
 
@@ -430,10 +443,7 @@ class PathScenarios(ReactorTestMixin):
             factory, port = self.proxy(
                 reactor, up.getHost().port, acl=AccessControl(deny=["127.0.0.0/8"])
             )
-            client = connectClient(reactor, port)
-            yield client.made
-            yield closedByProxy(client)
-            yield self.waitEnded(reactor, factory)
+            yield self.closedClient(reactor, factory, port)
             yield stopAll([up, port])
             return factory, echo.built
 
@@ -501,10 +511,7 @@ class PathScenarios(ReactorTestMixin):
             ]
             pool = UpstreamPool(members, name="p", reactor=reactor)
             factory, port = self.proxy(reactor, pool)
-            client = connectClient(reactor, port)
-            yield client.made
-            yield closedByProxy(client)
-            yield self.waitEnded(reactor, factory)
+            yield self.closedClient(reactor, factory, port)
             yield stopAll([port])
             return factory
 
@@ -646,13 +653,9 @@ class FastPathOnlyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = SpliceProxyFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-                pipePool=PipePool(64 << 10, maxPipes=1),
+            factory, port = listeningProxy(
+                reactor, up.getHost().port, pipePool=PipePool(64 << 10, maxPipes=1)
             )
-            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
-            factory.addListeningPort(port)
             clients = [connectClient(reactor, port, str(i)) for i in range(3)]
             yield gatherResults([c.made for c in clients])
             slow = clients[0]
@@ -691,12 +694,7 @@ class FastPathOnlyMixin(ReactorTestMixin):
         def scenario(reactor: Any) -> Any:
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
-            factory = SpliceProxyFactory(
-                TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port),
-                reactor=reactor,
-            )
-            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
-            factory.addListeningPort(port)
+            factory, port = listeningProxy(reactor, up.getHost().port)
             client = connectClient(reactor, port)
             yield client.made
             client.transport.write(b"x")
