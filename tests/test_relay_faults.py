@@ -1013,6 +1013,25 @@ class PiecesTests(SynchronousTestCase):
         peerA.sendall(b"x" * size)
         return d, engine, peerB
 
+    def _recordWrites(self, d: Any, afterSecond: Any = None) -> list[int]:
+        """
+        Record the size of each splice of C{d} into its destination; call
+        C{afterSecond} once the second is written.
+        """
+        sizes: list[int] = []
+        realSplice = _direction._splice
+
+        def splice(*args: Any) -> int:
+            n = realSplice(*args)
+            if args[1] == d.dstfd:
+                sizes.append(n)
+                if len(sizes) == 2 and afterSecond is not None:
+                    afterSecond()
+            return n
+
+        self.patch(_direction, "_splice", splice)
+        return sizes
+
     def test_servesSmallFlowsBetweenPieces(self) -> None:
         """A bulk pump writes pieces and serves a waiting small flow between two."""
         self.patch(_direction, "PIECE", 16 << 10)
@@ -1024,18 +1043,7 @@ class PiecesTests(SynchronousTestCase):
         self.addCleanup(small.close)
         turns.noteSmall(small, _turns._now() + 60)
         turns.smallUntil = _turns._now() + 60
-        sizes: list[int] = []
-        realSplice = _direction._splice
-
-        def splice(*args: Any) -> int:
-            n = realSplice(*args)
-            if args[1] == d.dstfd:
-                sizes.append(n)
-                if len(sizes) == 2:
-                    small.peer.send(b"ping")
-            return n
-
-        self.patch(_direction, "_splice", splice)
+        sizes = self._recordWrites(d, lambda: small.peer.send(b"ping"))
         d.readable()
         self.assertEqual(log, ["s"])
         self.assertEqual(sum(sizes), d.moved)
@@ -1047,16 +1055,7 @@ class PiecesTests(SynchronousTestCase):
         self.patch(_direction, "PIECE", 16 << 10)
         d, engine, peerB = self._bulk(128 << 10)
         d.bulk = True
-        sizes: list[int] = []
-        realSplice = _direction._splice
-
-        def splice(*args: Any) -> int:
-            n = realSplice(*args)
-            if args[1] == d.dstfd:
-                sizes.append(n)
-            return n
-
-        self.patch(_direction, "_splice", splice)
+        sizes = self._recordWrites(d)
         d.readable()
         self.assertEqual(len(sizes), 1)
         self.assertGreater(sizes[0], 16 << 10)
