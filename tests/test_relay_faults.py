@@ -401,6 +401,20 @@ class CycleMixin(ReactorTestMixin):
             gc.enable()
 
 
+@inlineCallbacks
+def _closeBulkAndPing(bulk: Any, rr: Any) -> Any:
+    """
+    End a bulk upload pair (once its server has the whole upload) and a
+    ping-pong pair; wait for both relays' results and the ping peers.
+    """
+    yield bulk.server.eof
+    bulk.server.transport.loseConnection()
+    rr.client.transport.loseConnection()
+    yield rr.server.eof
+    rr.server.transport.loseConnection()
+    yield gatherResults([bulk.result, rr.result, rr.client.lost, rr.server.lost])
+
+
 class FairnessMixin(ReactorTestMixin):
     """
     A bulk relay does not stall a small request/response relay.
@@ -438,12 +452,7 @@ class FairnessMixin(ReactorTestMixin):
         before = bulk.relay.bytesAToB
         busy = yield pingpong(200)
         during = bulk.relay.bytesAToB - before
-        yield bulk.server.eof
-        bulk.server.transport.loseConnection()
-        rr.client.transport.loseConnection()
-        yield rr.server.eof
-        rr.server.transport.loseConnection()
-        yield gatherResults([bulk.result, rr.result, rr.client.lost, rr.server.lost])
+        yield _closeBulkAndPing(bulk, rr)
         return idle, busy, during, bulk.relay.bytesAToB
 
     def test_fairness(self) -> None:
@@ -626,12 +635,7 @@ class ServeSmallMixin(ReactorTestMixin):
             yield got
             i += 1
         sent = sender.stop()
-        yield bulk.server.eof
-        bulk.server.transport.loseConnection()
-        rr.client.transport.loseConnection()
-        yield rr.server.eof
-        rr.server.transport.loseConnection()
-        yield gatherResults([bulk.result, rr.result, rr.client.lost, rr.server.lost])
+        yield _closeBulkAndPing(bulk, rr)
         want = hashlib.sha256()
         for _ in range(sent // len(block)):
             want.update(block)
