@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._accesslog}: the buffered connection log.
+Tests for L{splicetx._ops.accesslog}: the buffered connection log.
 
 These are logic tests (no kernel in them): a L{Clock} drives the delayed
 write and a L{StringIO} stands for the file; the real-socket proxy tests
@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, eventsFromJSONLogFile, formatEventAsClassicLogText
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._accesslog import AccessLog
+from splicetx._ops.accesslog import AccessLog
 
 _FIELDS = dict(
     client="127.0.0.1:5000",

@@ -21,7 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx import DONE
-from splicetx._accesslog import AccessLog
+from splicetx._ops.accesslog import AccessLog
 from splicetx.proxy import UPSTREAM_FAILED
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 
@@ -140,8 +140,8 @@ class AccessLogProxyMixin(ReactorTestMixin):
         The service writes the records to C{twist}'s log file in its JSON
         form (with the record separator) and flushes them when it stops.
         """
-        from splicetx._proxyconfig import Forward, ProxyConfig
-        from splicetx._service import SpliceProxyService
+        from splicetx._app.service import SpliceProxyService
+        from splicetx._config.model import Forward, ProxyConfig
 
         out = io.StringIO()
 

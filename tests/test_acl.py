@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._acl}: allow/deny rules with rinetd's precedence.
+Tests for L{splicetx._proxy.access}: allow/deny rules with rinetd's precedence.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import ipaddress
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._acl import AccessControl, normaliseAddress, parseRule
+from splicetx._proxy.access import AccessControl, normaliseAddress, parseRule
 
 
 class NormaliseTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._balance}: the four balancers and the client key.
+Tests for L{splicetx._pool.balance}: the four balancers and the client key.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from splicetx._balance import (
+from splicetx._pool.balance import (
     BALANCERS,
     IBalancer,
     LeastConnections,
@@ -25,7 +25,7 @@ from splicetx._balance import (
 
 class Member:
     """
-    A stand-in for an L{Upstream <splicetx._pool.Upstream>}: what a balancer
+    A stand-in for an L{Upstream <splicetx._pool.pool.Upstream>}: what a balancer
     reads.
     """
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from splicetx._endpoints import clientEndpoint, withBacklog
-from splicetx._pipes import PipePool
-from splicetx._tap import Options, makeService
+from splicetx._app.tap import Options, makeService
+from splicetx._config.endpoints import clientEndpoint, withBacklog
+from splicetx._relay.pipes import PipePool
 from splicetx.testing import digest
 
 from ._cli_support import (
@@ -813,7 +813,7 @@ class OptionsTests(SynchronousTestCase):
         from twisted.internet.interfaces import IReactorPluggableNameResolver
         from zope.interface.verify import verifyObject
 
-        from splicetx._endpoints import _ParseOnlyReactor
+        from splicetx._config.endpoints import _ParseOnlyReactor
 
         self.assertTrue(
             verifyObject(IReactorPluggableNameResolver, _ParseOnlyReactor())

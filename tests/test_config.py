@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._config}: reading rinetd's configuration format.
+Tests for L{splicetx._config.rinetd}: reading rinetd's configuration format.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._config import (
+from splicetx._config.rinetd import (
     ConfigError,
     escapeEndpointValue,
     parseConfig,

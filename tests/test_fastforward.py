@@ -22,13 +22,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx import DONE, RESET, AccessControl
-from splicetx._fastconn import _FastConnection
-from splicetx._fastpath import fastPathRefusal
-from splicetx._pipes import PipePool
-from splicetx._pool import Upstream, UpstreamPool
-from splicetx._poolproxy import PoolProxyFactory
-from splicetx._socketloop import loopFor
-from splicetx._status import connectionStatus
+from splicetx._ops.status import connectionStatus
+from splicetx._pool.pool import Upstream, UpstreamPool
+from splicetx._proxy.fastconn import _FastConnection
+from splicetx._proxy.fastpath import fastPathRefusal
+from splicetx._proxy.poolproxy import PoolProxyFactory
+from splicetx._relay.pipes import PipePool
+from splicetx._relay.socketloop import loopFor
 from splicetx.proxy import (
     HALF_CLOSE_TIMEOUT,
     IDLE_TIMEOUT,

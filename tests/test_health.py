@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._health}: active health checks with rise and fall
+Tests for L{splicetx._pool.health}: active health checks with rise and fall
 counts, on a L{Clock} and over real loopback sockets.
 """
 
@@ -18,8 +18,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from splicetx._health import HealthChecker, IHealthChecker
-from splicetx._pool import Upstream, UpstreamPool
+from splicetx._pool.health import HealthChecker, IHealthChecker
+from splicetx._pool.pool import Upstream, UpstreamPool
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 
 LOOPBACK = "127.0.0.1"

@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
 from splicetx import CLOSED, DONE
-from splicetx._tcpoptions import TCPKeepalive, delivered, setKeepalive
+from splicetx._relay.tcpoptions import TCPKeepalive, delivered, setKeepalive
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 
 from ._cli_support import (

@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._metrics}: Prometheus metrics of the proxy, their HTTP
+Tests for L{splicetx._ops.metrics}: Prometheus metrics of the proxy, their HTTP
 endpoint on a real reactor, and how worker processes' figures combine.
 """
 
@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone
 
 from splicetx import PipePool, RelayResult
-from splicetx._metrics import (
+from splicetx._ops.metrics import (
     ProxyMetrics,
     connectFailureReason,
     markWorkerDead,
@@ -337,7 +337,7 @@ WORKER = textwrap.dedent(
     """
     import sys
     from splicetx import RelayResult, PipePool
-    from splicetx._metrics import ProxyMetrics, isMultiprocess
+    from splicetx._ops.metrics import ProxyMetrics, isMultiprocess
     from twisted.internet.task import Clock
     assert isMultiprocess()
     m = ProxyMetrics()

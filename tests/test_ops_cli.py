@@ -18,7 +18,7 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._proxyprotocol import buildV1Header, buildV2Header
+from splicetx._proxy.proxyheader import buildV1Header, buildV2Header
 
 from ._cli_support import (
     LOOPBACK,
@@ -517,7 +517,7 @@ class HelperTests(SynchronousTestCase):
         Workers get the supervisor's splice-proxy arguments less --workers,
         and its twist options when it runs under twist.
         """
-        from splicetx._supervisor import twistArguments, workerArguments
+        from splicetx._app.supervisor import twistArguments, workerArguments
 
         self.assertEqual(
             workerArguments(

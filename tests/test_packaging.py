@@ -157,7 +157,7 @@ class WheelTests(SynchronousTestCase):
         self.assertEqual(metadata["Version"], splicetx.__version__)
         self.assertTrue(wheel.name.startswith(f"splicetx-{splicetx.__version__}-"))
         self.assertEqual(metadata["Description-Content-Type"], "text/markdown")
-        self.assertIn("splicetx._pytest_plugin", entryPoints)
+        self.assertIn("splicetx.testing._pytestplugin", entryPoints)
 
 
 class SdistTests(SynchronousTestCase):

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_pipes -*-
 """
-Tests for L{splicetx._pipes}: pipe sizing, the pipe cap and the idle pool.
+Tests for L{splicetx._relay.pipes}: pipe sizing, the pipe cap and the idle pool.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._pipes import (
+from splicetx._relay.pipes import (
     DEFAULT_PIPE_SIZE,
     Pipe,
     PipeLimitReached,
@@ -61,7 +61,7 @@ class PipeTests(SynchronousTestCase):
                 raise OSError(errno.EPERM, "Operation not permitted")
             return real(fd, cmd, *args)
 
-        with mock.patch("splicetx._pipes.fcntl.fcntl", refuse):
+        with mock.patch("splicetx._relay.pipes.fcntl.fcntl", refuse):
             p = Pipe.open(1 << 20)
         self.addCleanup(p.close)
         self.assertEqual(p.size, real(p.writeFD, fcntl.F_GETPIPE_SZ))
@@ -74,7 +74,7 @@ class PipeTests(SynchronousTestCase):
         def broken(fd: int, cmd: int, *args: int) -> int:
             raise OSError(errno.EIO, "I/O error")
 
-        with mock.patch("splicetx._pipes.fcntl.fcntl", broken):
+        with mock.patch("splicetx._relay.pipes.fcntl.fcntl", broken):
             self.assertRaises(OSError, Pipe.open, 1 << 20)
         self.assertEqual(_fds(), before)
 

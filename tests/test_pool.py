@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._pool}: upstreams, passive health, and the pool's
+Tests for L{splicetx._pool.pool}: upstreams, passive health, and the pool's
 failover on connect -- with fake endpoints on a L{Clock}, and over real
 loopback sockets on every reactor.
 """
@@ -24,8 +24,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from splicetx._balance import SourceHash, clientKeyFor
-from splicetx._pool import (
+from splicetx._pool.balance import SourceHash, clientKeyFor
+from splicetx._pool.pool import (
     ALL_DOWN,
     ALL_FAILED,
     IUpstreamPool,

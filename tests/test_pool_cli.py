@@ -641,7 +641,7 @@ class FastPathTests(SynchronousTestCase):
     """
 
     def options(self, *args: str) -> Any:
-        from splicetx._tap import Options
+        from splicetx._app.tap import Options
 
         o = Options()
         o.exitOnUsageError = False
@@ -678,12 +678,12 @@ class FastPathTests(SynchronousTestCase):
         connect.
         """
         try:
-            from splicetx._metrics import connectFailureReason
+            from splicetx._ops.metrics import connectFailureReason
         except ImportError:
             raise SkipTest("needs prometheus_client")
         from twisted.internet.error import ConnectingCancelledError
 
-        from splicetx._pool import ALL_DOWN, NoUpstreamAvailable
+        from splicetx._pool.pool import ALL_DOWN, NoUpstreamAvailable
 
         self.assertEqual(
             connectFailureReason(NoUpstreamAvailable(ALL_DOWN, "none", [])),
@@ -705,7 +705,7 @@ class RinetdPoolTests(SynchronousTestCase):
         A forward with pool options and two upstream lines is a pool of
         three, with the weights and options given; a plain forward has none.
         """
-        from splicetx._config import parseConfig
+        from splicetx._config.rinetd import parseConfig
 
         config = parseConfig(
             "0.0.0.0 8080 10.0.0.1 80 [balance=leastconn,health-check-interval=5]\n"
@@ -734,7 +734,7 @@ class RinetdPoolTests(SynchronousTestCase):
         """
         A misplaced or bad upstream line names the file and line.
         """
-        from splicetx._config import ConfigError, parseConfig
+        from splicetx._config.rinetd import ConfigError, parseConfig
 
         for text, line, problem in [
             ("upstream 10.0.0.2 80\n", 1, "upstream must follow a forward line"),
@@ -763,7 +763,7 @@ class BenchPoolSpecTests(SynchronousTestCase):
         The C{-pool3} proxy's command gives the CLI three C{--connect}
         upstreams, which make a round-robin pool of three.
         """
-        from splicetx._tap import Options
+        from splicetx._app.tap import Options
         from splicetx.bench import _proxies
 
         (spec,) = [s for s in _proxies.allSpecs(1 << 20) if s.poolSize]

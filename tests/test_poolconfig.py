@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._poolconfig}: the upstream argument syntax, the TOML
+Tests for L{splicetx._config.pools}: the upstream argument syntax, the TOML
 file format and the builders.
 """
 
@@ -9,8 +9,7 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._balance import LeastConnections, SourceHash
-from splicetx._poolconfig import (
+from splicetx._config.pools import (
     HealthCheckSpec,
     PoolSpec,
     PoolSyntaxError,
@@ -26,6 +25,7 @@ from splicetx._poolconfig import (
     parseUpstream,
     poolSpecFromOptions,
 )
+from splicetx._pool.balance import LeastConnections, SourceHash
 
 
 class UpstreamSyntaxTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._poolmetrics}: the per-upstream metrics at a scrape.
+Tests for L{splicetx._ops.poolmetrics}: the per-upstream metrics at a scrape.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import unittest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._pool import Upstream, UpstreamPool
+from splicetx._pool.pool import Upstream, UpstreamPool
 
 try:
     from prometheus_client import CollectorRegistry, generate_latest
@@ -31,7 +31,7 @@ class PoolCollectorTests(SynchronousTestCase):
         A scrape shows up/healthy, active, connections and failures by
         reason for every member, and follows later changes.
         """
-        from splicetx._poolmetrics import PoolCollector
+        from splicetx._ops.poolmetrics import PoolCollector
 
         clock = Clock()
         a = Upstream(object(), "10.0.0.1:80", weight=2, clock=clock)

@@ -1,5 +1,5 @@
 """
-End-to-end tests of L{splicetx._poolproxy}: clients through a real
+End-to-end tests of L{splicetx._proxy.poolproxy}: clients through a real
 L{SpliceProxyFactory} to pools of real loopback servers, on every reactor --
 failover, refusal when every upstream is down, and routing by TLS server
 name.
@@ -17,16 +17,16 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from splicetx._balance import SourceHash, clientKeyFor
-from splicetx._pool import Upstream, UpstreamPool
-from splicetx._poolproxy import (
+from splicetx._pool.balance import SourceHash, clientKeyFor
+from splicetx._pool.pool import Upstream, UpstreamPool
+from splicetx._pool.sni import SNIRouter
+from splicetx._proxy.poolproxy import (
     PoolEndpoint,
     PoolProxyFactory,
     PoolProxyProtocol,
     UpstreamEndpoint,
     asEndpoint,
 )
-from splicetx._sni import SNIRouter
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 
 from .test_health import captureEvents, closedPort

@@ -658,7 +658,7 @@ class FactoryTests(SynchronousTestCase):
         from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint
         from twisted.internet.testing import MemoryReactor
 
-        from splicetx._upstream import _directTarget
+        from splicetx._proxy.upstream import _directTarget
 
         reactor = MemoryReactor()
         self.assertEqual(
@@ -696,8 +696,8 @@ class ServiceMixin(ReactorTestMixin):
         The service listens on its endpoints, relays, and on stop stops
         listening, aborts what is left at the drain timeout and fires.
         """
-        from splicetx._proxyconfig import Forward, ProxyConfig
-        from splicetx._tap import SpliceProxyService
+        from splicetx._app.tap import SpliceProxyService
+        from splicetx._config.model import Forward, ProxyConfig
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:

@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._proxyprotocol}: building and parsing HAProxy PROXY
+Tests for L{splicetx._proxy.proxyheader}: building and parsing HAProxy PROXY
 protocol v1 and v2 headers.
 """
 
@@ -10,7 +10,7 @@ import struct
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._proxyprotocol import (
+from splicetx._proxy.proxyheader import (
     LOCAL,
     PROXY,
     V1_MAX_LENGTH,

@@ -24,8 +24,8 @@ from splicetx import (
     DONE,
     RESET,
     PipePool,
-    _direction,
 )
+from splicetx._relay import direction as _direction
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
 from ._harness import makePair

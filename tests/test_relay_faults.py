@@ -45,14 +45,14 @@ from splicetx import (
     PipePool,
     Relay,
     RelayUsageError,
-    _copy,
-    _direction,
-    _relay,
-    _splice,
-    _turns,
     relay,
 )
-from splicetx._core import IEngineHost, IRelayEngine, IRelaySide
+from splicetx._relay import copy as _copy
+from splicetx._relay import direction as _direction
+from splicetx._relay import relay as _relay
+from splicetx._relay import splice as _splice
+from splicetx._relay import turns as _turns
+from splicetx._relay.contract import IEngineHost, IRelayEngine, IRelaySide
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
 from ._harness import Peer, _clientFactory, _factory, _Holder, makePair

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_reload -*-
 """
 Subprocess tests of SIGHUP reloads of C{twist splice-proxy --config}
-(L{splicetx._reload}), alone and with C{--workers}, over 127.0.0.1 only:
+(L{splicetx._app.reload}), alone and with C{--workers}, over 127.0.0.1 only:
 under a continuous connect/echo/close load, with a live connection, with
 a bad file, and with listeners added and removed.
 """
@@ -21,11 +21,11 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from splicetx._acl import AccessControl
-from splicetx._config import ConfigError
-from splicetx._proxyconfig import Forward, ProxyConfig
-from splicetx._reload import ConfigChanges, compareConfigs, reloadedConfig
-from splicetx._worker import ENV_READY
+from splicetx._app.reload import ConfigChanges, compareConfigs, reloadedConfig
+from splicetx._app.worker import ENV_READY
+from splicetx._config.model import Forward, ProxyConfig
+from splicetx._config.rinetd import ConfigError
+from splicetx._proxy.access import AccessControl
 
 from . import test_workers
 from ._cli_support import LOOPBACK, ProxyProcess

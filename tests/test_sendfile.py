@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from splicetx import ZeroCopyFileSender, sendFile, sendFileUnavailableReason
-from splicetx._sendfile import (
+from splicetx._relay.sendfile import (
     FILESENDER,
     SENDFILE,
     _PumpingConsumer,

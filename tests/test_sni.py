@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._sni}: the incremental ClientHello reader, against real
+Tests for L{splicetx._pool.sni}: the incremental ClientHello reader, against real
 ClientHellos from Python's C{ssl} and C{openssl s_client} and against
 malformed input, and the server-name router.
 """
@@ -15,7 +15,7 @@ import unittest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._sni import (
+from splicetx._pool.sni import (
     DEFAULT_MAX_SIZE,
     MALFORMED,
     NOT_TLS,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_status -*-
 """
-Tests for L{splicetx._status}: the C{/status}, C{/status.json} and
+Tests for L{splicetx._ops.status}: the C{/status}, C{/status.json} and
 C{/healthz} resources of the C{--metrics} endpoint, in process and on a real
 C{twist splice-proxy} child (single process, draining, C{--workers}), and
 the page in a real headless Chromium.
@@ -22,8 +22,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from splicetx import PipePool, RelayResult
-from splicetx._metrics import ProxyMetrics
-from splicetx._status import (
+from splicetx._ops.metrics import ProxyMetrics
+from splicetx._ops.status import (
     HealthResource,
     ServiceStatus,
     StatusPage,

@@ -265,7 +265,7 @@ class PluginTests(SynchronousTestCase):
         out = self.run_(
             [
                 "-c",
-                "import sys, splicetx._pytest_plugin, splicetx.testing;"
+                "import sys, splicetx.testing._pytestplugin, splicetx.testing;"
                 "assert 'twisted.internet.reactor' not in sys.modules",
             ],
             ROOT,

@@ -24,8 +24,8 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from splicetx import _tls
-from splicetx._tap import Options
+from splicetx._app.tap import Options
+from splicetx._proxy import tls as _tls
 from splicetx.testing import digest as sha
 
 from ._cli_support import LOOPBACK, ProxyProcess
@@ -595,7 +595,7 @@ from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from zope.interface import implementer
-from splicetx import _tls
+from splicetx._proxy import tls as _tls
 from splicetx.proxy import SpliceProxyFactory
 
 key, cert, backend = sys.argv[1:4]

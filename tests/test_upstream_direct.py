@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_upstream_direct -*-
 """
-The proxy's direct upstream connect for plain TCP (L{splicetx._upstream}'s
+The proxy's direct upstream connect for plain TCP (L{splicetx._proxy.upstream}'s
 C{_DirectConnector} and C{_DirectClient}), over real loopback sockets on
 every reactor: success, refusal, the connect timeout, and a client that
 leaves while the upstream is still connecting.
@@ -18,8 +18,9 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx import CANCELLED, DONE, _transports
-from splicetx._upstream import _DirectClient, _DirectConnector, _usesTwistedTCP
+from splicetx import CANCELLED, DONE
+from splicetx._proxy.upstream import _DirectClient, _DirectConnector, _usesTwistedTCP
+from splicetx._relay import transports as _transports
 from splicetx.proxy import UPSTREAM_FAILED, SpliceProxyProtocol
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 

@@ -1,5 +1,5 @@
 """
-Tests for L{splicetx._workers} (the supervisor) and L{splicetx._worker} (the
+Tests for L{splicetx._app.processes} (the supervisor) and L{splicetx._app.worker} (the
 worker side), with a stand-in worker that answers each connection with its
 pid, so they do not depend on the CLI.
 """
@@ -22,7 +22,14 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from splicetx._worker import (
+from splicetx._app.processes import (
+    REUSEPORT,
+    SHARED,
+    ReusePortListener,
+    WorkerSupervisor,
+    prepareListener,
+)
+from splicetx._app.worker import (
     ENV_FDS,
     ENV_INDEX,
     ENV_READY,
@@ -30,13 +37,6 @@ from splicetx._worker import (
     inheritedListeners,
     isWorker,
     workerIndex,
-)
-from splicetx._workers import (
-    REUSEPORT,
-    SHARED,
-    ReusePortListener,
-    WorkerSupervisor,
-    prepareListener,
 )
 
 # ---------------------------------------------------------------------------
@@ -322,7 +322,7 @@ STANDIN_WORKER = textwrap.dedent(
     import os, sys
     from twisted.internet import reactor, protocol
     from twisted.internet.defer import gatherResults
-    from splicetx._worker import adoptListeners, watchSupervisor, workerIndex
+    from splicetx._app.worker import adoptListeners, watchSupervisor, workerIndex
 
     class Pid(protocol.Protocol):
         def connectionMade(self):
@@ -345,7 +345,7 @@ SUPERVISOR = textwrap.dedent(
     import sys
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
-    from splicetx._workers import WorkerSupervisor, prepareListener
+    from splicetx._app.processes import WorkerSupervisor, prepareListener
 
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stderr)], redirectStandardIO=False

@@ -9,7 +9,7 @@ L{SpliceProxyFactory} and L{SpliceProxyProtocol} build a proxy on it; the
 factory takes an L{AccessControl} (C{acl=}) and a C{ProxyMetrics}
 (C{metrics=}), and its protocol keeps the L{ProxyHeader} a load balancer
 sent (C{proxyHeader}).  C{splicetx.ProxyMetrics} (documented in
-L{splicetx._metrics.ProxyMetrics}) needs the optional C{prometheus-client}
+L{splicetx._ops.metrics.ProxyMetrics}) needs the optional C{prometheus-client}
 package (C{pip install 'splicetx[metrics]'}), so it is imported only when
 first used and is left out of C{__all__}: C{from splicetx import *} works
 without it.
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from splicetx._acl import AccessControl
-from splicetx._core import (
+from splicetx._proxy.access import AccessControl
+from splicetx._proxy.proxyheader import ProxyHeader
+from splicetx._relay.contract import (
     CANCELLED,
     CLOSED,
     DONE,
@@ -29,20 +30,19 @@ from splicetx._core import (
     RelayResult,
     RelayUsageError,
 )
-from splicetx._pipes import DEFAULT_PIPE_SIZE, PipePool
-from splicetx._proxyprotocol import ProxyHeader
-from splicetx._relay import Relay, relay
-from splicetx._sendfile import (
+from splicetx._relay.pipes import DEFAULT_PIPE_SIZE, PipePool
+from splicetx._relay.relay import Relay, relay
+from splicetx._relay.sendfile import (
     ZeroCopyFileSender,
     sendFile,
     sendFileUnavailableReason,
 )
-from splicetx._tcpoptions import TCPKeepalive
-from splicetx._transports import spliceUnavailableReason
+from splicetx._relay.tcpoptions import TCPKeepalive
+from splicetx._relay.transports import spliceUnavailableReason
 from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
 if TYPE_CHECKING:
-    from splicetx._metrics import ProxyMetrics as ProxyMetrics
+    from splicetx._ops.metrics import ProxyMetrics as ProxyMetrics
 
 # The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.2.0.dev0"
@@ -80,7 +80,7 @@ def __getattr__(name: str) -> Any:
     @raise AttributeError: for any other unknown name.
     """
     if name == "ProxyMetrics":
-        from splicetx._metrics import ProxyMetrics
+        from splicetx._ops.metrics import ProxyMetrics
 
         globals()["ProxyMetrics"] = ProxyMetrics
         return ProxyMetrics

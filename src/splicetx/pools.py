@@ -3,12 +3,12 @@ Upstream pools for splicetx proxies: balancing over several upstreams,
 passive and active health, failover on connect, and routing TLS by server
 name without terminating it.  See C{docs/pools.md}.
 
-The names here are the public face of L{splicetx._pool},
-L{splicetx._balance}, L{splicetx._health}, L{splicetx._sni} and
-L{splicetx._poolproxy}.
+The names here are the public face of L{splicetx._pool.pool},
+L{splicetx._pool.balance}, L{splicetx._pool.health}, L{splicetx._pool.sni} and
+L{splicetx._proxy.poolproxy}.
 """
 
-from splicetx._balance import (
+from splicetx._pool.balance import (
     BALANCERS,
     IBalancer,
     LeastConnections,
@@ -18,26 +18,26 @@ from splicetx._balance import (
     clientKeyFor,
     makeBalancer,
 )
-from splicetx._health import HealthChecker, IHealthChecker
-from splicetx._pool import (
+from splicetx._pool.health import HealthChecker, IHealthChecker
+from splicetx._pool.pool import (
     IUpstreamPool,
     NoUpstreamAvailable,
     Upstream,
     UpstreamPool,
 )
-from splicetx._poolproxy import (
+from splicetx._pool.sni import (
+    ClientHello,
+    ClientHelloError,
+    ClientHelloReader,
+    SNIRouter,
+)
+from splicetx._proxy.poolproxy import (
     PoolEndpoint,
     PoolProxyFactory,
     PoolProxyProtocol,
     SNIProxyProtocol,
     UpstreamEndpoint,
     asEndpoint,
-)
-from splicetx._sni import (
-    ClientHello,
-    ClientHelloError,
-    ClientHelloReader,
-    SNIRouter,
 )
 
 __all__ = [

@@ -24,7 +24,7 @@ A plain forwarder needs no subclass::
 
 A factory nobody customised serves the clients of the ports given to
 L{SpliceProxyFactory.addListeningPort} on a fast path
-(L{splicetx._fastpath}: raw sockets, no protocol or transport per
+(L{splicetx._proxy.fastpath}: raw sockets, no protocol or transport per
 connection) with the same results, metrics and log records; any override
 of a hook above takes this module's general path.
 
@@ -33,12 +33,12 @@ C{max-connections} (pausing the listening ports) and a graceful drain
 (L{SpliceProxyFactory.drain}) are built on.
 
 This module is the public face: the factory here, the protocol (with its
-hooks) in L{splicetx._protocol}, and the parts in their own modules: the
-phases of a connection in L{splicetx._phase}, the upstream connection
-attempt in L{splicetx._upstream}, the idle timeout in L{splicetx._idle},
-the PROXY header reader in L{splicetx._headerreader}, the live
-connections, connection limit and drain in L{splicetx._portgate}, and the
-log-line describers in L{splicetx._describe}.
+hooks) in L{splicetx._proxy.protocol}, and the parts in their own modules: the
+phases of a connection in L{splicetx._proxy.phase}, the upstream connection
+attempt in L{splicetx._proxy.upstream}, the idle timeout in L{splicetx._proxy.timeouts},
+the PROXY header reader in L{splicetx._proxy.headerreader}, the live
+connections, connection limit and drain in L{splicetx._proxy.gate}, and the
+log-line describers in L{splicetx._pool.addresses}.
 """
 
 from __future__ import annotations
@@ -55,31 +55,31 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from splicetx import _tls
-from splicetx._acl import AccessControl
-from splicetx._describe import describeAddress, describeEndpoint
-from splicetx._fastpath import FastForwarder, fastPathRefusal
-from splicetx._pipes import PipePool
-from splicetx._portgate import PortGate
-from splicetx._protocol import (
+from splicetx._pool.addresses import describeAddress, describeEndpoint
+from splicetx._proxy import tls as _tls
+from splicetx._proxy.access import AccessControl
+from splicetx._proxy.fastpath import FastForwarder, fastPathRefusal
+from splicetx._proxy.gate import PortGate
+from splicetx._proxy.protocol import (
     HALF_CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
     REJECTED,
     UPSTREAM_FAILED,
     SpliceProxyProtocol,
 )
-from splicetx._reactor import defaultReactor
-from splicetx._relay import (
+from splicetx._relay.pipes import PipePool
+from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.relay import (
     CLOSED,
     DONE,
     ENGINES,
     RelayResult,
 )
-from splicetx._tcpoptions import TCPKeepalive, setKeepalive
+from splicetx._relay.tcpoptions import TCPKeepalive, setKeepalive
 
 if TYPE_CHECKING:
-    from splicetx._accesslog import AccessLog
-    from splicetx._metrics import ProxyMetrics
+    from splicetx._ops.accesslog import AccessLog
+    from splicetx._ops.metrics import ProxyMetrics
 __all__ = [
     "SpliceProxyFactory",
     "SpliceProxyProtocol",
@@ -138,7 +138,7 @@ class SpliceProxyFactory(Factory):
     @ivar sendProxyProtocol: C{1} or C{2} to send a PROXY protocol header
         with the client's address to the upstream before the relay, or
         C{None}.
-    @ivar metrics: a L{ProxyMetrics <splicetx._metrics.ProxyMetrics>}
+    @ivar metrics: a L{ProxyMetrics <splicetx._ops.metrics.ProxyMetrics>}
         (public as C{splicetx.ProxyMetrics}) to record into, or C{None}.
     @ivar forwardName: the C{forward} label of those metrics.
     @ivar logFields: extra fields for every connection's log event (e.g.
@@ -149,12 +149,12 @@ class SpliceProxyFactory(Factory):
         C{--log-level} is C{warn} or above, where the C{info} event would
         be built only to be dropped (about a tenth of a short connection's
         CPU).
-    @ivar accessLog: an L{AccessLog <splicetx._accesslog.AccessLog>} that
+    @ivar accessLog: an L{AccessLog <splicetx._ops.accesslog.AccessLog>} that
         writes the connection records itself (C{twist splice-proxy} uses
         one), or C{None} to emit them as C{twisted.logger} events.
     @ivar fastPath: whether the listening ports given to
         L{addListeningPort} may serve clients on the fast path
-        (L{splicetx._fastpath}: raw sockets, no transport or protocol per
+        (L{splicetx._proxy.fastpath}: raw sockets, no transport or protocol per
         connection) when nothing needs the general one: this class's own
         C{protocol}, C{buildProtocol} and C{relayFinished}, no PROXY
         protocol, an upstream that is a TCP address, a plain TCP port on a
@@ -347,7 +347,7 @@ class SpliceProxyFactory(Factory):
     ) -> None:
         """
         Write one connection's record (see L{relayFinished}), from what the
-        general path or the fast path (L{splicetx._fastpath}) knows of
+        general path or the fast path (L{splicetx._proxy.fastpath}) knows of
         it.
         """
         normal = result.reason in (DONE, CLOSED)

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 
-from splicetx._filelimit import raiseFileLimit
+from splicetx._app.filelimit import raiseFileLimit
 from splicetx.bench._wire import (
     COUNT,
     DOWNLOAD,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from splicetx._filelimit import raiseFileLimit
+from splicetx._app.filelimit import raiseFileLimit
 from splicetx.bench import _loadgen, _proxies, _report, _underbulk
 from splicetx.bench._options import (
     CHURN_WORKERS,

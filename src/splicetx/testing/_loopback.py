@@ -29,7 +29,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol, connecti
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx._reactor import defaultReactor
+from splicetx._relay.reactor import defaultReactor
 from splicetx.testing._backends import Backend, Listener, Tally, _Writer, payload
 from splicetx.testing._reactors import buildReactor, runScenario
 

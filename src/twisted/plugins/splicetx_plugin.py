@@ -8,7 +8,7 @@ from twisted.application.service import ServiceMaker
 
 spliceProxy = ServiceMaker(
     "splicetx splice proxy",
-    "splicetx._tap",
+    "splicetx._app.tap",
     "A zero-copy TCP relay: splice(2) between client and upstream.",
     "splice-proxy",
 )

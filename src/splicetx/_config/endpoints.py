@@ -1,0 +1,295 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+Endpoint strings as C{twist splice-proxy} accepts them: Twisted's
+C{serverFromString}/C{clientFromString} syntax, plus a C{tcp6:} client
+endpoint, bracketed IPv6 literals (C{tcp6:[::1]:8080}) and a default
+C{backlog=}.
+
+The C{_check*} functions parse a string while the options are read (before
+any reactor is installed) and turn every failure into one line naming the
+option; L{_explain} words an exception for such a line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.internet.endpoints import (
+    TCP6ClientEndpoint,
+    clientFromString,
+    serverFromString,
+)
+from twisted.internet.interfaces import IReactorPluggableNameResolver
+from zope.interface import implementer
+
+from splicetx._config.values import _Exit
+
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "clientEndpoint",
+    "endpointType",
+    "serverEndpoint",
+    "withBacklog",
+]
+
+#: The default listen backlog.  Twisted's default of 50 overflows under a
+#: burst of a few hundred connects; the kernel caps it at
+#: C{net.core.somaxconn} (4096 on current Linux).
+DEFAULT_BACKLOG = 1024
+
+#: Endpoint types whose string accepts C{backlog=}.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "unix", "ssl"})
+
+_SYSTEMD_HINT = (
+    "no such socket inherited from systemd (this process needs LISTEN_PID, "
+    "LISTEN_FDS and LISTEN_FDNAMES, as systemd 227+ sets them)"
+)
+
+
+def _split(description: str) -> list[str]:
+    """
+    Split an endpoint string at its unescaped colons (backslash escapes are
+    kept in the pieces).
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(description)
+    for c in chars:
+        if c == "\\":
+            current.append(c)
+            current.append(next(chars, ""))
+        elif c == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(piece: str) -> str:
+    """
+    Drop the backslash escapes of one piece of an endpoint string.
+    """
+    out: list[str] = []
+    chars = iter(piece)
+    for c in chars:
+        out.append(next(chars, "") if c == "\\" else c)
+    return "".join(out)
+
+
+def _escapeBrackets(description: str) -> str:
+    """
+    Let users write IPv6 literals in brackets: C{tcp6:[::1]:8080} becomes
+    C{tcp6:\\:\\:1:8080} and C{interface=[::1]} becomes
+    C{interface=\\:\\:1}.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(description):
+        c = description[i]
+        if c == "\\":
+            out.append(description[i : i + 2])
+            i += 2
+            continue
+        if c == "[":
+            end = description.find("]", i)
+            if end > i:
+                out.append(description[i + 1 : end].replace(":", "\\:"))
+                i = end + 1
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def endpointType(description: str) -> str:
+    """
+    The type of an endpoint string, lower-cased (C{"tcp"} for
+    C{"tcp:8080"}).
+    """
+    return _split(description)[0].strip().lower()
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    Add C{backlog=N} to a C{tcp}, C{tcp6}, C{unix} or C{ssl} server endpoint
+    string that does not set one.
+
+    @param description: a server endpoint string.
+    @param backlog: the listen queue length.
+    @return: the endpoint string to use.
+    """
+    parts = _split(description)
+    if parts[0].strip().lower() not in _BACKLOG_TYPES:
+        return description
+    if any(p.startswith("backlog=") for p in parts[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def _tcp6Client(reactor: Any, description: str) -> Any:
+    """
+    Parse C{tcp6:HOST:PORT[:timeout=S][:bindAddress=ADDR]} (Twisted has no
+    C{tcp6} client endpoint string): a C{TCP6ClientEndpoint}, which resolves
+    host names to IPv6 addresses without blocking.
+    """
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for piece in _split(description)[1:]:
+        key, eq, value = piece.partition("=")
+        if eq and "\\" not in key:
+            kwargs[key] = _unescape(value)
+        else:
+            args.append(_unescape(piece))
+    unknown = set(kwargs) - {"host", "port", "timeout", "bindAddress"}
+    if unknown:
+        raise ValueError(f"unknown tcp6 argument(s): {', '.join(sorted(unknown))}")
+    names = [n for n in ("host", "port") if n not in kwargs]
+    if len(args) > len(names):
+        raise ValueError("too many positional arguments")
+    kwargs.update(zip(names, args, strict=False))
+    if "host" not in kwargs or "port" not in kwargs:
+        raise ValueError("tcp6 needs a host and a port (tcp6:HOST:PORT)")
+    port = int(kwargs["port"])
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    timeout = float(kwargs.get("timeout", 30))
+    bind = kwargs.get("bindAddress")
+    return TCP6ClientEndpoint(
+        reactor,
+        kwargs["host"],
+        port,
+        timeout=timeout,
+        bindAddress=(bind, 0) if bind else None,
+    )
+
+
+def clientEndpoint(reactor: Any, description: str) -> Any:
+    """
+    Build the upstream endpoint: C{clientFromString}, plus C{tcp6:} and
+    bracketed IPv6 literals.
+
+    @param reactor: the reactor the endpoint connects with.
+    @param description: a client endpoint string.
+    @raise ValueError: (or another exception) for a malformed string.
+    """
+    description = _escapeBrackets(description)
+    if endpointType(description) == "tcp6":
+        return _tcp6Client(reactor, description)
+    endpoint = clientFromString(reactor, description)
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return endpoint
+
+
+def serverEndpoint(reactor: Any, description: str) -> Any:
+    """
+    Build a listening endpoint: C{serverFromString}, plus bracketed IPv6
+    literals.
+
+    @param reactor: the reactor the endpoint listens with.
+    @param description: a server endpoint string.
+    """
+    return serverFromString(reactor, _escapeBrackets(description))
+
+
+@implementer(IReactorPluggableNameResolver)
+class _ParseOnlyReactor:
+    """
+    Stands in for the reactor while endpoint strings are checked during
+    option parsing (the real one may not be installed yet): endpoint
+    constructors only store it.
+    """
+
+    nameResolver = None
+
+    def installNameResolver(self, resolver: Any) -> Any:
+        """
+        Ignore the resolver: nothing is resolved while parsing.
+        """
+        return None
+
+
+def _explain(e: BaseException | None) -> str:
+    """
+    Word an exception from an endpoint parser or a failed listen for a
+    one-line message.
+    """
+    if e is None:
+        return "unknown error"
+    if isinstance(e, TypeError):
+        return f"missing or unexpected arguments ({e})"
+    if isinstance(e, KeyError):
+        return f"missing argument {e}"
+    text = str(e) or type(e).__name__
+    text = text.splitlines()[0]
+    if text.startswith("invalid literal for int()"):
+        return "expected a number, got " + text.rpartition(": ")[2]
+    return text
+
+
+_KEYWORD = re.compile(r"^[A-Za-z]+=")
+
+
+def _unixPathMissing(description: str) -> bool:
+    """
+    Whether a C{unix} endpoint string names no path (C{unix:},
+    C{unix:path=}, C{unix:address=}), which Twisted's parsers accept and
+    which would fail only at the first connection.
+    """
+    parts = _split(description)
+    if parts[0].strip().lower() != "unix":
+        return False
+    for piece in parts[1:]:
+        text = _unescape(piece)
+        for key in ("path=", "address="):
+            if text.startswith(key):
+                return not text[len(key) :].strip()
+        if not _KEYWORD.match(text):
+            return not text.strip()
+    return True
+
+
+def _checkListen(description: str, option: str = "--listen") -> None:
+    """
+    Check a server endpoint string.
+
+    @param description: the string as given.
+    @param option: the option it came from, for the message.
+    @raise _Exit: with one line when it cannot be parsed.
+    """
+    if _unixPathMissing(description):
+        raise _Exit(f"{option} {description!r}: a unix endpoint needs a path")
+    try:
+        serverEndpoint(_ParseOnlyReactor(), description)
+    except (IndexError, KeyError) as e:
+        if endpointType(description) == "systemd":
+            raise _Exit(f"{option} {description}: {_SYSTEMD_HINT}")
+        raise _Exit(f"{option} {description}: {_explain(e)}")
+    except Exception as e:
+        hint = ""
+        if type(e).__module__.startswith("OpenSSL"):
+            raise _Exit(
+                f"{option} {description}: cannot load the TLS key or "
+                f"certificate ({_explain(e)})"
+            )
+        if description.strip().isdigit():
+            hint = f" (did you mean tcp:{description.strip()}?)"
+        raise _Exit(f"{option} {description}: {_explain(e)}{hint}")
+
+
+def _checkConnect(description: str) -> None:
+    """
+    Check the C{--connect} client endpoint string.
+
+    @raise _Exit: with one line when it cannot be parsed.
+    """
+    if _unixPathMissing(description):
+        raise _Exit(f"--connect {description!r}: a unix endpoint needs a path")
+    try:
+        clientEndpoint(_ParseOnlyReactor(), description)
+    except Exception as e:
+        raise _Exit(f"--connect {description}: {_explain(e)}")

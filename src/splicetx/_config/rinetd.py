@@ -1,0 +1,445 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Read rinetd's configuration format, so a rinetd user can point splicetx at
+an existing file.
+
+The format, one statement per line (C{#} starts a comment, blank lines are
+ignored, keywords are case-insensitive)::
+
+    # global rules: before any forward, they apply to every forward
+    allow 127.0.0.*
+    deny 10.0.0.0/8
+
+    # bindaddress bindport connectaddress connectport [options]
+    0.0.0.0     8080   127.0.0.1   80
+    ::1         https  localhost   8443   [src=127.0.0.2]
+    # rules after a forward apply to that forward only
+    allow 127.0.0.1
+
+    logfile /var/log/rinetd.log      # accepted, ignored (warning)
+    pidlogfile /run/rinetd.pid       # accepted, ignored (warning)
+    logcommon                        # accepted, ignored (warning)
+
+  - Ports are numbers (1-65535) or service names (C{socket.getservbyname}).
+    A C{/tcp} suffix is accepted; C{/udp} is refused (splicetx relays TCP).
+  - Addresses are IPv4 or IPv6 literals or host names.  A bind host name is
+    resolved once, while reading the file (Twisted listens on an address);
+    a connect host name is left to the client endpoint.
+  - Options in brackets after a forward: C{src=ADDRESS} (rinetd's source
+    address for the upstream connection) becomes the client endpoint's
+    C{bindAddress}; C{timeout=N} (UDP-only in rinetd) is accepted with a
+    warning; the pool options (C{balance=}, C{max-fails=},
+    C{health-check-interval=} ..., see C{docs/pools.md}) and C{weight=}
+    make the forward a pool; anything else is an error.
+  - C{upstream connectaddress connectport [weight=N,max-fails=N,
+    fail-timeout=S,src=ADDRESS]} after a forward adds one more upstream to
+    its pool.
+  - Rules: see L{splicetx._proxy.access} (rinetd precedence: a client must match an
+    allow rule if there are any, and must match no deny rule; a forward's
+    own rules apply on top of the global ones).
+
+Every problem raises L{ConfigError}, whose C{str()} is one line C{FILE:LINE:
+problem}; the whole file is checked before anything would listen.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+
+import attr
+
+from splicetx._config.model import Forward
+from splicetx._config.pools import (
+    POOL_OPTIONS,
+    PoolSpec,
+    PoolSyntaxError,
+    parseUpstream,
+    poolSpecFromOptions,
+)
+from splicetx._proxy.access import AccessControl, AccessRule, parseRule
+
+__all__ = [
+    "ConfigError",
+    "Forward",
+    "ForwardConfig",
+    "parseConfig",
+    "parseConfigFile",
+    "escapeEndpointValue",
+]
+
+
+#: Options of one upstream (rinetd brackets of an C{upstream} line).
+_UPSTREAM_OPTIONS = ("weight", "max-fails", "fail-timeout")
+
+
+class ConfigError(ValueError):
+    """
+    A configuration file cannot be used.
+
+    @ivar filename: the file's name.
+    @ivar lineNumber: the 1-based line number, or C{0} for the whole file.
+    @ivar problem: what is wrong.
+    """
+
+    def __init__(self, filename: str, lineNumber: int, problem: str) -> None:
+        self.filename = filename
+        self.lineNumber = lineNumber
+        self.problem = problem
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.lineNumber:
+            return f"{self.filename}:{self.lineNumber}: {self.problem}"
+        return f"{self.filename}: {self.problem}"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ForwardConfig:
+    """
+    A parsed configuration file.
+
+    @ivar forwards: the forwards, in file order (each with one listening
+        endpoint string and its rinetd fields set).
+    @ivar globalACL: the rules that precede every forward.
+    @ivar warnings: C{FILE:LINE: ...} lines about accepted but ignored
+        statements, for the log.
+    @ivar logFile: the C{logfile} path, if given (not used by splicetx:
+        logging goes to Twisted's log observers).
+    @ivar pidFile: the C{pidlogfile} path, if given (use C{twist}'s own pid
+        handling or the service manager instead).
+    @ivar logCommon: whether C{logcommon} was given.
+    """
+
+    forwards: list[Forward]
+    globalACL: AccessControl
+    warnings: list[str] = attr.Factory(list)
+    logFile: str | None = None
+    pidFile: str | None = None
+    logCommon: bool = False
+
+
+def escapeEndpointValue(value: str) -> str:
+    """
+    Escape a value for a Twisted endpoint description string: C{\\}, C{:}
+    and C{=} get a backslash (so C{::1} becomes C{\\:\\:1}).
+    """
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _defaultResolve(host: str) -> str:
+    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+class _Parser:
+    def __init__(self, filename: str, resolve: Callable[[str], str]) -> None:
+        self.filename = filename
+        self.resolve = resolve
+        self.forwards: list[dict] = []
+        self.globalAllow: list[AccessRule] = []
+        self.globalDeny: list[AccessRule] = []
+        self.warnings: list[str] = []
+        self.logFile: str | None = None
+        self.pidFile: str | None = None
+        self.logCommon = False
+        self.binds: dict[tuple[str, int], int] = {}
+        self.lineNumber = 0
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(self.filename, self.lineNumber, problem)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(f"{self.filename}:{self.lineNumber}: {message}")
+
+    def port(self, text: str, what: str) -> int:
+        name = text
+        if "/" in text:
+            name, proto = text.rsplit("/", 1)
+            if proto.lower() == "udp":
+                raise self.error(f"{what} {text!r}: UDP forwarding is not supported")
+            if proto.lower() != "tcp":
+                raise self.error(f"{what} {text!r}: unknown protocol {proto!r}")
+        if name.isdigit() and name.isascii():
+            port = int(name)
+            if not 1 <= port <= 65535:
+                raise self.error(f"{what} {port} out of range 1-65535")
+            return port
+        if (
+            not name
+            or not name[0].isalpha()
+            or not all(c.isalnum() or c in "-_." for c in name)
+        ):
+            raise self.error(f"bad {what} {text!r}")
+        try:
+            return socket.getservbyname(name, "tcp")
+        except OSError:
+            raise self.error(f"unknown service name {name!r} for {what}") from None
+
+    def host(self, text: str, what: str) -> str:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            pass
+        labels = text.rstrip(".").split(".")
+        if not text or not all(
+            label and len(label) <= 63 and all(c.isalnum() or c == "-" for c in label)
+            for label in labels
+        ):
+            raise self.error(f"bad {what} {text!r}: not an IP address or host name")
+        return text
+
+    def rule(self, keyword: str, args: list[str]) -> AccessRule:
+        if len(args) != 1:
+            raise self.error(f"{keyword} takes one address pattern, got {len(args)}")
+        try:
+            return parseRule(args[0])
+        except ValueError as e:
+            raise self.error(f"{keyword}: {e}") from None
+
+    def options(self, text: str) -> dict[str, str]:
+        result: dict[str, str] = {}
+        inner = text[1:-1].strip()
+        if not inner:
+            return result
+        for item in inner.split(","):
+            key, sep, value = item.strip().partition("=")
+            key = key.strip().lower()
+            value = value.strip()
+            if not sep or not value:
+                raise self.error(f"bad option {item.strip()!r}: expected name=value")
+            if key == "src":
+                result["bindAddress"] = self.host(value, "src address")
+            elif key == "timeout":
+                if not value.isdigit():
+                    raise self.error(f"bad timeout {value!r}: expected seconds")
+                self.warn("option timeout= applies to UDP in rinetd; ignored")
+            elif key in _UPSTREAM_OPTIONS or key in POOL_OPTIONS:
+                result[key] = value
+            else:
+                raise self.error(
+                    f"unknown option {key!r} (known: src, timeout, weight, "
+                    f"{', '.join(POOL_OPTIONS)})"
+                )
+        return result
+
+    def upstream(self, words: list[str], optionText: str | None) -> None:
+        # "upstream HOST PORT [weight=N,max-fails=N,fail-timeout=S,src=A]":
+        # one more member of the pool of the forward above.
+        if not self.forwards:
+            raise self.error("upstream must follow a forward line")
+        if len(words) != 3:
+            raise self.error(
+                f"expected 'upstream connectaddress connectport', got "
+                f"{len(words) - 1} fields"
+            )
+        host = self.host(words[1], "upstream address")
+        port = self.port(words[2], "upstream port")
+        options = self.options(optionText) if optionText is not None else {}
+        extra = sorted(set(options) - {"bindAddress", *_UPSTREAM_OPTIONS})
+        if extra:
+            raise self.error(f"{extra[0]} belongs on the forward's line")
+        endpoint = f"tcp:host={escapeEndpointValue(host)}:port={port}"
+        if "bindAddress" in options:
+            endpoint += f":bindAddress={escapeEndpointValue(options['bindAddress'])}"
+        self.forwards[-1]["upstreams"].append(
+            (
+                self.lineNumber,
+                endpoint,
+                {k: options[k] for k in _UPSTREAM_OPTIONS if k in options},
+            )
+        )
+
+    def forward(self, words: list[str], optionText: str | None) -> None:
+        if len(words) != 4:
+            raise self.error(
+                f"expected 'bindaddress bindport connectaddress connectport', "
+                f"got {len(words)} fields"
+            )
+        bindHost = self.host(words[0], "bind address")
+        bindPort = self.port(words[1], "bind port")
+        connectHost = self.host(words[2], "connect address")
+        connectPort = self.port(words[3], "connect port")
+        try:
+            interface = str(ipaddress.ip_address(bindHost))
+        except ValueError:
+            try:
+                interface = str(ipaddress.ip_address(self.resolve(bindHost)))
+            except (OSError, ValueError) as e:
+                raise self.error(f"cannot resolve bind address {bindHost!r}: {e}")
+        for (otherInterface, otherPort), otherLine in self.binds.items():
+            if otherPort == bindPort and (
+                otherInterface == interface
+                or ipaddress.ip_address(otherInterface).is_unspecified
+                or ipaddress.ip_address(interface).is_unspecified
+            ):
+                raise self.error(
+                    f"{words[0]} {bindPort} overlaps the forward on line {otherLine}"
+                )
+        self.binds[(interface, bindPort)] = self.lineNumber
+        options = self.options(optionText) if optionText is not None else {}
+        listen = f"tcp:{bindPort}:interface={escapeEndpointValue(interface)}"
+        connect = f"tcp:host={escapeEndpointValue(connectHost)}:port={connectPort}"
+        if "bindAddress" in options:
+            connect += f":bindAddress={escapeEndpointValue(options['bindAddress'])}"
+        self.forwards.append(
+            dict(
+                listen=listen,
+                connect=connect,
+                lineNumber=self.lineNumber,
+                bindAddress=words[0],
+                bindPort=bindPort,
+                connectAddress=words[2],
+                connectPort=connectPort,
+                allow=[],
+                deny=[],
+                upstreams=[
+                    (
+                        self.lineNumber,
+                        connect,
+                        {k: options[k] for k in ("weight",) if k in options},
+                    )
+                ],
+                poolOptions={k: v for k, v in options.items() if k in POOL_OPTIONS},
+            )
+        )
+
+    def line(self, raw: str) -> None:
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            return
+        optionText = None
+        if "[" in text:
+            start = text.index("[")
+            if start == 0:
+                raise self.error("IPv6 addresses are written without brackets")
+            if not text.endswith("]") or text.count("[") != 1 or text.count("]") != 1:
+                raise self.error(
+                    "options must be one [name=value,...] group at the end"
+                )
+            optionText = text[start:]
+            text = text[:start].strip()
+        words = text.split()
+        keyword = words[0].lower()
+        if keyword in ("allow", "deny"):
+            if optionText is not None:
+                raise self.error(f"{keyword} takes no [options]")
+            rule = self.rule(keyword, words[1:])
+            if self.forwards:
+                self.forwards[-1][keyword].append(rule)
+            elif keyword == "allow":
+                self.globalAllow.append(rule)
+            else:
+                self.globalDeny.append(rule)
+        elif keyword in ("logfile", "pidlogfile"):
+            if len(words) != 2 or optionText is not None:
+                raise self.error(f"{keyword} takes one path")
+            if keyword == "logfile":
+                self.logFile = words[1]
+                self.warn("logfile ignored: splicetx logs through twist's log options")
+            else:
+                self.pidFile = words[1]
+                self.warn(
+                    "pidlogfile ignored: use twist's --pidfile or a service manager"
+                )
+        elif keyword == "logcommon":
+            if len(words) != 1 or optionText is not None:
+                raise self.error("logcommon takes no argument")
+            self.logCommon = True
+            self.warn("logcommon ignored: splicetx has its own log line format")
+        elif keyword == "include":
+            raise self.error("include is not supported")
+        elif keyword == "upstream":
+            self.upstream(words, optionText)
+        else:
+            self.forward(words, optionText)
+
+    def pool(self, forward: dict) -> PoolSpec | None:
+        # A pool when the forward has upstream lines or pool options.
+        upstreams, options = forward["upstreams"], forward["poolOptions"]
+        if len(upstreams) == 1 and not upstreams[0][2] and not options:
+            return None
+        specs = []
+        for self.lineNumber, endpoint, values in upstreams:
+            words = " ".join(f"{k}={v}" for k, v in values.items())
+            try:
+                specs.append(parseUpstream(f"{endpoint} {words}"))
+            except PoolSyntaxError as e:
+                raise self.error(str(e)) from None
+        self.lineNumber = forward["lineNumber"]
+        try:
+            return poolSpecFromOptions(specs, options)
+        except PoolSyntaxError as e:
+            raise self.error(str(e)) from None
+
+    def parse(self, text: str) -> ForwardConfig:
+        for self.lineNumber, raw in enumerate(text.splitlines(), 1):
+            self.line(raw)
+        self.lineNumber = 0
+        if not self.forwards:
+            raise self.error(
+                "no forwards (bindaddress bindport connectaddress connectport)"
+            )
+        globalACL = AccessControl(self.globalAllow, self.globalDeny)
+        forwards = [
+            Forward(
+                listens=(f["listen"],),
+                connect=f["connect"],
+                acl=AccessControl(f["allow"], f["deny"], outer=globalACL),
+                lineNumber=f["lineNumber"],
+                bindAddress=f["bindAddress"],
+                bindPort=f["bindPort"],
+                connectAddress=f["connectAddress"],
+                connectPort=f["connectPort"],
+                pool=self.pool(f),
+            )
+            for f in self.forwards
+        ]
+        return ForwardConfig(
+            forwards,
+            globalACL,
+            self.warnings,
+            self.logFile,
+            self.pidFile,
+            self.logCommon,
+        )
+
+
+def parseConfig(
+    text: str,
+    filename: str = "<config>",
+    resolve: Callable[[str], str] = _defaultResolve,
+) -> ForwardConfig:
+    """
+    Parse the text of a rinetd-format configuration.
+
+    @param text: the file's contents.
+    @param filename: the name to put in error messages.
+    @param resolve: turns a bind host name into an address (default: the
+        first answer of C{getaddrinfo}); may raise C{OSError}.
+    @return: the forwards, rules and warnings.
+    @raise ConfigError: on the first problem, naming file and line.
+    """
+    return _Parser(filename, resolve).parse(text)
+
+
+def parseConfigFile(
+    path: str, resolve: Callable[[str], str] = _defaultResolve
+) -> ForwardConfig:
+    """
+    Read and parse a rinetd-format configuration file.
+
+    @param path: the file.
+    @param resolve: see L{parseConfig}.
+    @raise ConfigError: when the file cannot be read or decoded, or on the
+        first problem in it.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, 0, f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, 0, f"not UTF-8 text: {e.reason}") from None
+    return parseConfig(text, path, resolve)

@@ -1,0 +1,11 @@
+"""
+What operators see: Prometheus metrics, the access log and the status page.
+
+It imports the layers below it (L{splicetx._relay}, L{splicetx._pool},
+L{splicetx._proxy}).
+
+ - C{metrics}, C{poolmetrics}: the Prometheus metrics and endpoint.
+ - C{accesslog}: one record per finished connection.
+ - C{status}, C{statushtml}, C{statusweb}: C{/status}, C{/status.json} and
+   C{/healthz}.
+"""

@@ -1,0 +1,152 @@
+# -*- test-case-name: tests.test_status -*-
+"""
+The twisted.web resources of the status page, next to C{/metrics}:
+C{/status} (HTML) and C{/status.json} serve a snapshot (built by
+L{splicetx._ops.status}), C{/healthz} answers whether the process still serves.
+They know nothing of how a snapshot is made: each takes a callable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from splicetx._ops.statushtml import renderHTML
+
+__all__ = ["StatusPage", "HealthResource", "statusResources"]
+
+_log = Logger(namespace="splicetx.status")
+
+
+class StatusSource(Protocol):
+    """
+    What the resources need of a status source (L{splicetx._ops.status.ServiceStatus}).
+    """
+
+    def snapshot(self) -> Any:
+        """
+        A snapshot, or a C{Deferred} of one.
+        """
+
+    def isServing(self) -> bool:
+        """
+        C{True} until a drain begins.
+        """
+
+
+class StatusPage(Resource):
+    """
+    Serves a snapshot as HTML (C{/status}) or JSON (C{/status.json}).
+
+    @ivar snapshot: a callable returning a snapshot or a C{Deferred} of one.
+    @ivar asJSON: serve JSON instead of HTML.
+    """
+
+    isLeaf = True
+
+    def __init__(self, snapshot: Callable[[], Any], asJSON: bool = False) -> None:
+        """
+        @param snapshot: see L{snapshot}.
+        @param asJSON: see L{asJSON}.
+        """
+        super().__init__()
+        self.snapshot = snapshot
+        self.asJSON = asJSON
+
+    def _body(self, snap: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        if self.asJSON:
+            # Compact: with indent= the json module leaves its C encoder.
+            text = json.dumps(snap, separators=(",", ":")) + "\n"
+            return text.encode("utf-8"), b"application/json"
+        return renderHTML(snap).encode("utf-8"), b"text/html; charset=utf-8"
+
+    def _answer(self, request: Any, result: Any) -> bytes:
+        """
+        The body for a snapshot, or a 500 for a L{Failure} (of the snapshot,
+        or of rendering it).
+        """
+        if not isinstance(result, Failure):
+            try:
+                body, contentType = self._body(result)
+            except Exception:
+                result = Failure()
+            else:
+                request.setHeader(b"content-type", contentType)
+                return body
+        _log.failure("status snapshot failed", result)
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"status snapshot failed\n"
+
+    def render_GET(self, request: Any) -> Any:
+        """
+        Answer with the snapshot (at once, or once a supervisor's workers
+        have answered).
+        """
+        request.setHeader(b"cache-control", b"no-store")
+        d = maybeDeferred(self.snapshot)
+        now: list[Any] = []
+        d.addBoth(lambda result: now.append(result))
+        if now:
+            # A single process: the snapshot is ready at once.
+            return self._answer(request, now[0])
+        finished = [False]
+        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
+
+        def reply(_: None) -> None:
+            if not finished[0]:
+                request.write(self._answer(request, now[0]))
+                request.finish()
+
+        d.addCallback(reply)
+        return NOT_DONE_YET
+
+
+class HealthResource(Resource):
+    """
+    C{/healthz}: C{200 ok} while serving, C{503 draining} once a drain has
+    begun.
+
+    @ivar isServing: a callable returning C{True} while serving.
+    """
+
+    isLeaf = True
+
+    def __init__(self, isServing: Callable[[], bool]) -> None:
+        """
+        @param isServing: see L{isServing}.
+        """
+        super().__init__()
+        self.isServing = isServing
+
+    def render_GET(self, request: Any) -> bytes:
+        """
+        Answer C{ok} (200) or C{draining} (503), as plain text.
+        """
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        if self.isServing():
+            return b"ok\n"
+        request.setResponseCode(503)
+        return b"draining\n"
+
+
+def statusResources(status: StatusSource) -> dict[bytes, Resource]:
+    """
+    The resources to put next to C{/metrics}: C{status}, C{status.json} and
+    C{healthz}.
+
+    @param status: a L{ServiceStatus} or L{SupervisorStatus}.
+    """
+    return {
+        b"status": StatusPage(status.snapshot),
+        b"status.json": StatusPage(status.snapshot, asJSON=True),
+        b"healthz": HealthResource(status.isServing),
+    }

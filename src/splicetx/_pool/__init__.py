@@ -1,0 +1,16 @@
+"""
+Choosing an upstream: pools, balancers, health checks and SNI routing.
+
+It imports only L{splicetx._relay}.
+
+ - C{pool}: C{Upstream} and C{UpstreamPool}, passive health and failover on
+   connect.
+ - C{balance}: the balancers (round robin, least connections, source hash,
+   weighted random).
+ - C{health}: active health checks.
+ - C{sni}: the TLS ClientHello parser and the server-name router.
+ - C{addresses}: text and normal forms of addresses and endpoints, for log
+   lines and keys.
+
+Public through L{splicetx.pools}.
+"""

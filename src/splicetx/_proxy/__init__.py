@@ -1,0 +1,19 @@
+"""
+One proxied connection, from accept to its end record.
+
+It imports L{splicetx._relay} and L{splicetx._pool}.
+
+ - C{protocol}: C{SpliceProxyProtocol}, its hooks and actions.
+ - C{phase}: the phases of a connection and the check on actions.
+ - C{upstream}: the upstream connection attempt and its timeout.
+ - C{timeouts}: idle, half-close and drain timers.
+ - C{headerreader}, C{proxyheader}: the HAProxy PROXY header, read and
+   written.
+ - C{access}: allow and deny rules over client addresses.
+ - C{gate}: live connections, the connection limit and the drain.
+ - C{fastpath}, C{fastconn}: the fast path of a plain forward.
+ - C{poolproxy}: pools and SNI routing on the protocol's hooks.
+ - C{tls}: TLS listeners and upstreams that answer ALPN.
+
+Public through L{splicetx.proxy}, L{splicetx.pools} and L{splicetx.tls}.
+"""

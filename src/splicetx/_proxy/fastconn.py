@@ -1,0 +1,639 @@
+# -*- test-case-name: tests.test_fastforward -*-
+"""
+One client on the fast path of a plain forward (L{splicetx._proxy.fastpath}),
+from its accepted socket to its log record
+(docs/design-decisions.md rule 15):
+
+  1. the factory's access rules;
+  2. a non-blocking connect to the upstream (a pool member chosen by the
+     pool's balancer, failing over to the next member on a failed connect
+     exactly as L{UpstreamPool.connect <splicetx._pool.pool.UpstreamPool.connect>}
+     does, bounded in tries and time);
+  3. once connected, both ways spliced by the splice engine's own
+     L{_Direction <splicetx._relay.direction._Direction>} (the same loop, the same
+     byte budget per reactor turn), both sockets members of the reactor's
+     L{SocketLoop <splicetx._relay.socketloop.SocketLoop>};
+  4. at the end, both sockets closed, and the same L{RelayResult
+     <splicetx.RelayResult>}, metrics and log record as the general path.
+
+Its timeouts are checked by its forwarder's timer (L{_FastConnection.check}).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from _socket import socket as _RawSocket
+from enum import Enum
+from typing import Any
+
+from twisted.internet import error as _error
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from splicetx._pool.addresses import describeEndpoint
+from splicetx._pool.balance import clientKeyFor
+from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
+from splicetx._proxy.timeouts import (
+    DRAIN_CLOSE,
+    HALF_CLOSE_TIMEOUT,
+    IDLE_TIMEOUT,
+    halfCloseDetail,
+    idleDetail,
+)
+from splicetx._proxy.upstream import _directTarget as directTarget
+from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
+from splicetx._relay.direction import (
+    _INERT,
+    _Direction,
+    _errname,
+    socketLoss,
+    spliceFailure,
+)
+from splicetx._relay.pipes import PipeLimitReached, UnreservedPipes
+from splicetx._relay.socketloop import LoopMember
+from splicetx._relay.tcpoptions import delivered, keepaliveOn
+
+__all__ = ["_FastConnection", "directAddress"]
+
+_log = Logger(namespace="splicetx.proxy")
+
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
+#: The result's engine for a connection that never relayed.
+_NO_ENGINE = "none"
+
+
+class _State(Enum):
+    """
+    Where a fast connection is; every transition assigns
+    L{_FastConnection.state}.
+    """
+
+    CONNECTING = "connecting"
+    RELAYING = "relaying"
+    FINISHED = "finished"
+
+
+#: C{(family, sockaddr, text, timeout)}: where a fast connection connects,
+#: how logs name it, and the endpoint's own connect timeout (0: none).
+Address = tuple[int, tuple[Any, ...], str, float]
+
+
+def _address(host: str, port: int, timeout: float) -> Address:
+    if isIPv6Address(host):
+        return socket.AF_INET6, (host, port), f"[{host}]:{port}", timeout
+    return socket.AF_INET, (host, port), f"{host}:{port}", timeout
+
+
+def directAddress(endpoint: Any) -> Address | None:
+    """
+    The L{Address} of a plain TCP endpoint with an IP
+    address and no bind address, else C{None}.
+    """
+    host, port, timeout, bind = directTarget(endpoint)
+    if host is None or bind is not None:
+        return None
+    if not (isIPAddress(host) or isIPv6Address(host)):
+        return None
+    return _address(host, port, timeout)
+
+
+class _FastSocket(LoopMember):
+    """
+    One socket of a fast connection: a member of the L{SocketLoop
+    <splicetx._relay.socketloop.SocketLoop>} and, for its two
+    L{_Direction <splicetx._relay.direction._Direction>}s, what the splice engine's
+    own socket object is.
+    """
+
+    __slots__ = ("engine", "name", "sock")
+
+    def __init__(self, conn: _FastConnection, sock: _RawSocket, name: str) -> None:
+        self.engine: Any = conn
+        self.loop = conn.forwarder.loop
+        self.name = name
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reading = False
+        self.writing = False
+        self.source: Any = _INERT
+        self.sink: Any = _INERT
+
+    @property
+    def socket(self) -> _RawSocket:
+        """
+        The socket (what L{splicetx._relay.tcpoptions} looks for).
+        """
+        return self.sock
+
+    def crashed(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.fail(ERROR, f"internal error on socket {self.name}")
+
+    def connectionLost(self, reason: Failure) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.socketLost(self, reason)
+
+    def close(self, abort: bool) -> None:
+        """
+        Leave the loop, go inert, close the socket (with a reset when
+        C{abort}).
+        """
+        self.loop.forget(self)
+        self.reading = self.writing = False
+        self.engine = None
+        self.source = self.sink = _INERT
+        sock = self.sock
+        if abort:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        sock.close()
+        self.fd = -1
+
+    def __repr__(self) -> str:
+        return f"<splicetx fast socket {self.name} fd={self.fd}>"
+
+
+class _FastConnection:
+    """
+    One client on the fast path, from accept to its log record.  It is the
+    "engine" its two L{_Direction <splicetx._relay.direction._Direction>}s report to,
+    and, for the factory's gate and status page, a live connection
+    (C{abort}, C{drainStarted}, C{relay}, C{upstreamEndpoint},
+    C{startedAt}, C{clientText}).
+
+    @ivar state: the L{_State}.
+    """
+
+    __slots__ = (
+        "forwarder",
+        "plan",
+        "state",
+        "client",
+        "upstream",
+        "ab",
+        "ba",
+        "peer",
+        "member",
+        "tried",
+        "attempts",
+        "deadline",
+        "timeout",
+        "totalDeadline",
+        "startedAt",
+        "lastActivity",
+        "mark",
+        "halfClosedAt",
+        "__weakref__",
+    )
+
+    #: What the status page and the log say of the engine.
+    engine = "splice"
+    #: Never a PROXY header on the fast path.
+    proxyHeader = None
+
+    def __init__(self, forwarder: Any, plan: Any, skt: _RawSocket, addr: Any) -> None:
+        factory = forwarder.factory
+        self.forwarder = forwarder
+        self.plan = plan
+        self.state = _State.CONNECTING
+        self.client = _FastSocket(self, skt, "A")
+        self.upstream: _FastSocket | None = None
+        self.ab: Any = None
+        self.ba: Any = None
+        self.peer = addr
+        self.member: Any = None
+        self.tried: list[Any] | None = None
+        self.attempts: list[Any] | None = None
+        self.deadline = 0.0
+        self.timeout = 0.0
+        self.totalDeadline = 0.0
+        self.startedAt = self.lastActivity = now = factory.reactor.seconds()
+        self.mark = 0
+        self.halfClosedAt: float | None = None
+        factory._gate.connectionStarted(self)
+        forwarder.started()
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.connectionOpened(factory.forwardName)
+        keepalive = factory.tcpKeepalive
+        if keepalive is not None and not factory._keepalivePorts:
+            keepaliveOn(skt, keepalive)
+        acl = factory.acl
+        if acl is not None:
+            allowed, why = acl.isAllowed(addr[0])
+            if not allowed:
+                if metrics is not None:
+                    metrics.connectionRefused("acl", factory.forwardName)
+                self.client.close(False)
+                self._finish(_NO_ENGINE, 0, 0, "rejected", why)
+                return
+        pool = plan.pool
+        if pool is not None:
+            self.tried = []
+            total = pool.totalTimeout
+            if total:
+                self.totalDeadline = now + total
+        self._connect(now)
+
+    # -- connecting ----------------------------------------------------------------
+
+    @property
+    def clientText(self) -> str:
+        """
+        The client's address, as the log writes it.
+        """
+        addr = self.peer
+        if len(addr) == 4:
+            return f"[{addr[0]}]:{addr[1]}"
+        return f"{addr[0]}:{addr[1]}"
+
+    @property
+    def upstreamEndpoint(self) -> Any:
+        """
+        What the status page names as the upstream.
+        """
+        member = self.member
+        if member is not None:
+            return member.endpoint
+        return self.forwarder.factory.upstream
+
+    def _target(self) -> Address | None:
+        plan = self.plan
+        if plan.pool is None:
+            return plan.single
+        assert self.tried is not None
+        pool = plan.pool
+        if pool.maxTries is not None and len(self.tried) >= pool.maxTries:
+            return None
+        key = None
+        if plan.needsKey:
+            key = clientKeyFor(self.peer[0])
+        member = pool.pick(key, self.tried)
+        if member is None:
+            return None
+        self.tried.append(member)
+        self.member = member
+        return plan.addresses.get(id(member))
+
+    def _connect(self, now: float) -> None:
+        """
+        Start the connect to the next upstream (the only one, or the pool's
+        next member).
+        """
+        target = self._target()
+        if target is None:
+            self._noUpstream()
+            return
+        family, sockaddr, _, own = target
+        factory = self.forwarder.factory
+        pool = self.plan.pool
+        timeout = factory.connectTimeout if pool is None else pool.tryTimeout or 0.0
+        if own and (not timeout or own < timeout):
+            # A shorter timeout of the endpoint wins, as on the general path.
+            timeout = own
+        self.timeout = timeout
+        deadline = now + timeout if timeout else 0.0
+        total = self.totalDeadline
+        if total and (not deadline or total < deadline):
+            deadline = total
+        self.deadline = deadline
+        try:
+            up = _RawSocket(family, _STREAM)
+        except OSError as e:
+            self._failed(
+                f"cannot connect to {target[2]}: cannot create a socket: "
+                f"{_errname(e.errno or 0)}",
+                e,
+            )
+            return
+        err = up.connect_ex(sockaddr)
+        us = self.upstream = _FastSocket(self, up, "B")
+        if err == 0:
+            self._connected()
+        elif err in _CONNECTING:
+            try:
+                # On loopback (and other links faster than a system call)
+                # the handshake is already done: relay now instead of
+                # spending a reactor turn to hear that the socket is
+                # writable.
+                up.getpeername()
+            except OSError:
+                us.sink = self
+                us.startWriting()
+            else:
+                self._connected()
+        else:
+            self._tryFailed(err)
+
+    def writable(self) -> None:
+        """
+        The upstream socket is writable while connecting: the connect
+        finished, one way or the other.
+        """
+        us = self.upstream
+        assert us is not None
+        err = us.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._tryFailed(err)
+        else:
+            self._connected()
+
+    def _tryFailed(self, err: int, timedOut: bool = False) -> None:
+        """
+        One connect failed: fail over to the pool's next member, or fail.
+        """
+        us, self.upstream = self.upstream, None
+        if us is not None:
+            us.close(True)
+        if timedOut:
+            exc: Exception = _error.TimeoutError()
+        else:
+            exc = _error.getConnectError(OSError(err, os.strerror(err)))
+        member = self.member
+        if member is None:
+            factory = self.forwarder.factory
+            if timedOut:
+                why = f"timed out after {self.timeout:g} s"
+            else:
+                why = Failure(exc).getErrorMessage()
+            self._failed(
+                f"cannot connect to {describeEndpoint(factory.upstream)}: {why}", exc
+            )
+            return
+        if self.attempts is None:
+            self.attempts = []
+        tryFailed(self.plan.pool, member, Failure(exc), self.attempts)
+        self.member = None
+        now = self.forwarder.reactor.seconds()
+        if self.totalDeadline and now >= self.totalDeadline:
+            self._noUpstream()
+            return
+        self._connect(now)
+
+    def _noUpstream(self) -> None:
+        """
+        The pool has no member left to try.
+        """
+        pool = self.plan.pool
+        tried = self.tried or []
+        exc = noUpstream(
+            pool, ALL_FAILED if tried else ALL_DOWN, tried, self.attempts or []
+        )
+        self._failed(
+            f"cannot connect to pool {pool.name}: {Failure(exc).getErrorMessage()}",
+            exc,
+        )
+
+    def _failed(self, detail: str, exc: BaseException) -> None:
+        """
+        No upstream could be reached: close the client, count and log it.
+        """
+        factory = self.forwarder.factory
+        if factory.metrics is not None:
+            factory.metrics.connectFailed(Failure(exc), factory.forwardName)
+        # As the general path's upstreamFailed(): a close, not a reset.
+        self.client.close(False)
+        self._finish(_NO_ENGINE, 0, 0, "upstream failed", detail)
+
+    def _connected(self) -> None:
+        """
+        The upstream is connected: splice both ways.
+        """
+        us = self.upstream
+        assert us is not None
+        self.state = _State.RELAYING
+        factory = self.forwarder.factory
+        member = self.member
+        if member is not None:
+            member.connectSucceeded()
+            member.acquire()
+        keepalive = factory.tcpKeepalive
+        if keepalive is not None:
+            keepaliveOn(us.sock, keepalive)
+        cs = self.client
+        self.lastActivity = self.forwarder.reactor.seconds()
+        ab = self.ab = _Direction(self, cs, us)
+        ba = self.ba = _Direction(self, us, cs)
+        cs.source = us.sink = ab
+        us.source = cs.sink = ba
+        if us.writing:
+            us.writing = False
+            us.reading = True
+            us.loop.update(us)
+        else:
+            us.startReading()
+        cs.startReading()
+
+    # -- the engine, for the directions -------------------------------------------
+
+    @property
+    def pool(self) -> UnreservedPipes:
+        return self.forwarder.pool
+
+    @property
+    def reactor(self) -> Any:
+        return self.forwarder.reactor
+
+    def directionDone(self) -> None:
+        ab, ba = self.ab, self.ba
+        if ab.done and ba.done:
+            self._end(DONE, "both directions finished", False)
+
+    def fail(self, reason: str, detail: str) -> None:
+        self._end(reason, detail, True)
+
+    def spliceFailed(self, direction: Any, e: OSError, reading: bool) -> None:
+        self.fail(*spliceFailure(direction, e.errno or 0, reading))
+
+    def pipeFailed(self, direction: Any, e: OSError) -> None:
+        """
+        No pipe for C{direction}'s readable source.  An end of stream (or a
+        reset) needs no pipe: a peek tells, and the direction ends as it
+        would have -- so that connections whose peers leave still close
+        and give their descriptors back when the descriptors are what ran
+        out.  Bytes wait for a pipe (L{waitForPipe
+        <splicetx._proxy.fastpath.FastForwarder.waitForPipe>}).
+        """
+        try:
+            peeked = direction.src.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            self.spliceFailed(direction, err, True)
+            return
+        if not peeked:
+            direction.eof = True
+            direction.src.stopReading()
+            direction.finish()
+            return
+        if isinstance(e, PipeLimitReached):
+            why = str(e.strerror)
+        else:
+            why = _errname(e.errno or 0)
+        self.forwarder.waitForPipe(direction, why)
+
+    def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
+        """
+        The reactor dropped the socket loop (reactor shutdown).
+        """
+        self.fail(*socketLoss(sock, reason))
+
+    # -- for the gate and the status page ------------------------------------------
+
+    @property
+    def relay(self) -> _FastConnection | None:
+        """
+        Itself once relaying (it has the byte counts), else C{None}.
+        """
+        return self if self.ab is not None else None
+
+    @property
+    def bytesAToB(self) -> int:
+        return self.ab.moved if self.ab is not None else 0
+
+    @property
+    def bytesBToA(self) -> int:
+        return self.ba.moved if self.ba is not None else 0
+
+    def abort(self, reason: str = CANCELLED, detail: str = "aborted") -> None:
+        """
+        End this connection now (both sockets reset).
+        """
+        self._end(reason, detail, True)
+
+    def drainStarted(self) -> None:
+        """
+        The factory drains: check at once whether this connection can close,
+        then on the drain's schedule.
+        """
+        self.check(self.forwarder.reactor.seconds())
+        self.forwarder.hurry()
+
+    def check(self, now: float) -> None:
+        """
+        The timeouts: connect, idle, half-close, and the drain's prompt
+        close (the same rules as L{splicetx._proxy.timeouts.IdleTimer}).
+        """
+        state = self.state
+        if state is _State.FINISHED:
+            return
+        factory = self.forwarder.factory
+        if state is _State.CONNECTING:
+            self.lastActivity = now
+            if self.deadline and now >= self.deadline:
+                self._tryFailed(errno.ETIMEDOUT, timedOut=True)
+            return
+        ab, ba = self.ab, self.ba
+        mark = ab.moved + ba.moved
+        if mark != self.mark:
+            self.mark = mark
+            self.lastActivity = now
+        if ab.done != ba.done:
+            if self.halfClosedAt is None:
+                self.halfClosedAt = now
+            if ba.done and factory.draining and delivered(self.client):
+                self._end(CLOSED, DRAIN_CLOSE, False)
+                return
+            half = factory.halfCloseTimeout
+            if half and now - max(self.lastActivity, self.halfClosedAt) >= half:
+                # The client has everything: a clean close; else a reset.
+                clientHasAll = ba.done
+                detail = halfCloseDetail(half, clientHasAll)
+                self._end(HALF_CLOSE_TIMEOUT, detail, not clientHasAll)
+                return
+        idle = factory.idleTimeout
+        if idle and now - self.lastActivity >= idle:
+            self._end(IDLE_TIMEOUT, idleDetail(idle), True)
+
+    # -- the end -----------------------------------------------------------------
+
+    def _end(self, reason: str, detail: str, abort: bool) -> None:
+        """
+        Close both sockets, give the pipes back and record the result.
+        """
+        if self.state is _State.FINISHED:
+            return
+        ab, ba = self.ab, self.ba
+        pool = self.forwarder.pool
+        up = down = 0
+        for d in (ab, ba):
+            if d is None:
+                continue
+            if d.pipe is not None:
+                if d.inPipe:
+                    pool.discard(d.pipe)
+                else:
+                    pool.give(d.pipe)
+                d.pipe = None
+            d.engine = None
+            d.src = d.dst = None
+        if ab is not None:
+            up, down = ab.moved, ba.moved
+        self.client.close(abort)
+        us, self.upstream = self.upstream, None
+        if us is not None:
+            us.close(abort)
+        engine = "splice" if ab is not None else _NO_ENGINE
+        self._finish(engine, up, down, reason, detail)
+
+    def _finish(
+        self, engine: str, up: int, down: int, reason: str, detail: str
+    ) -> None:
+        self.state = _State.FINISHED
+        forwarder = self.forwarder
+        factory = forwarder.factory
+        forwarder.ended()
+        upstreamText = self._upstreamText()
+        member, self.member = self.member, None
+        if member is not None and engine != _NO_ENGINE:
+            member.release()
+        duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
+        result = RelayResult(engine, up, down, duration, reason, detail, None)
+        metrics = factory.metrics
+        try:
+            if metrics is not None:
+                forward = factory.forwardName
+                metrics.connectionClosed(forward)
+                if engine != _NO_ENGINE:
+                    metrics.relayFinished(result, forward)
+            factory._recordConnection(
+                result, self.clientText, upstreamText, None, None, self._extra()
+            )
+        except Exception:
+            _log.failure("recording {conn!r} failed", conn=self)
+        finally:
+            factory._gate.connectionEnded(self)
+
+    def _upstreamText(self) -> str:
+        plan = self.plan
+        if plan.single is not None:
+            return plan.single[2]
+        member = self.member
+        if member is not None and self.ab is not None:
+            address = plan.addresses.get(id(member))
+            if address is not None:
+                return address[2]
+        return f"pool {plan.pool.name}"
+
+    def _extra(self) -> dict[str, Any] | None:
+        factory = self.forwarder.factory
+        extra = factory.logFields
+        pool = self.plan.pool
+        if pool is not None:
+            extra = dict(extra or ())
+            extra["pool"] = str(pool.name)
+            extra["serverName"] = None
+        return extra
+
+    def __repr__(self) -> str:
+        return f"<splicetx fast connection {self.clientText} {self.state.value}>"

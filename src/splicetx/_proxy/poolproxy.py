@@ -1,0 +1,457 @@
+# -*- test-case-name: tests.test_poolproxy -*-
+"""
+Pools and SNI routing on top of L{SpliceProxyProtocol}'s public hooks: a
+proxy balances, fails over and routes by server name with these, and
+C{twist splice-proxy} uses L{PoolProxyFactory} for every forward with a
+pool or SNI routes (see L{splicetx._app.poolservice}).  A plain
+L{SpliceProxyFactory} whose C{chooseUpstream()} returns a pool or a pool
+member works too: the protocol turns it into an endpoint with L{asEndpoint}.
+
+  - L{PoolEndpoint} is an C{IStreamClientEndpoint} over an
+    L{UpstreamPool}: its C{connect} is L{UpstreamPool.connect} for one
+    client, so anything that takes an endpoint (C{chooseUpstream},
+    C{connectUpstream}) can take a pool, and the connected transport is still
+    the member's own socket -- the relay still splices.
+  - L{PoolProxyProtocol} connects each client to the factory's C{pool},
+    keyed by the client's address (the PROXY header's, when accepted), and
+    releases the member when the connection ends.
+  - L{SNIProxyProtocol} reads the TLS ClientHello first (bounded in size and
+    time), picks the pool by the factory's C{router}, and delivers the
+    ClientHello bytes before splicing the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from splicetx._pool.balance import clientKeyFor
+from splicetx._pool.pool import IUpstreamPool, Upstream, UpstreamPool, failureReason
+from splicetx._pool.sni import (
+    DEFAULT_MAX_SIZE,
+    TIMEOUT,
+    ClientHelloError,
+    ClientHelloReader,
+    SNIRouter,
+)
+from splicetx.proxy import REJECTED, SpliceProxyFactory, SpliceProxyProtocol
+
+__all__ = [
+    "PoolEndpoint",
+    "UpstreamEndpoint",
+    "asEndpoint",
+    "PoolProxyProtocol",
+    "SNIProxyProtocol",
+    "PoolProxyFactory",
+    "NO_ROUTE",
+]
+
+#: The detail's start when no route matches and there is no default pool.
+NO_ROUTE = "no route for server name"
+
+
+@implementer(IStreamClientEndpoint)
+class PoolEndpoint:
+    """
+    One client's way into an L{UpstreamPool}, as an endpoint.
+
+    @ivar pool: the pool.
+    @ivar clientKey: what the balancer hashes (see L{clientKeyFor}).
+    @ivar upstream: the member connected to, once connected, else C{None}.
+    """
+
+    def __init__(self, pool: IUpstreamPool, clientKey: bytes | None = None) -> None:
+        self.pool = pool
+        self.clientKey = clientKey
+        self.upstream: Upstream | None = None
+
+    @property
+    def poolName(self) -> str:
+        """
+        The pool's name (the C{pool} field of the connection's log event).
+        """
+        return str(self.pool.name)
+
+    @property
+    def connectTimeout(self) -> float | None:
+        """
+        The proxy's own bound on the whole connect: C{0} (none) when the pool
+        bounds its tries itself (a per-try timeout, the C{--connect-timeout},
+        or a failover timeout), so that the factory's C{connectTimeout} does
+        not cut a failover short; else C{None}: the factory's applies.
+        """
+        pool = self.pool
+        if getattr(pool, "tryTimeout", None) or getattr(pool, "totalTimeout", None):
+            return 0.0
+        return None
+
+    def __repr__(self) -> str:
+        if self.upstream is not None:
+            return f"{self.upstream.description} (pool {self.pool.name})"
+        return f"pool {self.pool.name}"
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """
+        Connect through the pool, failing over between its members.
+
+        @param protocolFactory: the factory for the upstream protocol.
+        @return: a L{Deferred} firing with the protocol, or failing with
+            L{NoUpstreamAvailable <splicetx._pool.pool.NoUpstreamAvailable>}.
+        """
+        d = self.pool.connect(protocolFactory, self.clientKey)
+
+        def connected(result: tuple[Upstream, Any]) -> Any:
+            self.upstream, proto = result
+            return proto
+
+        return d.addCallback(connected)
+
+    def release(self) -> None:
+        """
+        The connection through this endpoint has ended: count it closed on
+        its member.
+        """
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.release()
+
+
+@implementer(IStreamClientEndpoint)
+class UpstreamEndpoint:
+    """
+    One pool member, as an endpoint that keeps the member's books: its
+    connects count for passive health and its connection as active.
+
+    @ivar upstream: the member.
+    @ivar connected: whether a connect through it succeeded (and not yet
+        L{released<release>}).
+    """
+
+    #: The member does not know its pool.
+    poolName = None
+    #: The factory's C{connectTimeout} applies.
+    connectTimeout = None
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.connected = False
+
+    def __repr__(self) -> str:
+        return self.upstream.description
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """
+        Connect to the member's endpoint, recording the outcome on it.
+
+        @param protocolFactory: the factory for the upstream protocol.
+        @return: the endpoint's L{Deferred}.
+        """
+        upstream = self.upstream
+
+        def succeeded(proto: Any) -> Any:
+            upstream.connectSucceeded()
+            upstream.acquire()
+            self.connected = True
+            return proto
+
+        def failed(reason: Failure) -> Failure:
+            upstream.connectFailed(failureReason(reason))
+            return reason
+
+        d: Deferred[Any] = upstream.endpoint.connect(protocolFactory)
+        return d.addCallbacks(succeeded, failed)
+
+    def release(self) -> None:
+        """
+        The connection has ended: count it closed on the member.
+        """
+        if self.connected:
+            self.connected = False
+            self.upstream.release()
+
+
+def asEndpoint(target: Any, clientKey: bytes | None = None) -> Any:
+    """
+    What the proxy connects to for a C{chooseUpstream()} result: an
+    L{IUpstreamPool} becomes its L{PoolEndpoint} for this client, an
+    L{Upstream} its L{UpstreamEndpoint}, anything else (an endpoint) is
+    returned as it is.
+
+    @param target: an endpoint, a pool or a pool member.
+    @param clientKey: see L{clientKeyFor}.
+    @return: an C{IStreamClientEndpoint}; those made here have a
+        C{release()} to call when the connection ends.
+    """
+    if IUpstreamPool.providedBy(target):
+        return PoolEndpoint(target, clientKey)
+    if isinstance(target, Upstream):
+        return UpstreamEndpoint(target)
+    return target
+
+
+class PoolProxyProtocol(SpliceProxyProtocol):
+    """
+    Connects each client to a member of the factory's C{pool}.
+
+    @ivar poolEndpoint: the L{PoolEndpoint} used, once chosen.
+    """
+
+    factory: PoolProxyFactory
+    poolEndpoint: PoolEndpoint | UpstreamEndpoint | None = None
+
+    def clientKey(self) -> bytes | None:
+        """
+        What C{source} balancing hashes: the client's address (the PROXY
+        header's source, when one was accepted).
+        """
+        return clientKeyFor(self.clientAddress())
+
+    def endpointFor(self, target: Any) -> Any:
+        """
+        The endpoint for a pool, a pool member or an endpoint (see
+        L{asEndpoint}), remembered so that a member is released when the
+        connection ends.
+        """
+        endpoint = asEndpoint(target, self.clientKey())
+        if isinstance(endpoint, (PoolEndpoint, UpstreamEndpoint)):
+            self.poolEndpoint = self._poolEndpoint = endpoint
+        return endpoint
+
+    def choosePool(self) -> Any:
+        """
+        Choose where this client goes: a pool, a pool member or an
+        endpoint.  Override to choose by anything else about the client;
+        the default is the factory's C{pool}.
+        """
+        pool = self.factory.pool
+        if pool is None:
+            raise ValueError("the factory has no pool")
+        return pool
+
+    def chooseUpstream(self) -> Any:
+        """
+        L{choosePool}'s choice, as an endpoint.
+        """
+        return self.endpointFor(self.choosePool())
+
+    def relayFinished(self, result: Any) -> None:
+        """
+        Release the member, then log as usual.
+        """
+        if self.poolEndpoint is not None:
+            self.poolEndpoint.release()
+        super().relayFinished(result)
+
+
+class SNIProxyProtocol(PoolProxyProtocol):
+    """
+    Routes by the server name of the client's TLS ClientHello.
+
+    The factory gives C{router} (an L{SNIRouter} whose targets are pools),
+    C{sniTimeout} and C{sniMaxSize}.  A ClientHello that is not TLS,
+    malformed, oversized or too slow, or a name without a route (and no
+    default pool), closes the connection; its log event says why (reason
+    C{rejected}).
+    """
+
+    readsHandshake = True
+
+    serverName: str | None = None
+    _reader: ClientHelloReader | None = None
+    _helloTimer: Any = None
+
+    def connectionMade(self) -> None:
+        """
+        Start the ClientHello's clock, then go on as usual.
+        """
+        factory = self.factory
+        self._reader = ClientHelloReader(factory.sniMaxSize)
+        self._helloTimer = factory.reactor.callLater(
+            factory.sniTimeout, self._helloTimedOut
+        )
+        super().connectionMade()
+
+    def _stopTimer(self) -> None:
+        timer, self._helloTimer = self._helloTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _refuseHello(self, metric: str, detail: str) -> None:
+        self._stopTimer()
+        self._reader = None
+        factory = self.factory
+        if factory.metrics is not None:
+            factory.metrics.connectionRefused(metric, factory.forwardName)
+        self.abort(REJECTED, detail)
+
+    def _helloTimedOut(self) -> None:
+        self._helloTimer = None
+        reader = self._reader
+        if reader is None:
+            return
+        self._refuseHello(
+            "sni_timeout",
+            f"{TIMEOUT}: none within {self.factory.sniTimeout:g} s "
+            f"(got {len(reader.buffered)} bytes)",
+        )
+
+    def handshakeReceived(self, data: bytes) -> None:
+        """
+        Feed the ClientHello reader; once the name is known, connect to its
+        pool with the ClientHello bytes to go first.
+        """
+        reader = self._reader
+        if reader is None:
+            return
+        try:
+            hello = reader.feed(data)
+        except ClientHelloError as e:
+            self._refuseHello("sni", str(e))
+            return
+        if hello is None:
+            return
+        self._stopTimer()
+        self._reader = None
+        self.serverName = hello.serverName
+        router = self.factory.router
+        assert router is not None
+        pool = router.route(hello.serverName)
+        if pool is None:
+            self._refuseHello(
+                "sni_no_route", f"{NO_ROUTE} {hello.serverName or '(none sent)'}"
+            )
+            return
+        self.connectUpstream(self.endpointFor(pool), toUpstream=reader.buffered)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Stop the ClientHello's clock, then go on as usual.
+        """
+        self._stopTimer()
+        self._reader = None
+        super().connectionLost(reason)
+
+
+class PoolProxyFactory(SpliceProxyFactory):
+    """
+    A L{SpliceProxyFactory} whose clients go to a pool, or (with C{router})
+    to the pool their TLS server name routes to.
+
+    @ivar pool: the L{UpstreamPool} (with a router: the pool for unmatched
+        names, or C{None} to refuse them).
+    @ivar router: an L{SNIRouter} of pools, or C{None} (no SNI routing).
+    @ivar sniTimeout: seconds a client has to send its ClientHello.
+    @ivar sniMaxSize: the longest ClientHello accepted.
+    """
+
+    #: Without SNI routes, clients may take the fast path to the pool.
+    _fastProtocol: type = PoolProxyProtocol
+
+    def __init__(
+        self,
+        pool: UpstreamPool | None = None,
+        router: SNIRouter | None = None,
+        sniTimeout: float = 5.0,
+        sniMaxSize: int = DEFAULT_MAX_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        """
+        @param pool: see the instance variable.
+        @param router: see the instance variable; its C{default} is set to
+            C{pool} when it has none.
+        @param sniTimeout: see the instance variable.
+        @param sniMaxSize: see the instance variable.
+        @param kwargs: passed to L{SpliceProxyFactory}.
+        @raise ValueError: without a pool or a router.
+        """
+        if pool is None and router is None:
+            raise ValueError("a PoolProxyFactory needs a pool or a router")
+        super().__init__(None, **kwargs)
+        self._usePools(pool, router, sniTimeout, sniMaxSize)
+
+    def replacePools(self, pools: Any) -> None:
+        """
+        Serve new connections from another forward's L{ForwardPools
+        <splicetx._app.poolservice.ForwardPools>} (a reload); live connections
+        keep the member they have.
+
+        @param pools: the new pools, SNI router and timeouts.
+        """
+        self._usePools(pools.pool, pools.router, pools.sniTimeout, pools.sniMaxSize)
+
+    def _usePools(
+        self, pool: Any, router: Any, sniTimeout: float, sniMaxSize: int
+    ) -> None:
+        if pool is None and router is None:
+            raise ValueError("a PoolProxyFactory needs a pool or a router")
+        self.pool = pool
+        self.router = router
+        if router is not None and router.default is None:
+            router.default = pool
+        self.sniTimeout = float(sniTimeout)
+        self.sniMaxSize = sniMaxSize
+        self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
+        if pool is not None:
+            # What the service's "started" line and the status page name.
+            self.upstream = pool
+        pools: list[Any] = [pool] if pool is not None else []
+        if router is not None:
+            for target in router.targets():
+                if target is not None and all(target is not p for p in pools):
+                    pools.append(target)
+        self.pools = pools
+
+    def _fastPool(self) -> Any:
+        """
+        The pool the fast path connects to (no SNI routes: the protocol is
+        then L{SNIProxyProtocol}, which the fast path does not serve).
+        """
+        return self.pool
+
+    @classmethod
+    def forPools(cls, pools: Any, *args: Any, **kwargs: Any) -> PoolProxyFactory:
+        """
+        The factory of a forward's L{ForwardPools
+        <splicetx._app.poolservice.ForwardPools>}: its C{--connect} pool, its
+        SNI router and timeouts; the other keywords as for
+        L{SpliceProxyFactory}.
+        """
+        return cls(
+            pools.pool,
+            pools.router,
+            sniTimeout=pools.sniTimeout,
+            sniMaxSize=pools.sniMaxSize,
+            **kwargs,
+        )
+
+    def upstreamStatus(self) -> list[dict[str, Any]]:
+        """
+        Every member of every pool, for the status page: C{name}, C{pool},
+        C{health} (C{"up"}; C{"degraded"} while passive health skips it;
+        C{"down"} when a health check took it out), C{live} and C{total}
+        (connections made).
+        """
+        rows = []
+        for pool in self.pools:
+            for member in pool.members:
+                if not member.healthy:
+                    health = "down"
+                elif member.failedUntil is not None and len(pool.members) > 1:
+                    health = "degraded"
+                else:
+                    health = "up"
+                rows.append(
+                    {
+                        "name": member.description,
+                        "pool": pool.name,
+                        "health": health,
+                        "live": member.active,
+                        "total": member.connections,
+                    }
+                )
+        return rows

@@ -1,0 +1,200 @@
+# -*- test-case-name: tests.test_proxy,tests.test_lifecycle -*-
+"""
+The timers of a proxied connection's life: the idle timeout (no byte either
+way for the factory's C{idleTimeout} seconds), the half-close timeout (one
+direction has ended and the other moved no byte for C{halfCloseTimeout}
+seconds) and, while the factory drains, the prompt close of a connection
+whose upstream has finished and whose client has received everything.
+
+It is a mixin of L{SpliceProxyProtocol <splicetx.proxy.SpliceProxyProtocol>}
+(plain attributes, no per-connection closure).  Rather than rescheduling on
+every byte, one timer checks every quarter of the shortest timeout whether
+the relay's byte counts moved and which directions have ended
+(L{Relay.endedDirections <splicetx.Relay.endedDirections>}, derived from
+the engine's state); nothing is added to the relay's hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from splicetx._proxy.phase import Phase
+from splicetx._relay.tcpoptions import delivered
+
+__all__ = [
+    "IdleTimer",
+    "DRAIN_CHECK_INTERVAL",
+    "IDLE_TIMEOUT",
+    "HALF_CLOSE_TIMEOUT",
+    "DRAIN_CLOSE",
+    "idleDetail",
+    "halfCloseDetail",
+]
+
+#: L{RelayResult.reason} of a connection closed by the idle timeout.
+IDLE_TIMEOUT = "idle timeout"
+#: L{RelayResult.reason} of a half-closed connection closed by the
+#: half-close timeout.
+HALF_CLOSE_TIMEOUT = "half-close timeout"
+#: The detail of a connection closed while draining (its reason: closed).
+DRAIN_CLOSE = "draining: the upstream finished and the client has received everything"
+
+
+def idleDetail(timeout: float) -> str:
+    """
+    The detail of a connection closed by the idle timeout.
+    """
+    return f"no bytes either way for {timeout:g} s"
+
+
+def halfCloseDetail(timeout: float, clientHasAll: bool) -> str:
+    """
+    The detail of a connection closed by the half-close timeout: the
+    upstream finished (C{clientHasAll}) and the client did not close, or
+    the client finished and the upstream went quiet.
+    """
+    if clientHasAll:
+        return (
+            f"the upstream finished; the client sent nothing and did not "
+            f"close for {timeout:g} s"
+        )
+    return f"the client finished; the upstream sent nothing for {timeout:g} s"
+
+
+#: How often, while the factory drains, a connection checks whether it can
+#: be closed (its upstream finished and its client has everything).
+DRAIN_CHECK_INTERVAL = 0.25
+
+
+def _idleInterval(timeout: float) -> float:
+    """
+    How often an idle timeout is checked: a quarter of it (so a connection
+    is closed between 1x and 1.25x the timeout after its last byte), at
+    least every 50 ms and at most every 60 s.
+    """
+    return min(60.0, max(0.05, timeout / 4))
+
+
+class IdleTimer:
+    """
+    The idle, half-close and drain checks of one proxied connection.  The
+    host class provides C{factory} (with C{idleTimeout}, C{halfCloseTimeout},
+    C{draining} and C{reactor}), C{relay}, C{transport}, C{_phase},
+    C{_idleExpired(timeout)}, C{_halfCloseExpired(timeout, clientHasAll)}
+    and C{_drainClose()}, which end the connection.
+
+    @ivar _lastActivity: when a byte last moved (or the connection started,
+        or the upstream connected), by the reactor's clock.
+    @ivar _halfClosedAt: when a check first saw one direction ended, or
+        C{None}.
+    """
+
+    factory: Any
+    relay: Any
+    transport: Any
+    _phase: Phase
+
+    _idleCall: Any = None
+    _idleMark: tuple[int, int] = (-1, -1)
+    _lastActivity: float = 0.0
+    _halfClosedAt: float | None = None
+
+    if TYPE_CHECKING:
+
+        def _idleExpired(self, timeout: float) -> None: ...
+
+        def _halfCloseExpired(self, timeout: float, clientHasAll: bool) -> None: ...
+
+        def _drainClose(self) -> None: ...
+
+    def _checkInterval(self) -> float | None:
+        """
+        How often to check: a quarter of the shortest timeout set, at most
+        L{DRAIN_CHECK_INTERVAL} while draining; C{None} for never.
+        """
+        factory = self.factory
+        idle = factory.idleTimeout
+        half = factory.halfCloseTimeout
+        shortest = min(idle, half) if idle and half else idle or half
+        interval = _idleInterval(shortest) if shortest else None
+        if factory.draining:
+            if interval is None or interval > DRAIN_CHECK_INTERVAL:
+                interval = DRAIN_CHECK_INTERVAL
+        return interval
+
+    def _scheduleIdleCheck(self, delay: float | None = None) -> None:
+        """
+        Check in C{delay} seconds (default: L{_checkInterval}), unless there
+        is nothing to check (no timeout, not draining).
+        """
+        interval = self._checkInterval()
+        if interval is None:
+            return
+        if delay is None or delay > interval:
+            delay = interval
+        self._idleCall = self.factory.reactor.callLater(delay, self._checkIdle)
+
+    def _stopIdleCheck(self) -> None:
+        """
+        Cancel the pending check, if any.
+        """
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _checkIdle(self) -> None:
+        """
+        End the connection when nothing moved for the idle timeout, when a
+        half-closed connection moved nothing for the half-close timeout, or,
+        draining, when the upstream has finished and the client has
+        received everything; else check again.  Waiting for the upstream
+        does not count as idle (the connect timeout rules then).
+        """
+        self._idleCall = None
+        phase = self._phase
+        if phase is Phase.FINISHED:
+            return
+        factory = self.factory
+        now = factory.reactor.seconds()
+        relay = self.relay
+        delay: float | None = None
+        if relay is not None:
+            mark = (relay.bytesAToB, relay.bytesBToA)
+            if mark != self._idleMark:
+                self._idleMark = mark
+                self._lastActivity = now
+            aToB, bToA = relay.endedDirections
+            if aToB != bToA and phase is Phase.RELAYING:
+                if self._halfClosedAt is None:
+                    self._halfClosedAt = now
+                if bToA and factory.draining and delivered(self.transport):
+                    self._drainClose()
+                    return
+                half = factory.halfCloseTimeout
+                if half:
+                    quiet = now - max(self._lastActivity, self._halfClosedAt)
+                    if quiet >= half:
+                        self._halfCloseExpired(half, bToA)
+                        return
+                    delay = half - quiet
+        elif phase is Phase.CONNECTING:
+            self._lastActivity = now
+        timeout = factory.idleTimeout
+        if timeout:
+            idle = now - self._lastActivity
+            if idle >= timeout:
+                self._idleExpired(timeout)
+                return
+            if delay is None or timeout - idle < delay:
+                delay = timeout - idle
+        self._scheduleIdleCheck(delay)
+
+    def _recheckNow(self) -> None:
+        """
+        Run the check at once (the factory started draining), then on the
+        drain's schedule.
+        """
+        if self._phase is Phase.FINISHED:
+            return
+        self._stopIdleCheck()
+        self._checkIdle()

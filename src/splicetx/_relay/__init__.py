@@ -1,0 +1,22 @@
+"""
+The relay core: moving bytes between two connected sockets or transports.
+
+It imports nothing else of splicetx; every other layer builds on it.
+
+ - C{contract}: what a relay and its engines agree on (end reasons,
+   C{RelayResult}, C{RelayUsageError}, the engine interfaces).
+ - C{relay}: C{relay()} and C{Relay}, which choose an engine and deliver the
+   result.
+ - C{splice}, C{direction}, C{turns}, C{pipes}: the kernel path (socket ->
+   pipe -> socket), one direction at a time, with the per-turn byte budget
+   and the pipe pool.
+ - C{socketloop}: many relayed sockets behind one reactor reader.
+ - C{copy}: the userspace engine (TLS, fakes, every fallback).
+ - C{transports}: what splicetx knows of Twisted's transports.
+ - C{tcpoptions}: TCP keepalive and delivery queries on a socket.
+ - C{sendfile}: C{sendFile()}, zero-copy file sending.
+ - C{reactor}: the reactor given, or else the global one.
+
+Public through L{splicetx} (C{relay}, C{Relay}, C{RelayResult}, C{PipePool},
+C{sendFile}, C{TCPKeepalive}, the reasons).
+"""
