@@ -24,7 +24,7 @@ from zope.interface import implementer
 from splicetx import DONE, RESET, AccessControl
 from splicetx._ops.status import connectionStatus
 from splicetx._pool.pool import Upstream, UpstreamPool
-from splicetx._proxy.fastconn import _FastConnection
+from splicetx._proxy.fastconn import FastConnection
 from splicetx._proxy.fastpath import fastPathRefusal
 from splicetx._proxy.poolproxy import PoolProxyFactory
 from splicetx._relay.pipes import PipePool
@@ -165,9 +165,9 @@ class PathScenarios(ReactorTestMixin):
         """
         kinds = set(factory.counting.kinds)
         if self.fast:
-            self.assertEqual(kinds, {_FastConnection})
+            self.assertEqual(kinds, {FastConnection})
         else:
-            self.assertNotIn(_FastConnection, kinds)
+            self.assertNotIn(FastConnection, kinds)
 
     def events(self) -> list[dict[str, Any]]:
         events, stop = capturedEvents()

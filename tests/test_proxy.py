@@ -658,22 +658,20 @@ class FactoryTests(SynchronousTestCase):
         from twisted.internet.endpoints import HostnameEndpoint, TCP6ClientEndpoint
         from twisted.internet.testing import MemoryReactor
 
-        from splicetx._proxy.upstream import _directTarget
+        from splicetx._proxy.upstream import directTarget
 
         reactor = MemoryReactor()
         self.assertEqual(
-            _directTarget(TCP4ClientEndpoint(reactor, "10.0.0.2", 80, timeout=5)),
+            directTarget(TCP4ClientEndpoint(reactor, "10.0.0.2", 80, timeout=5)),
             ("10.0.0.2", 80, 5.0, None),
         )
         self.assertEqual(
-            _directTarget(TCP6ClientEndpoint(reactor, "::1", 80))[:2], ("::1", 80)
+            directTarget(TCP6ClientEndpoint(reactor, "::1", 80))[:2], ("::1", 80)
         )
         self.assertIsNone(
-            _directTarget(TCP6ClientEndpoint(reactor, "example.com", 80))[0]
+            directTarget(TCP6ClientEndpoint(reactor, "example.com", 80))[0]
         )
-        self.assertIsNone(
-            _directTarget(HostnameEndpoint(reactor, "example.com", 80))[0]
-        )
+        self.assertIsNone(directTarget(HostnameEndpoint(reactor, "example.com", 80))[0])
 
     def test_handshakeNotImplemented(self) -> None:
         """

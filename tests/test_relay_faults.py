@@ -512,7 +512,7 @@ class TurnBudgetMixin(ReactorTestMixin):
         waits = self._countWaits()
         self.patch(_direction, "BULK_READ", 16 << 10)
         # As if a small read had just happened, all the time: bulk is held.
-        self.patch(_direction, "_now", lambda: -1.0)
+        self.patch(_direction, "monotonicNow", lambda: -1.0)
         sent, got = self.runScenario(self._bulkUnderTinyBudget, timeout=120)
         self.assertEqual(got, sent)
         self.assertTrue(waits, "no direction ever waited for a turn")
@@ -658,7 +658,7 @@ class ServeSmallMixin(ReactorTestMixin):
         ping = SimpleNamespace(armed=None, socket=None, sent=0, inline=[])
         serving = []
         realServe = _turns._Turns.serveSmall
-        realReadable = _direction._Direction.readable
+        realReadable = _direction.Direction.readable
 
         def serveSmall(turns: Any, d: Any) -> None:
             if ping.armed is not None:
@@ -677,7 +677,7 @@ class ServeSmallMixin(ReactorTestMixin):
             realReadable(d)
 
         self.patch(_turns._Turns, "serveSmall", serveSmall)
-        self.patch(_direction._Direction, "readable", readable)
+        self.patch(_direction.Direction, "readable", readable)
         sent, got, echoed, pings = self.runScenario(
             lambda reactor: self._pingUnderBulk(reactor, ping), timeout=120
         )
@@ -715,7 +715,7 @@ class _Calls:
 
 class _Clocked:
     """
-    A stand-in for a L{_direction._Direction} as L{_turns._Turns} sees it.
+    A stand-in for a L{_direction.Direction} as L{_turns._Turns} sees it.
     """
 
     def __init__(self, turns: Any, name: str, log: list[str], size: int) -> None:
@@ -729,7 +729,7 @@ class _Clocked:
         self.reading = True
 
     #: The real direction's rule for the end of a wait.
-    resume = _direction._Direction.resume
+    resume = _direction.Direction.resume
 
     def stopReading(self) -> None:
         self.reading = False
@@ -787,7 +787,7 @@ class TurnsTests(SynchronousTestCase):
         """A reactor with a refill pending is freed with its budget (rule 13)."""
         reactor = MemoryReactorClock()
         ref = weakref.ref(reactor)
-        _turns._turnsFor(reactor).spent()
+        _turns.turnsFor(reactor).spent()
         self.assertEqual(len(reactor.getDelayedCalls()), 1)
         del reactor
         gc.collect()
@@ -809,8 +809,8 @@ class TurnsTests(SynchronousTestCase):
     def test_oneBudgetPerReactor(self) -> None:
         """The relays of one reactor share one budget; another reactor has its own."""
         r1, r2 = MemoryReactorClock(), MemoryReactorClock()
-        self.assertIs(_turns._turnsFor(r1), _turns._turnsFor(r1))
-        self.assertIsNot(_turns._turnsFor(r1), _turns._turnsFor(r2))
+        self.assertIs(_turns.turnsFor(r1), _turns.turnsFor(r1))
+        self.assertIsNot(_turns.turnsFor(r1), _turns.turnsFor(r2))
 
 
 class _Watched:
@@ -851,7 +851,7 @@ class ServeSmallTests(SynchronousTestCase):
     def _watched(self, turns: Any, log: list[str], name: str) -> _Watched:
         d = _Watched(log, name)
         self.addCleanup(d.close)
-        turns.noteSmall(d, _turns._now() + 60)
+        turns.noteSmall(d, _turns.monotonicNow() + 60)
         return d
 
     def test_servesOnlyThoseWithBytesWaiting(self) -> None:
@@ -888,7 +888,7 @@ class ServeSmallTests(SynchronousTestCase):
         ended, reused, quiet, live = (self._watched(turns, log, n) for n in "erql")
         ended.done = True
         reused.src = SimpleNamespace(fd=-1)
-        turns.noteSmall(quiet, _turns._now() - 1)
+        turns.noteSmall(quiet, _turns.monotonicNow() - 1)
         for d in (ended, reused, quiet, live):
             d.peer.send(b"x")
         turns.serveSmall(object())
@@ -902,10 +902,10 @@ class ServeSmallTests(SynchronousTestCase):
         d = _Watched([], "a")
         self.addCleanup(d.close)
         # Read 1 s ago: still watched (a long window), but not busy.
-        turns.noteSmall(d, _turns._now() - 1 + 1000)
+        turns.noteSmall(d, _turns.monotonicNow() - 1 + 1000)
         self.patch(_turns, "SMALL_WINDOW", 1000)
         self.assertFalse(turns.busy())
-        turns.noteSmall(d, _turns._now() + 1000)
+        turns.noteSmall(d, _turns.monotonicNow() + 1000)
         self.assertTrue(turns.busy())
 
     def test_forget(self) -> None:
@@ -925,7 +925,7 @@ class ServeSmallTests(SynchronousTestCase):
         log: list[str] = []
         a, b, c = (self._watched(turns, log, n) for n in "abc")
         self.assertEqual(list(turns.smalls), [b.srcfd, c.srcfd])
-        turns.noteSmall(b, _turns._now() + 60)  # b is the most recent now
+        turns.noteSmall(b, _turns.monotonicNow() + 60)  # b is the most recent now
         self._watched(turns, log, "d")
         self.assertNotIn(c.srcfd, turns.smalls)
         self.assertIn(b.srcfd, turns.smalls)
@@ -937,7 +937,7 @@ class ServeSmallTests(SynchronousTestCase):
         sock, peer, fd = d.sock, d.peer, d.srcfd
         self.addCleanup(sock.close)
         self.addCleanup(peer.close)
-        turns.noteSmall(d, _turns._now() + 60)
+        turns.noteSmall(d, _turns.monotonicNow() + 60)
         ref = weakref.ref(d)
         del d
         gc.collect()
@@ -961,7 +961,7 @@ class ServeSmallTests(SynchronousTestCase):
 
 class _Endpoint:
     """
-    A socket as L{_direction._Direction} uses it (C{fd}, C{name}, C{sock},
+    A socket as L{_direction.Direction} uses it (C{fd}, C{name}, C{sock},
     C{source}, start/stop reading and writing), and nothing more.
     """
 
@@ -988,7 +988,7 @@ class _Endpoint:
 
 class PiecesTests(SynchronousTestCase):
     """
-    L{_direction._Direction.pump} in pieces while a small flow is about, with
+    L{_direction.Direction.pump} in pieces while a small flow is about, with
     the interface the direction needs from an engine and its sockets only.
     """
 
@@ -1011,7 +1011,7 @@ class PiecesTests(SynchronousTestCase):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         src, dst = _Endpoint(a, "A"), _Endpoint(b, "B")
-        d = _direction._Direction(engine, src, dst)  # type: ignore[arg-type]
+        d = _direction.Direction(engine, src, dst)  # type: ignore[arg-type]
         src.source = d
         dst.source = SimpleNamespace(done=False)
         peerA.sendall(b"x" * size)
@@ -1045,8 +1045,8 @@ class PiecesTests(SynchronousTestCase):
         log: list[str] = []
         small = _Watched(log, "s")
         self.addCleanup(small.close)
-        turns.noteSmall(small, _turns._now() + 60)
-        turns.smallUntil = _turns._now() + 60
+        turns.noteSmall(small, _turns.monotonicNow() + 60)
+        turns.smallUntil = _turns.monotonicNow() + 60
         sizes = self._recordWrites(d, lambda: small.peer.send(b"ping"))
         d.readable()
         self.assertEqual(log, ["s"])
@@ -1072,8 +1072,8 @@ class PiecesTests(SynchronousTestCase):
         turns = d.turns
         small = _Watched([], "s")
         self.addCleanup(small.close)
-        turns.noteSmall(small, _turns._now() + 60)
-        turns.smallUntil = _turns._now() + 60
+        turns.noteSmall(small, _turns.monotonicNow() + 60)
+        turns.smallUntil = _turns.monotonicNow() + 60
         small.peer.send(b"ping")
 
         def stop() -> None:

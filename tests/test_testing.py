@@ -34,7 +34,7 @@ from splicetx.testing import (
     runLoopback,
     withLoopback,
 )
-from splicetx.testing._backends import _Writer
+from splicetx.testing._backends import Writer
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +100,7 @@ class InterfaceTests(SynchronousTestCase):
 
     def test_writer(self) -> None:
         """The chunked writer behind C{send} verifies as an L{IPullProducer}."""
-        writer = _Writer(StringTransport(), b"x", None)
+        writer = Writer(StringTransport(), b"x", None)
         self.assertTrue(verifyObject(IPullProducer, writer))
 
 

@@ -32,6 +32,7 @@ from splicetx._relay.contract import (
 )
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE, PipePool
 from splicetx._relay.relay import Relay, relay
+from splicetx._relay.runtime import __version__
 from splicetx._relay.sendfile import (
     ZeroCopyFileSender,
     sendFile,
@@ -44,8 +45,6 @@ from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 if TYPE_CHECKING:
     from splicetx._ops.metrics import ProxyMetrics as ProxyMetrics
 
-# The one place the version is written: pyproject.toml reads it from here.
-__version__ = "0.2.0.dev0"
 
 __all__ = [
     "relay",

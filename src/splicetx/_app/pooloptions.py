@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from splicetx._app.worker import isWorker
-from splicetx._config.endpoints import _checkConnect, _checkListen
+from splicetx._config.endpoints import checkConnect, checkListen
 from splicetx._config.model import Forward
 from splicetx._config.pools import (
     DEFAULT_SNI_TIMEOUT,
@@ -141,14 +141,14 @@ def commandLineForward(options: Any, acl: Any) -> Forward:
     except PoolSyntaxError as e:
         raise _Exit(f"--route-sni: {e}")
     for spec in upstreams:
-        _checkConnect(spec.endpoint)
+        checkConnect(spec.endpoint)
     for _, spec in routeArgs:
-        _checkConnect(spec.endpoint)
+        checkConnect(spec.endpoint)
     if not isWorker():
         # A worker adopts the supervisor's sockets: a systemd: string names
         # sockets of the supervisor's environment, not its own.
         for description in options["listen"]:
-            _checkListen(description)
+            checkListen(description)
     routes = tuple(
         (pattern, _pool(members, options))
         for pattern, members in groupRoutes(routeArgs)
@@ -250,7 +250,7 @@ def tomlForwards(
         where = f"{path}: forward[{n}]"
         for description in spec.listen if not isWorker() else ():
             try:
-                _checkListen(description)
+                checkListen(description)
             except _Exit as e:
                 raise _Exit(f"{where}: {e}")
         pools = ([spec.pool] if spec.pool is not None else []) + [
@@ -259,7 +259,7 @@ def tomlForwards(
         for pool in pools:
             for upstream in pool.upstreams:
                 try:
-                    _checkConnect(upstream.endpoint)
+                    checkConnect(upstream.endpoint)
                 except _Exit as e:
                     raise _Exit(f"{where}: {e}")
         try:

@@ -84,7 +84,7 @@ from splicetx._app.worker import (
     ENV_SUPERVISOR,
     familyName,
 )
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import LOG_WORKERS, defaultReactor
 
 __all__ = [
     "REUSEPORT",
@@ -93,7 +93,6 @@ __all__ = [
     "SharedListener",
     "WorkerSupervisor",
     "prepareListener",
-    "defaultWorkerCount",
 ]
 
 #: One C{SO_REUSEPORT} listening socket per worker.
@@ -101,17 +100,7 @@ REUSEPORT = "reuseport"
 #: One listening socket adopted by every worker.
 SHARED = "shared"
 
-_log = Logger()
-
-
-def defaultWorkerCount() -> int:
-    """
-    The number of CPUs this process may run on (a sensible C{--workers}).
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover
-        return os.cpu_count() or 1
+_log = Logger(namespace=LOG_WORKERS)
 
 
 def _tcpSocket(family: int, host: str, port: int, reusePort: bool) -> socket.socket:

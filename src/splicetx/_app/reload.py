@@ -50,11 +50,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx._app.pooloptions import isTomlConfig, tomlForwards
-from splicetx._config.endpoints import _explain
+from splicetx._config.endpoints import explainEndpointError
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._config.rinetd import ConfigError, parseConfig
 from splicetx._config.values import _Exit
 from splicetx._proxy.access import AccessControl
+from splicetx._relay.runtime import LOG_PROXY
 
 __all__ = [
     "ConfigChanges",
@@ -68,7 +69,7 @@ __all__ = [
     "reloadedConfig",
 ]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 
 def readConfigText(path: str) -> str:
@@ -328,7 +329,7 @@ class ServiceReloader:
         try:
             upstreams = [service._upstreamEndpoint(n) for _, n in changes.changed]
         except Exception as e:
-            logReloadFailed(old.configFile, _explain(e))
+            logReloadFailed(old.configFile, explainEndpointError(e))
             return succeed(None)
         for warning in new.warnings:
             _log.warn("{warning}", warning=warning, splicetxEvent="config")
@@ -391,7 +392,7 @@ class ServiceReloader:
                 "reload: cannot serve {listen}: {error}",
                 splicetxEvent="reload-listen-failed",
                 listen=forward.listen,
-                error=_explain(e),
+                error=explainEndpointError(e),
             )
             return succeed(None)
         pairs = list(zip(config.listenEndpoints(forward), forward.listens, strict=True))
@@ -418,7 +419,7 @@ class ServiceReloader:
                         "is left out",
                         splicetxEvent="reload-listen-failed",
                         listen=given,
-                        error=_explain(reason.value),
+                        error=explainEndpointError(reason.value),
                     )
                 return
             byKey[forward.listens] = factory

@@ -4,7 +4,7 @@ The C{splice-proxy} service: listen on every forward's endpoints with one
 L{SpliceProxyFactory} per forward, serve metrics, and drain on
 SIGTERM/SIGINT.
 
-L{_DrainOnSignal} is the signal handling this service and the C{--workers}
+L{DrainOnSignal} is the signal handling this service and the C{--workers}
 supervisor (L{splicetx._app.supervisor}) share: the first SIGTERM/SIGINT stops
 the reactor (which stops the service: a drain) and the process exits with
 status 0; a second one cuts the drain short.
@@ -27,28 +27,33 @@ from splicetx._app import worker as _worker
 from splicetx._app.filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._app.poolservice import ForwardPools, hasPools
 from splicetx._app.reload import ServiceReloader, installReloadSignal
-from splicetx._config.endpoints import _explain, clientEndpoint, serverEndpoint
+from splicetx._config.endpoints import (
+    clientEndpoint,
+    explainEndpointError,
+    serverEndpoint,
+)
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
+from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._proxy import tls as _tls
+from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
 from splicetx._relay.pipes import PipePool
-from splicetx._relay.reactor import defaultReactor
-from splicetx.proxy import SpliceProxyFactory, describeAddress, describeEndpoint
+from splicetx._relay.runtime import LOG_PROXY, defaultReactor
 
 __all__ = ["EXIT_START", "SpliceProxyService"]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 #: Exit status when the service cannot start (a port in use, ...).
 EXIT_START = 1
 
-_METRICS_MISSING = (
+METRICS_MISSING = (
     "--metrics needs the prometheus-client package: pip install 'splicetx[metrics]'"
 )
 
 
-class _DrainOnSignal:
+class DrainOnSignal:
     """
     Take over SIGTERM/SIGINT once the reactor runs (when it installed its
     own handlers): the first stops the reactor, which stops the services
@@ -113,7 +118,7 @@ def _exitAfterShutdown(
     reactor.addSystemEventTrigger("after", "shutdown", exitNow)
 
 
-def _listenNow(start: Any, description: str) -> Any:
+def listenNow(start: Any, description: str) -> Any:
     """
     Call C{start()} (returning a C{Deferred} of a port) and return the port
     if it fired at once.
@@ -130,12 +135,12 @@ def _listenNow(start: Any, description: str) -> Any:
     if outcome and isinstance(outcome[0], Failure):
         raise SystemExit(
             f"splice-proxy: error: cannot listen on {description}: "
-            f"{_explain(outcome[0].value)}"
+            f"{explainEndpointError(outcome[0].value)}"
         )
     return outcome[0] if outcome else None
 
 
-def _logMetricsPort(port: Any, description: str) -> None:
+def logMetricsPort(port: Any, description: str) -> None:
     """
     Log where the metrics are served (nothing for C{None}: not yet).
     """
@@ -151,7 +156,7 @@ def _logMetricsPort(port: Any, description: str) -> None:
     )
 
 
-class SpliceProxyService(_DrainOnSignal, Service):
+class SpliceProxyService(DrainOnSignal, Service):
     """
     Listens on the configured endpoints with one L{SpliceProxyFactory} per
     forward, and drains on stop.
@@ -259,20 +264,20 @@ class SpliceProxyService(_DrainOnSignal, Service):
         try:
             from splicetx._ops import metrics as _metrics
         except ImportError:
-            raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+            raise SystemExit(f"splice-proxy: error: {METRICS_MISSING}")
         from splicetx._ops import status as _status
 
         metrics = _metrics.ProxyMetrics()
         metrics.watchPipePool(pool, self.reactor)
         self.metrics = metrics
-        status = _status.ServiceStatus(self, self.reactor)
+        status = _status.ServiceStatus(self, self.reactor, worker=_worker.workerIndex())
         if self._worker:
             # The supervisor serves the figures of every worker.
             _status.startWorkerStatusEndpoint(status, self.reactor)
             return
         description = self.config.metricsEndpoint
         assert description is not None
-        port = _listenNow(
+        port = listenNow(
             lambda: _metrics.startMetricsEndpoint(
                 description,
                 metrics.registry,
@@ -282,7 +287,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             description,
         )
         self.metricsPort = port
-        _logMetricsPort(port, description)
+        logMetricsPort(port, description)
 
     def privilegedStartService(self) -> None:
         """
@@ -330,7 +335,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
             except Exception as e:
                 raise SystemExit(
                     f"splice-proxy: error: cannot adopt the listening sockets "
-                    f"of the supervisor: {_explain(e)}"
+                    f"of the supervisor: {explainEndpointError(e)}"
                 )
             for port, (description, _, factory) in zip(ports, listens, strict=True):
                 self._listening(port, description, factory)
@@ -487,7 +492,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
                     self.metricsPort.stopListening()
                 raise SystemExit(
                     f"splice-proxy: error: cannot listen on {given}: "
-                    f"{_explain(outcome[0].value)}"
+                    f"{explainEndpointError(outcome[0].value)}"
                 )
             self._listening(outcome[0], description, factory)
 
@@ -584,7 +589,7 @@ class SpliceProxyService(_DrainOnSignal, Service):
     def _lateListenFailure(self, failure: Failure, description: str) -> None:
         message = (
             f"splice-proxy: error: cannot listen on {description}: "
-            f"{_explain(failure.value)}"
+            f"{explainEndpointError(failure.value)}"
         )
         _log.critical("{message}", message=message)
         sys.stderr.write(message + "\n")

@@ -32,19 +32,19 @@ from splicetx._app.reload import (
     reloadedConfig,
 )
 from splicetx._app.service import (
-    _METRICS_MISSING,
-    _DrainOnSignal,
-    _listenNow,
-    _logMetricsPort,
+    METRICS_MISSING,
+    DrainOnSignal,
+    listenNow,
+    logMetricsPort,
 )
 from splicetx._app.worker import ENV_CONFIG
 from splicetx._config.model import ProxyConfig
 from splicetx._config.rinetd import ConfigError
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import LOG_PROXY, defaultReactor
 
 __all__ = ["SpliceProxySupervisorService", "twistArguments", "workerArguments"]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 
 def workerArguments(rawArgs: list[str]) -> list[str]:
@@ -88,7 +88,7 @@ def twistArguments(argv: list[str]) -> list[str]:
     return argv[1 : argv.index("splice-proxy")]
 
 
-class SpliceProxySupervisorService(_DrainOnSignal, Service):
+class SpliceProxySupervisorService(DrainOnSignal, Service):
     """
     C{--workers N}: prepare the listening sockets, run N workers under a
     L{WorkerSupervisor <splicetx._app.processes.WorkerSupervisor>}, and with
@@ -169,7 +169,7 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             try:
                 from splicetx._ops import metrics as _metrics
             except ImportError:
-                raise SystemExit(f"splice-proxy: error: {_METRICS_MISSING}")
+                raise SystemExit(f"splice-proxy: error: {METRICS_MISSING}")
             path = tempfile.mkdtemp(prefix="splicetx-metrics-")
             self.metricsDirectory = path
             reactor.addSystemEventTrigger(
@@ -180,7 +180,7 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             description = self.config.metricsEndpoint
             registry = _metrics.multiprocessRegistry(path)
             status = _status.SupervisorStatus(self, registry, path, reactor)
-            port = _listenNow(
+            port = listenNow(
                 lambda: _metrics.startMetricsEndpoint(
                     description,
                     registry,
@@ -190,7 +190,7 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
                 description,
             )
             self.metricsPort = port
-            _logMetricsPort(port, description)
+            logMetricsPort(port, description)
             options["env"] = _status.setStatusEnvironment(
                 _metrics.setMultiprocessEnvironment(dict(os.environ), path), path
             )
@@ -199,7 +199,7 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             )
         listeners = []
         for description in self.config.listen:
-            listener = _listenNow(
+            listener = listenNow(
                 lambda d=description: prepareListener(d, None, reactor),
                 description,
             )
@@ -280,7 +280,7 @@ class SpliceProxySupervisorService(_DrainOnSignal, Service):
             listener = current.get(description)
             if listener is None:
                 try:
-                    listener = _listenNow(
+                    listener = listenNow(
                         lambda d=description: prepareListener(d, None, self.reactor),
                         description,
                     )

@@ -34,7 +34,7 @@ from splicetx._app.pooloptions import (
     connectStrings,
 )
 from splicetx._app.reload import fileForwards
-from splicetx._app.service import _METRICS_MISSING, SpliceProxyService
+from splicetx._app.service import METRICS_MISSING, SpliceProxyService
 from splicetx._app.supervisor import (
     SpliceProxySupervisorService,
     twistArguments,
@@ -42,7 +42,7 @@ from splicetx._app.supervisor import (
 )
 from splicetx._config.endpoints import (
     DEFAULT_BACKLOG,
-    _checkListen,
+    checkListen,
     withBacklog,
 )
 from splicetx._config.model import Forward, ProxyConfig
@@ -394,11 +394,11 @@ class Options(PoolOptions, usage.Options):
         if self["workers"] is not None:
             self["workers"] = _workerCount(self["workers"])
         if self["metrics"] is not None:
-            _checkListen(self["metrics"], "--metrics")
+            checkListen(self["metrics"], "--metrics")
             try:
                 import prometheus_client  # noqa: F401
             except ImportError:
-                raise _Exit(_METRICS_MISSING)
+                raise _Exit(METRICS_MISSING)
         self._checkAccessLog()
         acl = _accessControl(self["allow"], self["deny"])
         forwards: list[Forward] = []

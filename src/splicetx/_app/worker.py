@@ -34,7 +34,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import defaultReactor
 
 __all__ = [
     "ENV_CONFIG",

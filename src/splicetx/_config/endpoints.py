@@ -7,7 +7,7 @@ C{backlog=}.
 
 The C{_check*} functions parse a string while the options are read (before
 any reactor is installed) and turn every failure into one line naming the
-option; L{_explain} words an exception for such a line.
+option; L{explainEndpointError} words an exception for such a line.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ class _ParseOnlyReactor:
         return None
 
 
-def _explain(e: BaseException | None) -> str:
+def explainEndpointError(e: BaseException | None) -> str:
     """
     Word an exception from an endpoint parser or a failed listen for a
     one-line message.
@@ -253,7 +253,7 @@ def _unixPathMissing(description: str) -> bool:
     return True
 
 
-def _checkListen(description: str, option: str = "--listen") -> None:
+def checkListen(description: str, option: str = "--listen") -> None:
     """
     Check a server endpoint string.
 
@@ -268,20 +268,20 @@ def _checkListen(description: str, option: str = "--listen") -> None:
     except (IndexError, KeyError) as e:
         if endpointType(description) == "systemd":
             raise _Exit(f"{option} {description}: {_SYSTEMD_HINT}")
-        raise _Exit(f"{option} {description}: {_explain(e)}")
+        raise _Exit(f"{option} {description}: {explainEndpointError(e)}")
     except Exception as e:
         hint = ""
         if type(e).__module__.startswith("OpenSSL"):
             raise _Exit(
                 f"{option} {description}: cannot load the TLS key or "
-                f"certificate ({_explain(e)})"
+                f"certificate ({explainEndpointError(e)})"
             )
         if description.strip().isdigit():
             hint = f" (did you mean tcp:{description.strip()}?)"
-        raise _Exit(f"{option} {description}: {_explain(e)}{hint}")
+        raise _Exit(f"{option} {description}: {explainEndpointError(e)}{hint}")
 
 
-def _checkConnect(description: str) -> None:
+def checkConnect(description: str) -> None:
     """
     Check the C{--connect} client endpoint string.
 
@@ -292,4 +292,4 @@ def _checkConnect(description: str) -> None:
     try:
         clientEndpoint(_ParseOnlyReactor(), description)
     except Exception as e:
-        raise _Exit(f"--connect {description}: {_explain(e)}")
+        raise _Exit(f"--connect {description}: {explainEndpointError(e)}")

@@ -11,6 +11,7 @@ fault (C{Options.parseOptions} prints it and exits with L{EXIT_USAGE}).
 from __future__ import annotations
 
 import math
+import os
 
 from twisted.python import usage
 
@@ -29,6 +30,16 @@ class _Exit(usage.UsageError):
     """
     A usage error that already names the option at fault.
     """
+
+
+def defaultWorkerCount() -> int:
+    """
+    The number of CPUs this process may run on (a sensible C{--workers}).
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover
+        return os.cpu_count() or 1
 
 
 def _size(option: str, text: str) -> int:
@@ -173,8 +184,6 @@ def _workerCount(text: str) -> int:
     @raise _Exit: for anything else.
     """
     if text.strip().lower() == "auto":
-        from splicetx._app.processes import defaultWorkerCount
-
         return defaultWorkerCount()
     return _count("workers", text, 1)
 

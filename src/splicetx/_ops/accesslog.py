@@ -33,7 +33,10 @@ import json
 import time
 from typing import IO, Any
 
-from splicetx._relay.reactor import defaultReactor
+from zope.interface import implementer
+
+from splicetx._proxy.interfaces import IAccessLog
+from splicetx._relay.runtime import defaultReactor
 
 __all__ = ["AccessLog", "ACCESS_LOG_FORMATS"]
 
@@ -46,6 +49,7 @@ NAMESPACE = "splicetx.proxy"
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+@implementer(IAccessLog)
 class AccessLog:
     """
     A buffered writer of connection records.

@@ -54,8 +54,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from zope.interface import implementer
 
-from splicetx._relay.reactor import defaultReactor
+from splicetx._proxy.interfaces import IProxyMetrics
+from splicetx._relay.runtime import defaultReactor
 
 __all__ = [
     "ProxyMetrics",
@@ -135,6 +137,7 @@ class _PipePoolCollector:
         yield g
 
 
+@implementer(IProxyMetrics)
 class ProxyMetrics:
     """
     The metrics of one proxy process (see the module docstring).

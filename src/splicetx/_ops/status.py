@@ -50,8 +50,8 @@ from twisted.web.resource import Resource
 
 from splicetx._ops.statushtml import REFRESH_SECONDS, renderHTML
 from splicetx._ops.statusweb import HealthResource, StatusPage, statusResources
-from splicetx._relay.reactor import defaultReactor
-from splicetx.proxy import describeAddress, describeEndpoint
+from splicetx._pool.addresses import describeAddress, describeEndpoint
+from splicetx._relay.runtime import LOG_STATUS, __version__, defaultReactor
 
 __all__ = [
     "ENV_STATUS_DIR",
@@ -73,7 +73,7 @@ __all__ = [
     "workerSocketPath",
 ]
 
-_log = Logger(namespace="splicetx.status")
+_log = Logger(namespace=LOG_STATUS)
 
 #: The environment variable naming the directory of the workers' status
 #: sockets.
@@ -106,20 +106,9 @@ _COUNTERS = {
 
 def processVersion() -> str:
     """
-    The splicetx version: C{splicetx.__version__}, else the installed
-    package's metadata, else C{"unknown"}.
+    The splicetx version (C{splicetx.__version__}).
     """
-    import splicetx
-
-    version = getattr(splicetx, "__version__", None)
-    if version:
-        return str(version)
-    try:
-        from importlib.metadata import version as metadataVersion
-
-        return metadataVersion("splicetx")
-    except Exception:
-        return "unknown"
+    return __version__
 
 
 def _emptyBytes() -> dict[str, dict[str, int]]:
@@ -312,6 +301,8 @@ class ServiceStatus:
     @ivar service: the service: its C{factories}, C{forwards} (for the
         listen strings), C{ports}, C{metrics} and C{running} are read.
     @ivar limit: how many live connections a snapshot lists.
+    @ivar worker: this process's worker slot under C{--workers}, or C{None}
+        for a process serving on its own.
     @ivar startedAt: when this process started serving (UNIX time).
     """
 
@@ -320,16 +311,19 @@ class ServiceStatus:
         service: Any,
         reactor: Any = None,
         limit: int = DEFAULT_CONNECTION_LIMIT,
+        worker: int | None = None,
     ) -> None:
         """
         @param service: see L{service}.
         @param reactor: the reactor (its clock dates connections); default
             the service's, else the global one.
         @param limit: see L{limit}.
+        @param worker: see L{worker}.
         """
         self.service = service
         self._reactor = reactor
         self.limit = limit
+        self.worker = worker
         self.startedAt = time.time()
 
     @property
@@ -348,13 +342,11 @@ class ServiceStatus:
         return bool(getattr(self.service, "running", False))
 
     def _processInfo(self, role: str, workers: int | None) -> dict[str, Any]:
-        from splicetx._app import worker as _worker
-
         return {
             "version": processVersion(),
             "pid": os.getpid(),
             "role": role,
-            "worker": _worker.workerIndex(),
+            "worker": self.worker,
             "workers": workers,
             "startedAt": round(self.startedAt, 3),
             "uptime": round(max(0.0, time.time() - self.startedAt), 3),
@@ -367,8 +359,6 @@ class ServiceStatus:
         """
         Describe the process now (see C{docs/status.md} for the fields).
         """
-        from splicetx._app import worker as _worker
-
         service = self.service
         factories = list(getattr(service, "factories", None) or [])
         config = getattr(service, "config", None)
@@ -427,7 +417,7 @@ class ServiceStatus:
             "schema": SCHEMA,
             "generatedAt": round(time.time(), 3),
             "process": self._processInfo(
-                "worker" if _worker.isWorker() else "single", None
+                "worker" if self.worker is not None else "single", None
             ),
             "workers": [],
             "listeners": listeners,

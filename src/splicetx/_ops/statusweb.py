@@ -19,10 +19,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from splicetx._ops.statushtml import renderHTML
+from splicetx._relay.runtime import LOG_STATUS
 
 __all__ = ["StatusPage", "HealthResource", "statusResources"]
 
-_log = Logger(namespace="splicetx.status")
+_log = Logger(namespace=LOG_STATUS)
 
 
 class StatusSource(Protocol):

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_proxy -*-
 """
-Short text forms of Twisted addresses and client endpoints, for the
-proxy's log lines.
+Addresses as splicetx shows and compares them: short text forms of Twisted
+addresses and client endpoints, for log lines and upstream names, and the
+normal form of a client's IP address (L{normaliseAddress}), which access
+rules and balancers key on.
 
 Both functions are public as L{splicetx.proxy.describeAddress} and
 L{splicetx.proxy.describeEndpoint}.
@@ -9,10 +11,14 @@ L{splicetx.proxy.describeEndpoint}.
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 
-__all__ = ["describeAddress", "describeEndpoint"]
+__all__ = ["describeAddress", "describeEndpoint", "normaliseAddress"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def describeAddress(address: IAddress | object) -> str:
@@ -58,3 +64,30 @@ def describeEndpoint(endpoint: IStreamClientEndpoint | None) -> str:
     if path is not None:
         return f"unix:{path}"
     return repr(endpoint)
+
+
+def normaliseAddress(address: object) -> IPAddress | None:
+    """
+    Turn a client address into an C{ipaddress} object.
+
+    @param address: a string, an C{ipaddress} address or a Twisted address
+        with a C{host} attribute (C{IPv4Address}, C{IPv6Address}).
+    @return: the address, IPv4-mapped IPv6 turned into IPv4 and any IPv6
+        zone dropped; C{None} when it is not an IP address.
+    """
+    if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        ip: IPAddress = address
+    else:
+        host = getattr(address, "host", address)
+        if not isinstance(host, str):
+            return None
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            ip = ipaddress.IPv6Address(ip.packed)
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+    return ip

@@ -35,7 +35,7 @@ from typing import Any
 
 from zope.interface import Attribute, Interface, implementer
 
-from splicetx._proxy.access import normaliseAddress
+from splicetx._pool.addresses import normaliseAddress
 
 __all__ = [
     "IBalancer",

@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from splicetx._pool.pool import Upstream, failureReason
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import LOG_HEALTH, defaultReactor
 
 __all__ = [
     "IHealthChecker",
@@ -48,7 +48,7 @@ __all__ = [
     "DEFAULT_FALL",
 ]
 
-_log = Logger(namespace="splicetx.health")
+_log = Logger(namespace=LOG_HEALTH)
 
 #: HAProxy's defaults: 2 good probes to come up, 3 bad ones to go down.
 DEFAULT_RISE = 2

@@ -47,8 +47,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from splicetx._pool.addresses import describeEndpoint
 from splicetx._pool.balance import IBalancer, RoundRobin
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import LOG_POOL, defaultReactor
 
 __all__ = [
     "IUpstreamPool",
@@ -62,7 +63,7 @@ __all__ = [
     "DEFAULT_FAIL_TIMEOUT",
 ]
 
-_log = Logger(namespace="splicetx.pool")
+_log = Logger(namespace=LOG_POOL)
 
 #: nginx's defaults for C{max_fails} and C{fail_timeout}.
 DEFAULT_MAX_FAILS = 1
@@ -212,8 +213,6 @@ class Upstream:
         if not failTimeout > 0:
             raise ValueError(f"fail-timeout must be > 0, not {failTimeout!r}")
         if description is None:
-            from splicetx.proxy import describeEndpoint
-
             description = describeEndpoint(endpoint)
         self.endpoint = endpoint
         self.description = description

@@ -31,40 +31,14 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from splicetx._pool.addresses import IPAddress, normaliseAddress
+
 __all__ = ["AccessControl", "AccessRule", "parseRule", "normaliseAddress"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _PATTERN = re.compile(r"^[0-9A-Fa-f.:*?]+$")
-
-
-def normaliseAddress(address: object) -> IPAddress | None:
-    """
-    Turn a client address into an C{ipaddress} object.
-
-    @param address: a string, an C{ipaddress} address or a Twisted address
-        with a C{host} attribute (C{IPv4Address}, C{IPv6Address}).
-    @return: the address, IPv4-mapped IPv6 turned into IPv4 and any IPv6
-        zone dropped; C{None} when it is not an IP address.
-    """
-    if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        ip: IPAddress = address
-    else:
-        host = getattr(address, "host", address)
-        if not isinstance(host, str):
-            return None
-        try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id is not None:
-            ip = ipaddress.IPv6Address(ip.packed)
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-    return ip
 
 
 class AccessRule:

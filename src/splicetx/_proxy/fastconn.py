@@ -10,13 +10,13 @@ from its accepted socket to its log record
      exactly as L{UpstreamPool.connect <splicetx._pool.pool.UpstreamPool.connect>}
      does, bounded in tries and time);
   3. once connected, both ways spliced by the splice engine's own
-     L{_Direction <splicetx._relay.direction._Direction>} (the same loop, the same
+     L{Direction <splicetx._relay.direction.Direction>} (the same loop, the same
      byte budget per reactor turn), both sockets members of the reactor's
      L{SocketLoop <splicetx._relay.socketloop.SocketLoop>};
   4. at the end, both sockets closed, and the same L{RelayResult
      <splicetx.RelayResult>}, metrics and log record as the general path.
 
-Its timeouts are checked by its forwarder's timer (L{_FastConnection.check}).
+Its timeouts are checked by its forwarder's timer (L{FastConnection.check}).
 """
 
 from __future__ import annotations
@@ -44,22 +44,23 @@ from splicetx._proxy.timeouts import (
     halfCloseDetail,
     idleDetail,
 )
-from splicetx._proxy.upstream import _directTarget as directTarget
+from splicetx._proxy.upstream import directTarget as directTarget
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._relay.direction import (
-    _INERT,
-    _Direction,
-    _errname,
+    INERT,
+    Direction,
+    errname,
     socketLoss,
     spliceFailure,
 )
 from splicetx._relay.pipes import PipeLimitReached, UnreservedPipes
+from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.socketloop import LoopMember
 from splicetx._relay.tcpoptions import delivered, keepaliveOn
 
-__all__ = ["_FastConnection", "directAddress"]
+__all__ = ["FastConnection", "directAddress"]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -71,7 +72,7 @@ _NO_ENGINE = "none"
 class _State(Enum):
     """
     Where a fast connection is; every transition assigns
-    L{_FastConnection.state}.
+    L{FastConnection.state}.
     """
 
     CONNECTING = "connecting"
@@ -107,13 +108,13 @@ class _FastSocket(LoopMember):
     """
     One socket of a fast connection: a member of the L{SocketLoop
     <splicetx._relay.socketloop.SocketLoop>} and, for its two
-    L{_Direction <splicetx._relay.direction._Direction>}s, what the splice engine's
+    L{Direction <splicetx._relay.direction.Direction>}s, what the splice engine's
     own socket object is.
     """
 
     __slots__ = ("engine", "name", "sock")
 
-    def __init__(self, conn: _FastConnection, sock: _RawSocket, name: str) -> None:
+    def __init__(self, conn: FastConnection, sock: _RawSocket, name: str) -> None:
         self.engine: Any = conn
         self.loop = conn.forwarder.loop
         self.name = name
@@ -121,8 +122,8 @@ class _FastSocket(LoopMember):
         self.fd = sock.fileno()
         self.reading = False
         self.writing = False
-        self.source: Any = _INERT
-        self.sink: Any = _INERT
+        self.source: Any = INERT
+        self.sink: Any = INERT
 
     @property
     def socket(self) -> _RawSocket:
@@ -149,7 +150,7 @@ class _FastSocket(LoopMember):
         self.loop.forget(self)
         self.reading = self.writing = False
         self.engine = None
-        self.source = self.sink = _INERT
+        self.source = self.sink = INERT
         sock = self.sock
         if abort:
             try:
@@ -163,10 +164,10 @@ class _FastSocket(LoopMember):
         return f"<splicetx fast socket {self.name} fd={self.fd}>"
 
 
-class _FastConnection:
+class FastConnection:
     """
     One client on the fast path, from accept to its log record.  It is the
-    "engine" its two L{_Direction <splicetx._relay.direction._Direction>}s report to,
+    "engine" its two L{Direction <splicetx._relay.direction.Direction>}s report to,
     and, for the factory's gate and status page, a live connection
     (C{abort}, C{drainStarted}, C{relay}, C{upstreamEndpoint},
     C{startedAt}, C{clientText}).
@@ -312,7 +313,7 @@ class _FastConnection:
         except OSError as e:
             self._failed(
                 f"cannot connect to {target[2]}: cannot create a socket: "
-                f"{_errname(e.errno or 0)}",
+                f"{errname(e.errno or 0)}",
                 e,
             )
             return
@@ -422,8 +423,8 @@ class _FastConnection:
             keepaliveOn(us.sock, keepalive)
         cs = self.client
         self.lastActivity = self.forwarder.reactor.seconds()
-        ab = self.ab = _Direction(self, cs, us)
-        ba = self.ba = _Direction(self, us, cs)
+        ab = self.ab = Direction(self, cs, us)
+        ba = self.ba = Direction(self, us, cs)
         cs.source = us.sink = ab
         us.source = cs.sink = ba
         if us.writing:
@@ -479,7 +480,7 @@ class _FastConnection:
         if isinstance(e, PipeLimitReached):
             why = str(e.strerror)
         else:
-            why = _errname(e.errno or 0)
+            why = errname(e.errno or 0)
         self.forwarder.waitForPipe(direction, why)
 
     def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
@@ -491,7 +492,7 @@ class _FastConnection:
     # -- for the gate and the status page ------------------------------------------
 
     @property
-    def relay(self) -> _FastConnection | None:
+    def relay(self) -> FastConnection | None:
         """
         Itself once relaying (it has the byte counts), else C{None}.
         """

@@ -19,7 +19,7 @@ of a Linux reactor with C{IReactorFDSet}, L{FastForwarder.attach} replaces
 the port's accept with one that accepts the sockets itself (the port's own
 accept limit and Twisted's C{EMFILE} reserve apply, so C{max-connections}
 and fd exhaustion behave as on the general path) and gives each to a
-L{_FastConnection <splicetx._proxy.fastconn._FastConnection>}.
+L{FastConnection <splicetx._proxy.fastconn.FastConnection>}.
 
 The connect timeout, idle timeout, half-close timeout and the drain's
 prompt close are checked for all of a factory's fast connections by one
@@ -45,14 +45,15 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 
 from splicetx._pool.balance import LeastConnections, RoundRobin, WeightedRandom
-from splicetx._proxy.fastconn import Address, _FastConnection, directAddress
-from splicetx._relay.direction import _errname
+from splicetx._proxy.fastconn import Address, FastConnection, directAddress
+from splicetx._relay.direction import errname
 from splicetx._relay.pipes import UnreservedPipes, defaultPipePool
+from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.socketloop import LoopMember, loopFor
 
 __all__ = ["FastForwarder", "fastPathRefusal"]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 
 def fastPathRefusal(factory: Any, port: Any) -> str | None:
@@ -328,7 +329,7 @@ class FastForwarder:
                     continue
                 skt = _RawSocket(family, socket.SOCK_STREAM, 0, fd)
                 skt.setblocking(False)
-                _FastConnection(self, plan, skt, addr)
+                FastConnection(self, plan, skt, addr)
             except Exception:
                 _log.failure("accepting a client of {port!r} failed", port=port)
                 if skt is not None:
@@ -369,7 +370,7 @@ class FastForwarder:
             _log.warn(
                 "cannot accept a client: {error}",
                 splicetxEvent="accept-failed",
-                error=_errname(e.errno or 0),
+                error=errname(e.errno or 0),
             )
             return False
         raise e
@@ -444,7 +445,7 @@ class FastForwarder:
             self._resumeWaiters()
         now = self.reactor.seconds()
         for conn in list(self.factory._gate.live):
-            if type(conn) is _FastConnection and conn.forwarder is self:
+            if type(conn) is FastConnection and conn.forwarder is self:
                 conn.check(now)
         if self.live > 0:
             self._schedule()

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from splicetx._relay.relay import CANCELLED
+from splicetx._relay.runtime import LOG_PROXY
 
 
 class GatedConnection(TypingProtocol):
@@ -41,7 +42,7 @@ class GatedConnection(TypingProtocol):
 
 __all__ = ["PortGate"]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 
 _C = TypeVar("_C", bound=GatedConnection)

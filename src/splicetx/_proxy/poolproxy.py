@@ -39,7 +39,8 @@ from splicetx._pool.sni import (
     ClientHelloReader,
     SNIRouter,
 )
-from splicetx.proxy import REJECTED, SpliceProxyFactory, SpliceProxyProtocol
+from splicetx._proxy.factory import SpliceProxyFactory
+from splicetx._proxy.protocol import REJECTED, SpliceProxyProtocol
 
 __all__ = [
     "PoolEndpoint",

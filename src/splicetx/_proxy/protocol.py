@@ -36,7 +36,7 @@ from splicetx._proxy.timeouts import (
     idleDetail,
 )
 from splicetx._proxy.upstream import (
-    _UpstreamProtocol,
+    UpstreamProtocol,
     startConnecting,
     stopConnecting,
 )
@@ -47,6 +47,7 @@ from splicetx._relay.relay import (
     Relay,
     RelayResult,
 )
+from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.tcpoptions import setKeepalive
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ __all__ = [
     "UPSTREAM_FAILED",
 ]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 #: L{RelayResult.reason} of a client turned away by
 #: L{SpliceProxyProtocol.clientAccepted}.
@@ -278,7 +279,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         if version is not None:
             toB = self._outgoingProxyHeader(version) + toB
         toA = bytes(toClient)
-        if isinstance(upstream, _UpstreamProtocol):
+        if isinstance(upstream, UpstreamProtocol):
             toA += upstream.takeReceived()
             upstream.proxy = None
         relay = Relay(
@@ -578,7 +579,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             _log.failure("upstreamFailed() of {proxy!r} failed", proxy=self)
             _abort(self.transport)
 
-    def _upstreamLost(self, upstream: _UpstreamProtocol, reason: Failure) -> None:
+    def _upstreamLost(self, upstream: UpstreamProtocol, reason: Failure) -> None:
         """
         The upstream connection closed before the relay took it over.
         """

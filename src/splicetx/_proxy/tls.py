@@ -49,6 +49,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from splicetx._relay.runtime import LOG_PROXY
+
 __all__ = [
     "ALPNClientConnectionCreator",
     "ALPNServerConnectionCreator",
@@ -65,7 +67,7 @@ try:
 except ImportError:  # pragma: no cover - TLS needs pyOpenSSL; plain TCP not
     _SSLError = Exception  # type: ignore[assignment,misc]
 
-_log = Logger(namespace="splicetx.proxy")
+_log = Logger(namespace=LOG_PROXY)
 
 #: Server endpoint types that terminate TLS (and so take C{--alpn}).
 _TLS_SERVER_TYPES = frozenset({"ssl"})

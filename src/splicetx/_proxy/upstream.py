@@ -8,7 +8,7 @@ connection meanwhile.
 
 The attempt reports to the proxy (L{SpliceProxyProtocol
 <splicetx.proxy.SpliceProxyProtocol>}) through three methods: C{_connected}
-(with the L{_UpstreamProtocol}), C{_connectFailed} (with a C{Failure}) and
+(with the L{UpstreamProtocol}), C{_connectFailed} (with a C{Failure}) and
 C{_upstreamLost}; the pending attempt is kept in its C{_connecting}.
 """
 
@@ -64,7 +64,7 @@ class UpstreamOwner(TypingProtocol):
 __all__ = ["startConnecting", "stopConnecting"]
 
 
-class _UpstreamProtocol(Protocol):
+class UpstreamProtocol(Protocol):
     """
     The protocol on the upstream connection until the relay takes the
     transport over: it stops reading at once (nothing is lost; the relay
@@ -123,7 +123,7 @@ class _UpstreamProtocol(Protocol):
 
 class _UpstreamFactory(Factory):
     """
-    Builds the one L{_UpstreamProtocol} of one proxied connection (for
+    Builds the one L{UpstreamProtocol} of one proxied connection (for
     endpoints other than plain TCP, through C{endpoint.connect}).
     """
 
@@ -135,11 +135,11 @@ class _UpstreamFactory(Factory):
         """
         self.proxy = proxy
 
-    def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:
         """
         @return: the upstream protocol of the proxied connection.
         """
-        p = _UpstreamProtocol(self.proxy)
+        p = UpstreamProtocol(self.proxy)
         p.factory = self
         return p
 
@@ -160,7 +160,7 @@ class _DirectUpstreamFactory(ClientFactory):
         """
         self.proxy: UpstreamOwner | None = proxy
 
-    def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol | None:
         """
         @return: the upstream protocol, or C{None} once the attempt was
             stopped.
@@ -172,7 +172,7 @@ class _DirectUpstreamFactory(ClientFactory):
         # proxy -> upstream -> factory -> proxy never forms and a finished
         # connection is freed by reference counting.
         self.proxy = None
-        return _UpstreamProtocol(proxy, notify=True)
+        return UpstreamProtocol(proxy, notify=True)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
         """
@@ -199,7 +199,7 @@ class _DirectClient(_tcp.Client):
     not need taken out: for an address literal the connection attempt
     starts at once (no C{callLater(0)}, no C{Deferred} for an address that
     needs no resolving), the connected socket is not registered for
-    reading only to be paused by L{_UpstreamProtocol} a moment later (the
+    reading only to be paused by L{UpstreamProtocol} a moment later (the
     relay registers it), and no peer address object or log prefix is built
     for the connector.  Everything after the connection is Twisted's.
     """
@@ -270,7 +270,7 @@ class _DirectConnector:
         if timer is not None and timer.active():
             timer.cancel()
 
-    def buildProtocol(self, addr: IAddress | None) -> _UpstreamProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol | None:
         """
         @return: the upstream protocol, or C{None} once the attempt was
             stopped.
@@ -279,7 +279,7 @@ class _DirectConnector:
         proxy, self.proxy = self.proxy, None
         if proxy is None:
             return None
-        return _UpstreamProtocol(proxy, notify=True)
+        return UpstreamProtocol(proxy, notify=True)
 
     def connectionFailed(self, reason: Failure) -> None:
         """
@@ -342,7 +342,7 @@ def _usesTwistedTCP(reactor: Any) -> bool:
 _NOT_DIRECT = (None, 0, 0.0, None)
 
 
-def _directTarget(
+def directTarget(
     endpoint: IStreamClientEndpoint,
 ) -> tuple[str | None, int, float, Any]:
     """
@@ -386,7 +386,7 @@ def startConnecting(
     @param timeout: the proxy's connect timeout in seconds (0: none; a
         shorter timeout of a TCP endpoint wins).
     """
-    host, port, endpointTimeout, bindAddress = _directTarget(endpoint)
+    host, port, endpointTimeout, bindAddress = directTarget(endpoint)
     if host is not None:
         if endpointTimeout and (not timeout or endpointTimeout < timeout):
             timeout = endpointTimeout

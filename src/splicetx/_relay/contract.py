@@ -3,7 +3,7 @@
 What a relay and its engines agree on: how a relay can end (the reason
 constants and L{RelayResult}), how it is misused (L{RelayUsageError}), and
 the boundary between L{splicetx._relay.relay.Relay} and the engine that moves its
-bytes (L{IRelayEngine}, L{IEngineHost}, L{IRelaySide}, L{_FallBack}).
+bytes (L{IRelayEngine}, L{IEngineHost}, L{IRelaySide}, L{FallBack}).
 
 This module is below both the relay and the engines: it imports neither, so
 the engines (L{splicetx._relay.splice}, L{splicetx._relay.copy}) never import the relay
@@ -20,7 +20,7 @@ and no call on the hot path goes through an interface.
 The engine talks back to its relay only through an L{IEngineHost}: it calls
 L{IEngineHost.ended} when it decided how the relay ends and
 L{IEngineHost.fellBack} when the kernel path gave up mid-relay with nothing
-lost; when it cannot take the transports over at all it raises L{_FallBack}
+lost; when it cannot take the transports over at all it raises L{FallBack}
 from L{IRelayEngine.start} instead.  It never reads or sets the relay's own
 attributes.
 """
@@ -69,7 +69,7 @@ class RelayUsageError(ValueError):
     """
 
 
-class _WrongPhase(RelayUsageError, RuntimeError):
+class WrongPhase(RelayUsageError, RuntimeError):
     """
     A L{Relay <splicetx._relay.relay.Relay>} method was called in a phase that does
     not allow it (C{start()} twice, or on a finished relay).  It is also a
@@ -113,7 +113,7 @@ class RelayResult:
         return self.reason == DONE
 
 
-class _FallBack(Exception):
+class FallBack(Exception):
     """
     Raised by L{IRelayEngine.start} when the splice engine cannot take the
     transports over (no pipe can be had); nothing has been taken or moved, so
@@ -179,7 +179,7 @@ class IRelayEngine(Interface):
         """
         Take both transports over and start moving bytes.
 
-        @raise _FallBack: when the engine cannot start and nothing was taken
+        @raise FallBack: when the engine cannot start and nothing was taken
             (only the splice engine does).
         """
 

@@ -31,7 +31,7 @@ from splicetx._relay.contract import (
     IRelayEngine,
     IRelaySide,
 )
-from splicetx._relay.transports import _canHalfClose, _closeTransport
+from splicetx._relay.transports import canHalfClose, closeTransport
 
 
 @implementer(IPushProducer)
@@ -143,7 +143,7 @@ class CopyEngine:
         assert peer is not None
         host = self.host
         assert host is not None
-        if _canHalfClose(peer.transport):
+        if canHalfClose(peer.transport):
             peer.transport.loseWriteConnection()
             if all(self._sent.values()):
                 host.ended(DONE, "both directions finished", False)
@@ -190,7 +190,7 @@ class CopyEngine:
         self._registered = []
 
     def closeTransport(self, side: IRelaySide, abort: bool) -> None:
-        _closeTransport(side.transport, abort)
+        closeTransport(side.transport, abort)
 
     def release(self) -> None:
         self.host = None

@@ -15,7 +15,7 @@ moved by the kernel (docs/design-decisions.md rules 3-8 and 10).
   - at most L{MAX_ROUNDS} pipe-fulls per readiness event, and the per-turn
     byte budget and small-flow pieces of L{splicetx._relay.turns}.
 
-A L{_Direction} knows its engine only as a L{DirectionHost} and its two
+A L{Direction} knows its engine only as a L{DirectionHost} and its two
 sockets as L{DirectionSocket}s: the splice engine (L{splicetx._relay.splice})
 and the fast path of a plain forward (L{splicetx._proxy.fastconn}) both provide
 them.
@@ -32,7 +32,7 @@ from typing import Protocol as TypingProtocol
 from twisted.python.failure import Failure
 
 from splicetx._relay.contract import CLOSED, ERROR, RESET
-from splicetx._relay.turns import BULK_READ, PIECE, SMALL_WINDOW, _now, _turnsFor
+from splicetx._relay.turns import BULK_READ, PIECE, SMALL_WINDOW, monotonicNow, turnsFor
 
 __all__ = [
     "DirectionHost",
@@ -69,7 +69,7 @@ RESET_ERRNOS = frozenset(
 FALLBACK_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP})
 
 
-def _errname(err: int) -> str:
+def errname(err: int) -> str:
     return f"{errno.errorcode.get(err, err)} ({os.strerror(err)})"
 
 
@@ -84,7 +84,7 @@ def spliceFailure(direction: Any, err: int, reading: bool) -> tuple[str, str]:
     return (
         RESET if err in RESET_ERRNOS else ERROR,
         f"{direction.name}: {'read from' if reading else 'write to'} "
-        f"{where} failed: {_errname(err)}",
+        f"{where} failed: {errname(err)}",
     )
 
 
@@ -104,7 +104,7 @@ def socketLoss(sock: Any, reason: Failure) -> tuple[str, str]:
     if err:
         return (
             RESET if err in RESET_ERRNOS else ERROR,
-            f"transport {sock.name}: {_errname(err)}",
+            f"transport {sock.name}: {errname(err)}",
         )
     return CLOSED, f"transport {sock.name} lost: {reason.getErrorMessage()}"
 
@@ -126,7 +126,7 @@ class _Inert:
         pass
 
 
-_INERT = _Inert()
+INERT = _Inert()
 
 
 #: One string per direction for every relay, not two new ones per relay.
@@ -135,7 +135,7 @@ _DIRECTION_NAMES = {("A", "B"): "A->B", ("B", "A"): "B->A"}
 
 class DirectionHost(TypingProtocol):
     """
-    What a L{_Direction} needs of the engine it reports to (the splice
+    What a L{Direction} needs of the engine it reports to (the splice
     engine here, a fast connection in L{splicetx._proxy.fastconn}).
     """
 
@@ -174,7 +174,7 @@ class DirectionHost(TypingProtocol):
 
 class DirectionSocket(TypingProtocol):
     """
-    What a L{_Direction} needs of each of its two sockets
+    What a L{Direction} needs of each of its two sockets
     (L{_SpliceSocket} here, a fast socket in L{splicetx._proxy.fastconn}).
     """
 
@@ -194,7 +194,7 @@ class DirectionSocket(TypingProtocol):
     def stopWriting(self) -> None: ...
 
 
-class _Direction:
+class Direction:
     """
     One direction of a spliced relay: source socket -> pipe -> destination.
     """
@@ -234,7 +234,7 @@ class _Direction:
         self.moved = 0
         self.eof = False
         self.done = False
-        self.turns = _turnsFor(engine.reactor)
+        self.turns = turnsFor(engine.reactor)
         self.bulk = False
 
     def readable(self) -> None:
@@ -242,7 +242,7 @@ class _Direction:
         The source is readable (and, by invariant, the pipe is empty).
         """
         turns = self.turns
-        if self.bulk and turns.left <= 0 and _now() < turns.smallUntil:
+        if self.bulk and turns.left <= 0 and monotonicNow() < turns.smallUntil:
             turns.wait(self, True)
             return
         pipe = self.pipe
@@ -283,7 +283,7 @@ class _Direction:
                 # a small flow: only a second one in a row counts.
                 self.bulk = False
             else:
-                until = turns.smallUntil = _now() + SMALL_WINDOW
+                until = turns.smallUntil = monotonicNow() + SMALL_WINDOW
                 turns.noteSmall(self, until)
             left = turns.left = turns.left - n
             if left <= 0:
@@ -368,7 +368,7 @@ class _Direction:
             self.finish()
             return
         turns = self.turns
-        if self.bulk and turns.left <= 0 and _now() < turns.smallUntil:
+        if self.bulk and turns.left <= 0 and monotonicNow() < turns.smallUntil:
             turns.wait(self, False)
             return
         self.src.startReading()

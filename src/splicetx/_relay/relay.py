@@ -63,22 +63,22 @@ from splicetx._relay.contract import (
     ENGINES,
     ERROR,
     RESET,
+    FallBack,
     IEngineHost,
     IRelayEngine,
     IRelaySide,
     RelayResult,
     RelayUsageError,
-    _FallBack,
-    _WrongPhase,
+    WrongPhase,
 )
 from splicetx._relay.copy import CopyEngine
 from splicetx._relay.pipes import PipePool, defaultPipePool
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import LOG_RELAY, defaultReactor
 from splicetx._relay.splice import SpliceEngine
 from splicetx._relay.transports import (
-    _closeTransport,
-    _deliveryPoint,
-    _isConnected,
+    closeTransport,
+    deliveryPoint,
+    isConnected,
     spliceUnavailableReason,
 )
 
@@ -95,7 +95,7 @@ __all__ = [
     "CLOSED",
 ]
 
-_log = Logger()
+_log = Logger(namespace=LOG_RELAY)
 
 
 class _Phase(enum.Enum):
@@ -152,7 +152,7 @@ class _Side:
         self.name = name
         self.transport = transport
         self.peer: _Side | None = None
-        self._owner, self._attr = _deliveryPoint(transport)
+        self._owner, self._attr = deliveryPoint(transport)
         self.original = getattr(self._owner, self._attr)
         self.lost = False
         self.lostReason: Failure | None = None
@@ -380,7 +380,7 @@ class Relay:
         self._engine = splice
         try:
             splice.start()
-        except _FallBack as e:
+        except FallBack as e:
             # Nothing was taken or moved: the copy engine starts from scratch.
             self._engine = None
             self._startCopy(e.reason, self._toA, self._toB)
@@ -421,17 +421,17 @@ class Relay:
         Refuse C{call} unless the relay is in one of C{phases}: the one way a
         call in the wrong phase is refused.
 
-        @raise _WrongPhase: when it is not.
+        @raise WrongPhase: when it is not.
         """
         if self._phase not in phases:
             if self._phase is _Phase.NEW:
-                raise _WrongPhase(f"Relay.{call}() needs a started relay")
+                raise WrongPhase(f"Relay.{call}() needs a started relay")
             if call == "start":
-                raise _WrongPhase(
+                raise WrongPhase(
                     f"Relay.start() was already called (the relay is "
                     f"{self._phase.value})"
                 )
-            raise _WrongPhase(
+            raise WrongPhase(
                 f"Relay.{call}() is not allowed while the relay is {self._phase.value}"
             )
 
@@ -449,9 +449,9 @@ class Relay:
         for name, t in (("A", a), ("B", b)):
             if t is None:
                 raise RelayUsageError(f"transport {name} is None")
-            if not _isConnected(t):
+            if not isConnected(t):
                 raise RelayUsageError(f"transport {name} ({t!r}) is not connected")
-            owner, attrname = _deliveryPoint(t)
+            owner, attrname = deliveryPoint(t)
             if isinstance(getattr(owner, attrname, None), _Side):
                 raise RelayUsageError(
                     f"transport {name} ({t!r}) is already being relayed"
@@ -530,7 +530,7 @@ class Relay:
                 if engine is not None:
                     engine.closeTransport(side, abort)
                 else:
-                    _closeTransport(side.transport, abort)
+                    closeTransport(side.transport, abort)
         self._maybeFire()
 
     def _sideLost(self, side: _Side, reason: Failure) -> None:

@@ -60,7 +60,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from zope.interface import implementer
 
-from splicetx._relay.reactor import defaultReactor
+from splicetx._relay.runtime import LOG_SENDFILE, defaultReactor
 from splicetx._relay.transports import spliceUnavailableReason
 
 __all__ = [
@@ -71,7 +71,7 @@ __all__ = [
     "FILESENDER",
 ]
 
-_log = Logger()
+_log = Logger(namespace=LOG_SENDFILE)
 
 #: L{ZeroCopyFileSender.engine} when C{os.sendfile} moved the bytes.
 SENDFILE = "sendfile"

@@ -41,9 +41,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._relay.runtime import LOG_RELAY
+
 __all__ = ["SocketLoop", "LoopMember", "loopFor", "MAX_EVENTS"]
 
-_log = Logger(namespace="splicetx.relay")
+_log = Logger(namespace=LOG_RELAY)
 
 #: Ready sockets handled per reactor turn at most; the rest wait for the
 #: next turn, so one busy loop cannot starve the reactor's other work.

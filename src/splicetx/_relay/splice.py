@@ -11,7 +11,7 @@ the socket and the direction that writes to it, and keeps the Twisted
 transport fully quiet while it does: not reading, not writing, no producer, an
 empty write buffer, and the methods that would re-register it
 (C{startReading}, C{write}, C{resumeProducing} ...) shadowed on the instance
-until the relay ends (L{splicetx._relay.transports._guard}).
+until the relay ends (L{splicetx._relay.transports.guardTransport}).
 C{loseConnection}/C{abortConnection} on a quiet transport end the relay
 instead.  We chose this over swapping the
 transport's C{doRead}/C{doWrite} because the engine's own descriptors make the
@@ -26,7 +26,7 @@ L{splicetx._relay.direction}; this module gives it its sockets and reports.
 The engine knows its relay only as an L{IEngineHost}: it reports the end
 with L{IEngineHost.ended}, a fallback to copying mid-relay with
 L{IEngineHost.fellBack}, and a fallback before anything moved by raising
-L{_FallBack} from L{SpliceEngine.start}.
+L{FallBack} from L{SpliceEngine.start}.
 """
 
 from __future__ import annotations
@@ -44,27 +44,27 @@ from zope.interface import implementer
 from splicetx._relay.contract import (
     DONE,
     ERROR,
+    FallBack,
     IEngineHost,
     IRelayEngine,
     IRelaySide,
-    _FallBack,
 )
 from splicetx._relay.direction import (
-    _INERT,
     FALLBACK_ERRNOS,
-    _Direction,
-    _errname,
+    INERT,
+    Direction,
+    errname,
     socketLoss,
     spliceFailure,
 )
 from splicetx._relay.pipes import PipePool
 from splicetx._relay.transports import (
-    _bufferEmpty,
-    _closeNow,
-    _closeTransport,
-    _guard,
-    _socketOf,
-    _unguard,
+    bufferEmpty,
+    closeNow,
+    closeTransport,
+    guardTransport,
+    socketOf,
+    unguardTransport,
 )
 
 
@@ -73,8 +73,8 @@ class _SpliceSocket:
     """
     The one reactor-registered object for one relayed socket.
 
-    @ivar source: the L{_Direction} that reads from this socket.
-    @ivar sink: the L{_Direction} that writes to this socket.
+    @ivar source: the L{Direction} that reads from this socket.
+    @ivar sink: the L{Direction} that writes to this socket.
     """
 
     __slots__ = (
@@ -96,7 +96,7 @@ class _SpliceSocket:
         self.engine: SpliceEngine | None = engine
         self.reactor = engine.reactor
         self.name = side.name
-        self.sock = _socketOf(t)
+        self.sock = socketOf(t)
         self.fd: int = self.sock.fileno()
         self.reading = False
         self.writing = False
@@ -152,7 +152,7 @@ class _SpliceSocket:
         # Late events of this reactor turn go nowhere.
         self.fd = -1
         self.engine = None
-        self.source = self.sink = _INERT
+        self.source = self.sink = INERT
 
     def __repr__(self) -> str:
         # Built on demand: a relay should not pay for it per connection.
@@ -184,7 +184,7 @@ class _Drained:
         t = self.side.transport
         if self.engine is None:
             return
-        if not _bufferEmpty(t):
+        if not bufferEmpty(t):
             return
         engine, self.engine = self.engine, None
         if t.producer is self:
@@ -263,8 +263,8 @@ class SpliceEngine:
         self._waiting: list[str] = []
         self._drainers: list[_Drained] = []
         self._socks: list[_SpliceSocket] = []
-        self._ab: _Direction | None = None
-        self._ba: _Direction | None = None
+        self._ab: Direction | None = None
+        self._ba: Direction | None = None
         self._doneAToB = self._doneBToA = 0
         self._guarded: list[Any] = []
 
@@ -289,11 +289,11 @@ class SpliceEngine:
         Check that pipes can be had, then quiet both transports, write the
         hand-over bytes and wait for both write buffers to drain.
 
-        @raise _FallBack: when no pipe can be had (nothing was taken).
+        @raise FallBack: when no pipe can be had (nothing was taken).
         """
         pool = self.pool
         if not pool.reserve(2):
-            raise _FallBack(f"pipe limit reached ({pool.maxPipes} pipes)")
+            raise FallBack(f"pipe limit reached ({pool.maxPipes} pipes)")
         self._reserved = True
         # Prove that pipes can be made now (EMFILE, ENFILE): fall back with
         # nothing lost if not.  The pipes stay in the pool for reuse; with two
@@ -307,7 +307,7 @@ class SpliceEngine:
                 pool.give(p)
             pool.unreserve(2)
             self._reserved = False
-            raise _FallBack(f"cannot create pipes: {_errname(e.errno or 0)}") from None
+            raise FallBack(f"cannot create pipes: {errname(e.errno or 0)}") from None
         for p in taken:
             pool.give(p)
 
@@ -323,7 +323,7 @@ class SpliceEngine:
             a.transport.write(self._toA)
         self._waiting = ["A", "B"]
         for side in (a, b):
-            if _bufferEmpty(side.transport):
+            if bufferEmpty(side.transport):
                 # The usual case: nothing to flush, no producer needed.
                 self._waiting.remove(side.name)
                 continue
@@ -353,8 +353,8 @@ class SpliceEngine:
         sa = _SpliceSocket(self, a)
         sb = _SpliceSocket(self, b)
         self._socks = [sa, sb]
-        ab = self._ab = _Direction(self, sa, sb)
-        ba = self._ba = _Direction(self, sb, sa)
+        ab = self._ab = Direction(self, sa, sb)
+        ba = self._ba = Direction(self, sb, sa)
         sa.source, sa.sink = ab, ba
         sb.source, sb.sink = ba, ab
         sa.startReading()
@@ -368,12 +368,12 @@ class SpliceEngine:
         """
         assert self.host is not None
         t = side.transport
-        _guard(t, self.host, side.name)
+        guardTransport(t, self.host, side.name)
         self._guarded.append(t)
 
     def _unguard(self) -> None:
         for t in self._guarded:
-            _unguard(t)
+            unguardTransport(t)
         self._guarded = []
 
     # -- events from the sides (hand-over only) ---------------------------------
@@ -419,19 +419,19 @@ class SpliceEngine:
             and not ba.eof
         )
 
-    def spliceFailed(self, direction: _Direction, e: OSError, reading: bool) -> None:
+    def spliceFailed(self, direction: Direction, e: OSError, reading: bool) -> None:
         err = e.errno or 0
         if err in FALLBACK_ERRNOS and reading and self._nothingMoved():
-            self._fallBack(f"first splice failed: {_errname(err)}")
+            self._fallBack(f"first splice failed: {errname(err)}")
             return
         self.fail(*spliceFailure(direction, err, reading))
 
-    def pipeFailed(self, direction: _Direction, e: OSError) -> None:
+    def pipeFailed(self, direction: Direction, e: OSError) -> None:
         if self._nothingMoved():
-            self._fallBack(f"cannot create a pipe: {_errname(e.errno or 0)}")
+            self._fallBack(f"cannot create a pipe: {errname(e.errno or 0)}")
             return
         self.fail(
-            ERROR, f"{direction.name}: cannot create a pipe: {_errname(e.errno or 0)}"
+            ERROR, f"{direction.name}: cannot create a pipe: {errname(e.errno or 0)}"
         )
 
     def socketLost(self, sock: _SpliceSocket, reason: Failure) -> None:
@@ -484,9 +484,9 @@ class SpliceEngine:
         """
         t = side.transport
         if self._installed:
-            _closeNow(t, abort)
+            closeNow(t, abort)
         else:
-            _closeTransport(t, abort)
+            closeTransport(t, abort)
 
     def release(self) -> None:
         """

@@ -31,11 +31,12 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from splicetx._relay.contract import CLOSED, IEngineHost, RelayUsageError
+from splicetx._relay.runtime import LOG_RELAY
 
 __all__ = ["spliceUnavailableReason"]
 
 # The namespace the relay's log events always had.
-_log = Logger(namespace="splicetx._relay.relay")
+_log = Logger(namespace=LOG_RELAY)
 
 
 def _platformReason() -> str | None:
@@ -70,7 +71,7 @@ def addStreamSocketClass(cls: type) -> None:
     Let transports of exactly C{cls} (a C{tcp.Client} or C{tcp.Server}
     subclass of splicetx's own, which changes nothing of how its socket is
     used) take the common path of L{spliceUnavailableReason} and
-    L{_deliveryPoint}.
+    L{deliveryPoint}.
     """
     global _STREAM_SOCKET_CLASSES
     _STREAM_SOCKET_CLASSES = _STREAM_SOCKET_CLASSES | {cls}
@@ -126,7 +127,7 @@ def _notAPlainStreamSocket(transport: object) -> str | None:
     return None
 
 
-def _deliveryPoint(transport: Any) -> tuple[Any, str]:
+def deliveryPoint(transport: Any) -> tuple[Any, str]:
     """
     Find the object and attribute through which C{transport} delivers bytes
     and connection events to its protocol.
@@ -148,7 +149,7 @@ def _deliveryPoint(transport: Any) -> tuple[Any, str]:
     )
 
 
-def _isConnected(transport: Any) -> bool:
+def isConnected(transport: Any) -> bool:
     """
     Whether C{transport} is connected and not closing.
     """
@@ -159,14 +160,14 @@ def _isConnected(transport: Any) -> bool:
     return bool(getattr(transport, "connected", True))
 
 
-def _bufferEmpty(t: Any) -> bool:
+def bufferEmpty(t: Any) -> bool:
     """
     Whether a C{tcp.Connection}'s write buffer is empty.
     """
     return not (len(t.dataBuffer) - t.offset + t._tempDataLen)
 
 
-def _canHalfClose(transport: Any) -> bool:
+def canHalfClose(transport: Any) -> bool:
     """
     Whether C{loseWriteConnection} really half-closes this transport (a
     C{ProtocolWrapper} such as TLS forwards unknown attributes to the raw
@@ -177,7 +178,7 @@ def _canHalfClose(transport: Any) -> bool:
     return callable(getattr(transport, "loseWriteConnection", None))
 
 
-def _socketOf(transport: Any) -> socket.socket:
+def socketOf(transport: Any) -> socket.socket:
     """
     The socket of a plain stream socket transport (one that
     L{spliceUnavailableReason} accepted).
@@ -186,7 +187,7 @@ def _socketOf(transport: Any) -> socket.socket:
     return sock
 
 
-def _closeTransport(transport: ITransport, abort: bool) -> None:
+def closeTransport(transport: ITransport, abort: bool) -> None:
     """
     Close C{transport} the public way (reset it when C{abort} and it can
     be); a failure is logged, not raised.
@@ -200,7 +201,7 @@ def _closeTransport(transport: ITransport, abort: bool) -> None:
         _log.failure("closing {transport!r} failed", transport=transport)
 
 
-def _closeNow(transport: Any, abort: bool) -> None:
+def closeNow(transport: Any, abort: bool) -> None:
     """
     Close a quiet socket transport at once: its write buffer is empty and it
     is not registered with the reactor (the splice engine owned its socket),
@@ -279,7 +280,7 @@ def _guardedClass(cls: type) -> type:
     return guarded
 
 
-def _guard(transport: Any, host: IEngineHost, name: str) -> None:
+def guardTransport(transport: Any, host: IEngineHost, name: str) -> None:
     """
     Quiet C{transport}'s own re-registering and writing methods while the
     kernel owns its socket (see L{_GuardedTransport}); closing it ends the
@@ -293,9 +294,9 @@ def _guard(transport: Any, host: IEngineHost, name: str) -> None:
     transport.__class__ = _guardedClass(type(transport))
 
 
-def _unguard(transport: Any) -> None:
+def unguardTransport(transport: Any) -> None:
     """
-    Undo L{_guard}.
+    Undo L{guardTransport}.
     """
     original = getattr(type(transport), "_splicetxOriginal", None)
     if original is not None:

@@ -56,7 +56,7 @@ WATCHED = 8
 #: keep pure bulk in pieces.
 BUSY = 0.01
 
-_now = time.monotonic
+monotonicNow = time.monotonic
 
 
 class _Turns:
@@ -147,7 +147,7 @@ class _Turns:
         if not smalls:
             return False
         until = next(reversed(smalls.values()))[1]
-        return until - SMALL_WINDOW + BUSY > _now()
+        return until - SMALL_WINDOW + BUSY > monotonicNow()
 
     def forget(self, d: Any) -> None:
         """
@@ -180,7 +180,7 @@ class _Turns:
             return
         self.serving = True
         try:
-            now = _now()
+            now = monotonicNow()
             smalls = self.smalls
             for fd, _ in self._poll.poll(0):
                 entry = smalls.get(fd)
@@ -213,7 +213,7 @@ class _Turns:
 _turns: weakref.WeakKeyDictionary[Any, _Turns] = weakref.WeakKeyDictionary()
 
 
-def _turnsFor(reactor: Any) -> _Turns:
+def turnsFor(reactor: Any) -> _Turns:
     turns = _turns.get(reactor)
     if turns is None:
         turns = _turns[reactor] = _Turns(reactor)

@@ -119,7 +119,7 @@ class Tally:
 
 
 @implementer(IPullProducer)
-class _Writer:
+class Writer:
     """
     Writes bytes to a transport in chunks, as a pull producer, so a slow
     reader holds the writer back instead of filling memory.
@@ -190,7 +190,7 @@ class BackendConnection(Protocol):
             # Read no faster than the peer takes the echo.
             self.transport.registerProducer(self.transport, True)
         elif kind == "source":
-            d = _Writer(
+            d = Writer(
                 self.transport,
                 payload(self.backend.size, self.backend.seed),
                 self.sent,

@@ -29,8 +29,8 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol, connecti
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx._relay.reactor import defaultReactor
-from splicetx.testing._backends import Backend, Listener, Tally, _Writer, payload
+from splicetx._relay.runtime import defaultReactor
+from splicetx.testing._backends import Backend, Listener, Tally, Writer, payload
 from splicetx.testing._reactors import buildReactor, runScenario
 
 __all__ = ["Loopback", "LoopbackClient", "runLoopback", "withLoopback"]
@@ -114,7 +114,7 @@ class LoopbackClient(Protocol):
         @return: a L{Deferred} firing with the number of bytes written once
             they are all in the transport.
         """
-        d = _Writer(self.transport, data, self.sent).start()
+        d = Writer(self.transport, data, self.sent).start()
         if halfClose:
             d.addCallback(lambda n: (self.closeWrite(), n)[1])
         return d
