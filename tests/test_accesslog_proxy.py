@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -230,6 +231,18 @@ class AccessLogCommandTests(SynchronousTestCase):
 
         proxy = runAsync(scenario(), 30)
         proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "ready")
+        # The client has closed, but on a loaded machine the proxy may not
+        # have read its FIN yet: a SIGTERM then would end the connection by
+        # the drain instead.  Wait (bounded) for the record first.
+        path = args[args.index("--access-log") + 1] if "--access-log" in args else "-"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if path == "-":
+                if proxy.connections():
+                    break
+            elif os.path.exists(path) and os.path.getsize(path) > 0:
+                break
+            time.sleep(0.02)
         proxy.signal()
         self.assertEqual(proxy.wait(30), 0)
         return proxy

@@ -27,7 +27,7 @@ START = 1
 #: {busy} is a loopback port already in use, {garbage} a file that is not a
 #: key, {tmp} a scratch directory.
 BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
-    ("nothing", [], USAGE, "--connect is required"),
+    ("nothing", [], USAGE, "nothing to serve: give --listen ENDPOINT"),
     ("noConnect", OK_LISTEN, USAGE, "--connect is required"),
     ("noListen", OK_CONNECT, USAGE, "--listen is required"),
     (

@@ -13,11 +13,11 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._config.rinetd import (
-    ConfigError,
     escapeEndpointValue,
     parseConfig,
     parseConfigFile,
 )
+from splicetx._config.values import ConfigError
 
 
 def fakeResolve(host: str) -> str:
@@ -197,7 +197,11 @@ BAD = [
     ("127.0.0.1 1 127.0.0.1 2\ndeny 10.*/8\n", 2, "bad address pattern"),
     ("127.0.0.1 1 127.0.0.1 2 [foo=1]\n", 1, "unknown option 'foo'"),
     ("127.0.0.1 1 127.0.0.1 2 [src]\n", 1, "bad option 'src'"),
-    ("127.0.0.1 1 127.0.0.1 2 [timeout=x]\n", 1, "bad timeout 'x'"),
+    (
+        "127.0.0.1 1 127.0.0.1 2 [timeout=x]\n",
+        1,
+        "timeout: expected a number of seconds",
+    ),
     ("127.0.0.1 1 127.0.0.1 2 [src=1.1.1.1\n", 1, "one [name=value,...] group"),
     ("[::1] 1 ::1 2\n", 1, "without brackets"),
     (

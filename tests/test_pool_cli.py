@@ -507,9 +507,9 @@ _OK = ["--connect", f"tcp:{LOOPBACK}:9"]
 BAD_POOL_INPUTS: list[tuple[list[str], str]] = [
     ([*_OK, "--balance", "fastest"], "--balance: unknown 'fastest'"),
     (["--connect", f"tcp:{LOOPBACK}:9 weight=0"], "--connect: upstream"),
-    ([*_OK, *_OK, "--max-fails", "x"], "--max-fails: expected an integer"),
+    ([*_OK, *_OK, "--max-fails", "x"], "--max-fails: expected a whole number"),
     ([*_OK, "--fail-timeout", "-1"], "--fail-timeout"),
-    ([*_OK, "--connect-tries", "0"], "--connect-tries: must be >= 1"),
+    ([*_OK, "--connect-tries", "0"], "--connect-tries: must be at least 1"),
     (
         [*_OK, "--health-check-rise", "2"],
         "--health-check-rise needs --health-check-interval",
@@ -734,7 +734,8 @@ class RinetdPoolTests(SynchronousTestCase):
         """
         A misplaced or bad upstream line names the file and line.
         """
-        from splicetx._config.rinetd import ConfigError, parseConfig
+        from splicetx._config.rinetd import parseConfig
+        from splicetx._config.values import ConfigError
 
         for text, line, problem in [
             ("upstream 10.0.0.2 80\n", 1, "upstream must follow a forward line"),

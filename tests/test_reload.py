@@ -24,7 +24,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from splicetx._app.reload import ConfigChanges, compareConfigs, reloadedConfig
 from splicetx._app.worker import ENV_READY
 from splicetx._config.model import Forward, ProxyConfig
-from splicetx._config.rinetd import ConfigError
+from splicetx._config.values import ConfigError
 from splicetx._proxy.access import AccessControl
 
 from . import test_workers

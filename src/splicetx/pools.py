@@ -5,7 +5,7 @@ name without terminating it.  See C{docs/pools.md}.
 
 The names here are the public face of L{splicetx._pool.pool},
 L{splicetx._pool.balance}, L{splicetx._pool.health}, L{splicetx._pool.sni} and
-L{splicetx._proxy.poolproxy}.
+L{splicetx._pool.endpoints} and L{splicetx._proxy.poolproxy}.
 """
 
 from splicetx._pool.balance import (
@@ -18,6 +18,7 @@ from splicetx._pool.balance import (
     clientKeyFor,
     makeBalancer,
 )
+from splicetx._pool.endpoints import PoolEndpoint, UpstreamEndpoint, asEndpoint
 from splicetx._pool.health import HealthChecker, IHealthChecker
 from splicetx._pool.pool import (
     IUpstreamPool,
@@ -32,12 +33,9 @@ from splicetx._pool.sni import (
     SNIRouter,
 )
 from splicetx._proxy.poolproxy import (
-    PoolEndpoint,
     PoolProxyFactory,
     PoolProxyProtocol,
     SNIProxyProtocol,
-    UpstreamEndpoint,
-    asEndpoint,
 )
 
 __all__ = [

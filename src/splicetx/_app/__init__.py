@@ -3,10 +3,10 @@ The C{twist splice-proxy} application.
 
 It imports every layer below it; nothing imports it.
 
- - C{tap}: the command-line options and C{makeService}.
- - C{pooloptions}: the pool options and the TOML configuration file.
+ - C{tap}: the command-line options (one C{Options}) and C{makeService}.
  - C{service}: the service: listeners, metrics, drain on signals.
- - C{poolservice}: the running pools of a forward.
+ - C{poolservice}: the running pools of a forward, built from the
+   configuration's values.
  - C{reload}: SIGHUP re-reads the configuration file.
  - C{supervisor}, C{processes}, C{worker}: C{--workers N}: the
    supervisor's service, the worker processes, and the worker side.

@@ -8,21 +8,108 @@ L{SpliceProxyService <splicetx._app.service.SpliceProxyService>} makes one
 L{ForwardPools} per forward that has a pool or SNI routes and hands it to
 L{buildFactory <splicetx._app.service.SpliceProxyService.buildFactory>} as the
 forward's upstream, which makes a L{PoolProxyFactory} from it
-(L{PoolProxyFactory.forPools}).
+(L{PoolProxyFactory.forPools}).  The builders (L{buildPool},
+L{buildHealthChecker}, L{buildRouter}) make the running objects from the
+configuration's values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from splicetx._config.model import Forward
-from splicetx._config.pools import buildHealthChecker, buildPool, buildRouter
+from splicetx._config.model import Forward, HealthCheckSpec, PoolSpec
+from splicetx._pool.balance import makeBalancer
 from splicetx._pool.health import HealthChecker
-from splicetx._pool.pool import UpstreamPool
+from splicetx._pool.pool import Upstream, UpstreamPool
 from splicetx._pool.sni import SNIRouter
 
-__all__ = ["ForwardPools", "hasPools"]
+__all__ = ["ForwardPools", "hasPools", "buildPool", "buildHealthChecker", "buildRouter"]
+
+
+def buildPool(
+    spec: PoolSpec,
+    makeEndpoint: Callable[[str], Any],
+    name: str = "default",
+    tryTimeout: float | None = None,
+    reactor: Any = None,
+) -> UpstreamPool:
+    """
+    Make the L{UpstreamPool} a L{PoolSpec} describes.
+
+    @param spec: the pool as written.
+    @param makeEndpoint: turns an endpoint string into an
+        C{IStreamClientEndpoint} (e.g. C{lambda s: clientFromString(reactor,
+        s)}); its exceptions propagate.
+    @param name: the pool's (forward's) name.
+    @param tryTimeout: seconds per connect (the C{--connect-timeout}).
+    @param reactor: for the pool's timeouts and the members' clocks.
+    @return: the pool; members are described by their endpoint strings.
+    """
+    members = [
+        Upstream(
+            makeEndpoint(u.endpoint),
+            description=u.endpoint,
+            weight=u.weight,
+            maxFails=spec.maxFails if u.maxFails is None else u.maxFails,
+            failTimeout=spec.failTimeout if u.failTimeout is None else u.failTimeout,
+            clock=reactor,
+        )
+        for u in spec.upstreams
+    ]
+    return UpstreamPool(
+        members,
+        makeBalancer(spec.balance),
+        name=name,
+        maxTries=spec.maxTries,
+        tryTimeout=tryTimeout,
+        totalTimeout=spec.failoverTimeout,
+        reactor=reactor,
+    )
+
+
+def buildHealthChecker(
+    pool: UpstreamPool,
+    spec: HealthCheckSpec,
+    reactor: Any = None,
+    stateChanged: Callable[[Upstream, bool, str | None], None] | None = None,
+) -> HealthChecker:
+    """
+    Make the (not yet started) L{HealthChecker} of a pool.
+
+    @param pool: the pool whose members it probes.
+    @param spec: the checks as written.
+    @param reactor: see L{HealthChecker}.
+    @param stateChanged: see L{HealthChecker}.
+    @return: the checker; call C{start()} when the service starts.
+    """
+    return HealthChecker(
+        pool.members,
+        interval=spec.interval,
+        timeout=spec.timeout,
+        rise=spec.rise,
+        fall=spec.fall,
+        send=spec.send,
+        expect=spec.expect,
+        reactor=reactor,
+        poolName=pool.name,
+        stateChanged=stateChanged,
+    )
+
+
+def buildRouter(
+    routes: Iterable[tuple[str, UpstreamPool]], default: UpstreamPool | None
+) -> SNIRouter:
+    """
+    Make an L{SNIRouter} whose targets are pools.
+
+    @param routes: C{(pattern, pool)} pairs.
+    @param default: the pool for unmatched names (the C{connect} pool), or
+        C{None} to refuse them.
+    @return: the router.
+    @raise ValueError: for a bad or repeated pattern.
+    """
+    return SNIRouter(list(routes), default=default)
 
 
 def hasPools(forward: Forward) -> bool:

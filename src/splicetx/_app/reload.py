@@ -49,20 +49,18 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from splicetx._app.pooloptions import isTomlConfig, tomlForwards
+from splicetx._app.worker import isWorker
 from splicetx._config.endpoints import explainEndpointError
+from splicetx._config.files import readConfigFile
 from splicetx._config.model import Forward, ProxyConfig
-from splicetx._config.rinetd import ConfigError, parseConfig
-from splicetx._config.values import _Exit
+from splicetx._config.values import ConfigError
 from splicetx._proxy.access import AccessControl
 from splicetx._relay.runtime import LOG_PROXY
 
 __all__ = [
     "ConfigChanges",
-    "readConfigText",
     "ServiceReloader",
     "compareConfigs",
-    "fileForwards",
     "installReloadSignal",
     "logReloadFailed",
     "logReloaded",
@@ -70,57 +68,6 @@ __all__ = [
 ]
 
 _log = Logger(namespace=LOG_PROXY)
-
-
-def readConfigText(path: str) -> str:
-    """
-    Read a C{--config} file.
-
-    @raise ConfigError: when it cannot be read or is not UTF-8.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(path, 0, f"cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, 0, f"not UTF-8 text: {e.reason}") from None
-
-
-def fileForwards(
-    path: str, commandACL: AccessControl | None = None, text: str | None = None
-) -> tuple[list[Forward], list[str]]:
-    """
-    Read the forwards of a C{--config} file, with the command line's
-    C{--allow}/C{--deny} rules applied to each forward first.
-
-    @param path: the file.
-    @param commandACL: the command line's rules, or C{None}.
-    @param text: the file's text, when already read (default: read
-        C{path}).
-    @return: the forwards and the warnings about the file.
-    @raise ConfigError: when the file cannot be read or has a problem.
-    """
-    if text is None:
-        text = readConfigText(path)
-    if isTomlConfig(path):
-        try:
-            return tomlForwards(path, commandACL, text), []
-        except _Exit as e:
-            raise ConfigError(path, 0, str(e).removeprefix(f"{path}: ")) from None
-    config = parseConfig(text, path)
-    forwards = []
-    for f in config.forwards:
-        rules = f.acl
-        if rules is not None and commandACL is not None and not commandACL.empty:
-            # The command line's rules apply to every forward, first.
-            outer = AccessControl(
-                config.globalACL.allow, config.globalACL.deny, outer=commandACL
-            )
-            rules = AccessControl(rules.allow, rules.deny, outer=outer)
-        empty = rules is None or rules.empty
-        forwards.append(attr.evolve(f, acl=None if empty else rules))
-    return forwards, list(config.warnings)
 
 
 def reloadedConfig(config: ProxyConfig, text: str | None = None) -> ProxyConfig:
@@ -135,15 +82,16 @@ def reloadedConfig(config: ProxyConfig, text: str | None = None) -> ProxyConfig:
     """
     path = config.configFile
     if path is None:
-        raise ConfigError("(none)", 0, "no --config file to reload")
-    forwards, warnings = fileForwards(path, config.commandACL, text)
+        raise ConfigError("no --config file to reload")
+    fromFile = readConfigFile(path, config.commandACL, text, not isWorker())
+    forwards, warnings = fromFile.forwards, fromFile.warnings
     kept = [f for f in config.forwards if f.lineNumber == 0]
     taken = {d for f in kept for d in f.listens}
     for f in forwards:
         for d in f.listens:
             if d in taken:
                 raise ConfigError(
-                    path, f.lineNumber, f"listens on {d}, which --listen uses"
+                    f"listens on {d}, which --listen uses", path, f.lineNumber
                 )
     return attr.evolve(config, forwards=[*kept, *forwards], warnings=warnings)
 

@@ -27,7 +27,6 @@ from splicetx._app.reload import (
     installReloadSignal,
     logReloaded,
     logReloadFailed,
-    readConfigText,
     refuseReload,
     reloadedConfig,
 )
@@ -38,8 +37,9 @@ from splicetx._app.service import (
     logMetricsPort,
 )
 from splicetx._app.worker import ENV_CONFIG
+from splicetx._config.files import readConfigText
 from splicetx._config.model import ProxyConfig
-from splicetx._config.rinetd import ConfigError
+from splicetx._config.values import ConfigError
 from splicetx._relay.runtime import LOG_PROXY, defaultReactor
 
 __all__ = ["SpliceProxySupervisorService", "twistArguments", "workerArguments"]

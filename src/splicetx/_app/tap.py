@@ -28,38 +28,35 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from splicetx._app import worker as _worker
-from splicetx._app.pooloptions import (
-    PoolOptions,
-    commandLineForward,
-    connectStrings,
-)
-from splicetx._app.reload import fileForwards
 from splicetx._app.service import METRICS_MISSING, SpliceProxyService
 from splicetx._app.supervisor import (
     SpliceProxySupervisorService,
     twistArguments,
     workerArguments,
 )
+from splicetx._config.commandline import commandLineForward
 from splicetx._config.endpoints import (
     DEFAULT_BACKLOG,
     checkListen,
     withBacklog,
 )
-from splicetx._config.model import Forward, ProxyConfig
-from splicetx._config.rinetd import ConfigError
+from splicetx._config.files import connectStrings, readConfigFile
+from splicetx._config.model import DEFAULT_SNI_TIMEOUT, Forward, ProxyConfig
+from splicetx._config.pools import POOL_OPTIONS
 from splicetx._config.values import (
     EXIT_USAGE,
-    _accessControl,
-    _count,
-    _Exit,
-    _proxyProtocolVersion,
-    _seconds,
-    _size,
-    _tcpKeepalive,
-    _trustedSources,
-    _workerCount,
+    ConfigError,
+    parseAccessControl,
+    parseCount,
+    parseDuration,
+    parseKeepalive,
+    parseProxyProtocolVersion,
+    parseSize,
+    parseTrustedSources,
+    parseWorkerCount,
 )
 from splicetx._ops.accesslog import ACCESS_LOG_FORMATS
+from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy import tls as _tls
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
 from splicetx._relay.relay import ENGINES
@@ -88,7 +85,42 @@ def _infoObserved(options: Options) -> bool:
     return bool(level <= LogLevel.info)
 
 
-class Options(PoolOptions, usage.Options):
+_POOL_HELP = {
+    "balance": "How a pool picks an upstream: roundrobin (default), "
+    "leastconn, source (client IP hash) or random.",
+    "max-fails": "Failed connects within --fail-timeout that make a pool "
+    "upstream skipped (default 1; 0: never).",
+    "fail-timeout": "Seconds for counting failures, and how long a failed "
+    "upstream is skipped (default 10).",
+    "connect-tries": "Upstreams tried for one client (default: every "
+    "available one once).",
+    "failover-timeout": "Seconds all connect tries of one client may take "
+    "together (default: no limit beyond the tries).",
+    "health-check-interval": "Probe every pool upstream every S seconds "
+    "(default: no active checks).",
+    "health-check-timeout": "Seconds one probe may take (default min(interval, 10)).",
+    "health-check-rise": "Good probes in a row that bring an upstream back "
+    "(default 2).",
+    "health-check-fall": "Failed probes in a row that take an upstream out "
+    "(default 3).",
+    "health-check-send": "Bytes a probe sends once connected (\\r, \\n, "
+    "\\t, \\\\ and \\xHH escapes).",
+    "health-check-expect": "The prefix a probe's reply must start with.",
+}
+
+
+#: The duration options, and whether each must be more than zero (for the
+#: others, 0 means "never" or "no limit").
+_DURATION_OPTIONS = (
+    ("connect-timeout", True),
+    ("idle-timeout", False),
+    ("half-close-timeout", False),
+    ("drain-timeout", False),
+    ("proxy-protocol-timeout", True),
+)
+
+
+class Options(usage.Options):
     """
     Options of C{twist splice-proxy}.
 
@@ -258,6 +290,22 @@ class Options(PoolOptions, usage.Options):
         ],
     ]
 
+    optParameters += [[name, None, None, _POOL_HELP[name]] for name in POOL_OPTIONS]
+    optParameters += [
+        [
+            "sni-timeout",
+            None,
+            f"{DEFAULT_SNI_TIMEOUT:g}",
+            "With --route-sni, seconds a client has to send its TLS ClientHello.",
+        ],
+        [
+            "sni-max-size",
+            None,
+            str(DEFAULT_MAX_SIZE),
+            "With --route-sni, the longest ClientHello accepted, in bytes.",
+        ],
+    ]
+
     optFlags = [
         [
             "accept-proxy-protocol",
@@ -294,6 +342,25 @@ class Options(PoolOptions, usage.Options):
 
     opt_l = opt_listen
 
+    def opt_connect(self, description: str) -> None:
+        """
+        Upstream client endpoint (repeatable: a pool), e.g. tcp:10.0.0.2:80,
+        tcp6:[2001:db8::2]:80, unix:/run/app.sock, tls:example.com:443,
+        optionally followed by weight=N max-fails=N fail-timeout=S.  Host
+        names are resolved without blocking.
+        """
+        self["connect"].append(description)
+
+    opt_c = opt_connect
+
+    def opt_route_sni(self, route: str) -> None:
+        """
+        NAME=ENDPOINT: send TLS clients whose server name is NAME (or
+        matches *.DOMAIN) to ENDPOINT (--connect syntax; repeatable, the
+        same NAME again makes a pool).
+        """
+        self["route-sni"].append(route)
+
     def opt_allow(self, rule: str) -> None:
         """
         Serve only clients matching this CIDR network, address or rinetd
@@ -321,7 +388,7 @@ class Options(PoolOptions, usage.Options):
         Refuse positional arguments: every setting is an option.
         """
         if args:
-            raise _Exit(
+            raise ConfigError(
                 f"unexpected argument(s): {' '.join(args)} (use --listen and "
                 "--connect; see --help)"
             )
@@ -347,74 +414,75 @@ class Options(PoolOptions, usage.Options):
         @raise usage.UsageError: for bad input, with a message naming the
             option.
         """
-        if not self["config"] or self["listen"]:
-            if not self["connect"] and not self["route-sni"]:
-                raise _Exit(
-                    "--connect is required (the upstream, e.g. --connect "
-                    "tcp:127.0.0.1:8080)"
-                )
-        if not self["listen"] and (self["connect"] or not self["config"]):
-            raise _Exit("--listen is required (e.g. --listen tcp:8989)")
+        if not self["listen"] and (self["connect"] or self["route-sni"]):
+            raise ConfigError("--listen is required (e.g. --listen tcp:8989)")
+        if not self["listen"] and not self["config"]:
+            raise ConfigError(
+                "nothing to serve: give --listen ENDPOINT and --connect ENDPOINT "
+                "(e.g. --listen tcp:8989 --connect tcp:127.0.0.1:8080), or "
+                "--config FILE"
+            )
+        if self["listen"] and not self["connect"] and not self["route-sni"]:
+            raise ConfigError(
+                "--connect is required (the upstream, e.g. --connect "
+                "tcp:127.0.0.1:8080)"
+            )
         engine = self["engine"].strip().lower()
         if engine not in ENGINES:
-            raise _Exit(
+            raise ConfigError(
                 f"--engine: unknown engine {self['engine']!r} "
                 f"(use {', '.join(ENGINES)})"
             )
         self["engine"] = engine
-        self["pipe-size"] = _size("pipe-size", self["pipe-size"])
+        self["pipe-size"] = parseSize(self["pipe-size"], "--pipe-size")
         if self["max-pipes"] is not None:
-            self["max-pipes"] = _count("max-pipes", self["max-pipes"], 0)
-        self["connect-timeout"] = _seconds(
-            "connect-timeout", self["connect-timeout"], positive=True
-        )
-        self["idle-timeout"] = _seconds("idle-timeout", self["idle-timeout"])
-        self["half-close-timeout"] = _seconds(
-            "half-close-timeout", self["half-close-timeout"]
-        )
-        self["tcp-keepalive"] = _tcpKeepalive(self["tcp-keepalive"])
+            self["max-pipes"] = parseCount(self["max-pipes"], "--max-pipes", 0)
+        for name, positive in _DURATION_OPTIONS:
+            self[name] = parseDuration(self[name], f"--{name}", positive)
+        self["tcp-keepalive"] = parseKeepalive(self["tcp-keepalive"])
         trusted = self["proxy-protocol-from"]
         if trusted:
             if not self["accept-proxy-protocol"]:
-                raise _Exit("--proxy-protocol-from needs --accept-proxy-protocol")
-            _trustedSources(trusted)
-        self["drain-timeout"] = _seconds("drain-timeout", self["drain-timeout"])
-        self["backlog"] = _count("backlog", self["backlog"], 1)
+                raise ConfigError("--proxy-protocol-from needs --accept-proxy-protocol")
+            parseTrustedSources(trusted)
+        self["backlog"] = parseCount(self["backlog"], "--backlog", 1)
         mc = self["max-connections"]
         if isinstance(mc, str) and mc.strip().lower() == "auto":
             self["max-connections"] = "auto"
         else:
-            n = _count("max-connections", mc, 0)
-            self["max-connections"] = n or None
-        self["proxy-protocol-timeout"] = _seconds(
-            "proxy-protocol-timeout", self["proxy-protocol-timeout"], positive=True
-        )
+            self["max-connections"] = parseCount(mc, "--max-connections", 0) or None
         if self["proxy-protocol"] is not None:
-            self["proxy-protocol"] = _proxyProtocolVersion(self["proxy-protocol"])
+            self["proxy-protocol"] = parseProxyProtocolVersion(self["proxy-protocol"])
         if self["workers"] is not None:
-            self["workers"] = _workerCount(self["workers"])
+            self["workers"] = parseWorkerCount(self["workers"])
         if self["metrics"] is not None:
             checkListen(self["metrics"], "--metrics")
             try:
                 import prometheus_client  # noqa: F401
             except ImportError:
-                raise _Exit(METRICS_MISSING)
+                raise ConfigError(METRICS_MISSING)
         self._checkAccessLog()
-        acl = _accessControl(self["allow"], self["deny"])
+        acl = parseAccessControl(self["allow"], self["deny"])
+        commandACL = None if acl.empty else acl
+        # A worker adopts its supervisor's sockets: it does not check the
+        # listening strings again (a systemd: string names sockets of the
+        # supervisor's environment, not its own).
+        checkListens = not _worker.isWorker()
         forwards: list[Forward] = []
         warnings: list[str] = []
         if self["listen"]:
-            forwards.append(commandLineForward(self, None if acl.empty else acl))
+            forwards.append(commandLineForward(self, commandACL, checkListens))
         if self["config"]:
+            # A worker reads the copy its supervisor checked.
             try:
-                # A worker reads the copy its supervisor checked.
                 text = _worker.configText()
-                fromFile, warnings = fileForwards(self["config"], acl, text)
             except OSError as e:
-                raise _Exit(f"{self['config']}: cannot read the supervisor's copy: {e}")
-            except ConfigError as e:
-                raise _Exit(str(e))
-            forwards.extend(fromFile)
+                raise ConfigError(
+                    f"{self['config']}: cannot read the supervisor's copy: {e}"
+                ) from None
+            fromFile = readConfigFile(self["config"], commandACL, text, checkListens)
+            forwards.extend(fromFile.forwards)
+            warnings.extend(fromFile.warnings)
         try:
             alpn, connectALPN = _tls.checkALPNOptions(
                 self["alpn"],
@@ -423,7 +491,7 @@ class Options(PoolOptions, usage.Options):
                 connectStrings(forwards),
             )
         except ValueError as e:
-            raise _Exit(str(e))
+            raise ConfigError(str(e))
         if self["accept-proxy-protocol"] and not trusted:
             warnings.append(
                 "--accept-proxy-protocol without --proxy-protocol-from: any "
@@ -454,7 +522,7 @@ class Options(PoolOptions, usage.Options):
             accessLogFormat=self["access-log-format"],
             warnings=warnings,
             configFile=self["config"],
-            commandACL=None if acl.empty else acl,
+            commandACL=commandACL,
             alpn=alpn,
             connectALPN=connectALPN,
         )
@@ -469,7 +537,7 @@ class Options(PoolOptions, usage.Options):
         if form is not None:
             form = form.strip().lower()
             if form not in ACCESS_LOG_FORMATS:
-                raise _Exit(
+                raise ConfigError(
                     f"--access-log-format: unknown format "
                     f"{self['access-log-format']!r} (use "
                     f"{', '.join(ACCESS_LOG_FORMATS)})"
@@ -482,7 +550,7 @@ class Options(PoolOptions, usage.Options):
             with open(path, "a", encoding="utf-8"):
                 pass
         except OSError as e:
-            raise _Exit(f"--access-log: cannot open {path!r}: {e.strerror or e}")
+            raise ConfigError(f"--access-log: cannot open {path!r}: {e.strerror or e}")
 
 
 def _twistLogFile(options: Options) -> tuple[Any, str | None]:

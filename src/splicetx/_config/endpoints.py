@@ -5,7 +5,7 @@ C{serverFromString}/C{clientFromString} syntax, plus a C{tcp6:} client
 endpoint, bracketed IPv6 literals (C{tcp6:[::1]:8080}) and a default
 C{backlog=}.
 
-The C{_check*} functions parse a string while the options are read (before
+L{checkListen} and L{checkConnect} parse a string while the options are read (before
 any reactor is installed) and turn every failure into one line naming the
 option; L{explainEndpointError} words an exception for such a line.
 """
@@ -23,7 +23,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IReactorPluggableNameResolver
 from zope.interface import implementer
 
-from splicetx._config.values import _Exit
+from splicetx._config.values import ConfigError
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -31,6 +31,9 @@ __all__ = [
     "endpointType",
     "serverEndpoint",
     "withBacklog",
+    "checkListen",
+    "checkConnect",
+    "explainEndpointError",
 ]
 
 #: The default listen backlog.  Twisted's default of 50 overflows under a
@@ -259,37 +262,37 @@ def checkListen(description: str, option: str = "--listen") -> None:
 
     @param description: the string as given.
     @param option: the option it came from, for the message.
-    @raise _Exit: with one line when it cannot be parsed.
+    @raise ConfigError: with one line when it cannot be parsed.
     """
     if _unixPathMissing(description):
-        raise _Exit(f"{option} {description!r}: a unix endpoint needs a path")
+        raise ConfigError(f"{option} {description!r}: a unix endpoint needs a path")
     try:
         serverEndpoint(_ParseOnlyReactor(), description)
     except (IndexError, KeyError) as e:
         if endpointType(description) == "systemd":
-            raise _Exit(f"{option} {description}: {_SYSTEMD_HINT}")
-        raise _Exit(f"{option} {description}: {explainEndpointError(e)}")
+            raise ConfigError(f"{option} {description}: {_SYSTEMD_HINT}")
+        raise ConfigError(f"{option} {description}: {explainEndpointError(e)}")
     except Exception as e:
         hint = ""
         if type(e).__module__.startswith("OpenSSL"):
-            raise _Exit(
+            raise ConfigError(
                 f"{option} {description}: cannot load the TLS key or "
                 f"certificate ({explainEndpointError(e)})"
             )
         if description.strip().isdigit():
             hint = f" (did you mean tcp:{description.strip()}?)"
-        raise _Exit(f"{option} {description}: {explainEndpointError(e)}{hint}")
+        raise ConfigError(f"{option} {description}: {explainEndpointError(e)}{hint}")
 
 
 def checkConnect(description: str) -> None:
     """
     Check the C{--connect} client endpoint string.
 
-    @raise _Exit: with one line when it cannot be parsed.
+    @raise ConfigError: with one line when it cannot be parsed.
     """
     if _unixPathMissing(description):
-        raise _Exit(f"--connect {description!r}: a unix endpoint needs a path")
+        raise ConfigError(f"--connect {description!r}: a unix endpoint needs a path")
     try:
         clientEndpoint(_ParseOnlyReactor(), description)
     except Exception as e:
-        raise _Exit(f"--connect {description}: {explainEndpointError(e)}")
+        raise ConfigError(f"--connect {description}: {explainEndpointError(e)}")

@@ -1,14 +1,24 @@
 # -*- test-case-name: tests.test_cli -*-
 """
-The configuration of a C{splice-proxy} run as one frozen value: the
-forwards to serve (L{Forward}) and every setting of the service and its
-factories (L{ProxyConfig}).
+The configuration of a C{splice-proxy} run as frozen values, the one model
+that every way of writing it produces: the command line
+(L{splicetx._config.commandline}), a rinetd file (L{splicetx._config.rinetd})
+and a TOML file (L{splicetx._config.toml}).
 
-C{Options.postOptions} (in L{splicetx._app.tap}) builds it from the command
-line and a C{--config} file (L{splicetx._config.rinetd} reads those into
-L{Forward}s too); L{SpliceProxyService <splicetx._app.service.SpliceProxyService>}
-and L{SpliceProxySupervisorService
-<splicetx._app.supervisor.SpliceProxySupervisorService>} take it whole.
+  - L{ProxyConfig}: everything the service needs, with its L{Forward}s.
+  - L{Forward}: listening endpoints, one upstream or a L{PoolSpec}, SNI
+    routes, access rules.
+  - L{PoolSpec}, L{UpstreamSpec}, L{HealthCheckSpec}: a pool, its members
+    and its active checks, as written (the service builds the running
+    objects from them).
+  - L{ConfigFile}: what a configuration file gave: its forwards and the
+    warnings about it.
+
+L{SpliceProxyService <splicetx._app.service.SpliceProxyService>} and
+L{SpliceProxySupervisorService
+<splicetx._app.supervisor.SpliceProxySupervisorService>} take a
+L{ProxyConfig} whole.  Values here are already checked: the readers raise
+L{ConfigError <splicetx._config.values.ConfigError>} before any is made.
 """
 
 from __future__ import annotations
@@ -19,18 +29,39 @@ from typing import Any
 import attr
 
 from splicetx._config.endpoints import DEFAULT_BACKLOG, withBacklog
+from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
+from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
+from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy.access import AccessControl
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
 
-__all__ = ["Forward", "ProxyConfig"]
+__all__ = [
+    "Forward",
+    "ProxyConfig",
+    "PoolSpec",
+    "UpstreamSpec",
+    "HealthCheckSpec",
+    "ConfigFile",
+    "DEFAULT_SNI_TIMEOUT",
+    "MIN_SNI_MAX_SIZE",
+]
+
+#: Seconds a client may take to send its ClientHello.
+DEFAULT_SNI_TIMEOUT = 5.0
+
+#: The smallest C{sni-max-size} accepted (a ClientHello's usual size is
+#: 0.2 to 2 KiB).
+MIN_SNI_MAX_SIZE = 512
 
 
 def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _routes(value: Iterable[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
+def _routes(
+    value: Iterable[tuple[str, PoolSpec]],
+) -> tuple[tuple[str, PoolSpec], ...]:
     return tuple(value)
 
 
@@ -45,6 +76,71 @@ def _atLeastOne(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
 
 def _protocols(value: Iterable[bytes]) -> tuple[bytes, ...]:
     return tuple(value)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class UpstreamSpec:
+    """
+    One upstream of a pool, as written.
+
+    @ivar endpoint: the client endpoint string.
+    @ivar weight: see L{Upstream.weight <splicetx.pools.Upstream.weight>}.
+    @ivar maxFails: see L{Upstream.maxFails <splicetx.pools.Upstream.maxFails>};
+        C{None}: the pool's default.
+    @ivar failTimeout: see L{Upstream.failTimeout
+        <splicetx.pools.Upstream.failTimeout>}; C{None}: the pool's default.
+    """
+
+    endpoint: str
+    weight: int = 1
+    maxFails: int | None = None
+    failTimeout: float | None = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class HealthCheckSpec:
+    """
+    Active health checking of a pool (see L{splicetx.pools.HealthChecker}).
+
+    @ivar interval: seconds between probes.
+    @ivar timeout: seconds per probe; C{None}: C{min(interval, 10)}.
+    @ivar rise: good probes that bring an upstream up.
+    @ivar fall: failed probes that take it down.
+    @ivar send: bytes sent once connected.
+    @ivar expect: the reply's expected prefix.
+    """
+
+    interval: float
+    timeout: float | None = None
+    rise: int = DEFAULT_RISE
+    fall: int = DEFAULT_FALL
+    send: bytes = b""
+    expect: bytes = b""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class PoolSpec:
+    """
+    A pool of upstreams.
+
+    @ivar upstreams: its members.
+    @ivar balance: a balancer name (L{splicetx.pools.BALANCERS}).
+    @ivar maxFails: the members' default C{max-fails}.
+    @ivar failTimeout: the members' default C{fail-timeout}.
+    @ivar maxTries: see L{UpstreamPool.maxTries
+        <splicetx.pools.UpstreamPool.maxTries>}.
+    @ivar failoverTimeout: see L{UpstreamPool.totalTimeout
+        <splicetx.pools.UpstreamPool.totalTimeout>}.
+    @ivar healthCheck: active checks, or C{None}.
+    """
+
+    upstreams: tuple[UpstreamSpec, ...]
+    balance: str = "roundrobin"
+    maxFails: int = DEFAULT_MAX_FAILS
+    failTimeout: float = DEFAULT_FAIL_TIMEOUT
+    maxTries: int | None = None
+    failoverTimeout: float | None = None
+    healthCheck: HealthCheckSpec | None = None
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
@@ -68,7 +164,7 @@ class Forward:
     @ivar connectPort: the upstream port number from the file.
     @ivar name: the forward's name in logs and metrics (a TOML forward's
         C{name}); C{None}: named by L{listen}.
-    @ivar pool: the upstream pool (L{PoolSpec <splicetx._config.pools.PoolSpec>})
+    @ivar pool: the upstream pool (L{PoolSpec})
         when it has several upstreams or pool options, else C{None} (one
         plain upstream: L{connect}, no pool on the connection path).  With
         a pool, L{connect} is its first upstream, for messages.
@@ -88,10 +184,10 @@ class Forward:
     connectAddress: str | None = None
     connectPort: int | None = None
     name: str | None = None
-    pool: Any = None
-    routes: tuple[tuple[str, Any], ...] = attr.ib(default=(), converter=_routes)
-    sniTimeout: float = 5.0
-    sniMaxSize: int = 16384
+    pool: PoolSpec | None = None
+    routes: tuple[tuple[str, PoolSpec], ...] = attr.ib(default=(), converter=_routes)
+    sniTimeout: float = DEFAULT_SNI_TIMEOUT
+    sniMaxSize: int = DEFAULT_MAX_SIZE
 
     @property
     def listen(self) -> str:
@@ -205,3 +301,28 @@ class ProxyConfig:
         The same strings as the user wrote them (for messages).
         """
         return [d for f in self.forwards for d in f.listens]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ConfigFile:
+    """
+    What a C{--config} file gave, in either format.
+
+    @ivar forwards: its forwards, in file order.
+    @ivar warnings: C{FILE:LINE: ...} lines about statements accepted but
+        ignored, for the log.
+    @ivar globalACL: the rules that apply to every forward of the file
+        (rinetd's rules before the first forward), or C{None}.
+    @ivar logFile: rinetd's C{logfile} path, if given (unused: logging goes
+        to C{twist}'s log observers).
+    @ivar pidFile: rinetd's C{pidlogfile} path, if given (unused: use
+        C{twist}'s own pid handling or the service manager).
+    @ivar logCommon: whether rinetd's C{logcommon} was given (unused).
+    """
+
+    forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
+    warnings: tuple[str, ...] = attr.ib(default=(), converter=_strings)
+    globalACL: AccessControl | None = None
+    logFile: str | None = None
+    pidFile: str | None = None
+    logCommon: bool = False

@@ -48,22 +48,12 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
-import attr
-
-from splicetx._config.model import Forward
-from splicetx._config.pools import (
-    POOL_OPTIONS,
-    PoolSpec,
-    PoolSyntaxError,
-    parseUpstream,
-    poolSpecFromOptions,
-)
+from splicetx._config.model import ConfigFile, Forward, PoolSpec
+from splicetx._config.pools import POOL_OPTIONS, parseUpstream, poolSpecFromOptions
+from splicetx._config.values import ConfigError, parseDuration
 from splicetx._proxy.access import AccessControl, AccessRule, parseRule
 
 __all__ = [
-    "ConfigError",
-    "Forward",
-    "ForwardConfig",
     "parseConfig",
     "parseConfigFile",
     "escapeEndpointValue",
@@ -72,52 +62,6 @@ __all__ = [
 
 #: Options of one upstream (rinetd brackets of an C{upstream} line).
 _UPSTREAM_OPTIONS = ("weight", "max-fails", "fail-timeout")
-
-
-class ConfigError(ValueError):
-    """
-    A configuration file cannot be used.
-
-    @ivar filename: the file's name.
-    @ivar lineNumber: the 1-based line number, or C{0} for the whole file.
-    @ivar problem: what is wrong.
-    """
-
-    def __init__(self, filename: str, lineNumber: int, problem: str) -> None:
-        self.filename = filename
-        self.lineNumber = lineNumber
-        self.problem = problem
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        if self.lineNumber:
-            return f"{self.filename}:{self.lineNumber}: {self.problem}"
-        return f"{self.filename}: {self.problem}"
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class ForwardConfig:
-    """
-    A parsed configuration file.
-
-    @ivar forwards: the forwards, in file order (each with one listening
-        endpoint string and its rinetd fields set).
-    @ivar globalACL: the rules that precede every forward.
-    @ivar warnings: C{FILE:LINE: ...} lines about accepted but ignored
-        statements, for the log.
-    @ivar logFile: the C{logfile} path, if given (not used by splicetx:
-        logging goes to Twisted's log observers).
-    @ivar pidFile: the C{pidlogfile} path, if given (use C{twist}'s own pid
-        handling or the service manager instead).
-    @ivar logCommon: whether C{logcommon} was given.
-    """
-
-    forwards: list[Forward]
-    globalACL: AccessControl
-    warnings: list[str] = attr.Factory(list)
-    logFile: str | None = None
-    pidFile: str | None = None
-    logCommon: bool = False
 
 
 def escapeEndpointValue(value: str) -> str:
@@ -134,9 +78,15 @@ def _defaultResolve(host: str) -> str:
 
 
 class _Parser:
-    def __init__(self, filename: str, resolve: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        filename: str,
+        resolve: Callable[[str], str],
+        outer: AccessControl | None,
+    ) -> None:
         self.filename = filename
         self.resolve = resolve
+        self.outer = outer
         self.forwards: list[dict] = []
         self.globalAllow: list[AccessRule] = []
         self.globalDeny: list[AccessRule] = []
@@ -148,7 +98,7 @@ class _Parser:
         self.lineNumber = 0
 
     def error(self, problem: str) -> ConfigError:
-        return ConfigError(self.filename, self.lineNumber, problem)
+        return ConfigError(problem, self.filename, self.lineNumber)
 
     def warn(self, message: str) -> None:
         self.warnings.append(f"{self.filename}:{self.lineNumber}: {message}")
@@ -212,8 +162,10 @@ class _Parser:
             if key == "src":
                 result["bindAddress"] = self.host(value, "src address")
             elif key == "timeout":
-                if not value.isdigit():
-                    raise self.error(f"bad timeout {value!r}: expected seconds")
+                try:
+                    parseDuration(value, "timeout")
+                except ConfigError as e:
+                    raise self.error(e.problem) from None
                 self.warn("option timeout= applies to UDP in rinetd; ignored")
             elif key in _UPSTREAM_OPTIONS or key in POOL_OPTIONS:
                 result[key] = value
@@ -365,15 +317,15 @@ class _Parser:
             words = " ".join(f"{k}={v}" for k, v in values.items())
             try:
                 specs.append(parseUpstream(f"{endpoint} {words}"))
-            except PoolSyntaxError as e:
-                raise self.error(str(e)) from None
+            except ConfigError as e:
+                raise self.error(e.problem) from None
         self.lineNumber = forward["lineNumber"]
         try:
             return poolSpecFromOptions(specs, options)
-        except PoolSyntaxError as e:
-            raise self.error(str(e)) from None
+        except ConfigError as e:
+            raise self.error(e.problem) from None
 
-    def parse(self, text: str) -> ForwardConfig:
+    def parse(self, text: str) -> ConfigFile:
         for self.lineNumber, raw in enumerate(text.splitlines(), 1):
             self.line(raw)
         self.lineNumber = 0
@@ -381,7 +333,7 @@ class _Parser:
             raise self.error(
                 "no forwards (bindaddress bindport connectaddress connectport)"
             )
-        globalACL = AccessControl(self.globalAllow, self.globalDeny)
+        globalACL = AccessControl(self.globalAllow, self.globalDeny, outer=self.outer)
         forwards = [
             Forward(
                 listens=(f["listen"],),
@@ -396,10 +348,10 @@ class _Parser:
             )
             for f in self.forwards
         ]
-        return ForwardConfig(
+        return ConfigFile(
             forwards,
-            globalACL,
             self.warnings,
+            globalACL,
             self.logFile,
             self.pidFile,
             self.logCommon,
@@ -410,7 +362,8 @@ def parseConfig(
     text: str,
     filename: str = "<config>",
     resolve: Callable[[str], str] = _defaultResolve,
-) -> ForwardConfig:
+    outer: AccessControl | None = None,
+) -> ConfigFile:
     """
     Parse the text of a rinetd-format configuration.
 
@@ -418,15 +371,17 @@ def parseConfig(
     @param filename: the name to put in error messages.
     @param resolve: turns a bind host name into an address (default: the
         first answer of C{getaddrinfo}); may raise C{OSError}.
+    @param outer: access rules around the file's global ones (the command
+        line's C{--allow}/C{--deny}), or C{None}.
     @return: the forwards, rules and warnings.
     @raise ConfigError: on the first problem, naming file and line.
     """
-    return _Parser(filename, resolve).parse(text)
+    return _Parser(filename, resolve, outer).parse(text)
 
 
 def parseConfigFile(
     path: str, resolve: Callable[[str], str] = _defaultResolve
-) -> ForwardConfig:
+) -> ConfigFile:
     """
     Read and parse a rinetd-format configuration file.
 
@@ -439,7 +394,7 @@ def parseConfigFile(
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError(path, 0, f"cannot read: {e.strerror or e}") from None
+        raise ConfigError(f"cannot read: {e.strerror or e}", path) from None
     except UnicodeDecodeError as e:
-        raise ConfigError(path, 0, f"not UTF-8 text: {e.reason}") from None
+        raise ConfigError(f"not UTF-8 text: {e.reason}", path) from None
     return parseConfig(text, path, resolve)

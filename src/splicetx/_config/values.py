@@ -1,35 +1,247 @@
-# -*- test-case-name: tests.test_cli_errors -*-
+# -*- test-case-name: tests.test_config_values -*-
 """
-Parsers for the values of C{twist splice-proxy} options: sizes, counts,
-seconds, PROXY protocol versions, worker counts and access rules.
+The one grammar of configuration values, and the one error every reader of
+configuration raises.
 
-Each parser either returns the converted value or raises L{_Exit}, a
-C{usage.UsageError} whose one-line message already names the option at
-fault (C{Options.parseOptions} prints it and exits with L{EXIT_USAGE}).
+Every flag of C{twist splice-proxy}, every rinetd bracket option and every
+TOML key reads its value with these parsers, so C{500ms} means the same on
+C{--idle-timeout}, C{fail-timeout=500ms} in a rinetd file and
+C{fail-timeout = "500ms"} in a TOML file:
+
+  - B{Durations} (L{parseDuration}): a number of seconds, with an optional
+    unit C{ms}, C{s}, C{m} or C{h} (C{10}, C{1.5}, C{500ms}, C{30s}, C{2m},
+    C{1h}); a TOML number is seconds.
+  - B{Sizes} (L{parseSize}): a number of bytes with an optional C{K}, C{M}
+    or C{G} (powers of 1024; C{KB}, C{KiB}, C{MB} ... are the same); a
+    TOML integer is bytes.
+  - B{Counts} (L{parseCount}): a whole number with a minimum; a TOML
+    integer as it is.
+
+Each parser returns the value or raises L{ConfigError}, whose C{str()} is
+one line that names the option (or the file and line) at fault.  It is a
+C{usage.UsageError}, so C{Options.parseOptions} prints it and exits with
+L{EXIT_USAGE}; a reload logs it and keeps the running configuration.
 """
 
 from __future__ import annotations
 
+import codecs
 import math
 import os
+import re
+from typing import Any
 
 from twisted.python import usage
 
 from splicetx._proxy.access import AccessControl
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
 
-__all__ = ["EXIT_USAGE"]
+__all__ = [
+    "EXIT_USAGE",
+    "ConfigError",
+    "parseDuration",
+    "parseSize",
+    "parseCount",
+    "parseKeepalive",
+    "parseProxyProtocolVersion",
+    "parseWorkerCount",
+    "parseAccessControl",
+    "parseTrustedSources",
+    "decodeEscapes",
+    "defaultWorkerCount",
+]
 
 #: Exit status for bad command-line input (C{EX_USAGE}, as C{twist} uses).
 EXIT_USAGE = 64
 
-_SIZE_SUFFIXES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+class ConfigError(usage.UsageError):
+    """
+    A configuration value, flag or file cannot be used; C{str()} is one
+    line: C{FILE:LINE: problem}, C{FILE: problem} or C{problem}.
+
+    @ivar problem: what is wrong, naming the option and the value.
+    @ivar filename: the configuration file, or C{None} for the command line.
+    @ivar lineNumber: the 1-based line in that file, or C{0} for none.
+    """
+
+    def __init__(
+        self, problem: str, filename: str | None = None, lineNumber: int = 0
+    ) -> None:
+        self.problem = problem
+        self.filename = filename
+        self.lineNumber = lineNumber
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.filename is None:
+            return self.problem
+        if self.lineNumber:
+            return f"{self.filename}:{self.lineNumber}: {self.problem}"
+        return f"{self.filename}: {self.problem}"
+
+    def within(self, where: str) -> ConfigError:
+        """
+        The same problem, said to be inside C{where} (e.g. C{"forward[1]"}).
+        """
+        return ConfigError(f"{where}: {self.problem}", self.filename, self.lineNumber)
 
 
-class _Exit(usage.UsageError):
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_SIZE_SCALE = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parseDuration(value: Any, what: str, positive: bool = False) -> float:
     """
-    A usage error that already names the option at fault.
+    Parse a duration: seconds, with an optional C{ms}, C{s}, C{m} or C{h}
+    unit (C{10}, C{1.5}, C{500ms}, C{30s}, C{2m}, C{1h}), or a TOML number
+    of seconds.
+
+    @param value: what the user wrote (text, or an C{int}/C{float}).
+    @param what: the option's name as the user knows it, for the message.
+    @param positive: refuse zero too (by default zero is accepted; for most
+        timeouts it means "never").
+    @return: seconds, finite and not negative.
+    @raise ConfigError: for anything else.
     """
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected a number of seconds, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is not None:
+            unit = (match.group(2) or "s").lower()
+            seconds = float(match.group(1)) * _UNIT_SECONDS[unit]
+        elif _isNumber(str(value)):
+            seconds = float(str(value))
+        else:
+            raise ConfigError(
+                f"{what}: expected a number of seconds (e.g. 10, 1.5, 500ms, 2m), "
+                f"got {value!r}"
+            )
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{what}: must be a finite number of seconds, got {value!r}")
+    if seconds < 0 or (positive and seconds == 0):
+        need = "positive" if positive else "zero or more"
+        raise ConfigError(f"{what}: must be {need}, got {value!r}")
+    return seconds
+
+
+def _isNumber(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parseSize(value: Any, what: str, minimum: int = 1) -> int:
+    """
+    Parse a size in bytes, with an optional C{K}, C{M} or C{G} (powers of
+    1024; C{KB}, C{KiB} ... too), or a TOML integer of bytes.
+
+    @param value: what the user wrote.
+    @param what: the option's name, for the message.
+    @param minimum: the smallest size accepted.
+    @return: the number of bytes.
+    @raise ConfigError: for anything else.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _SIZE.match(str(value)) if isinstance(value, str) else None
+        if match is None:
+            if isinstance(value, str) and value.strip().startswith("-"):
+                raise ConfigError(f"{what}: must be positive, got {value!r}")
+            raise ConfigError(
+                f"{what}: expected a size in bytes (e.g. 1048576 or 1M), got {value!r}"
+            )
+        size = int(match.group(1)) * _SIZE_SCALE.get((match.group(2) or "").lower(), 1)
+    if size <= 0:
+        raise ConfigError(f"{what}: must be positive, got {value!r}")
+    if size < minimum:
+        raise ConfigError(f"{what}: must be at least {minimum}, got {value!r}")
+    return size
+
+
+def parseCount(value: Any, what: str, minimum: int) -> int:
+    """
+    Parse a whole number of at least C{minimum}.
+
+    @param value: what the user wrote (text, or a TOML integer).
+    @param what: the option's name, for the message.
+    @param minimum: the smallest value allowed.
+    @raise ConfigError: for anything else.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        count = value
+    else:
+        text = value.strip() if isinstance(value, str) else None
+        if text is None or not re.fullmatch(r"[+-]?\d+", text):
+            raise ConfigError(f"{what}: expected a whole number, got {value!r}")
+        count = int(text)
+    if count < minimum:
+        raise ConfigError(f"{what}: must be at least {minimum}, got {value!r}")
+    return count
+
+
+#: The largest values Linux takes for TCP_KEEPIDLE, TCP_KEEPINTVL and
+#: TCP_KEEPCNT.
+_KEEPALIVE_LIMITS = (32767, 32767, 127)
+
+
+def parseKeepalive(text: str, what: str = "--tcp-keepalive") -> TCPKeepalive | None:
+    """
+    Parse C{IDLE[:INTERVAL[:COUNT]]} (seconds, seconds, probes; the parts
+    left out keep their defaults), or C{0}/C{off} for no keepalive.
+
+    @raise ConfigError: for anything else.
+    """
+    t = text.strip().lower()
+    if t in ("0", "off", "no", "none"):
+        return None
+    parts = t.split(":")
+    values = [
+        DEFAULT_KEEPALIVE.idle,
+        DEFAULT_KEEPALIVE.interval,
+        DEFAULT_KEEPALIVE.count,
+    ]
+    if len(parts) > 3:
+        parts = []
+    try:
+        for i, part in enumerate(parts):
+            values[i] = int(part)
+    except ValueError:
+        parts = []
+    if not parts:
+        raise ConfigError(
+            f"{what}: expected IDLE[:INTERVAL[:COUNT]] (e.g. 60:10:6) "
+            f"or 0 for off, got {text!r}"
+        )
+    for value, limit in zip(values, _KEEPALIVE_LIMITS, strict=True):
+        if not 1 <= value <= limit:
+            raise ConfigError(
+                f"{what}: idle and interval must be 1 to 32767 s and "
+                f"count 1 to 127, got {text!r}"
+            )
+    return TCPKeepalive(*values)
+
+
+def parseProxyProtocolVersion(text: str, what: str = "--proxy-protocol") -> int:
+    """
+    Parse a PROXY protocol version: C{v1}/C{1} or C{v2}/C{2}.
+
+    @raise ConfigError: for anything else.
+    """
+    v = text.strip().lower()
+    if v in ("v1", "1"):
+        return 1
+    if v in ("v2", "2"):
+        return 2
+    raise ConfigError(f"{what}: expected v1 or v2, got {text!r}")
 
 
 def defaultWorkerCount() -> int:
@@ -42,172 +254,56 @@ def defaultWorkerCount() -> int:
         return os.cpu_count() or 1
 
 
-def _size(option: str, text: str) -> int:
+def parseWorkerCount(text: str, what: str = "--workers") -> int:
     """
-    Parse a size in bytes, with an optional C{K}, C{M} or C{G} suffix
-    (C{KB}, C{KiB} ... too).
+    Parse a worker count: at least 1, or C{auto} (one per CPU this process
+    may run on).
 
-    @param option: the option's name, for the message.
-    @param text: what the user wrote.
-    @return: the number of bytes, positive.
-    @raise _Exit: for anything else.
+    @raise ConfigError: for anything else.
     """
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = 1
-    if t and t[-1] in _SIZE_SUFFIXES:
-        scale = _SIZE_SUFFIXES[t[-1]]
-        t = t[:-1]
-    try:
-        value = int(t) * scale
-    except ValueError:
-        raise _Exit(
-            f"--{option}: expected a size in bytes (e.g. 1048576 or 1M), got {text!r}"
-        )
-    if value <= 0:
-        raise _Exit(f"--{option}: must be positive, got {text!r}")
-    return value
+    if text.strip().lower() == "auto":
+        return defaultWorkerCount()
+    return parseCount(text, what, 1)
 
 
-def _count(option: str, text: str, minimum: int) -> int:
+def parseTrustedSources(
+    rules: list[str], what: str = "--proxy-protocol-from"
+) -> AccessControl:
     """
-    Parse a whole number of at least C{minimum}.
+    Parse the networks whose PROXY header is believed.
 
-    @param option: the option's name, for the message.
-    @param text: what the user wrote.
-    @param minimum: the smallest value allowed.
-    @raise _Exit: for anything else.
-    """
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise _Exit(f"--{option}: expected a whole number, got {text!r}")
-    if value < minimum:
-        raise _Exit(f"--{option}: must be at least {minimum}, got {text!r}")
-    return value
-
-
-def _seconds(option: str, text: str, positive: bool = False) -> float:
-    """
-    Parse a finite number of seconds, zero or more (or more than zero).
-
-    @param option: the option's name, for the message.
-    @param text: what the user wrote.
-    @param positive: refuse zero too.
-    @raise _Exit: for anything else.
-    """
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise _Exit(f"--{option}: expected a number of seconds, got {text!r}")
-    if not math.isfinite(value):
-        raise _Exit(f"--{option}: must be a finite number of seconds, got {text!r}")
-    if value < 0 or (positive and value == 0):
-        need = "positive" if positive else "zero or more"
-        raise _Exit(f"--{option}: must be {need}, got {text!r}")
-    return value
-
-
-#: The largest values Linux takes for TCP_KEEPIDLE, TCP_KEEPINTVL and
-#: TCP_KEEPCNT.
-_KEEPALIVE_LIMITS = (32767, 32767, 127)
-
-
-def _tcpKeepalive(text: str) -> TCPKeepalive | None:
-    """
-    Parse C{--tcp-keepalive}: C{IDLE[:INTERVAL[:COUNT]]} (seconds, seconds,
-    probes; the parts left out keep their defaults) or C{0}/C{off} for none.
-
-    @raise _Exit: for anything else.
-    """
-    t = text.strip().lower()
-    if t in ("0", "off", "no", "none"):
-        return None
-    parts = t.split(":")
-    default = (
-        DEFAULT_KEEPALIVE.idle,
-        DEFAULT_KEEPALIVE.interval,
-        DEFAULT_KEEPALIVE.count,
-    )
-    if len(parts) > 3:
-        parts = []
-    values = list(default)
-    try:
-        for i, part in enumerate(parts):
-            values[i] = int(part)
-    except ValueError:
-        parts = []
-    if not parts:
-        raise _Exit(
-            f"--tcp-keepalive: expected IDLE[:INTERVAL[:COUNT]] (e.g. 60:10:6) "
-            f"or 0 for off, got {text!r}"
-        )
-    for value, limit in zip(values, _KEEPALIVE_LIMITS, strict=True):
-        if not 1 <= value <= limit:
-            raise _Exit(
-                f"--tcp-keepalive: idle and interval must be 1 to 32767 s and "
-                f"count 1 to 127, got {text!r}"
-            )
-    return TCPKeepalive(*values)
-
-
-def _trustedSources(rules: list[str]) -> AccessControl:
-    """
-    Parse the C{--proxy-protocol-from} networks.
-
-    @raise _Exit: for a rule that does not parse.
+    @raise ConfigError: for a rule that does not parse.
     """
     try:
         return AccessControl(rules)
     except ValueError as e:
-        raise _Exit(f"--proxy-protocol-from: {e}")
+        raise ConfigError(f"{what}: {e}") from None
 
 
-def _proxyProtocolVersion(text: str) -> int:
+def parseAccessControl(
+    allow: list[str], deny: list[str], outer: AccessControl | None = None
+) -> AccessControl:
     """
-    Parse the C{--proxy-protocol} version: C{v1}/C{1} or C{v2}/C{2}.
+    Parse C{--allow} and C{--deny} rules.
 
-    @raise _Exit: for anything else.
+    @raise ConfigError: naming the option of the first bad rule.
     """
-    v = text.strip().lower()
-    if v in ("v1", "1"):
-        return 1
-    if v in ("v2", "2"):
-        return 2
-    raise _Exit(f"--proxy-protocol: expected v1 or v2, got {text!r}")
+    for which, rules in (("--allow", allow), ("--deny", deny)):
+        try:
+            AccessControl(rules)
+        except ValueError as e:
+            raise ConfigError(f"{which}: {e}") from None
+    return AccessControl(allow, deny, outer=outer)
 
 
-def _workerCount(text: str) -> int:
+def decodeEscapes(text: str, what: str = "value") -> bytes:
     """
-    Parse C{--workers}: a count of at least 1, or C{auto} (one per CPU this
-    process may run on).
+    The bytes of a text with C{\\r}, C{\\n}, C{\\t}, C{\\\\} and C{\\xHH}
+    escapes, UTF-8 otherwise (C{--health-check-send}, C{-expect}).
 
-    @raise _Exit: for anything else.
-    """
-    if text.strip().lower() == "auto":
-        return defaultWorkerCount()
-    return _count("workers", text, 1)
-
-
-def _badRule(rules: list[str]) -> bool:
-    """
-    Whether one of C{rules} is not a valid access rule (to tell which of
-    C{--allow} and C{--deny} a C{ValueError} came from).
+    @raise ConfigError: for a bad escape.
     """
     try:
-        AccessControl(rules)
-    except ValueError:
-        return True
-    return False
-
-
-def _accessControl(allow: list[str], deny: list[str]) -> AccessControl:
-    """
-    Parse the C{--allow} and C{--deny} rules.
-
-    @raise _Exit: naming the option of the first bad rule.
-    """
-    try:
-        return AccessControl(allow, deny)
+        return codecs.escape_decode(text.encode("utf-8"))[0]
     except ValueError as e:
-        which = "--allow" if _badRule(allow) else "--deny"
-        raise _Exit(f"{which}: {e}")
+        raise ConfigError(f"{what}: bad escape in {text!r}: {e}") from None

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from splicetx._pool.addresses import describeAddress, describeEndpoint
+from splicetx._pool.endpoints import asEndpoint
 from splicetx._proxy.headerreader import ProxyHeaderReader
 from splicetx._proxy.phase import Phase, requirePhase
 from splicetx._proxy.proxyheader import buildHeader
@@ -491,11 +492,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
     def _fromPool(self, target: Any) -> Any:
         """
         L{chooseUpstream} gave a pool or a pool member: the endpoint for it
-        (see L{splicetx._proxy.poolproxy.asEndpoint}), keyed by the client's
+        (see L{splicetx._pool.endpoints.asEndpoint}), keyed by the client's
         address, remembered to be released when the connection ends.
         """
         from splicetx._pool.balance import clientKeyFor
-        from splicetx._proxy.poolproxy import asEndpoint
 
         endpoint = asEndpoint(target, clientKeyFor(self.clientAddress()))
         if endpoint is not target:

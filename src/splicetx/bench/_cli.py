@@ -29,13 +29,13 @@ from splicetx.bench._options import (
     KEEPALIVE_CONNS,
     LOAD_FAMILIES,
     QUICK_PROXIES,
-    _parser,
+    argumentParser,
 )
 from splicetx.bench._procstats import TreeMeter, snapshot, treePids
 from splicetx.bench._tracing import (
-    _awaitAck,
-    _interrupt,
+    awaitAck,
     classifyDso,
+    interruptTracer,
     parseStrace,
     perfReport,
 )
@@ -538,7 +538,7 @@ class Bench:
                 self.devnull,
             )
         finally:
-            _interrupt(tracer, 20)
+            interruptTracer(tracer, 20)
         gb = r["bytes"] / 1e9
         calls = parseStrace(path)
         if not calls or gb <= 0:
@@ -590,13 +590,13 @@ class Bench:
         try:
             with contextlib.suppress(OSError):  # EPIPE: perf already gone
                 os.write(ctlWrite, b"enable\n")
-                started = _awaitAck(ackRead, 30.0)
+                started = awaitAck(ackRead, 30.0)
             if started:
                 r = self.measure(proxy, load)
         finally:
             # The control pipes stay open until perf has exited: perf left
             # an unfinished data file when they closed under it.
-            _interrupt(recorder, 30)
+            interruptTracer(recorder, 30)
             os.close(ctlWrite)
             os.close(ackRead)
         with open(errPath) as f:
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     Run the bench; return the process exit status (0 when every proxy that
     started produced figures).
     """
-    args = _parser().parse_args(argv)
+    args = argumentParser().parse_args(argv)
     # Thousands of idle connections: the bench holds the client sockets,
     # its backend (a child: it inherits the limit) their other ends.
     raiseFileLimit()

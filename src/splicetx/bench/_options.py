@@ -25,7 +25,7 @@ CHURN_WORKERS = 4
 KEEPALIVE_CONNS = 50
 
 
-def _parser() -> argparse.ArgumentParser:
+def argumentParser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m splicetx.bench",
         description=(

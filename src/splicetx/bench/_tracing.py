@@ -41,7 +41,7 @@ def parseStrace(path: str) -> dict[str, int]:
     return calls
 
 
-def _interrupt(proc: subprocess.Popen, timeout: float) -> None:
+def interruptTracer(proc: subprocess.Popen, timeout: float) -> None:
     """
     Stop a tracer (strace, perf) the way it writes its summary: SIGINT, then
     SIGKILL if it has not exited after C{timeout} seconds.
@@ -54,7 +54,7 @@ def _interrupt(proc: subprocess.Popen, timeout: float) -> None:
         proc.wait()
 
 
-def _awaitAck(fd: int, timeout: float) -> bool:
+def awaitAck(fd: int, timeout: float) -> bool:
     """
     Wait up to C{timeout} seconds for C{perf record --control} to answer
     C{ack} on C{fd}; C{False} if it exits or stays silent.

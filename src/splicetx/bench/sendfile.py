@@ -27,7 +27,7 @@ from typing import Any
 
 from splicetx.bench._procstats import TreeMeter
 from splicetx.bench._wire import sinkAll
-from splicetx.bench.transfer import _size
+from splicetx.bench.transfer import parseByteSize
 
 HOST = "127.0.0.1"
 ENGINES = ("auto", "filesender")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m splicetx.bench.sendfile", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--size", type=_size, default=1 << 30, help="file size (1G)")
+    p.add_argument("--size", type=parseByteSize, default=1 << 30, help="file size (1G)")
     p.add_argument("--strace", action="store_true", help="add syscalls per GB")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--engine", default="auto", choices=ENGINES, help=argparse.SUPPRESS)

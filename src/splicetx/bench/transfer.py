@@ -35,7 +35,7 @@ HOST = "127.0.0.1"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
-def _size(text: str) -> int:
+def parseByteSize(text: str) -> int:
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
     try:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m splicetx.bench.transfer", description=__doc__.split("\n\n")[0]
     )
     p.add_argument(
-        "--size", type=_size, default=1 << 30, help="bytes to move (default 1G)"
+        "--size", type=parseByteSize, default=1 << 30, help="bytes to move (default 1G)"
     )
     p.add_argument(
         "--proxies",
