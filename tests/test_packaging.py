@@ -108,11 +108,12 @@ class WheelTests(SynchronousTestCase):
 
     def test_pluginAndTypeMarker(self) -> None:
         """
-        The wheel has the C{twist splice-proxy} plugin module and
-        C{splicetx/py.typed}.
+        The wheel has the C{twist splice-proxy} and C{mptcp:} endpoint
+        plugin modules and C{splicetx/py.typed}.
         """
         names = self.names()
         self.assertIn("twisted/plugins/splicetx_plugin.py", names)
+        self.assertIn("twisted/plugins/splicetx_mptcp.py", names)
         self.assertIn("splicetx/py.typed", names)
         self.assertIn("splicetx/__init__.py", names)
 
@@ -128,7 +129,10 @@ class WheelTests(SynchronousTestCase):
         self.assertEqual([n for n in names if n.endswith(".pyc")], [])
         self.assertEqual([n for n in names if n.startswith("tests/")], [])
         twisted = {n for n in names if n.startswith("twisted/")}
-        self.assertEqual(twisted, {"twisted/plugins/splicetx_plugin.py"})
+        self.assertEqual(
+            twisted,
+            {"twisted/plugins/splicetx_plugin.py", "twisted/plugins/splicetx_mptcp.py"},
+        )
 
     def test_everyModuleShipped(self) -> None:
         """

@@ -25,9 +25,15 @@ PACKAGE = ROOT / "src" / "splicetx"
 #: The layers, bottom up: each may import only itself and those before it.
 LAYERS = ("_relay", "_pool", "_proxy", "_ops", "_config", "_app")
 
-#: The public modules: thin shells over the layers (and the shipped test
-#: helpers and benchmark, which use them).
-PUBLIC = ("splicetx", "splicetx.proxy", "splicetx.pools", "splicetx.tls")
+#: The public modules: thin shells over the layers (the shipped test helpers
+#: and the benchmark, public packages too, are checked on their own).
+PUBLIC = (
+    "splicetx",
+    "splicetx.proxy",
+    "splicetx.pools",
+    "splicetx.tls",
+    "splicetx.endpoints",
+)
 
 
 def modules() -> dict[str, Path]:

@@ -42,7 +42,7 @@ __all__ = [
 DEFAULT_BACKLOG = 1024
 
 #: Endpoint types whose string accepts C{backlog=}.
-_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "unix", "ssl"})
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "unix", "ssl", "mptcp", "mptcp6"})
 
 _SYSTEMD_HINT = (
     "no such socket inherited from systemd (this process needs LISTEN_PID, "
@@ -117,8 +117,8 @@ def endpointType(description: str) -> str:
 
 def withBacklog(description: str, backlog: int) -> str:
     """
-    Add C{backlog=N} to a C{tcp}, C{tcp6}, C{unix} or C{ssl} server endpoint
-    string that does not set one.
+    Add C{backlog=N} to a C{tcp}, C{tcp6}, C{unix}, C{ssl} or C{mptcp[6]}
+    server endpoint string that does not set one.
 
     @param description: a server endpoint string.
     @param backlog: the listen queue length.

@@ -15,6 +15,8 @@ It imports nothing else of splicetx; every other layer builds on it.
  - C{transports}: what splicetx knows of Twisted's transports.
  - C{tcpoptions}: TCP keepalive and delivery queries on a socket.
  - C{sendfile}: C{sendFile()}, zero-copy file sending.
+ - C{mptcp}: the C{mptcp:}/C{mptcp6:} endpoints (public in
+   L{splicetx.endpoints}).
  - C{reactor}: the reactor given, or else the global one.
 
 Public through L{splicetx} (C{relay}, C{Relay}, C{RelayResult}, C{PipePool},

@@ -28,6 +28,7 @@ __all__ = [
     "LOG_HEALTH",
     "LOG_STATUS",
     "LOG_WORKERS",
+    "LOG_ENDPOINTS",
     "LOG_NAMESPACES",
 ]
 
@@ -49,6 +50,8 @@ LOG_HEALTH = "splicetx.health"
 LOG_STATUS = "splicetx.status"
 #: C{--workers N}: workers started, restarted, stopped.
 LOG_WORKERS = "splicetx.workers"
+#: The C{mptcp:} endpoints: falling back to plain TCP.
+LOG_ENDPOINTS = "splicetx.endpoints"
 
 #: Every namespace above, the ones C{docs/operations.md} lists.
 LOG_NAMESPACES = (
@@ -59,6 +62,7 @@ LOG_NAMESPACES = (
     LOG_HEALTH,
     LOG_STATUS,
     LOG_WORKERS,
+    LOG_ENDPOINTS,
 )
 
 
