@@ -31,7 +31,10 @@ listen endpoint, so one process serving many forwards stays readable):
   - C{copy_fallbacks_total{forward,reason}}: relays that used the copy
     engine, by L{RelayResult.fallbackReason <splicetx.RelayResult>}.
   - C{upstream_connect_failures_total{forward,reason}}: failed upstream
-    connections (C{refused}, C{timeout}, C{dns}, C{no_route}, ...).
+    connects (C{refused}, C{timeout}, C{dns}, C{no_route}, ...): every
+    try, also one that a pool then made good on another member, as
+    HAProxy's backend connection errors count; plus C{no_upstream} once
+    for each client a pool could connect to no member.
   - C{connection_duration_seconds{forward}}: a histogram of relay durations.
   - C{pipes{state}}: the kernel pipes of the process's L{PipePool}:
     C{in_use} (holding data in flight), C{reserved} (by live spliced

@@ -352,6 +352,7 @@ class IUpstreamPool(Interface):
         factory: Any,
         clientKey: bytes | None = None,
         connectOne: Callable[[Upstream, Any], Deferred[Any]] | None = None,
+        onTryFailed: Callable[[Upstream, Failure], None] | None = None,
     ) -> Deferred[tuple[Upstream, Any]]:
         """
         Connect to a member, failing over to the next on a failed connect.
@@ -361,6 +362,10 @@ class IUpstreamPool(Interface):
         @param connectOne: how to connect one member: called with the member
             and C{factory}, returns a L{Deferred} firing with the connected
             protocol; default C{member.endpoint.connect(factory)}.
+        @param onTryFailed: called with the member and the L{Failure} of
+            each connect that failed (a timed-out try as a C{TimeoutError}),
+            whether or not a later try succeeds: how the proxy counts every
+            failed try in its metrics.
         @return: a L{Deferred} firing with C{(member, protocol)} (the member
             already L{acquired<Upstream.acquire>}), or failing with
             L{NoUpstreamAvailable}; cancelling it cancels the attempt under
@@ -459,11 +464,14 @@ class UpstreamPool:
         factory: Any,
         clientKey: bytes | None = None,
         connectOne: Callable[[Upstream, Any], Deferred[Any]] | None = None,
+        onTryFailed: Callable[[Upstream, Failure], None] | None = None,
     ) -> Deferred[tuple[Upstream, Any]]:
         """
         See L{IUpstreamPool.connect}.
         """
-        attempt = _Attempt(self, factory, clientKey, connectOne or _endpointConnect)
+        attempt = _Attempt(
+            self, factory, clientKey, connectOne or _endpointConnect, onTryFailed
+        )
         return attempt.start()
 
 
@@ -484,11 +492,13 @@ class _Attempt:
         factory: Any,
         clientKey: bytes | None,
         connectOne: Callable[[Upstream, Any], Deferred[Any]],
+        onTryFailed: Callable[[Upstream, Failure], None] | None = None,
     ) -> None:
         self.pool = pool
         self.factory = factory
         self.clientKey = clientKey
         self.connectOne = connectOne
+        self.onTryFailed = onTryFailed
         self.tried: list[Upstream] = []
         self.attempts: list[tuple[Upstream, Failure]] = []
         self.current: Deferred[Any] | None = None
@@ -582,4 +592,9 @@ class _Attempt:
             # (CancelledError, ConnectingCancelledError, UserError).
             failure = Failure(_error.TimeoutError(string=upstream.description))
         tryFailed(self.pool, upstream, failure, self.attempts)
+        if self.onTryFailed is not None:
+            try:
+                self.onTryFailed(upstream, failure)
+            except Exception:
+                _log.failure("onTryFailed for {upstream} failed", upstream=upstream)
         self._next()
