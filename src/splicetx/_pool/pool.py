@@ -182,6 +182,9 @@ class Upstream:
     @ivar active: connections open now (counted by L{acquire}/L{release}).
     @ivar connections: connections made to it, ever.
     @ivar failures: failed connects by reason (see L{failureReason}).
+    @ivar bytesToUpstream: bytes relayed to it by finished connections
+        (see L{relayed}).
+    @ivar bytesFromUpstream: bytes relayed from it by finished connections.
     @ivar healthy: the active health state (C{True} unless a health checker
         marked it down).
     """
@@ -223,6 +226,8 @@ class Upstream:
         self.active = 0
         self.connections = 0
         self.failures: collections.Counter[str] = collections.Counter()
+        self.bytesToUpstream = 0
+        self.bytesFromUpstream = 0
         self.healthy = True
         self._clock = clock
         self._recentFailures: list[float] = []
@@ -321,6 +326,17 @@ class Upstream:
         """
         if self.active > 0:
             self.active -= 1
+
+    def relayed(self, toUpstream: int, fromUpstream: int) -> None:
+        """
+        Count the bytes a finished connection to this member relayed (for
+        its metrics and the status page's rates).
+
+        @param toUpstream: bytes from the client to this member.
+        @param fromUpstream: bytes from this member to the client.
+        """
+        self.bytesToUpstream += toUpstream
+        self.bytesFromUpstream += fromUpstream
 
 
 class IUpstreamPool(Interface):

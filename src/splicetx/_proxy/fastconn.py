@@ -602,6 +602,8 @@ class FastConnection:
         upstreamText = self._upstreamText()
         member, self.member = self.member, None
         if member is not None and engine != _NO_ENGINE:
+            if up or down:
+                member.relayed(up, down)
             member.release()
         duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
         result = RelayResult(engine, up, down, duration, reason, detail, None)

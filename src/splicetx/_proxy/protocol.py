@@ -663,6 +663,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         self._stopIdleCheck()
         pooled = self._poolEndpoint
         if pooled is not None:
+            member = getattr(pooled, "upstream", None)
+            if member is not None and (result.bytesAToB or result.bytesBToA):
+                member.relayed(result.bytesAToB, result.bytesBToA)
             pooled.release()
         factory = self.factory
         duration = max(0.0, factory.reactor.seconds() - self.startedAt)
