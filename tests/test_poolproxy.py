@@ -181,6 +181,7 @@ class PoolProxyMixin(ReactorTestMixin):
         C{splicetx_upstream_connect_failures_total} (and so in the status
         page's C{connectFailures}) under its reason, on the fast path and
         the general one; a pool that reached nobody adds C{no_upstream}.
+        The member that served counts the bytes relayed.
         """
         try:
             from splicetx._ops.metrics import ProxyMetrics
@@ -214,7 +215,7 @@ class PoolProxyMixin(ReactorTestMixin):
                 live.healthy = False
                 none = yield exchange(reactor, proxy.getHost().port, b"x")
                 counts.append(
-                    (fast, got, none, registryTotals(metrics.registry)["web"])
+                    (fast, got, none, registryTotals(metrics.registry)["web"], live)
                 )
             yield self.stopAll(reactor)
             return counts
@@ -222,8 +223,9 @@ class PoolProxyMixin(ReactorTestMixin):
         counts = self.runScenario(scenario)
         fastPaths = [c[0] for c in counts]
         self.assertIn(fastPaths, ([True, False], [False, False]))
-        for _, got, none, totals in counts:
+        for _, got, none, totals, live in counts:
             self.assertEqual((got, none), (b"hi", b""))
+            self.assertEqual((live.bytesToUpstream, live.bytesFromUpstream), (2, 2))
             self.assertEqual(
                 totals["connectFailures"], {"refused": 1, "no_upstream": 1}
             )
