@@ -640,7 +640,7 @@ class SupervisorStatus(ServiceStatus):
         """
         supervisor = getattr(self.service, "workers", None)
         pids = dict(supervisor.pids) if supervisor is not None else {}
-        starts = {s.index: s.starts for s in getattr(supervisor, "_slots", None) or []}
+        starts = self.workerStarts()
 
         def fetch(index: int, pid: int) -> Deferred[tuple[Any, ...]]:
             d: Deferred[Any] = fetchWorkerStatus(
@@ -653,6 +653,13 @@ class SupervisorStatus(ServiceStatus):
 
         ds = [fetch(i, pid) for i, pid in sorted(pids.items())]
         return gatherResults(ds).addCallback(self._merge, starts)
+
+    def workerStarts(self) -> dict[int, int]:
+        """
+        How many times each worker slot was started: C{{slot: starts}}.
+        """
+        supervisor = getattr(self.service, "workers", None)
+        return {s.index: s.starts for s in getattr(supervisor, "_slots", None) or []}
 
     def _merge(
         self, answers: list[tuple[Any, ...]], starts: dict[int, int]
