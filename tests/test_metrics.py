@@ -169,6 +169,34 @@ class RecordingTests(SynchronousTestCase):
         pool.give(pipe)
         self.assertEqual(self.value("splicetx_pipes", state="in_use"), 0)
         self.assertEqual(self.value("splicetx_pipes", state="idle"), 1)
+        self.assertEqual(self.value("splicetx_pipes_max"), 8)
+
+    def test_processSeries(self) -> None:
+        """
+        The process's series follow the status source: version info,
+        draining from the moment it stops serving, worker starts by slot,
+        and C{process_start_time_seconds}.
+        """
+        from splicetx import __version__
+        from splicetx._ops.processmetrics import registerProcessMetrics
+
+        class Status:
+            serving = True
+
+            def isServing(self) -> bool:
+                return self.serving
+
+            def workerStarts(self) -> dict[int, int]:
+                return {0: 1, 1: 3}
+
+        status = Status()
+        registerProcessMetrics(self.m.registry, status)
+        self.assertEqual(self.value("splicetx_info", version=__version__), 1)
+        self.assertEqual(self.value("splicetx_draining"), 0)
+        status.serving = False
+        self.assertEqual(self.value("splicetx_draining"), 1)
+        self.assertEqual(self.value("splicetx_worker_starts_total", worker="1"), 3)
+        self.assertGreater(self.value("process_start_time_seconds") or 0, 0)
 
     def test_isolated(self) -> None:
         """
@@ -391,6 +419,7 @@ class MultiprocessTests(SynchronousTestCase):
         self.assertEqual(v("splicetx_connections_total", forward="web"), 5)
         self.assertEqual(v("splicetx_connections_active", forward="web"), 3)
         self.assertEqual(v("splicetx_pipes", state="reserved"), 4)
+        self.assertEqual(v("splicetx_pipes_max"), 16)
         self.assertEqual(
             v(
                 "splicetx_bytes_total",

@@ -633,6 +633,20 @@ class MetricsAndStatusTests(_PoolTestCase):
         self.assertEqual(upstreams[liveConnect]["health"], "up")
         self.assertEqual(upstreams[liveConnect]["total"], 3)
         self.assertEqual(upstreams[deadConnect]["health"], "degraded")
+        # The refused try that failed over counts for the listener too
+        # (issue 23), and by reason for its upstream.
+        self.assertEqual(status["listeners"][0]["connectFailures"], {"refused": 1})
+        self.assertEqual(
+            values[
+                "splicetx_upstream_connect_failures_total"
+                f'{{forward="{forward}",reason="refused"}}'
+            ],
+            1.0,
+        )
+        self.assertEqual(upstreams[deadConnect]["failures"], {"refused": 1})
+        self.assertEqual(upstreams[liveConnect]["failures"], {})
+        self.assertEqual(upstreams[liveConnect]["bytes"]["upstream_to_client"], 3)
+        self.assertIsNotNone(upstreams[liveConnect]["rates"])
 
 
 class FastPathTests(SynchronousTestCase):

@@ -28,8 +28,8 @@ class PoolCollectorTests(SynchronousTestCase):
 
     def test_scrape(self) -> None:
         """
-        A scrape shows up/healthy, active, connections and failures by
-        reason for every member, and follows later changes.
+        A scrape shows up/healthy, active, connections, failures by reason
+        and bytes by direction for every member, and follows later changes.
         """
         from splicetx._ops.poolmetrics import PoolCollector
 
@@ -43,6 +43,7 @@ class PoolCollectorTests(SynchronousTestCase):
         a.acquire()
         b.connectFailed("refused")
         b.healthy = False
+        a.relayed(300, 7)
         text = generate_latest(registry).decode()
         for line in [
             'splicetx_upstream_up{forward="web",upstream="10.0.0.1:80"} 1.0',
@@ -54,6 +55,10 @@ class PoolCollectorTests(SynchronousTestCase):
             'upstream="10.0.0.1:80"} 1.0',
             'splicetx_upstream_failures_total{forward="web",reason="refused",'
             'upstream="10.0.0.2:80"} 1.0',
+            'splicetx_upstream_bytes_total{direction="client_to_upstream",'
+            'forward="web",upstream="10.0.0.1:80"} 300.0',
+            'splicetx_upstream_bytes_total{direction="upstream_to_client",'
+            'forward="web",upstream="10.0.0.1:80"} 7.0',
         ]:
             self.assertIn(line, text)
         b.healthy = True

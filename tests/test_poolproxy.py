@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock, deferLater
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from splicetx._pool.balance import SourceHash, clientKeyFor
@@ -174,6 +174,61 @@ class PoolProxyMixin(ReactorTestMixin):
         self.assertEqual(len(events), 6)
         self.assertEqual({e["reason"] for e in events}, {"done"})
         self.assertEqual({e["upstream"] for e in events}, live)
+
+    def test_failedTriesCounted(self) -> None:
+        """
+        A refused try that a later member made good counts in the forward's
+        C{splicetx_upstream_connect_failures_total} (and so in the status
+        page's C{connectFailures}) under its reason, on the fast path and
+        the general one; a pool that reached nobody adds C{no_upstream}.
+        The member that served counts the bytes relayed.
+        """
+        try:
+            from splicetx._ops.metrics import ProxyMetrics
+            from splicetx._ops.status import registryTotals
+        except ImportError:
+            raise SkipTest("needs prometheus_client")
+        self.ports = []
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            port = yield self.listen(reactor, echo)
+            counts = []
+            for fastPath in (True, False):
+                dead = Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, closedPort()))
+                livePort = port.getHost().port
+                live = Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, livePort))
+                pool = UpstreamPool([dead, live], name="web", reactor=reactor)
+                metrics = ProxyMetrics()
+                factory = PoolProxyFactory(
+                    pool, reactor=reactor, forwardName="web", metrics=metrics
+                )
+                factory.fastPath = fastPath
+                proxy = yield self.listen(reactor, factory)
+                # Where the fast path attaches (as the service does).
+                factory.addListeningPort(proxy)
+                fast = factory._fast is not None
+                # Round robin: the first client tries the dead member first
+                # (which passive health then skips), the second finds none.
+                got = yield exchange(reactor, proxy.getHost().port, b"hi")
+                live.healthy = False
+                none = yield exchange(reactor, proxy.getHost().port, b"x")
+                counts.append(
+                    (fast, got, none, registryTotals(metrics.registry)["web"], live)
+                )
+            yield self.stopAll(reactor)
+            return counts
+
+        counts = self.runScenario(scenario)
+        fastPaths = [c[0] for c in counts]
+        self.assertIn(fastPaths, ([True, False], [False, False]))
+        for _, got, none, totals, live in counts:
+            self.assertEqual((got, none), (b"hi", b""))
+            self.assertEqual((live.bytesToUpstream, live.bytesFromUpstream), (2, 2))
+            self.assertEqual(
+                totals["connectFailures"], {"refused": 1, "no_upstream": 1}
+            )
 
     def test_allDown(self) -> None:
         """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -564,7 +565,8 @@ class BrowserTests(_ProxyTestCase):
     def test_renderedText(self) -> None:
         """
         Chromium loads /status and its rendered DOM shows the listener's
-        address, the upstream and the live connection.
+        address, the upstream, the live connection and the listener's
+        rates: connections/s and bytes/s (the live upload counts).
         """
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium is None:
@@ -603,6 +605,15 @@ class BrowserTests(_ProxyTestCase):
         self.assertIn(f"{LOOPBACK}:{port}", dom.stdout)
         self.assertIn(f"{LOOPBACK}:{upPort}", dom.stdout)
         self.assertIn(client, dom.stdout)
+        self.assertIn("rates over the last", dom.stdout)
+        rate = re.search(r'<b class="rate">([0-9.]+)</b> connections/s', dom.stdout)
+        assert rate is not None, dom.stdout[-3000:]
+        self.assertGreater(float(rate.group(1)), 0)
+        upload = re.search(
+            r"<b>([0-9.]+) (B|KiB|MiB)/s</b> client → upstream", dom.stdout
+        )
+        assert upload is not None, dom.stdout[-3000:]
+        self.assertGreater(float(upload.group(1)), 0)
 
 
 class WorkersTests(_ProxyTestCase):

@@ -277,6 +277,9 @@ class SpliceProxyService(DrainOnSignal, Service):
             return
         description = self.config.metricsEndpoint
         assert description is not None
+        from splicetx._ops.processmetrics import registerProcessMetrics
+
+        registerProcessMetrics(metrics.registry, status)
         port = listenNow(
             lambda: _metrics.startMetricsEndpoint(
                 description,

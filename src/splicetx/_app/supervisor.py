@@ -180,6 +180,9 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
             description = self.config.metricsEndpoint
             registry = _metrics.multiprocessRegistry(path)
             status = _status.SupervisorStatus(self, registry, path, reactor)
+            from splicetx._ops.processmetrics import registerProcessMetrics
+
+            registerProcessMetrics(registry, status)
             port = listenNow(
                 lambda: _metrics.startMetricsEndpoint(
                     description,

@@ -4,8 +4,9 @@ What operators see: Prometheus metrics, the access log and the status page.
 It imports the layers below it (L{splicetx._relay}, L{splicetx._pool},
 L{splicetx._proxy}).
 
- - C{metrics}, C{poolmetrics}: the Prometheus metrics and endpoint.
+ - C{metrics}, C{poolmetrics}, C{processmetrics}: the Prometheus metrics
+   and endpoint.
  - C{accesslog}: one record per finished connection.
- - C{status}, C{statushtml}, C{statusweb}: C{/status}, C{/status.json} and
-   C{/healthz}.
+ - C{status}, C{statushtml}, C{statusweb}, C{statusrates}: C{/status},
+   C{/status.json} (with rates) and C{/healthz}.
 """

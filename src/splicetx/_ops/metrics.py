@@ -31,11 +31,20 @@ listen endpoint, so one process serving many forwards stays readable):
   - C{copy_fallbacks_total{forward,reason}}: relays that used the copy
     engine, by L{RelayResult.fallbackReason <splicetx.RelayResult>}.
   - C{upstream_connect_failures_total{forward,reason}}: failed upstream
-    connections (C{refused}, C{timeout}, C{dns}, C{no_route}, ...).
+    connects (C{refused}, C{timeout}, C{dns}, C{no_route}, ...): every
+    try, also one that a pool then made good on another member, as
+    HAProxy's backend connection errors count; plus C{no_upstream} once
+    for each client a pool could connect to no member.
   - C{connection_duration_seconds{forward}}: a histogram of relay durations.
   - C{pipes{state}}: the kernel pipes of the process's L{PipePool}:
     C{in_use} (holding data in flight), C{reserved} (by live spliced
     relays), C{idle} (kept open for reuse).
+  - C{pipes_max}: the cap on reserved pipes (past it the fast path waits
+    and the general path copies): C{reserved / pipes_max} is how close the
+    process is to running out.
+
+L{splicetx._ops.processmetrics} adds the process's own series (version,
+draining, worker starts, and C{prometheus_client}'s C{process_*}).
 
 B{With several worker processes} the library's multiprocess mode combines
 the figures: the supervisor creates an empty directory and starts every
@@ -135,6 +144,11 @@ class _PipePoolCollector:
         g.add_metric(["reserved"], self.pool.reserved)
         g.add_metric(["idle"], self.pool.idle)
         yield g
+        yield GaugeMetricFamily(
+            "splicetx_pipes_max",
+            "The cap on kernel pipes reserved by live spliced relays.",
+            value=self.pool.maxPipes,
+        )
 
 
 @implementer(IProxyMetrics)
@@ -306,12 +320,19 @@ class ProxyMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        pipesMax = Gauge(
+            "splicetx_pipes_max",
+            "The cap on kernel pipes reserved by live spliced relays.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
 
         def sample() -> None:
             assert self._pipes is not None
             self._pipes.labels("in_use").set(pool.inUse)
             self._pipes.labels("reserved").set(pool.reserved)
             self._pipes.labels("idle").set(pool.idle)
+            pipesMax.set(pool.maxPipes)
 
         loop = LoopingCall(sample)
         loop.clock = reactor

@@ -15,6 +15,9 @@ description):
   - C{splicetx_upstream_failures_total}: failed connects, by
     C{reason} (C{refused}, C{timeout}, ...).
   - C{splicetx_upstream_weight}: its configured weight.
+  - C{splicetx_upstream_bytes_total}: bytes relayed by finished
+    connections to it, by C{direction} (C{client_to_upstream},
+    C{upstream_to_client}), as C{splicetx_bytes_total} counts them.
 
 Needs C{prometheus_client} (the C{metrics} extra).
 """
@@ -82,6 +85,11 @@ class PoolCollector:
             "Failed connects to the upstream, by reason.",
             labels=[*labels, "reason"],
         )
+        bytesRelayed = CounterMetricFamily(
+            "splicetx_upstream_bytes",
+            "Bytes relayed by finished connections to the upstream.",
+            labels=[*labels, "direction"],
+        )
         for pool in self._current():
             passive = len(pool.members) > 1
             for member in pool.members:
@@ -93,4 +101,10 @@ class PoolCollector:
                 connections.add_metric(key, float(member.connections))
                 for reason, count in sorted(member.failures.items()):
                     failures.add_metric([*key, reason], float(count))
-        yield from (up, healthy, active, weight, connections, failures)
+                bytesRelayed.add_metric(
+                    [*key, "client_to_upstream"], float(member.bytesToUpstream)
+                )
+                bytesRelayed.add_metric(
+                    [*key, "upstream_to_client"], float(member.bytesFromUpstream)
+                )
+        yield from (up, healthy, active, weight, connections, failures, bytesRelayed)

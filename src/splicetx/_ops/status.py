@@ -49,6 +49,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from splicetx._ops.statushtml import REFRESH_SECONDS, renderHTML
+from splicetx._ops.statusrates import RateRing, applyRates
 from splicetx._ops.statusweb import HealthResource, StatusPage, statusResources
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._relay.runtime import LOG_STATUS, __version__, defaultReactor
@@ -279,6 +280,53 @@ def _pipes(pool: Any) -> dict[str, Any] | None:
     }
 
 
+def _memberName(proto: Any, endpoint: Any) -> str | None:
+    """
+    The name of the pool member a live connection goes to (as its
+    C{upstreamStatus()} row names it), or C{None} outside a pool: the fast
+    path's connection has a C{member}, the general path's endpoint (a
+    L{PoolEndpoint <splicetx._proxy.poolproxy.PoolEndpoint>} or
+    L{UpstreamEndpoint <splicetx._proxy.poolproxy.UpstreamEndpoint>}) an
+    C{upstream}.
+    """
+    member = getattr(proto, "member", None) or getattr(endpoint, "upstream", None)
+    name = getattr(member, "description", None)
+    return name if isinstance(name, str) else None
+
+
+def _addMemberBytes(
+    upstreams: list[dict[str, Any]], memberBytes: Mapping[str, list[int]]
+) -> None:
+    """
+    Add the live relays' bytes to the finished ones of the upstream rows
+    that count bytes (a pool's members).
+    """
+    for row in upstreams:
+        table = row.get("bytes")
+        sums = memberBytes.get(row.get("name", ""))
+        if table is None or sums is None:
+            continue
+        row["bytes"] = {
+            CLIENT_TO_UPSTREAM: int(table.get(CLIENT_TO_UPSTREAM) or 0) + sums[0],
+            UPSTREAM_TO_CLIENT: int(table.get(UPSTREAM_TO_CLIENT) or 0) + sums[1],
+        }
+
+
+def _plainUpstream(name: str, live: int) -> dict[str, Any]:
+    """
+    The row of an upstream outside a pool: no health check, and no counters
+    of its own (the listener's are its).
+    """
+    return {
+        "name": name,
+        "health": None,
+        "live": live,
+        "total": None,
+        "failures": None,
+        "bytes": None,
+    }
+
+
 def _boundAddresses(ports: list[Any], factory: Any) -> list[str]:
     out = []
     for port in ports:
@@ -304,6 +352,8 @@ class ServiceStatus:
     @ivar worker: this process's worker slot under C{--workers}, or C{None}
         for a process serving on its own.
     @ivar startedAt: when this process started serving (UNIX time).
+    @ivar rates: the samples the snapshots' rates are taken from (see
+        L{splicetx._ops.statusrates}).
     """
 
     def __init__(
@@ -325,6 +375,9 @@ class ServiceStatus:
         self.limit = limit
         self.worker = worker
         self.startedAt = time.time()
+        # Every counter is zero now: the first snapshot's rates are
+        # averaged since this moment.
+        self.rates = RateRing(start=self.reactor.seconds())
 
     @property
     def reactor(self) -> Any:
@@ -378,6 +431,7 @@ class ServiceStatus:
             listener["draining"] = bool(getattr(factory, "draining", False))
             listener["maxConnections"] = getattr(factory, "maxConnections", None)
             byUpstream: dict[str, int] = {}
+            memberBytes: dict[str, list[int]] = {}
             names: dict[int, str] = {}
             up = listener["liveBytes"][CLIENT_TO_UPSTREAM]
             down = listener["liveBytes"][UPSTREAM_TO_CLIENT]
@@ -398,10 +452,16 @@ class ServiceStatus:
                 if engine is not None:
                     up[engine] = up.get(engine, 0) + a
                     down[engine] = down.get(engine, 0) + b
+                    member = _memberName(proto, endpoint)
+                    if member is not None:
+                        sums = memberBytes.setdefault(member, [0, 0])
+                        sums[0] += a
+                        sums[1] += b
                 candidates.append((a + b, proto, factory))
             listener["live"] = len(factory.liveProtocols)
             live += listener["live"]
             listener["upstreams"] = self._upstreams(factory, byUpstream)
+            _addMemberBytes(listener["upstreams"], memberBytes)
             _applyTotals(listener, totals.get(factory.forwardName, {}))
             listeners.append(listener)
         pool = factories[0].pipePool if factories else None
@@ -413,7 +473,7 @@ class ServiceStatus:
                 rows.append(connectionStatus(proto, factory, now))
             except Exception:
                 _log.failure("cannot describe {proto!r}", proto=proto)
-        return {
+        snap = {
             "schema": SCHEMA,
             "generatedAt": round(time.time(), 3),
             "process": self._processInfo(
@@ -426,6 +486,7 @@ class ServiceStatus:
             "connectionsLimit": self.limit,
             "connections": rows,
         }
+        return applyRates(snap, self.rates, now)
 
     def _upstreams(
         self, factory: Any, byUpstream: dict[str, int]
@@ -437,21 +498,14 @@ class ServiceStatus:
                 u.setdefault("health", None)
                 u.setdefault("live", byUpstream.get(u.get("name", ""), 0))
                 u.setdefault("total", None)
+                u.setdefault("failures", None)
+                u.setdefault("bytes", None)
             return upstreams
         name = describeEndpoint(factory.upstream)
-        upstreams = [
-            {
-                "name": name,
-                "health": None,
-                "live": byUpstream.pop(name, 0),
-                "total": None,
-            }
-        ]
+        upstreams = [_plainUpstream(name, byUpstream.pop(name, 0))]
         # Upstreams chosen per connection by a subclass.
         for other, count in sorted(byUpstream.items()):
-            upstreams.append(
-                {"name": other, "health": None, "live": count, "total": None}
-            )
+            upstreams.append(_plainUpstream(other, count))
         return upstreams
 
 
@@ -586,7 +640,7 @@ class SupervisorStatus(ServiceStatus):
         """
         supervisor = getattr(self.service, "workers", None)
         pids = dict(supervisor.pids) if supervisor is not None else {}
-        starts = {s.index: s.starts for s in getattr(supervisor, "_slots", None) or []}
+        starts = self.workerStarts()
 
         def fetch(index: int, pid: int) -> Deferred[tuple[Any, ...]]:
             d: Deferred[Any] = fetchWorkerStatus(
@@ -599,6 +653,13 @@ class SupervisorStatus(ServiceStatus):
 
         ds = [fetch(i, pid) for i, pid in sorted(pids.items())]
         return gatherResults(ds).addCallback(self._merge, starts)
+
+    def workerStarts(self) -> dict[int, int]:
+        """
+        How many times each worker slot was started: C{{slot: starts}}.
+        """
+        supervisor = getattr(self.service, "workers", None)
+        return {s.index: s.starts for s in getattr(supervisor, "_slots", None) or []}
 
     def _merge(
         self, answers: list[tuple[Any, ...]], starts: dict[int, int]
@@ -647,7 +708,7 @@ class SupervisorStatus(ServiceStatus):
             if not listener["listen"]:
                 listener["listen"] = [forward]
             _applyTotals(listener, totals.get(forward, {}))
-        return {
+        snap = {
             "schema": SCHEMA,
             "generatedAt": round(time.time(), 3),
             "process": self._processInfo("supervisor", count),
@@ -658,6 +719,7 @@ class SupervisorStatus(ServiceStatus):
             "connectionsLimit": self.limit,
             "connections": _busiest(rows, self.limit),
         }
+        return applyRates(snap, self.rates, self.reactor.seconds())
 
     @staticmethod
     def _mergeListener(
@@ -686,6 +748,11 @@ class SupervisorStatus(ServiceStatus):
             for key in ("live", "total"):
                 if upstream.get(key) is not None:
                     known[key] = (known.get(key) or 0) + upstream[key]
+            for key in ("failures", "bytes"):
+                if upstream.get(key) is not None:
+                    table = known[key] = dict(known.get(key) or {})
+                    for name, n in upstream[key].items():
+                        _add(table, name, n)
             if known.get("health") != upstream.get("health"):
                 # Workers disagree: show the worst-sounding answer.
                 known["health"] = _worse(known.get("health"), upstream.get("health"))

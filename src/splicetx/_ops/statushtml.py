@@ -2,7 +2,9 @@
 """
 The HTML of the C{/status} page (L{splicetx._ops.status}): one self-contained
 document, no script and no external assets, every value escaped with
-C{html.escape}.  It reloads itself every L{REFRESH_SECONDS} seconds.
+C{html.escape}.  It reloads itself every L{REFRESH_SECONDS} seconds by
+default (a C{<meta http-equiv="refresh">}: no script), every C{N} seconds
+with C{?refresh=N}, never with C{?refresh=0}; the page links the choices.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["renderHTML", "REFRESH_SECONDS"]
+__all__ = ["renderHTML", "REFRESH_SECONDS", "REFRESH_CHOICES", "MAX_REFRESH"]
 
-#: Seconds between reloads of the page.
+#: Seconds between reloads of the page, by default.
 REFRESH_SECONDS = 5
+
+#: The reload periods the page links to (0: off).
+REFRESH_CHOICES = (0, 2, 5, 30)
+
+#: The longest reload period C{?refresh=} takes, in seconds.
+MAX_REFRESH = 3600
 
 CLIENT_TO_UPSTREAM = "client_to_upstream"
 UPSTREAM_TO_CLIENT = "upstream_to_client"
@@ -62,6 +70,60 @@ def _reasons(table: Mapping[str, int]) -> str:
     )
 
 
+def _rateText(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if value < 10:
+        return f"{value:.2f}"
+    return f"{value:.0f}"
+
+
+def _bytesRateText(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return _bytesText(int(value)) + "/s"
+
+
+def _rates(table: Mapping[str, Any] | None, key: str) -> Any:
+    return None if table is None else table.get(key)
+
+
+def _failures(counts: Mapping[str, int] | None, rates: Mapping[str, Any] | None) -> str:
+    """
+    An upstream's failed connects by reason, each with its rate.
+    """
+    if counts is None:
+        return "-"
+    if not counts:
+        return "0"
+    per = (rates or {}).get("failures") or {}
+    return ", ".join(
+        f"{_e(k)}&nbsp;{int(v)}"
+        + (f" <small>({_e(_rateText(per[k]))}/s)</small>" if per.get(k) else "")
+        for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+
+
+def _intervalText(snap: Mapping[str, Any]) -> str:
+    interval = snap.get("rateInterval")
+    if interval is None:
+        return "rates: from the next refresh"
+    return f"rates over the last {_secondsText(interval)}"
+
+
+def _refreshLinks(refresh: int) -> str:
+    choices = []
+    for n in REFRESH_CHOICES:
+        text = "off" if n == 0 else f"{n} s"
+        if n == refresh:
+            choices.append(f"<b>{text}</b>")
+        else:
+            choices.append(f'<a href="status?refresh={n}">{text}</a>')
+    return "refresh " + " ".join(choices)
+
+
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d2330;background:#f6f7f9}
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}
@@ -80,12 +142,13 @@ margin:.6em 1.2em 0 0}
 """
 
 
-def renderHTML(snap: Mapping[str, Any]) -> str:
+def renderHTML(snap: Mapping[str, Any], refresh: int = REFRESH_SECONDS) -> str:
     """
     Render a snapshot as the C{/status} page (every value escaped).
 
     @param snap: a snapshot from L{ServiceStatus.snapshot
         <splicetx._ops.status.ServiceStatus.snapshot>} (or the supervisor's).
+    @param refresh: seconds between reloads; C{0}: the page does not reload.
     @return: the HTML document.
     """
     p = snap["process"]
@@ -103,7 +166,7 @@ def renderHTML(snap: Mapping[str, Any]) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">',
+        (f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""),
         '<meta name="viewport" content="width=device-width">',
         f"<title>splicetx status — pid {_e(p.get('pid'))}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -114,7 +177,8 @@ def renderHTML(snap: Mapping[str, Any]) -> str:
         f"<b>{_e(_secondsText(p.get('uptime')))}</b> · "
         f"<b>{int(snap.get('connectionsLive') or 0)}</b> live connection(s) · "
         f"{_e(p.get('reactor'))}, Python {_e(p.get('python'))} · "
-        f'<a href="status.json">JSON</a> · <a href="metrics">metrics</a>',
+        f'<a href="status.json">JSON</a> · <a href="metrics">metrics</a> · '
+        f"{_refreshLinks(refresh)} · {_e(_intervalText(snap))}",
         "</div>",
     ]
     workers = snap.get("workers") or []
@@ -144,25 +208,42 @@ def renderHTML(snap: Mapping[str, Any]) -> str:
         addresses = ", ".join(_e(a) for a in lst.get("addresses") or []) or "-"
         draining = ' <span class="bad">draining</span>' if lst.get("draining") else ""
         out.append('<div class="card">')
+        rates = lst.get("rates")
+        byteRates = _rates(rates, "bytes")
         out.append(
             f"<h2><code>{_e(lst.get('forward'))}</code>{draining}</h2>"
             f"<div>listening on <b>{addresses}</b> · "
             f"<b>{int(lst.get('live') or 0)}</b> live, "
-            f"<b>{int(lst.get('total') or 0)}</b> accepted · max "
+            f"<b>{int(lst.get('total') or 0)}</b> accepted · "
+            f'<b class="rate">{_e(_rateText(_rates(rates, "connections")))}</b> '
+            "connections/s · "
+            f"<b>{_e(_bytesRateText(_rates(byteRates, CLIENT_TO_UPSTREAM)))}</b> "
+            "client → upstream, "
+            f"<b>{_e(_bytesRateText(_rates(byteRates, UPSTREAM_TO_CLIENT)))}</b> "
+            "upstream → client · max "
             f"{_e(lst.get('maxConnections') or 'unlimited')}</div>"
         )
         out.append(
             "<table><tr><th>upstream</th><th>health</th><th>live</th>"
-            "<th>total</th></tr>"
+            "<th>total</th><th>connections/s</th><th>client → upstream</th>"
+            "<th>upstream → client</th><th>connect failures</th></tr>"
         )
         for u in lst.get("upstreams") or []:
             health = u.get("health")
             cls = "ok" if health in ("up", "healthy") else "bad" if health else ""
+            ur = u.get("rates")
+            ub = _rates(ur, "bytes")
             out.append(
                 f"<tr><td><code>{_e(u.get('name'))}</code></td>"
                 f'<td class="{cls}">{_e(health or "not checked")}</td>'
                 f'<td class="n">{_e(u.get("live"))}</td>'
-                f'<td class="n">{_e(u.get("total"))}</td></tr>'
+                f'<td class="n">{_e(u.get("total"))}</td>'
+                f'<td class="n">{_e(_rateText(_rates(ur, "connections")))}</td>'
+                f'<td class="n">'
+                f"{_e(_bytesRateText(_rates(ub, CLIENT_TO_UPSTREAM)))}</td>"
+                f'<td class="n">'
+                f"{_e(_bytesRateText(_rates(ub, UPSTREAM_TO_CLIENT)))}</td>"
+                f"<td>{_failures(u.get('failures'), ur)}</td></tr>"
             )
         out.append("</table>")
         b = lst.get("bytes") or _emptyBytes()

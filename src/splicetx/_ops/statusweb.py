@@ -18,10 +18,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from splicetx._ops.statushtml import renderHTML
+from splicetx._ops.statushtml import MAX_REFRESH, REFRESH_SECONDS, renderHTML
 from splicetx._relay.runtime import LOG_STATUS
 
-__all__ = ["StatusPage", "HealthResource", "statusResources"]
+__all__ = ["StatusPage", "HealthResource", "statusResources", "refreshSeconds"]
 
 _log = Logger(namespace=LOG_STATUS)
 
@@ -40,6 +40,20 @@ class StatusSource(Protocol):
         """
         C{True} until a drain begins.
         """
+
+
+def refreshSeconds(request: Any) -> int:
+    """
+    The reload period a request for C{/status} asks for: C{?refresh=N}
+    seconds (C{0}: never), capped at L{MAX_REFRESH}; without it, or with a
+    value that is not a whole number, L{REFRESH_SECONDS}.
+    """
+    values = (getattr(request, "args", None) or {}).get(b"refresh") or []
+    try:
+        seconds = int(values[-1])
+    except (IndexError, ValueError):
+        return REFRESH_SECONDS
+    return max(0, min(seconds, MAX_REFRESH))
 
 
 class StatusPage(Resource):
@@ -61,12 +75,13 @@ class StatusPage(Resource):
         self.snapshot = snapshot
         self.asJSON = asJSON
 
-    def _body(self, snap: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    def _body(self, snap: Mapping[str, Any], request: Any) -> tuple[bytes, bytes]:
         if self.asJSON:
             # Compact: with indent= the json module leaves its C encoder.
             text = json.dumps(snap, separators=(",", ":")) + "\n"
             return text.encode("utf-8"), b"application/json"
-        return renderHTML(snap).encode("utf-8"), b"text/html; charset=utf-8"
+        page = renderHTML(snap, refreshSeconds(request))
+        return page.encode("utf-8"), b"text/html; charset=utf-8"
 
     def _answer(self, request: Any, result: Any) -> bytes:
         """
@@ -75,7 +90,7 @@ class StatusPage(Resource):
         """
         if not isinstance(result, Failure):
             try:
-                body, contentType = self._body(result)
+                body, contentType = self._body(result, request)
             except Exception:
                 result = Failure()
             else:

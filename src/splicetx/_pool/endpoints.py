@@ -11,6 +11,7 @@ returned into an endpoint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -35,7 +36,13 @@ class PoolEndpoint:
     @ivar pool: the pool.
     @ivar clientKey: what the balancer hashes (see L{clientKeyFor}).
     @ivar upstream: the member connected to, once connected, else C{None}.
+    @ivar onTryFailed: called with the member and the failure of every
+        failed try, also when a later try succeeds (see
+        L{IUpstreamPool.connect}); the proxy sets it to count each try in
+        its metrics.  C{None}: not called.
     """
+
+    onTryFailed: Callable[[Upstream, Failure], None] | None = None
 
     def __init__(self, pool: IUpstreamPool, clientKey: bytes | None = None) -> None:
         self.pool = pool
@@ -75,7 +82,12 @@ class PoolEndpoint:
         @return: a L{Deferred} firing with the protocol, or failing with
             L{NoUpstreamAvailable <splicetx._pool.pool.NoUpstreamAvailable>}.
         """
-        d = self.pool.connect(protocolFactory, self.clientKey)
+        if self.onTryFailed is None:
+            d = self.pool.connect(protocolFactory, self.clientKey)
+        else:
+            d = self.pool.connect(
+                protocolFactory, self.clientKey, onTryFailed=self.onTryFailed
+            )
 
         def connected(result: tuple[Upstream, Any]) -> Any:
             self.upstream, proto = result

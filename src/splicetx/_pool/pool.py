@@ -182,6 +182,9 @@ class Upstream:
     @ivar active: connections open now (counted by L{acquire}/L{release}).
     @ivar connections: connections made to it, ever.
     @ivar failures: failed connects by reason (see L{failureReason}).
+    @ivar bytesToUpstream: bytes relayed to it by finished connections
+        (see L{relayed}).
+    @ivar bytesFromUpstream: bytes relayed from it by finished connections.
     @ivar healthy: the active health state (C{True} unless a health checker
         marked it down).
     """
@@ -223,6 +226,8 @@ class Upstream:
         self.active = 0
         self.connections = 0
         self.failures: collections.Counter[str] = collections.Counter()
+        self.bytesToUpstream = 0
+        self.bytesFromUpstream = 0
         self.healthy = True
         self._clock = clock
         self._recentFailures: list[float] = []
@@ -322,6 +327,17 @@ class Upstream:
         if self.active > 0:
             self.active -= 1
 
+    def relayed(self, toUpstream: int, fromUpstream: int) -> None:
+        """
+        Count the bytes a finished connection to this member relayed (for
+        its metrics and the status page's rates).
+
+        @param toUpstream: bytes from the client to this member.
+        @param fromUpstream: bytes from this member to the client.
+        """
+        self.bytesToUpstream += toUpstream
+        self.bytesFromUpstream += fromUpstream
+
 
 class IUpstreamPool(Interface):
     """
@@ -352,6 +368,7 @@ class IUpstreamPool(Interface):
         factory: Any,
         clientKey: bytes | None = None,
         connectOne: Callable[[Upstream, Any], Deferred[Any]] | None = None,
+        onTryFailed: Callable[[Upstream, Failure], None] | None = None,
     ) -> Deferred[tuple[Upstream, Any]]:
         """
         Connect to a member, failing over to the next on a failed connect.
@@ -361,6 +378,10 @@ class IUpstreamPool(Interface):
         @param connectOne: how to connect one member: called with the member
             and C{factory}, returns a L{Deferred} firing with the connected
             protocol; default C{member.endpoint.connect(factory)}.
+        @param onTryFailed: called with the member and the L{Failure} of
+            each connect that failed (a timed-out try as a C{TimeoutError}),
+            whether or not a later try succeeds: how the proxy counts every
+            failed try in its metrics.
         @return: a L{Deferred} firing with C{(member, protocol)} (the member
             already L{acquired<Upstream.acquire>}), or failing with
             L{NoUpstreamAvailable}; cancelling it cancels the attempt under
@@ -459,11 +480,14 @@ class UpstreamPool:
         factory: Any,
         clientKey: bytes | None = None,
         connectOne: Callable[[Upstream, Any], Deferred[Any]] | None = None,
+        onTryFailed: Callable[[Upstream, Failure], None] | None = None,
     ) -> Deferred[tuple[Upstream, Any]]:
         """
         See L{IUpstreamPool.connect}.
         """
-        attempt = _Attempt(self, factory, clientKey, connectOne or _endpointConnect)
+        attempt = _Attempt(
+            self, factory, clientKey, connectOne or _endpointConnect, onTryFailed
+        )
         return attempt.start()
 
 
@@ -484,11 +508,13 @@ class _Attempt:
         factory: Any,
         clientKey: bytes | None,
         connectOne: Callable[[Upstream, Any], Deferred[Any]],
+        onTryFailed: Callable[[Upstream, Failure], None] | None = None,
     ) -> None:
         self.pool = pool
         self.factory = factory
         self.clientKey = clientKey
         self.connectOne = connectOne
+        self.onTryFailed = onTryFailed
         self.tried: list[Upstream] = []
         self.attempts: list[tuple[Upstream, Failure]] = []
         self.current: Deferred[Any] | None = None
@@ -582,4 +608,9 @@ class _Attempt:
             # (CancelledError, ConnectingCancelledError, UserError).
             failure = Failure(_error.TimeoutError(string=upstream.description))
         tryFailed(self.pool, upstream, failure, self.attempts)
+        if self.onTryFailed is not None:
+            try:
+                self.onTryFailed(upstream, failure)
+            except Exception:
+                _log.failure("onTryFailed for {upstream} failed", upstream=upstream)
         self._next()

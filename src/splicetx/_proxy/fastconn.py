@@ -373,7 +373,12 @@ class FastConnection:
             return
         if self.attempts is None:
             self.attempts = []
-        tryFailed(self.plan.pool, member, Failure(exc), self.attempts)
+        failure = Failure(exc)
+        tryFailed(self.plan.pool, member, failure, self.attempts)
+        metrics = self.forwarder.factory.metrics
+        if metrics is not None:
+            # Every failed try counts, as on the general path.
+            metrics.connectFailed(failure, self.forwarder.factory.forwardName)
         self.member = None
         now = self.forwarder.reactor.seconds()
         if self.totalDeadline and now >= self.totalDeadline:
@@ -597,6 +602,8 @@ class FastConnection:
         upstreamText = self._upstreamText()
         member, self.member = self.member, None
         if member is not None and engine != _NO_ENGINE:
+            if up or down:
+                member.relayed(up, down)
             member.release()
         duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
         result = RelayResult(engine, up, down, duration, reason, detail, None)

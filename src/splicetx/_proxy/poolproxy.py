@@ -289,8 +289,9 @@ class PoolProxyFactory(SpliceProxyFactory):
         """
         Every member of every pool, for the status page: C{name}, C{pool},
         C{health} (C{"up"}; C{"degraded"} while passive health skips it;
-        C{"down"} when a health check took it out), C{live} and C{total}
-        (connections made).
+        C{"down"} when a health check took it out), C{live}, C{total}
+        (connections made), C{failures} (failed connects by reason) and
+        C{bytes} (by finished connections, by direction).
         """
         rows = []
         for pool in self.pools:
@@ -308,6 +309,11 @@ class PoolProxyFactory(SpliceProxyFactory):
                         "health": health,
                         "live": member.active,
                         "total": member.connections,
+                        "failures": dict(member.failures),
+                        "bytes": {
+                            "client_to_upstream": member.bytesToUpstream,
+                            "upstream_to_client": member.bytesFromUpstream,
+                        },
                     }
                 )
         return rows

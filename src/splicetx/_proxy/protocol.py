@@ -516,6 +516,14 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             # A pool bounds each try itself; this bounds the whole failover.
             own: float | None = self._poolEndpoint.connectTimeout
             timeout = timeout if own is None else own
+            metrics = self.factory.metrics
+            if metrics is not None and hasattr(pooled, "onTryFailed"):
+                # Every failed try counts, also one a later member made
+                # good (as HAProxy's backend connection errors do).
+                forward = self.factory.forwardName
+                pooled.onTryFailed = lambda _member, failure: metrics.connectFailed(
+                    failure, forward
+                )
         startConnecting(self, self.factory.reactor, endpoint, timeout)
 
     def _connected(self, upstream: Any) -> Any:
@@ -655,6 +663,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         self._stopIdleCheck()
         pooled = self._poolEndpoint
         if pooled is not None:
+            member = getattr(pooled, "upstream", None)
+            if member is not None and (result.bytesAToB or result.bytesBToA):
+                member.relayed(result.bytesAToB, result.bytesBToA)
             pooled.release()
         factory = self.factory
         duration = max(0.0, factory.reactor.seconds() - self.startedAt)
