@@ -171,8 +171,9 @@ class SdistTests(SynchronousTestCase):
 
     def test_contents(self) -> None:
         """
-        The sdist has the sources, the tests, the deploy recipes, the news
-        fragments and C{py.typed}, under a directory named with the version.
+        The sdist has the sources, the tests, the deploy recipes, the release
+        notes and the news fragments, the documentation site's sources and
+        C{py.typed}, under a directory named with the version.
         """
         _, sdist = _build()
         top = f"splicetx-{splicetx.__version__}"
@@ -187,6 +188,10 @@ class SdistTests(SynchronousTestCase):
             "deploy/systemd/splicetx.service",
             "deploy/kubernetes/deployment.yaml",
             "changelog.d/README.md",
+            "NEWS.md",
+            "docs/conf.py",
+            "docs/index.md",
+            "docs/_ext/splicetx_pydoctor.py",
         ]:
             self.assertIn(f"{top}/{path}", names)
         self.assertNotIn(f"{top}/src/twisted/plugins/dropin.cache", names)

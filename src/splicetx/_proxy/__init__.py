@@ -15,5 +15,5 @@ It imports L{splicetx._relay} and L{splicetx._pool}.
  - C{poolproxy}: pools and SNI routing on the protocol's hooks.
  - C{tls}: TLS listeners and upstreams that answer ALPN.
 
-Public through L{splicetx.proxy}, L{splicetx.pools} and L{splicetx.tls}.
+Public through L{splicetx.proxy}, L{splicetx.pools} and C{splicetx.tls}.
 """
