@@ -285,8 +285,8 @@ def _memberName(proto: Any, endpoint: Any) -> str | None:
     The name of the pool member a live connection goes to (as its
     C{upstreamStatus()} row names it), or C{None} outside a pool: the fast
     path's connection has a C{member}, the general path's endpoint (a
-    L{PoolEndpoint <splicetx._proxy.poolproxy.PoolEndpoint>} or
-    L{UpstreamEndpoint <splicetx._proxy.poolproxy.UpstreamEndpoint>}) an
+    L{PoolEndpoint <splicetx.pools.PoolEndpoint>} or
+    L{UpstreamEndpoint <splicetx.pools.UpstreamEndpoint>}) an
     C{upstream}.
     """
     member = getattr(proto, "member", None) or getattr(endpoint, "upstream", None)
