@@ -52,7 +52,7 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
         "connectWithoutPort",
         [*OK_LISTEN, "--connect", f"tcp:{LOOPBACK}"],
         USAGE,
-        "--connect tcp:127.0.0.1: missing or unexpected arguments",
+        "--connect tcp:127.0.0.1: missing the port (e.g. tcp:127.0.0.1:8080)",
     ),
     (
         "connectPortNotANumber",
@@ -293,7 +293,7 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
         "metricsPortInUse",
         [*OK_LISTEN, *OK_CONNECT, "--metrics", f"tcp:{{busy}}:interface={LOOPBACK}"],
         START,
-        "cannot listen on tcp:{busy}",
+        "--metrics tcp:{busy}:interface=127.0.0.1: cannot listen: ",
     ),
     (
         "workersPortInUse",
@@ -305,8 +305,58 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
     (
         "unixSocketDirectoryMissing",
         ["--listen", "unix:{tmp}/no/such/dir/proxy.sock", *OK_CONNECT],
-        START,
-        "cannot listen on unix:",
+        USAGE,
+        "--listen unix:{tmp}/no/such/dir/proxy.sock: the directory "
+        "{tmp}/no/such/dir does not exist",
+    ),
+    (
+        "listenUnknownParameter",
+        ["--listen", f"tcp:0:interfce={LOOPBACK}", *OK_CONNECT],
+        USAGE,
+        "unknown parameter 'interfce' (did you mean interface=?)",
+    ),
+    (
+        "connectUnknownParameter",
+        [*OK_LISTEN, "--connect", f"tcp:{LOOPBACK}:9:timout=3"],
+        USAGE,
+        "unknown parameter 'timout' (did you mean timeout=?)",
+    ),
+    (
+        "connectUnbracketedIPv6",
+        [*OK_LISTEN, "--connect", "tcp:::1:80"],
+        USAGE,
+        "expected tcp:HOST:PORT, got 4 fields after tcp: (an IPv6 address goes "
+        "in brackets",
+    ),
+    (
+        "connectTrustRootsMissing",
+        [*OK_LISTEN, "--connect", f"tls:{LOOPBACK}:443:trustRoots={{tmp}}/nope"],
+        USAGE,
+        "trustRoots= must name a directory of CA certificates that exists",
+    ),
+    (
+        "listenPortOutOfRange",
+        ["--listen", f"tcp:99999:interface={LOOPBACK}", *OK_CONNECT],
+        USAGE,
+        "--listen tcp:99999:interface=127.0.0.1: port 99999 out of range (0-65535)",
+    ),
+    (
+        "sslListenWithoutKey",
+        ["--listen", f"ssl:0:interface={LOOPBACK}", *OK_CONNECT],
+        USAGE,
+        "(an ssl: listener needs privateKey=FILE",
+    ),
+    (
+        "routeSNIBadName",
+        [*OK_LISTEN, "--route-sni", f"bad name=tcp:{LOOPBACK}:9"],
+        USAGE,
+        "--route-sni: bad server name pattern 'bad name'",
+    ),
+    (
+        "engineSpliceWithTLS",
+        [*OK_LISTEN, "--connect", f"tls:{LOOPBACK}:443", "--engine", "splice"],
+        USAGE,
+        "--engine splice: tls:127.0.0.1:443 is TLS",
     ),
 ]
 

@@ -97,14 +97,16 @@ def unitEnvironment(sections: dict[str, list[tuple[str, str]]]) -> dict[str, str
 
 
 def execStart(
-    sections: dict[str, list[tuple[str, str]]], env: dict[str, str]
+    sections: dict[str, list[tuple[str, str]]],
+    env: dict[str, str],
+    key: str = "ExecStart",
 ) -> list[str]:
     """
-    The service's C{ExecStart} as an argument list: C{${NAME}} replaced from
-    C{env} (one word each, as systemd does), and the C{twist} executable
-    replaced by this interpreter's C{-m twisted}.
+    The service's C{ExecStart} (or another C{key}) as an argument list:
+    C{${NAME}} replaced from C{env} (one word each, as systemd does), and the
+    C{twist} executable replaced by this interpreter's C{-m twisted}.
     """
-    line = setting(sections, "Service", "ExecStart")
+    line = setting(sections, "Service", key)
     assert line[0] not in "@-:+!", f"unexpected ExecStart prefix: {line!r}"
     argv = [
         re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], word)
@@ -225,6 +227,28 @@ class SystemdUnitTests(SynchronousTestCase):
         self.assertEqual(event["reason"], "done")
         self.assertEqual(event["engine"], "splice")
         self.assertEqual(event["bytesClientToUpstream"], len(before + after))
+
+    def test_checkBeforeStart(self) -> None:
+        """
+        C{ExecStartPre} is C{ExecStart} with C{--check}: it passes for the
+        unit as shipped and fails with one line for a bad C{UPSTREAM}.
+        """
+        env = unitEnvironment(self.service)
+        env["METRICS"] = f"tcp:0:interface={LOOPBACK}"
+        pre = execStart(self.service, env, "ExecStartPre")
+        self.assertEqual(pre, [*execStart(self.service, env), "--check"])
+        good = subprocess.run(pre, capture_output=True, text=True, timeout=60)
+        self.assertEqual(good.returncode, 0, good.stderr)
+        self.assertIn("configuration OK", good.stdout)
+        env["UPSTREAM"] = f"tcp:{LOOPBACK}"
+        bad = subprocess.run(
+            execStart(self.service, env, "ExecStartPre"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(bad.returncode, 64)
+        self.assertIn("--connect tcp:127.0.0.1: missing the port", bad.stderr)
 
     def test_socketMatchesListen(self) -> None:
         """

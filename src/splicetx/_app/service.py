@@ -118,11 +118,14 @@ def _exitAfterShutdown(
     reactor.addSystemEventTrigger("after", "shutdown", exitNow)
 
 
-def listenNow(start: Any, description: str) -> Any:
+def listenNow(start: Any, description: str, option: str | None = None) -> Any:
     """
     Call C{start()} (returning a C{Deferred} of a port) and return the port
     if it fired at once.
 
+    @param description: the endpoint string, for the message.
+    @param option: the option that named it when it is not a C{--listen}
+        (C{"--metrics"}), so the message says which endpoint failed.
     @raise SystemExit: with one line when it failed.
     """
     try:
@@ -133,10 +136,12 @@ def listenNow(start: Any, description: str) -> Any:
     outcome: list[Any] = []
     d.addBoth(outcome.append)
     if outcome and isinstance(outcome[0], Failure):
-        raise SystemExit(
-            f"splice-proxy: error: cannot listen on {description}: "
-            f"{explainEndpointError(outcome[0].value)}"
-        )
+        why = explainEndpointError(outcome[0].value)
+        if option is not None:
+            raise SystemExit(
+                f"splice-proxy: error: {option} {description}: cannot listen: {why}"
+            )
+        raise SystemExit(f"splice-proxy: error: cannot listen on {description}: {why}")
     return outcome[0] if outcome else None
 
 
@@ -288,6 +293,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                 children=_status.statusResources(status),
             ),
             description,
+            "--metrics",
         )
         self.metricsPort = port
         logMetricsPort(port, description)

@@ -191,6 +191,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
                     children=_status.statusResources(status),
                 ),
                 description,
+                "--metrics",
             )
             self.metricsPort = port
             logMetricsPort(port, description)

@@ -28,6 +28,7 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from splicetx._app import worker as _worker
+from splicetx._app.check import checkReport
 from splicetx._app.service import METRICS_MISSING, SpliceProxyService
 from splicetx._app.supervisor import (
     SpliceProxySupervisorService,
@@ -38,6 +39,7 @@ from splicetx._config.commandline import commandLineForward
 from splicetx._config.endpoints import (
     DEFAULT_BACKLOG,
     checkListen,
+    endpointType,
     withBacklog,
 )
 from splicetx._config.files import connectStrings, readConfigFile
@@ -308,6 +310,13 @@ class Options(usage.Options):
 
     optFlags = [
         [
+            "check",
+            None,
+            "Check the whole configuration (options, --config file, endpoint "
+            "strings, certificates, that the listening ports can be bound) "
+            "and exit: 0 when it is good, 64 with every problem listed.",
+        ],
+        [
             "accept-proxy-protocol",
             None,
             "Read a PROXY protocol header (v1 or v2) from every client first "
@@ -324,6 +333,9 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
+        # The help of an opt_ method is its docstring, whose line breaks and
+        # indentation usage.Options would keep as runs of blanks.
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
         self["listen"] = []
         self["allow"] = []
         self["deny"] = []
@@ -467,7 +479,8 @@ class Options(usage.Options):
         # A worker adopts its supervisor's sockets: it does not check the
         # listening strings again (a systemd: string names sockets of the
         # supervisor's environment, not its own).
-        checkListens = not _worker.isWorker()
+        # --check checks them itself (leaving systemd: ones to systemd).
+        checkListens = not _worker.isWorker() and not self["check"]
         forwards: list[Forward] = []
         warnings: list[str] = []
         if self["listen"]:
@@ -492,6 +505,16 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise ConfigError(str(e))
+        if self["engine"] == "splice":
+            encrypted = [
+                d for f in forwards for d in f.listens if endpointType(d) == "ssl"
+            ] + [d for d in connectStrings(forwards) if endpointType(d) == "tls"]
+            if encrypted:
+                raise ConfigError(
+                    f"--engine splice: {encrypted[0]} is TLS, whose bytes are "
+                    "encrypted in this process and cannot be spliced; use "
+                    "--engine auto (splice where it can, copy for TLS)"
+                )
         if self["accept-proxy-protocol"] and not trusted:
             warnings.append(
                 "--accept-proxy-protocol without --proxy-protocol-from: any "
@@ -527,6 +550,10 @@ class Options(usage.Options):
             connectALPN=connectALPN,
         )
         self["listen"] = [withBacklog(d, self["backlog"]) for d in self["listen"]]
+        if self["check"]:
+            status, lines = checkReport(self.proxyConfig)
+            print("\n".join(lines), file=sys.stderr if status else sys.stdout)
+            raise SystemExit(status)
 
     def _checkAccessLog(self) -> None:
         """

@@ -12,6 +12,7 @@ option; L{explainEndpointError} words an exception for such a line.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IReactorPluggableNameResolver
 from zope.interface import implementer
 
+from splicetx._config.endpointerrors import CLIENT, SERVER, explainEndpointError
 from splicetx._config.values import ConfigError
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "serverEndpoint",
     "withBacklog",
     "checkListen",
+    "endpointFields",
     "checkConnect",
     "explainEndpointError",
 ]
@@ -216,24 +219,6 @@ class _ParseOnlyReactor:
         return None
 
 
-def explainEndpointError(e: BaseException | None) -> str:
-    """
-    Word an exception from an endpoint parser or a failed listen for a
-    one-line message.
-    """
-    if e is None:
-        return "unknown error"
-    if isinstance(e, TypeError):
-        return f"missing or unexpected arguments ({e})"
-    if isinstance(e, KeyError):
-        return f"missing argument {e}"
-    text = str(e) or type(e).__name__
-    text = text.splitlines()[0]
-    if text.startswith("invalid literal for int()"):
-        return "expected a number, got " + text.rpartition(": ")[2]
-    return text
-
-
 _KEYWORD = re.compile(r"^[A-Za-z]+=")
 
 
@@ -256,6 +241,35 @@ def _unixPathMissing(description: str) -> bool:
     return True
 
 
+def endpointFields(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    The fields of an endpoint string after its type, unescaped: the
+    positional ones in order, and the C{name=value} ones by name.
+    """
+    fields = [_unescape(p) for p in _split(_escapeBrackets(description))[1:]]
+    positional = [f for f in fields if not _KEYWORD.match(f)]
+    named = dict(f.split("=", 1) for f in fields if _KEYWORD.match(f))
+    return positional, named
+
+
+def _serverProblem(description: str, kind: str) -> str | None:
+    """
+    What Twisted's parser lets through but the listen would refuse: a port
+    out of range, a unix socket in a directory that does not exist.
+    """
+    positional, named = endpointFields(description)
+    if kind in ("tcp", "tcp6", "ssl", "mptcp", "mptcp6"):
+        port = named.get("port", positional[0] if positional else None)
+        if port is not None and port.strip().isdigit() and int(port) > 65535:
+            return f"port {int(port)} out of range (0-65535)"
+    elif kind == "unix":
+        path = named.get("address", positional[0] if positional else "")
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            return f"the directory {directory} does not exist"
+    return None
+
+
 def checkListen(description: str, option: str = "--listen") -> None:
     """
     Check a server endpoint string.
@@ -266,22 +280,30 @@ def checkListen(description: str, option: str = "--listen") -> None:
     """
     if _unixPathMissing(description):
         raise ConfigError(f"{option} {description!r}: a unix endpoint needs a path")
+    kind = endpointType(description)
     try:
         serverEndpoint(_ParseOnlyReactor(), description)
     except (IndexError, KeyError) as e:
-        if endpointType(description) == "systemd":
+        if kind == "systemd":
             raise ConfigError(f"{option} {description}: {_SYSTEMD_HINT}")
-        raise ConfigError(f"{option} {description}: {explainEndpointError(e)}")
+        raise ConfigError(
+            f"{option} {description}: {explainEndpointError(e, SERVER, kind)}"
+        )
     except Exception as e:
         hint = ""
         if type(e).__module__.startswith("OpenSSL"):
             raise ConfigError(
                 f"{option} {description}: cannot load the TLS key or "
-                f"certificate ({explainEndpointError(e)})"
+                f"certificate: {explainEndpointError(e, SERVER, kind)}"
             )
         if description.strip().isdigit():
             hint = f" (did you mean tcp:{description.strip()}?)"
-        raise ConfigError(f"{option} {description}: {explainEndpointError(e)}{hint}")
+        raise ConfigError(
+            f"{option} {description}: {explainEndpointError(e, SERVER, kind)}{hint}"
+        )
+    problem = _serverProblem(description, kind)
+    if problem is not None:
+        raise ConfigError(f"{option} {description}: {problem}")
 
 
 def checkConnect(description: str) -> None:
@@ -292,7 +314,17 @@ def checkConnect(description: str) -> None:
     """
     if _unixPathMissing(description):
         raise ConfigError(f"--connect {description!r}: a unix endpoint needs a path")
+    kind = endpointType(description)
     try:
         clientEndpoint(_ParseOnlyReactor(), description)
     except Exception as e:
-        raise ConfigError(f"--connect {description}: {explainEndpointError(e)}")
+        positional, _ = endpointFields(description)
+        if kind in ("tcp", "tcp6", "tls", "mptcp", "mptcp6") and len(positional) > 2:
+            raise ConfigError(
+                f"--connect {description}: expected {kind}:HOST:PORT, got "
+                f"{len(positional)} fields after {kind}: (an IPv6 address goes "
+                f"in brackets: {kind}:[::1]:8080)"
+            ) from None
+        raise ConfigError(
+            f"--connect {description}: {explainEndpointError(e, CLIENT, kind)}"
+        ) from None

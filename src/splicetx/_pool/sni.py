@@ -36,6 +36,7 @@ without a trailing dot, and non-ASCII names in the routes are IDNA-encoded
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -161,6 +162,17 @@ def normaliseServerName(name: str) -> str:
         except UnicodeError as e:
             raise ValueError(f"bad server name {name!r}: {e}") from None
     return name.lower()
+
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _isHostName(name: str) -> bool:
+    """
+    Whether a normalised name is a host name by RFC 1123: dot-separated
+    labels of letters, digits and inner hyphens, 1 to 63 long, 253 in all.
+    """
+    return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
 def _hostName(raw: memoryview) -> str:
@@ -424,9 +436,11 @@ class SNIRouter:
         if wildcard:
             pattern = pattern[2:]
         name = normaliseServerName(pattern)
-        if "*" in name or ".." in name or name.startswith("."):
+        if not _isHostName(name):
             raise ValueError(
-                f"bad server name pattern {original!r} (use a host name or *.domain)"
+                f"bad server name pattern {original!r}: use a host name "
+                f"(letters, digits and hyphens in dot-separated labels of at "
+                f"most 63, RFC 1123) or *.domain"
             )
         table = self._wildcards if wildcard else self._exact
         if name in table:
