@@ -289,6 +289,34 @@ class HealthCheckTests(_PoolTestCase):
 
         runAsync(go(), 120)
 
+    def test_probesLogNothing(self) -> None:
+        """
+        A second of interval, three rounds of probes of a live upstream: the
+        log has no factory start/stop lines, and no health line at all (no
+        state changed).
+        """
+
+        async def go() -> tuple[ProxyProcess, int]:
+            [a] = await _backends("a")
+            args = [*_listen(), "--connect", a.connect, "--connect", a.connect]
+            proxy, port = await self.start([*args, "--health-check-interval", "1"])
+            # Two upstreams probed at start and after 1 s and 2 s.
+            while a.clients < 6:
+                await asyncio.sleep(0.05)
+            self.assertEqual(await _ask(port), b"a")
+            return proxy, a.clients
+
+        proxy, probes = runAsync(go(), 60)
+        self.assertGreaterEqual(probes, 6)
+        proxy.waitForConnections(1)
+        noise = [
+            e
+            for e in proxy.events
+            if "factory" in str(e.get("log_format", "")).lower()
+            or e.get("log_namespace", "").startswith("splicetx._pool.health")
+        ]
+        self.assertEqual(noise, [])
+
 
 def _certificate(directory: str) -> tuple[str, str]:
     try:
