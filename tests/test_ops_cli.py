@@ -543,7 +543,7 @@ class HelperTests(SynchronousTestCase):
     def test_metricsWithoutPrometheusClient(self) -> None:
         """
         --metrics without prometheus-client installed exits 64 with one line
-        naming the package to install.
+        saying how to install it from the checkout.
         """
         import subprocess
 
@@ -554,7 +554,9 @@ class HelperTests(SynchronousTestCase):
         os.mkdir(package)
         with open(os.path.join(package, "__init__.py"), "w") as f:
             f.write("raise ImportError('No module named prometheus_client')\n")
-        env = dict(os.environ, PYTHONPATH=tmp)
+        # The stand-in first, then whatever splicetx this test runs.
+        path = [tmp, *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         result = subprocess.run(
             twistCommand(
                 ["--listen", "tcp:0", "--connect", "tcp:127.0.0.1:9"]
@@ -569,5 +571,6 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(
             result.stderr.strip(),
             "splice-proxy: error: --metrics needs the prometheus-client package: "
-            "pip install 'splicetx[metrics]'",
+            "pip install '.[metrics]' in the splicetx checkout (after a release: "
+            "pip install 'splicetx[metrics]')",
         )

@@ -48,8 +48,10 @@ _log = Logger(namespace=LOG_PROXY)
 #: Exit status when the service cannot start (a port in use, ...).
 EXIT_START = 1
 
+#: splicetx is not on PyPI yet: the hint names the install from the checkout.
 METRICS_MISSING = (
-    "--metrics needs the prometheus-client package: pip install 'splicetx[metrics]'"
+    "--metrics needs the prometheus-client package: pip install '.[metrics]' "
+    "in the splicetx checkout (after a release: pip install 'splicetx[metrics]')"
 )
 
 
