@@ -427,6 +427,33 @@ class MetricsTests(_OpsTestCase):
             ],
         )
 
+    def test_scrapesAreNotLogged(self) -> None:
+        """
+        Scrapes of /metrics, probes of /healthz and refreshes of /status
+        and /status.json write nothing to the log: once the proxy is ready,
+        the only line is the connection's record.
+        """
+
+        async def scenario() -> tuple[ProxyProcess, int]:
+            up = await Upstream().start()
+            proxy = self.forward(up.port, "--metrics", f"tcp:0:interface={LOOPBACK}")
+            [port] = await ports(proxy)
+            metrics = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")
+            for path in ["metrics", "healthz", "status", "status.json"] * 3:
+                url = f"http://{LOOPBACK}:{metrics['port']}/{path}"
+                await asyncio.to_thread(lambda u=url: urllib.request.urlopen(u).read())
+            self.assertEqual(await exchange(port, b"x"), b"ok")
+            await asyncio.to_thread(proxy.waitForConnections, 1)
+            up.server.close()
+            return proxy, port
+
+        proxy, port = runAsync(scenario(), 40)
+        ready = next(
+            i for i, e in enumerate(proxy.events) if e.get("splicetxEvent") == "ready"
+        )
+        after = proxy.events[ready + 1 :]
+        self.assertEqual([e.get("splicetxEvent") for e in after], ["connection"])
+
 
 class WorkersTests(_OpsTestCase):
     """

@@ -5,6 +5,7 @@ It imports the layers below it (L{splicetx._relay}, L{splicetx._pool},
 L{splicetx._proxy}).
 
  - C{metrics}, C{poolmetrics}: the Prometheus metrics and endpoint.
+ - C{quietweb}: the endpoint's web server, which logs no requests.
  - C{accesslog}: one record per finished connection.
  - C{status}, C{statushtml}, C{statusweb}: C{/status}, C{/status.json} and
    C{/healthz}.
