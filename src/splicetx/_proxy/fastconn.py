@@ -235,7 +235,8 @@ class FastConnection:
             if not allowed:
                 if metrics is not None:
                     metrics.connectionRefused("acl", factory.forwardName)
-                self.client.close(False)
+                # A reset, as on the general path (SpliceProxyProtocol._refuse).
+                self.client.close(True)
                 self._finish(_NO_ENGINE, 0, 0, "rejected", why)
                 return
         pool = plan.pool
