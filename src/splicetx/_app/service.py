@@ -34,7 +34,7 @@ from splicetx._config.endpoints import (
 )
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
-from splicetx._pool.addresses import describeAddress, describeEndpoint
+from splicetx._pool.addresses import describeAddress
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
@@ -352,7 +352,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                 "drain timeout {drainTimeout:g} s)",
                 splicetxEvent="started",
                 listen=", ".join(forward.listens),
-                upstream=describeEndpoint(factory.upstream),
+                upstream=factory.describeUpstream(),
                 engine=config.engine,
                 pipeSize=config.pipeSize,
                 connectTimeout=config.connectTimeout,
@@ -360,7 +360,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                 halfCloseTimeout=config.halfCloseTimeout,
                 tcpKeepalive=str(config.tcpKeepalive or "off"),
                 drainTimeout=config.drainTimeout,
-                acl=repr(factory.acl) if factory.acl is not None else None,
+                acl=factory.acl.description if factory.acl is not None else None,
             )
 
     def _openAccessLog(self) -> None:

@@ -45,6 +45,7 @@ from splicetx._proxy.timeouts import (
     idleDetail,
 )
 from splicetx._proxy.upstream import directTarget as directTarget
+from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
@@ -600,7 +601,9 @@ class FastConnection:
         if member is not None and engine != _NO_ENGINE:
             member.release()
         duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
-        result = RelayResult(engine, up, down, duration, reason, detail, None)
+        # Its sockets are named A (client) and B (upstream), as a relay's.
+        words = inProxyWords(detail)
+        result = RelayResult(engine, up, down, duration, reason, words, None)
         metrics = factory.metrics
         try:
             if metrics is not None:

@@ -40,6 +40,7 @@ from splicetx._proxy.upstream import (
     startConnecting,
     stopConnecting,
 )
+from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.relay import (
     CANCELLED,
     CLOSED,
@@ -216,7 +217,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         to L{SpliceProxyFactory.relayFinished}, which logs it.
 
         @param result: how it went; C{duration} is measured from the moment
-            the client connected.
+            the client connected, and C{detail} and C{fallbackReason} name
+            the client and the upstream where the relay said A and B
+            (L{splicetx._proxy.wording}).
         """
         self.factory.relayFinished(self, result)
 
@@ -674,8 +677,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             result.bytesBToA,
             duration,
             result.reason,
-            result.detail,
-            result.fallbackReason,
+            # The relay's transports A and B are this client and upstream.
+            inProxyWords(result.detail),
+            inProxyWords(result.fallbackReason),
         )
         self.result = result
         metrics = factory.metrics
