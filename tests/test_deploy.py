@@ -325,6 +325,57 @@ class SystemdUnitTests(SynchronousTestCase):
         self.assertEqual(complaints, [])
 
 
+class LogrotateRecipeTests(SynchronousTestCase):
+    """
+    C{deploy/logrotate/splicetx} rotates the files the proxy reopens on
+    SIGUSR1 (the reopening itself: C{tests/test_logrotate.py}).
+    """
+
+    def setUp(self) -> None:
+        self.text = (DEPLOY / "logrotate" / "splicetx").read_text()
+        self.rules = "\n".join(
+            line for line in self.text.splitlines() if not line.startswith("#")
+        )
+
+    def test_signalsTheMainProcess(self) -> None:
+        """
+        After rotating, it sends SIGUSR1 once (sharedscripts) to the
+        service's main process, which passes it on to its workers.
+        """
+        self.assertIn("sharedscripts", self.rules.split())
+        script = self.rules.split("postrotate", 1)[1].split("endscript", 1)[0]
+        command = shlex.split(script.split("||")[0].split("2>")[0])
+        self.assertEqual(command[:2], ["systemctl", "kill"])
+        self.assertIn("--signal=SIGUSR1", command)
+        self.assertIn("--kill-whom=main", command)
+        self.assertEqual(command[-1], SERVICE.name)
+
+    def test_filesAndCompression(self) -> None:
+        """
+        It rotates the two files its comment's command line writes, keeps
+        the newest rotated file uncompressed (lines reach it until the
+        signal) and neither truncates nor creates files (the proxy does).
+        """
+        header = self.rules.split("{", 1)[0].split()
+        self.assertEqual(
+            header, ["/var/log/splicetx/proxy.log", "/var/log/splicetx/access.log"]
+        )
+        self.assertIn("--log-file /var/log/splicetx/proxy.log", self.text)
+        self.assertIn("--access-log /var/log/splicetx/access.log", self.text)
+        words = self.rules.split()
+        self.assertIn("delaycompress", words)
+        self.assertNotIn("copytruncate", words)
+        self.assertNotIn("create", words)
+        if shutil.which("logrotate") is not None:
+            result = subprocess.run(
+                ["logrotate", "--debug", str(DEPLOY / "logrotate" / "splicetx")],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            self.assertNotIn("error", result.stderr.lower())
+
+
 class ContainerRecipeTests(SynchronousTestCase):
     """
     C{deploy/container/Dockerfile}, checked line by line (there is no docker

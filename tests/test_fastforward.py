@@ -429,10 +429,11 @@ class PathScenarios(ReactorTestMixin):
         self.assertEqual(before, [b"1"])
         self.assertEqual(after, [b"1", b"2"])
 
-    def test_accessRulesRefuse(self) -> None:
+    def deniedEnd(self, sendFirst: bytes) -> list[str]:
         """
-        A client the access rules deny is closed before any upstream
-        connection, recorded as rejected with the rule.
+        A client the rules deny connects (and sends C{sendFirst} before the
+        proxy has even accepted it); how did its connection end, as its own
+        socket saw it: C{"reset"} or C{"eof"}?  Also the record's reason.
         """
         events = self.events()
 
@@ -441,18 +442,45 @@ class PathScenarios(ReactorTestMixin):
             echo = EchoFactory()
             up = reactor.listenTCP(0, echo, interface=LOOPBACK)
             factory, port = self.proxy(
-                reactor, up.getHost().port, acl=AccessControl(deny=["127.0.0.0/8"])
+                reactor, up.getHost().port, acl=AccessControl(deny=["127.0.0.1"])
             )
-            yield self.closedClient(reactor, factory, port)
+            # Connected by the kernel's backlog, before the reactor accepts.
+            client = socket.create_connection((LOOPBACK, port.getHost().port), 10)
+            self.addCleanup(client.close)
+            client.sendall(sendFirst)
+            yield self.waitEnded(reactor, factory)
             yield stopAll([up, port])
-            return factory, echo.built
+            try:
+                end = "eof" if client.recv(100) == b"" else "data"
+            except ConnectionResetError:
+                end = "reset"
+            return factory, end, echo.built
 
-        factory, built = self.runScenario(scenario)
+        factory, end, built = self.runScenario(scenario)
         self.assertPath(factory)
         self.assertEqual(built, 0)
-        [event] = events
-        self.assertEqual(event["reason"], REJECTED)
-        self.assertIn("127.0.0.0/8", event["detail"])
+        return [end, *(f"{e['reason']}: {e['detail']}" for e in events)]
+
+    def test_deniedAfterSendingIsReset(self) -> None:
+        """
+        A denied client that already sent bytes gets a reset before any
+        upstream connection, recorded as rejected with the rule, on both
+        paths.
+        """
+        self.assertEqual(
+            self.deniedEnd(b"GET / HTTP/1.0\r\n\r\n"),
+            ["reset", f"{REJECTED}: 127.0.0.1 denied by rule 127.0.0.1"],
+        )
+
+    def test_deniedSilentIsReset(self) -> None:
+        """
+        A denied client that sent nothing gets a reset too: one answer to a
+        denied client, whatever it did first.
+        """
+        self.assertEqual(
+            self.deniedEnd(b""),
+            ["reset", f"{REJECTED}: 127.0.0.1 denied by rule 127.0.0.1"],
+        )
 
     def test_poolFailsOver(self) -> None:
         """

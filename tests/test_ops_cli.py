@@ -68,7 +68,11 @@ async def exchange(port: int, data: bytes) -> bytes:
     Send C{data} through the proxy, half-close, and read the answer to the
     end (C{b""} when the proxy closed the connection).
     """
-    r, w = await connectProxy(port)
+    try:
+        r, w = await connectProxy(port)
+    except (ConnectionError, OSError):
+        # A denied client is reset, which may reach it during the connect.
+        return b""
     try:
         await sendAll(w, data)
         return await readAll(r)
@@ -427,6 +431,33 @@ class MetricsTests(_OpsTestCase):
             ],
         )
 
+    def test_scrapesAreNotLogged(self) -> None:
+        """
+        Scrapes of /metrics, probes of /healthz and refreshes of /status
+        and /status.json write nothing to the log: once the proxy is ready,
+        the only line is the connection's record.
+        """
+
+        async def scenario() -> tuple[ProxyProcess, int]:
+            up = await Upstream().start()
+            proxy = self.forward(up.port, "--metrics", f"tcp:0:interface={LOOPBACK}")
+            [port] = await ports(proxy)
+            metrics = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")
+            for path in ["metrics", "healthz", "status", "status.json"] * 3:
+                url = f"http://{LOOPBACK}:{metrics['port']}/{path}"
+                await asyncio.to_thread(lambda u=url: urllib.request.urlopen(u).read())
+            self.assertEqual(await exchange(port, b"x"), b"ok")
+            await asyncio.to_thread(proxy.waitForConnections, 1)
+            up.server.close()
+            return proxy, port
+
+        proxy, port = runAsync(scenario(), 40)
+        ready = next(
+            i for i, e in enumerate(proxy.events) if e.get("splicetxEvent") == "ready"
+        )
+        after = proxy.events[ready + 1 :]
+        self.assertEqual([e.get("splicetxEvent") for e in after], ["connection"])
+
 
 class WorkersTests(_OpsTestCase):
     """
@@ -543,7 +574,7 @@ class HelperTests(SynchronousTestCase):
     def test_metricsWithoutPrometheusClient(self) -> None:
         """
         --metrics without prometheus-client installed exits 64 with one line
-        naming the package to install.
+        saying how to install it from the checkout.
         """
         import subprocess
 
@@ -554,7 +585,9 @@ class HelperTests(SynchronousTestCase):
         os.mkdir(package)
         with open(os.path.join(package, "__init__.py"), "w") as f:
             f.write("raise ImportError('No module named prometheus_client')\n")
-        env = dict(os.environ, PYTHONPATH=tmp)
+        # The stand-in first, then whatever splicetx this test runs.
+        path = [tmp, *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         result = subprocess.run(
             twistCommand(
                 ["--listen", "tcp:0", "--connect", "tcp:127.0.0.1:9"]
@@ -569,5 +602,6 @@ class HelperTests(SynchronousTestCase):
         self.assertEqual(
             result.stderr.strip(),
             "splice-proxy: error: --metrics needs the prometheus-client package: "
-            "pip install 'splicetx[metrics]'",
+            "pip install '.[metrics]' in the splicetx checkout (after a release: "
+            "pip install 'splicetx[metrics]')",
         )

@@ -289,6 +289,59 @@ class HealthCheckTests(_PoolTestCase):
 
         runAsync(go(), 120)
 
+    def test_startUpInUsersWords(self) -> None:
+        """
+        The start-up line names the pool by its members (as --connect wrote
+        them) and balancing and the access rules as written; no start-up
+        line shows a Python repr or class name.
+        """
+
+        async def go() -> tuple[ProxyProcess, list[_Backend]]:
+            backends = await _backends("a", "b")
+            args = [*_listen(), "--connect", backends[0].connect]
+            args += ["--connect", f"{backends[1].connect} weight=2"]
+            proxy, _ = await self.start([*args, "--deny", "192.0.2.0/24"])
+            return proxy, backends
+
+        proxy, (a, b) = runAsync(go(), 60)
+        started = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "started")
+        self.assertEqual(
+            started["upstream"],
+            f"{a.connect}, {b.connect} weight=2 (roundrobin)",
+        )
+        self.assertEqual(started["acl"], "deny 192.0.2.0/24")
+        texts = [str(e.get("log_text") or e.get("log_format")) for e in proxy.events]
+        self.assertIn("listener starting on", " ".join(texts))
+        self.assertEqual([t for t in texts if "<" in t or "Factory" in t], [])
+
+    def test_probesLogNothing(self) -> None:
+        """
+        A second of interval, three rounds of probes of a live upstream: the
+        log has no factory start/stop lines, and no health line at all (no
+        state changed).
+        """
+
+        async def go() -> tuple[ProxyProcess, int]:
+            [a] = await _backends("a")
+            args = [*_listen(), "--connect", a.connect, "--connect", a.connect]
+            proxy, port = await self.start([*args, "--health-check-interval", "1"])
+            # Two upstreams probed at start and after 1 s and 2 s.
+            while a.clients < 6:
+                await asyncio.sleep(0.05)
+            self.assertEqual(await _ask(port), b"a")
+            return proxy, a.clients
+
+        proxy, probes = runAsync(go(), 60)
+        self.assertGreaterEqual(probes, 6)
+        proxy.waitForConnections(1)
+        noise = [
+            e
+            for e in proxy.events
+            if "factory" in str(e.get("log_format", "")).lower()
+            or e.get("log_namespace", "").startswith("splicetx._pool.health")
+        ]
+        self.assertEqual(noise, [])
+
 
 def _certificate(directory: str) -> tuple[str, str]:
     try:

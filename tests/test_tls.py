@@ -443,6 +443,53 @@ class RefusalTests(_TLSTestCase):
         self.assertEqual(sha(body), BODY_SHA)
 
 
+class RecordWordsTests(_TLSTestCase):
+    """
+    A TLS connection's record speaks of the client and the upstream, and
+    says why it was copied.
+    """
+
+    def test_jsonRecord(self) -> None:
+        """
+        The backend answers and closes; the TLS client cannot be half-closed:
+        the record's detail and fallback reason say so of the upstream and
+        the client, with no A or B.
+        """
+        proxy, port = self.proxy()
+        body, _ = self.pythonClient(port)
+        self.assertEqual(sha(body), BODY_SHA)
+        event = self.lastConnection(proxy)
+        self.assertEqual(
+            (event["reason"], event["detail"], event["fallbackReason"]),
+            (
+                "closed",
+                "the upstream finished sending and the client's TLS connection "
+                "cannot be half-closed",
+                "the client uses TLS",
+            ),
+        )
+
+    def test_textRecord(self) -> None:
+        """
+        The text access log line of a copied connection names why after its
+        engine.
+        """
+        path = os.path.join(self.directory, "access.log")
+        proxy, port = self.proxy("--access-log", path, "--access-log-format", "text")
+        body, _ = self.pythonClient(port)
+        self.assertEqual(sha(body), BODY_SHA)
+        proxy.signal()
+        self.assertEqual(proxy.wait(30), 0)
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        self.assertIn(
+            ": closed (the upstream finished sending and the client's TLS "
+            "connection cannot be half-closed); engine copy (the client uses "
+            "TLS), ",
+            line,
+        )
+
+
 class ReencryptionTests(_TLSTestCase):
     """
     A TLS listener in front of a TLS upstream (C{--connect tls:}), with

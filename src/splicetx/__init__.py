@@ -10,7 +10,8 @@ factory takes an L{AccessControl} (C{acl=}) and a C{ProxyMetrics}
 (C{metrics=}), and its protocol keeps the L{ProxyHeader} a load balancer
 sent (C{proxyHeader}).  C{splicetx.ProxyMetrics} (documented in
 L{splicetx._ops.metrics.ProxyMetrics}) needs the optional C{prometheus-client}
-package (C{pip install 'splicetx[metrics]'}), so it is imported only when
+package (the C{metrics} extra: C{pip install '.[metrics]'} in the checkout,
+C{pip install 'splicetx[metrics]'} after a release), so it is imported only when
 first used and is left out of C{__all__}: C{from splicetx import *} works
 without it.
 """

@@ -8,6 +8,7 @@ It imports every layer below it; nothing imports it.
  - C{poolservice}: the running pools of a forward, built from the
    configuration's values.
  - C{reload}: SIGHUP re-reads the configuration file.
+ - C{logfiles}: SIGUSR1 reopens the log files (logrotate).
  - C{supervisor}, C{processes}, C{worker}: C{--workers N}: the
    supervisor's service, the worker processes, and the worker side.
  - C{filelimit}: sizing to the file descriptor limit.

@@ -2,7 +2,7 @@
 """
 C{--workers N}: a supervisor process that runs N worker processes serving the
 same listening sockets, restarts a worker that dies, and passes C{SIGTERM}
-on for a drain.
+on for a drain and C{SIGUSR1} for reopening log files.
 
 B{How the workers share a port.}  Two models exist (see the "Workers"
 section of docs/operations.md); both are implemented, and the default is
@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -308,6 +309,11 @@ class _WorkerProtocol(ProcessProtocol):
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         slot = self.slot
         if childFD == slot.readyFD and b"ready" in data:
+            slot.reported = True
+            if slot.reopenWanted:
+                # Asked to reopen its logs before it could take SIGUSR1.
+                slot.reopenWanted = False
+                self.supervisor._signal(slot, signal.SIGUSR1)
             ready = slot.ready
             if ready is not None and not ready.called:
                 ready.callback(None)
@@ -340,6 +346,9 @@ class _Slot:
         self.readyFD: int | None = None
         self.ready: Deferred[None] | None = None
         self.killCall: Any = None
+        # It wrote "ready" (handles SIGUSR1); a SIGUSR1 is owed it.
+        self.reported = False
+        self.reopenWanted = False
 
     def closeSockets(self, keep: Sequence[socket.socket] = ()) -> None:
         """
@@ -456,6 +465,7 @@ class WorkerSupervisor:
             entries.append(f"{childFD}:{familyName(sock.family)}")
         slot.readyFD = 3 + len(sockets)
         childFDs[slot.readyFD] = "r"
+        slot.reported = slot.reopenWanted = False
         env = dict(slot.env)
         env[ENV_FDS] = ",".join(entries)
         env[ENV_INDEX] = str(slot.index)
@@ -641,7 +651,23 @@ class WorkerSupervisor:
                 )
                 self._signal(slot, "KILL")
 
-    def _signal(self, slot: _Slot, name: str) -> None:
+    def reopenLogs(self) -> int:
+        """
+        Send every worker SIGUSR1 (reopen its log files); one that has not
+        reported ready yet, and might not handle it, gets it once it does.
+
+        @return: how many workers were signalled now.
+        """
+        sent = 0
+        for slot in self._allSlots():
+            if slot.process is not None and slot.reported:
+                self._signal(slot, signal.SIGUSR1)
+                sent += 1
+            elif slot.process is not None:
+                slot.reopenWanted = True
+        return sent
+
+    def _signal(self, slot: _Slot, name: str | int) -> None:
         try:
             slot.process.signalProcess(name)
         except ProcessExitedAlready:

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_cli -*-
 """
 The C{splice-proxy} service: listen on every forward's endpoints with one
-L{SpliceProxyFactory} per forward, serve metrics, and drain on
-SIGTERM/SIGINT.
+L{SpliceProxyFactory} per forward, serve metrics, drain on SIGTERM/SIGINT,
+reload on SIGHUP and reopen the log files on SIGUSR1.
 
 L{DrainOnSignal} is the signal handling this service and the C{--workers}
 supervisor (L{splicetx._app.supervisor}) share: the first SIGTERM/SIGINT stops
@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from splicetx._app import worker as _worker
 from splicetx._app.filelimit import FDS_PER_SPLICED_CONNECTION, capacity
+from splicetx._app.logfiles import installReopenSignal, reopenFiles
 from splicetx._app.poolservice import ForwardPools, hasPools
 from splicetx._app.reload import ServiceReloader, installReloadSignal
 from splicetx._config.endpoints import (
@@ -34,7 +35,7 @@ from splicetx._config.endpoints import (
 )
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
-from splicetx._pool.addresses import describeAddress, describeEndpoint
+from splicetx._pool.addresses import describeAddress
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
@@ -48,8 +49,10 @@ _log = Logger(namespace=LOG_PROXY)
 #: Exit status when the service cannot start (a port in use, ...).
 EXIT_START = 1
 
+#: splicetx is not on PyPI yet: the hint names the install from the checkout.
 METRICS_MISSING = (
-    "--metrics needs the prometheus-client package: pip install 'splicetx[metrics]'"
+    "--metrics needs the prometheus-client package: pip install '.[metrics]' "
+    "in the splicetx checkout (after a release: pip install 'splicetx[metrics]')"
 )
 
 
@@ -359,7 +362,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                 "drain timeout {drainTimeout:g} s)",
                 splicetxEvent="started",
                 listen=", ".join(forward.listens),
-                upstream=describeEndpoint(factory.upstream),
+                upstream=factory.describeUpstream(),
                 engine=config.engine,
                 pipeSize=config.pipeSize,
                 connectTimeout=config.connectTimeout,
@@ -367,7 +370,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                 halfCloseTimeout=config.halfCloseTimeout,
                 tcpKeepalive=str(config.tcpKeepalive or "off"),
                 drainTimeout=config.drainTimeout,
-                acl=repr(factory.acl) if factory.acl is not None else None,
+                acl=factory.acl.description if factory.acl is not None else None,
             )
 
     def _openAccessLog(self) -> None:
@@ -623,6 +626,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             if signal.getsignal(signal.SIGTERM) == self._onSignal:
                 # Only when we run the process's signals (not under trial).
                 installReloadSignal(self.reactor, self.reload)
+                installReopenSignal(self.reactor, self.reopenLogs)
         if self._worker:
             self._supervisorWatch = _worker.watchSupervisor(self.reactor)
             _worker.reportReady()
@@ -649,6 +653,22 @@ class SpliceProxyService(DrainOnSignal, Service):
             )
             return succeed(None)
         return self.reloader.reload()
+
+    def reopenLogs(self) -> list[str]:
+        """
+        SIGUSR1: reopen C{twist}'s log file and the C{--access-log} file
+        (see L{splicetx._app.logfiles}); buffered records go to the old
+        file first.
+
+        @return: the names reopened.
+        """
+        files: list[IO[str] | None] = [self.logFile]
+        accessLog = self.accessLog
+        if accessLog is not None:
+            accessLog.flush()
+            if self._ownAccessLogFile:
+                files.append(accessLog.outFile)
+        return reopenFiles(files)
 
     # -- stop -----------------------------------------------------------------
 

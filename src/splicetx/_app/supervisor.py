@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from splicetx._app.filelimit import raiseFileLimit
+from splicetx._app.logfiles import installReopenSignal, reopenFiles
 from splicetx._app.processes import WorkerSupervisor, prepareListener
 from splicetx._app.reload import (
     compareConfigs,
@@ -96,6 +97,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
 
     SIGTERM/SIGINT drain the workers (they get SIGTERM); a second one passes
     SIGTERM on again, which makes the workers abort their connections.
+    SIGUSR1 reopens the log files, here and in every worker.
 
     @ivar config: the L{ProxyConfig} the workers serve: this service uses
         its listening endpoints, C{workers}, C{drainTimeout} and
@@ -119,11 +121,14 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
         *,
         reactor: Any = None,
         handleSignals: bool = True,
+        logFile: IO[str] | None = None,
     ) -> None:
         """
         @param config: the configuration; C{config.workers} says how many
             workers (at least 1).  The workers are killed 5 s after its
             C{drainTimeout}.
+        @param logFile: C{twist}'s log file, reopened on SIGUSR1 (the
+            workers reopen theirs), or C{None}.
         @param workerArgv: the workers' command line.
         @param reactor: the reactor (default: the global one).
         @param handleSignals: see L{SpliceProxyService
@@ -137,6 +142,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
         self.reactor = defaultReactor(reactor)
         self.workerArgv = workerArgv
         self.handleSignals = handleSignals
+        self.logFile = logFile
         self.metricsDirectory: str | None = None
         self.metricsPort: Any = None
         self.workers: Any = None
@@ -244,6 +250,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
             if signal.getsignal(signal.SIGTERM) == self._onSignal:
                 # Only when we run the process's signals (not under trial).
                 installReloadSignal(self.reactor, self.reload)
+                installReopenSignal(self.reactor, self.reopenLogs)
         supervisor = self.workers
         _log.info(
             "splice-proxy supervisor ready (pid {pid}, workers {workers})",
@@ -326,6 +333,17 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
 
         d = supervisor.reload(listeners, env=env)
         return d.addCallbacks(reloaded, failed)
+
+    def reopenLogs(self) -> list[str]:
+        """
+        SIGUSR1: reopen C{twist}'s log file, and pass the signal on to every
+        worker, which reopens its own files (see L{splicetx._app.logfiles}).
+
+        @return: the names this process reopened.
+        """
+        workers = self.workers
+        count = workers.reopenLogs() if workers is not None else 0
+        return reopenFiles([self.logFile], workers=count)
 
     def _snapshotConfig(self, env: dict[str, str], text: str | None) -> dict[str, str]:
         """

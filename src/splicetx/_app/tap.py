@@ -615,6 +615,8 @@ def makeService(options: Options) -> Service:
             "splice-proxy",
             *workerArguments(options.rawArgs),
         ]
-        return SpliceProxySupervisorService(config, argv)
+        return SpliceProxySupervisorService(
+            config, argv, logFile=_twistLogFile(options)[0]
+        )
     logFile, logFormat = _twistLogFile(options)
     return SpliceProxyService(config, logFile=logFile, logFormat=logFormat)

@@ -18,7 +18,8 @@ Two forms:
   - C{text}: the line C{twist}'s text log observer would have written for
     the event, C{2026-12-01T10:00:00+0000 [splicetx.proxy#info] 127.0.0.1:5000
     -> 127.0.0.1:8080: done (both sides closed); engine splice, 100 bytes up,
-    100 bytes down, 0.001 s};
+    100 bytes down, 0.001 s} (a copied connection says why after its engine:
+    C{engine copy (the client uses TLS)});
   - C{json}: one compact JSON object per line with the fields only (about
     300 bytes), C{{"time": ..., "level": "info", "splicetxEvent":
     "connection", "client": ..., ...}}; written into C{twist}'s own JSON log
@@ -157,6 +158,8 @@ class AccessLog:
         now = time.time()
         level = "warn" if warn else "info"
         if self.format == "text":
+            if fallbackReason is not None:
+                engine = f"{engine} ({fallbackReason})"
             line = (
                 f"{self._timestamp(now)} [{NAMESPACE}#{level}] {client} -> "
                 f"{upstream}: {reason} ({detail}); engine {engine}, "

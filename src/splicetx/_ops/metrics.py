@@ -442,15 +442,15 @@ def startMetricsEndpoint(
     """
     from twisted.internet.endpoints import serverFromString
     from twisted.web.resource import Resource
-    from twisted.web.server import Site
+
+    from splicetx._ops.quietweb import QuietSite
 
     reactor = defaultReactor(reactor)
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry))
     for path, child in (children or {}).items():
         root.putChild(path, child)
-    site = Site(root, reactor=reactor)
-    site.noisy = False
+    site = QuietSite(root, reactor=reactor)
     from splicetx._proxy.tls import withServerALPN
 
     # An ssl: metrics endpoint must serve browsers and curl too (ALPN).

@@ -48,6 +48,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
+from splicetx._ops.quietweb import QuietSite
 from splicetx._ops.statushtml import REFRESH_SECONDS, renderHTML
 from splicetx._ops.statusrates import RateRing, applyRates
 from splicetx._ops.statusweb import HealthResource, StatusPage, statusResources
@@ -543,8 +544,6 @@ def startWorkerStatusEndpoint(
     @param environ: the environment (default C{os.environ}).
     @return: the listening port, or C{None} without the variable.
     """
-    from twisted.web.server import Site
-
     env = os.environ if environ is None else environ
     directory = env.get(ENV_STATUS_DIR)
     if not directory:
@@ -552,8 +551,7 @@ def startWorkerStatusEndpoint(
     reactor = defaultReactor(reactor)
     root = Resource()
     root.putChild(b"status.json", StatusPage(status.snapshot, asJSON=True))
-    site = Site(root, reactor=reactor)
-    site.noisy = False
+    site = QuietSite(root, reactor=reactor)
     path = workerSocketPath(directory, os.getpid())
     try:
         return reactor.listenUNIX(path, site, mode=0o600)
@@ -570,7 +568,23 @@ class _UNIXEndpointFactory:
     def endpointForURI(self, uri: Any) -> Any:
         from twisted.internet.endpoints import UNIXClientEndpoint
 
-        return UNIXClientEndpoint(self.reactor, self.path, timeout=WORKER_TIMEOUT)
+        return _QuietEndpoint(
+            UNIXClientEndpoint(self.reactor, self.path, timeout=WORKER_TIMEOUT)
+        )
+
+
+class _QuietEndpoint:
+    """
+    An endpoint whose connections' factories log no start and stop lines
+    (the supervisor fetches every worker's status at each refresh).
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self.endpoint = endpoint
+
+    def connect(self, factory: Any) -> Any:
+        factory.noisy = False
+        return self.endpoint.connect(factory)
 
 
 def fetchWorkerStatus(path: str, reactor: Any = None) -> Deferred[dict[str, Any]]:

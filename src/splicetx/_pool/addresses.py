@@ -46,11 +46,15 @@ def describeEndpoint(endpoint: IStreamClientEndpoint | None) -> str:
     attributes allow.
 
     @param endpoint: an C{IStreamClientEndpoint}, or C{None}.
-    @return: e.g. C{"127.0.0.1:8080"}, C{"unix:/run/app.sock"} or the
+    @return: e.g. C{"127.0.0.1:8080"}, C{"unix:/run/app.sock"}, the
+        C{description} of an object that has one (an upstream pool), or the
         endpoint's C{repr}.
     """
     if endpoint is None:
         return "(none)"
+    description = getattr(endpoint, "description", None)
+    if isinstance(description, str):
+        return description
     wrapped = getattr(endpoint, "_wrappedEndpoint", None)
     if wrapped is not None:
         return describeEndpoint(wrapped)

@@ -139,6 +139,15 @@ class _Probe(protocol.Protocol):
 
 
 class _ProbeFactory(protocol.Factory):
+    """
+    Builds the one L{_Probe} of one check.  Not noisy: a factory per probe
+    would otherwise log Twisted's "Starting factory"/"Stopping factory" for
+    every upstream at every interval, and the checker logs state changes
+    only.
+    """
+
+    noisy = False
+
     def __init__(self, send: bytes, expect: bytes) -> None:
         self.send = send
         self.expect = expect

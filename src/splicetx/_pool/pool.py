@@ -445,6 +445,19 @@ class UpstreamPool:
         )
 
     @property
+    def description(self) -> str:
+        """
+        How log lines name the pool: its members as C{--connect} would name
+        them, and its balancing, e.g. C{"10.0.0.1:80, 10.0.0.2:80 weight=3
+        (leastconn)"}.
+        """
+        members = ", ".join(
+            m.description if m.weight == 1 else f"{m.description} weight={m.weight}"
+            for m in self.members
+        )
+        return f"{members} ({self.balancer.name})"
+
+    @property
     def reactor(self) -> Any:
         """
         The reactor given, or the global one.

@@ -483,6 +483,14 @@ class SNIRouter:
         found = self.match(serverName)
         return self.default if found is None else found[1]
 
+    def routes(self) -> list[tuple[str, Any]]:
+        """
+        Every route as C{(pattern, target)}, exact names first, then
+        wildcards (C{*.example.com}), without L{default}.
+        """
+        wildcards = [(f"*.{name}", t) for name, t in self._wildcards.items()]
+        return [*self._exact.items(), *wildcards]
+
     def targets(self) -> list[Any]:
         """
         Every route's target (exact names first, then wildcards), without

@@ -14,6 +14,7 @@ It imports L{splicetx._relay} and L{splicetx._pool}.
  - C{fastpath}, C{fastconn}: the fast path of a plain forward.
  - C{poolproxy}: pools and SNI routing on the protocol's hooks.
  - C{tls}: TLS listeners and upstreams that answer ALPN.
+ - C{wording}: the relay's A and B as the client and the upstream.
 
 Public through L{splicetx.proxy}, L{splicetx.pools} and C{splicetx.tls}.
 """

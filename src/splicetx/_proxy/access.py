@@ -143,6 +143,22 @@ class AccessControl:
         self.outer = outer
 
     @property
+    def description(self) -> str:
+        """
+        The rules as an operator wrote them, for a log line: C{"allow
+        10.0.0.0/8, ::1; deny 10.0.13.0/24"}, the outer rules first (C{"...;
+        then allow ..."}), or C{"none"}.
+        """
+        own = "; ".join(
+            f"{kind} {', '.join(r.text for r in rules)}"
+            for kind, rules in (("allow", self.allow), ("deny", self.deny))
+            if rules
+        )
+        if self.outer is None or self.outer.empty:
+            return own or "none"
+        return f"{self.outer.description}; then {own or 'none'}"
+
+    @property
     def empty(self) -> bool:
         """
         C{True} when no rule (here or outside) could refuse anyone.

@@ -51,6 +51,15 @@ __all__ = ["SpliceProxyFactory"]
 
 _log = Logger(namespace=LOG_PROXY)
 
+#: The text of a connection's log event ...
+_RECORD = (
+    "{client} -> {upstream}: {reason} ({detail}); engine {engine}, "
+    "{bytesClientToUpstream} bytes up, {bytesUpstreamToClient} bytes "
+    "down, {duration:.3f} s"
+)
+#: ... and of a copied one, which says why it was not spliced.
+_COPIED_RECORD = _RECORD.replace("{engine},", "{engine} ({fallbackReason}),")
+
 
 class SpliceProxyFactory(Factory):
     """
@@ -241,6 +250,19 @@ class SpliceProxyFactory(Factory):
         self._reactor = defaultReactor(self._reactor)
         return self._reactor
 
+    def logPrefix(self) -> str:
+        """
+        What Twisted's own lines call this factory's ports: C{"listener
+        starting on 8080"}, not the class name.
+        """
+        return "listener"
+
+    def describeUpstream(self) -> str:
+        """
+        Where clients go, for the start-up line: e.g. C{"10.0.0.2:80"}.
+        """
+        return describeEndpoint(self.upstream)
+
     # -- per-connection log ---------------------------------------------------
 
     def relayFinished(self, proto: SpliceProxyProtocol, result: RelayResult) -> None:
@@ -335,9 +357,7 @@ class SpliceProxyFactory(Factory):
             return
         level = _log.info if normal else _log.warn
         level(
-            "{client} -> {upstream}: {reason} ({detail}); engine {engine}, "
-            "{bytesClientToUpstream} bytes up, {bytesUpstreamToClient} bytes "
-            "down, {duration:.3f} s",
+            _RECORD if result.fallbackReason is None else _COPIED_RECORD,
             splicetxEvent="connection",
             client=client,
             upstream=upstreamText,

@@ -45,6 +45,7 @@ from splicetx._proxy.timeouts import (
     idleDetail,
 )
 from splicetx._proxy.upstream import directTarget as directTarget
+from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
@@ -235,7 +236,8 @@ class FastConnection:
             if not allowed:
                 if metrics is not None:
                     metrics.connectionRefused("acl", factory.forwardName)
-                self.client.close(False)
+                # A reset, as on the general path (SpliceProxyProtocol._refuse).
+                self.client.close(True)
                 self._finish(_NO_ENGINE, 0, 0, "rejected", why)
                 return
         pool = plan.pool
@@ -606,7 +608,9 @@ class FastConnection:
                 member.relayed(up, down)
             member.release()
         duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
-        result = RelayResult(engine, up, down, duration, reason, detail, None)
+        # Its sockets are named A (client) and B (upstream), as a relay's.
+        words = inProxyWords(detail)
+        result = RelayResult(engine, up, down, duration, reason, words, None)
         metrics = factory.metrics
         try:
             if metrics is not None:

@@ -23,6 +23,7 @@ from typing import Any
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
+from splicetx._pool.addresses import describeEndpoint
 from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.endpoints import PoolEndpoint, UpstreamEndpoint, asEndpoint
 from splicetx._pool.pool import UpstreamPool
@@ -284,6 +285,23 @@ class PoolProxyFactory(SpliceProxyFactory):
             sniMaxSize=pools.sniMaxSize,
             **kwargs,
         )
+
+    def describeUpstream(self) -> str:
+        """
+        Where clients go: the pool's members and balancing, and with SNI
+        routes each route as C{--route-sni} writes it, e.g.
+        C{"by server name: www.example.com=10.0.1.1:443 (roundrobin); other
+        names: 10.0.0.1:443 (roundrobin)"}.
+        """
+        pool = describeEndpoint(self.pool) if self.pool is not None else None
+        router = self.router
+        if router is None:
+            return pool or "(none)"
+        routes = "; ".join(
+            f"{pattern}={describeEndpoint(target)}"
+            for pattern, target in router.routes()
+        )
+        return f"by server name: {routes}; other names: {pool or 'refused'}"
 
     def upstreamStatus(self) -> list[dict[str, Any]]:
         """

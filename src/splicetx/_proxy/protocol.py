@@ -41,6 +41,7 @@ from splicetx._proxy.upstream import (
     startConnecting,
     stopConnecting,
 )
+from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.relay import (
     CANCELLED,
     CLOSED,
@@ -217,7 +218,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         to L{SpliceProxyFactory.relayFinished}, which logs it.
 
         @param result: how it went; C{duration} is measured from the moment
-            the client connected.
+            the client connected, and C{detail} and C{fallbackReason} name
+            the client and the upstream where the relay said A and B
+            (L{splicetx._proxy.wording}).
         """
         self.factory.relayFinished(self, result)
 
@@ -363,6 +366,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
                     self._refuse(
                         "proxy_protocol_untrusted",
                         f"PROXY protocol not trusted from this peer: {why}",
+                        reset=True,
                     )
                     return
             self._startHeader()
@@ -425,7 +429,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         if acl is not None:
             allowed, why = acl.isAllowed(self.clientAddress())
             if not allowed:
-                self._refuse("acl", why)
+                self._refuse("acl", why, reset=True)
                 return
         if not self.clientAccepted():
             self._close(REJECTED, "refused by clientAccepted()")
@@ -462,17 +466,26 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             self._ending = (reason, detail)
         self._phase = Phase.CLOSING
 
-    def _refuse(self, metricReason: str, detail: str) -> None:
+    def _refuse(self, metricReason: str, detail: str, reset: bool = False) -> None:
         """
         Close a client before any upstream connection, count it and let the
         connection's one log event say why.
+
+        @param reset: end the connection with a reset, as for a client an
+            access rule denies (C{acl}, C{proxyProtocolFrom}; HAProxy's
+            C{tcp-request connection reject}; the fast path does the same),
+            rather than an end of stream the client could take for an empty
+            answer.
         """
         self._close(REJECTED, detail)
         factory = self.factory
         if factory.metrics is not None:
             factory.metrics.connectionRefused(metricReason, factory.forwardName)
         self._pauseClient()
-        self.transport.loseConnection()
+        if reset:
+            _abort(self.transport)
+        else:
+            self.transport.loseConnection()
 
     def _chosen(self, endpoint: IStreamClientEndpoint | None) -> None:
         """
@@ -675,8 +688,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             result.bytesBToA,
             duration,
             result.reason,
-            result.detail,
-            result.fallbackReason,
+            # The relay's transports A and B are this client and upstream.
+            inProxyWords(result.detail),
+            inProxyWords(result.fallbackReason),
         )
         self.result = result
         metrics = factory.metrics
