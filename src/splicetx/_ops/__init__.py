@@ -6,8 +6,8 @@ L{splicetx._proxy}).
 
  - C{metrics}, C{poolmetrics}, C{processmetrics}: the Prometheus metrics
    and endpoint.
- - C{quietweb}: the endpoint's web server, which logs no requests.
  - C{accesslog}: one record per finished connection.
  - C{status}, C{statushtml}, C{statusweb}, C{statusrates}: C{/status},
-   C{/status.json} (with rates) and C{/healthz}.
+   C{/status.json} (with rates) and C{/healthz}, and the endpoint's web
+   server, which logs no requests.
 """

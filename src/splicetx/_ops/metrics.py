@@ -443,7 +443,7 @@ def startMetricsEndpoint(
     from twisted.internet.endpoints import serverFromString
     from twisted.web.resource import Resource
 
-    from splicetx._ops.quietweb import QuietSite
+    from splicetx._ops.statusweb import QuietSite
 
     reactor = defaultReactor(reactor)
     root = Resource()

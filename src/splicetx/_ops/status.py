@@ -48,10 +48,14 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from splicetx._ops.quietweb import QuietSite
 from splicetx._ops.statushtml import REFRESH_SECONDS, renderHTML
 from splicetx._ops.statusrates import RateRing, applyRates
-from splicetx._ops.statusweb import HealthResource, StatusPage, statusResources
+from splicetx._ops.statusweb import (
+    HealthResource,
+    QuietSite,
+    StatusPage,
+    statusResources,
+)
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._relay.runtime import LOG_STATUS, __version__, defaultReactor
 

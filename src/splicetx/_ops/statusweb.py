@@ -1,9 +1,17 @@
 # -*- test-case-name: tests.test_status -*-
 """
-The twisted.web resources of the status page, next to C{/metrics}:
-C{/status} (HTML) and C{/status.json} serve a snapshot (built by
-L{splicetx._ops.status}), C{/healthz} answers whether the process still serves.
-They know nothing of how a snapshot is made: each takes a callable.
+The twisted.web side of the C{--metrics} endpoint: the resources of the
+status page next to C{/metrics} -- C{/status} (HTML) and C{/status.json}
+serve a snapshot (built by L{splicetx._ops.status}), C{/healthz} answers
+whether the process still serves; they know nothing of how a snapshot is
+made, each takes a callable -- and the server, L{QuietSite}.
+
+A plain C{twisted.web.server.Site} writes one access line per request into
+the process's log: a Prometheus scrape every 15 s, a probe of C{/healthz}
+every few seconds and an open C{/status} tab would fill it with lines
+nobody asked for.  L{QuietSite} writes none, and no "Starting factory" line
+either; the endpoint's own start is logged once by the service
+(C{splicetxEvent="metrics"}).
 """
 
 from __future__ import annotations
@@ -16,12 +24,18 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Site
 
 from splicetx._ops.statushtml import MAX_REFRESH, REFRESH_SECONDS, renderHTML
 from splicetx._relay.runtime import LOG_STATUS
 
-__all__ = ["StatusPage", "HealthResource", "statusResources", "refreshSeconds"]
+__all__ = [
+    "StatusPage",
+    "HealthResource",
+    "statusResources",
+    "refreshSeconds",
+    "QuietSite",
+]
 
 _log = Logger(namespace=LOG_STATUS)
 
@@ -166,3 +180,24 @@ def statusResources(status: StatusSource) -> dict[bytes, Resource]:
         b"status.json": StatusPage(status.snapshot, asJSON=True),
         b"healthz": HealthResource(status.isServing),
     }
+
+
+class QuietSite(Site):
+    """
+    A C{Site} that logs neither its requests nor its start and stop.
+    """
+
+    noisy = False
+
+    def logPrefix(self) -> str:
+        """
+        What Twisted's "... starting on PORT" line calls this server.
+        """
+        return "metrics endpoint"
+
+    def log(self, request: Any) -> None:
+        """
+        Write nothing: requests to the metrics endpoint are not logged.
+
+        @param request: the finished request.
+        """
