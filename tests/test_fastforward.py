@@ -147,10 +147,10 @@ class _Counting:
         gate.connectionStarted = started
 
 
-class PathScenarios(ReactorTestMixin):
+class PathHelpers(ReactorTestMixin):
     """
-    Scenarios that must end the same way on both paths; C{fast} says which
-    path the factory is set to take.
+    What the scenarios of both paths use; C{fast} says which path the
+    factory is set to take.
     """
 
     fast = True
@@ -192,6 +192,12 @@ class PathScenarios(ReactorTestMixin):
         yield client.made
         yield closedByProxy(client)
         yield self.waitEnded(reactor, factory)
+
+
+class PathScenarios(PathHelpers):
+    """
+    Scenarios that must end the same way on both paths.
+    """
 
     def test_relaysBothWays(self) -> None:
         """
@@ -613,7 +619,7 @@ def _v1(source: str = "192.0.2.7", port: int = 5000) -> bytes:
     return f"PROXY TCP4 {source} 127.0.0.1 {port} 80\r\n".encode()
 
 
-class PreambleScenarios(PathScenarios):
+class PreambleScenarios(PathHelpers):
     """
     A PROXY header (v1, v2; good, bad, slow, from an untrusted peer) and a
     TLS ClientHello routed by its server name, on both paths: the same
@@ -1000,12 +1006,6 @@ class FastPreambleScenarios(PreambleScenarios):
 class GeneralPreambleScenarios(PreambleScenarios):
     fast = False
 
-
-for _base in (FastPreambleScenarios, GeneralPreambleScenarios):
-    # Only the preamble's own scenarios: the rest ran above.
-    for _name in dir(PathScenarios):
-        if _name.startswith("test_"):
-            setattr(_base, _name, None)
 
 globals().update(makeReactorTests(FastPreambleScenarios))
 globals().update(makeReactorTests(GeneralPreambleScenarios))
