@@ -38,14 +38,13 @@ from typing import Any
 from twisted.internet import main
 from twisted.python.failure import Failure
 
-from splicetx._pool.sni import ClientHelloError, ClientHelloReader
+from splicetx._pool.sni import ClientHelloReader
 from splicetx._proxy.preamble import (
     Refusal,
     badHeader,
-    badHello,
     headerTimedOut,
     helloTimedOut,
-    routeHello,
+    readHello,
 )
 from splicetx._proxy.proxyheader import ProxyProtocolError, parseProxyHeader
 from splicetx._relay.direction import INERT
@@ -196,21 +195,15 @@ class LeanPreamble:
         """
         reader = self.hello
         assert reader is not None
-        new = data[self.seen :]
-        try:
-            hello = reader.feed(new)
-        except ClientHelloError as e:
-            self._refuse(badHello(e))
-            return
-        if hello is None:
-            self._more(data, 2 * self.maxSize + 6)
-            return
-        target, refusal = routeHello(self.router, hello)
-        self.conn.serverName = hello.serverName
+        hello, target, refusal = readHello(reader, data[self.seen :], self.router)
+        if hello is not None:
+            self.conn.serverName = hello.serverName
         if refusal is not None:
             self._refuse(refusal)
-            return
-        self._done(target, hello.serverName)
+        elif hello is None:
+            self._more(data, 2 * self.maxSize + 6)
+        else:
+            self._done(target, hello.serverName)
 
     def _more(self, data: bytes, bound: int) -> None:
         """

@@ -28,7 +28,6 @@ from splicetx._pool.endpoints import PoolEndpoint, UpstreamEndpoint, asEndpoint
 from splicetx._pool.pool import UpstreamPool
 from splicetx._pool.sni import (
     DEFAULT_MAX_SIZE,
-    ClientHelloError,
     ClientHelloReader,
     SNIRouter,
 )
@@ -37,9 +36,8 @@ from splicetx._proxy.preamble import (
     NO_ROUTE,
     REJECTED,
     Refusal,
-    badHello,
     helloTimedOut,
-    routeHello,
+    readHello,
 )
 from splicetx._proxy.protocol import SpliceProxyProtocol
 
@@ -165,22 +163,16 @@ class SNIProxyProtocol(PoolProxyProtocol):
         reader = self._reader
         if reader is None:
             return
-        try:
-            hello = reader.feed(data)
-        except ClientHelloError as e:
-            self._refuseHello(badHello(e))
+        hello, pool, refusal = readHello(reader, data, self.factory.router)
+        if hello is not None:
+            self.serverName = hello.serverName
+        if refusal is not None:
+            self._refuseHello(refusal)
             return
         if hello is None:
             return
         self._stopTimer()
         self._reader = None
-        self.serverName = hello.serverName
-        router = self.factory.router
-        assert router is not None
-        pool, refusal = routeHello(router, hello)
-        if refusal is not None:
-            self._refuseHello(refusal)
-            return
         self.connectUpstream(self.endpointFor(pool), toUpstream=reader.buffered)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "badHello",
     "helloTimedOut",
     "routeHello",
+    "readHello",
     "closedBeforeRelay",
 ]
 
@@ -132,6 +133,30 @@ def routeHello(router: Any, hello: ClientHello) -> tuple[Any, Refusal | None]:
         name = hello.serverName or "(none sent)"
         return None, Refusal("sni_no_route", f"{NO_ROUTE} {name}", True)
     return target, None
+
+
+def readHello(
+    reader: Any, data: bytes, router: Any
+) -> tuple[ClientHello | None, Any, Refusal | None]:
+    """
+    Feed a ClientHello reader the client's new bytes, and route by the
+    ClientHello once complete.
+
+    @param reader: a L{ClientHelloReader <splicetx._pool.sni.ClientHelloReader>}.
+    @param data: the bytes received since the last call.
+    @param router: an L{SNIRouter <splicetx._pool.sni.SNIRouter>}.
+    @return: C{(None, None, None)} while more bytes are needed, else
+        C{(hello, target, None)}, or a refusal in the third place (with the
+        ClientHello when it was complete).
+    """
+    try:
+        hello = reader.feed(data)
+    except ClientHelloError as e:
+        return None, None, badHello(e)
+    if hello is None:
+        return None, None, None
+    target, refusal = routeHello(router, hello)
+    return hello, target, refusal
 
 
 def closedBeforeRelay(reason: Failure) -> str:

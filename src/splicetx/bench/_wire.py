@@ -91,17 +91,23 @@ def preambleBytes(kind: str | None) -> bytes:
     if kind == "sni":
         hello = _hellos.get(SNI_NAME)
         if hello is None:
-            hello = _hellos[SNI_NAME] = _clientHello(SNI_NAME)
+            hello = _hellos[SNI_NAME] = clientHello(SNI_NAME)
         return hello
     raise ValueError(f"unknown preamble {kind!r}")
 
 
-def _clientHello(serverName: str) -> bytes:
+def clientHello(serverName: str | None, alpn: list[str] | None = None) -> bytes:
+    """
+    The first flight of a Python C{ssl} client for C{serverName} (offering
+    C{alpn}): its ClientHello records.
+    """
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = ctx.wrap_bio(incoming, outgoing, server_hostname=serverName)
     try:
