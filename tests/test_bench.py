@@ -62,6 +62,55 @@ def _quickRun() -> tuple[str, subprocess.CompletedProcess]:
     return _ran["out"], _ran["proc"]  # type: ignore[return-value]
 
 
+class PreambleChurnTests(SynchronousTestCase):
+    """
+    The churn of the preamble configurations runs: every client's preamble
+    is read, its echo comes back, and the report has their table.
+    """
+
+    def test_churnWithPreambles(self) -> None:
+        """
+        A quick churn run of the plain forward and the PROXY v1, v2 and SNI
+        configurations completes connections without failures.
+        """
+        out = tempfile.mkdtemp(prefix="splicetx-test-bench-")
+        self.addCleanup(shutil.rmtree, out, True)
+        names = [SPLICE, f"{SPLICE}-proxy1", f"{SPLICE}-proxy2", f"{SPLICE}-sni"]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "splicetx.bench",
+                "--quick",
+                "--loads",
+                "churn",
+                "--churn-seconds",
+                "0.3",
+                "--no-chart",
+                "--proxies",
+                ",".join(names),
+                "--out",
+                out,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        with open(os.path.join(out, "results.json")) as f:
+            result = json.load(f)
+        self.assertEqual(result["skipped"], {})
+        for name in names:
+            churn = result["summary"][name]["churn"]
+            self.assertGreater(churn["conns"]["median"], 0, name)
+            self.assertEqual(churn["failures"]["median"], 0, name)
+        self.assertEqual(result["proxies"][f"{SPLICE}-sni"]["preamble"], "sni")
+        with open(os.path.join(out, "results.md")) as f:
+            md = f.read()
+        self.assertIn("## Connection churn with a preamble", md)
+        self.assertIn(f"| **{SPLICE}-proxy2** | proxy-v2 |", md)
+
+
 class QuickBenchTests(SynchronousTestCase):
     """
     C{python -m splicetx.bench --quick} runs and writes its outputs.
@@ -226,6 +275,60 @@ class HelperTests(SynchronousTestCase):
                 cfg = f.read()
             self.assertEqual("    maxconn 9100\n" in cfg, many is not None, cfg)
             self.assertEqual("maxpipes" in cfg, many is not None, cfg)
+
+    def test_preambleCommands(self) -> None:
+        """
+        The preamble configurations read what their clients send first:
+        splicetx with C{--accept-proxy-protocol} (its peers trusted) or
+        C{--route-sni} to the backend, HAProxy with C{accept-proxy} or a
+        C{req.ssl_sni} rule; the general-path variants add
+        C{--no-fast-path}.
+        """
+        specs = {s.name: s for s in _proxies.allSpecs(splicetx.DEFAULT_PIPE_SIZE)}
+        work = tempfile.mkdtemp(prefix="splicetx-test-cmd-")
+        self.addCleanup(shutil.rmtree, work, True)
+        proxy1 = _proxies.command(
+            specs[f"{SPLICE}-proxy1"], 1000, 2000, "standin", work
+        )
+        self.assertIn("--accept-proxy-protocol", proxy1)
+        self.assertEqual(
+            proxy1[proxy1.index("--proxy-protocol-from") + 1], "127.0.0.0/8"
+        )
+        self.assertNotIn("--no-fast-path", proxy1)
+        sni = _proxies.command(specs[f"{SPLICE}-sni-general"], 1000, 2000, "cli", work)
+        self.assertEqual(
+            sni[sni.index("--route-sni") + 1], f"{_wire.SNI_NAME}=tcp:127.0.0.1:2000"
+        )
+        self.assertIn("--no-fast-path", sni)
+        self.assertNotIn("--connect", sni)
+        configs = {}
+        for name in ("haproxy-proxy2", "haproxy-sni"):
+            argv = _proxies.command(specs[name], 1001, 2000, "cli", work)
+            with open(argv[-1]) as f:
+                configs[name] = f.read()
+        self.assertIn("bind 127.0.0.1:1001 accept-proxy\n", configs["haproxy-proxy2"])
+        self.assertIn(f"req.ssl_sni -i {_wire.SNI_NAME}", configs["haproxy-sni"])
+
+    def test_preambleBytes(self) -> None:
+        """
+        The PROXY preambles are the headers splicetx's own parser reads
+        (the claimed client, nothing after them); the SNI one is a
+        ClientHello naming the bench's server name.
+        """
+        from splicetx._pool.sni import ClientHelloReader
+        from splicetx._proxy.proxyheader import parseProxyHeader
+
+        for kind, version in (("proxy-v1", 1), ("proxy-v2", 2)):
+            header = parseProxyHeader(_wire.preambleBytes(kind))
+            assert header is not None
+            self.assertEqual(
+                (header.version, header.source.host, header.rest),
+                (version, "192.0.2.1", b""),
+            )
+        hello = ClientHelloReader().feed(_wire.preambleBytes("sni"))
+        assert hello is not None
+        self.assertEqual(hello.serverName, _wire.SNI_NAME)
+        self.assertEqual(_wire.preambleBytes(None), b"")
 
     def test_openIdleStopsWhenNoneAnswer(self) -> None:
         """

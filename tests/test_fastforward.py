@@ -12,9 +12,10 @@ import socket
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.address import IPv6Address
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectError, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
@@ -24,9 +25,11 @@ from zope.interface import implementer
 from splicetx import DONE, RESET, AccessControl
 from splicetx._ops.status import connectionStatus
 from splicetx._pool.pool import Upstream, UpstreamPool
+from splicetx._pool.sni import SNIRouter
 from splicetx._proxy.fastconn import FastConnection
 from splicetx._proxy.fastpath import fastPathRefusal
 from splicetx._proxy.poolproxy import PoolProxyFactory
+from splicetx._proxy.proxyheader import LOCAL, buildV2Header
 from splicetx._relay.pipes import PipePool
 from splicetx._relay.socketloop import loopFor
 from splicetx.proxy import (
@@ -48,6 +51,7 @@ from .test_proxy import (
     connectClient,
     stopAll,
 )
+from .test_sni import pythonHello
 
 
 @implementer(IHalfCloseableProtocol)
@@ -106,13 +110,15 @@ def freePort() -> int:
 
 def listeningProxy(reactor: Any, upstream: Any, **kwargs: Any) -> Any:
     """
-    A factory forwarding to C{upstream} (a port number on the loopback, or
-    a pool), listening on the loopback, its port given to
-    C{addListeningPort} (where the fast path attaches).
+    A factory forwarding to C{upstream} (a port number on the loopback, a
+    pool, or an SNI router of pools), listening on the loopback, its port
+    given to C{addListeningPort} (where the fast path attaches).
 
     @return: C{(factory, port)}.
     """
-    if isinstance(upstream, UpstreamPool):
+    if isinstance(upstream, SNIRouter):
+        factory = PoolProxyFactory(None, upstream, reactor=reactor, **kwargs)
+    elif isinstance(upstream, UpstreamPool):
         factory = PoolProxyFactory(upstream, reactor=reactor, **kwargs)
     else:
         factory = SpliceProxyFactory(
@@ -141,10 +147,10 @@ class _Counting:
         gate.connectionStarted = started
 
 
-class PathScenarios(ReactorTestMixin):
+class PathHelpers(ReactorTestMixin):
     """
-    Scenarios that must end the same way on both paths; C{fast} says which
-    path the factory is set to take.
+    What the scenarios of both paths use; C{fast} says which path the
+    factory is set to take.
     """
 
     fast = True
@@ -186,6 +192,12 @@ class PathScenarios(ReactorTestMixin):
         yield client.made
         yield closedByProxy(client)
         yield self.waitEnded(reactor, factory)
+
+
+class PathScenarios(PathHelpers):
+    """
+    Scenarios that must end the same way on both paths.
+    """
 
     def test_relaysBothWays(self) -> None:
         """
@@ -607,6 +619,433 @@ globals().update(makeReactorTests(FastPathScenarios))
 globals().update(makeReactorTests(GeneralPathScenarios))
 
 
+class RecordingMetrics:
+    """
+    Records the refusals it is told of (the other metrics are ignored).
+    """
+
+    def __init__(self) -> None:
+        self.refused: list[str] = []
+
+    def connectionOpened(self, forward: str = "default") -> None:
+        pass
+
+    def connectionClosed(self, forward: str = "default") -> None:
+        pass
+
+    def connectionRefused(self, reason: str, forward: str = "default") -> None:
+        self.refused.append(reason)
+
+    def connectFailed(self, failure: Any, forward: str = "default") -> str:
+        return "error"
+
+    def relayFinished(self, result: Any, forward: str = "default") -> None:
+        pass
+
+
+def _v1(source: str = "192.0.2.7", port: int = 5000) -> bytes:
+    return f"PROXY TCP4 {source} 127.0.0.1 {port} 80\r\n".encode()
+
+
+class PreambleScenarios(PathHelpers):
+    """
+    A PROXY header (v1, v2; good, bad, slow, from an untrusted peer) and a
+    TLS ClientHello routed by its server name, on both paths: the same
+    records, refusals, metrics and bytes upstream.
+    """
+
+    @inlineCallbacks
+    def exchange(
+        self, reactor: Any, upstream: Any, chunks: list[bytes], **kw: Any
+    ) -> Any:
+        """
+        Through a proxy to C{upstream} (an echo port, or a router of pools),
+        send C{chunks} one reactor turn apart, half-close, and collect the
+        echo until the proxy closes.
+
+        @return: C{(echoed, factory)}.
+        """
+        factory, port = self.proxy(reactor, upstream, **kw)
+        client = connectClient(reactor, port)
+        client.keep = True
+        try:
+            yield client.made
+        except ConnectError:
+            # A refusal by reset (an untrusted balancer) may reach the client
+            # while it connects, on the path that refuses at the accept.
+            yield self.waitEnded(reactor, factory)
+            yield stopAll([port])
+            return b"", factory
+        for chunk in chunks:
+            client.transport.write(chunk)
+            yield deferLater(reactor, 0.02, lambda: None)
+        if client.eof.called:
+            # The proxy closed first.
+            client.transport.loseConnection()
+        elif not client.lost.called:
+            client.sentEOF = True
+            client.transport.loseWriteConnection()
+        yield client.lost
+        yield self.waitEnded(reactor, factory)
+        yield stopAll([port])
+        return b"".join(client.chunks), factory
+
+    def echoed(self, chunks: list[bytes], body: bytes, **kw: Any) -> Any:
+        """
+        Run L{exchange} against an echo server.
+
+        @return: C{(echoed, what the server received, factory)}.
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            got, factory = yield self.exchange(reactor, up.getHost().port, chunks, **kw)
+            yield stopAll([up])
+            return got, b"".join(echo.received), factory
+
+        got, received, factory = self.runScenario(scenario)
+        self.assertPath(factory)
+        return got, received
+
+    def test_proxyV1(self) -> None:
+        """
+        A PROXY v1 line and the bytes after it in the same segment, then
+        more: the upstream gets exactly the bytes after the header; the
+        record names the header's source as the client and the balancer as
+        its peer.
+        """
+        events = self.events()
+        body = payload(50_000, seed=3)
+        got, received = self.echoed(
+            [_v1() + body[:100], body[100:]], body, acceptProxyProtocol=True
+        )
+        self.assertEqual((got, received), (body, body))
+        [event] = events
+        self.assertEqual(
+            (event["reason"], event["client"], event["bytesClientToUpstream"]),
+            (DONE, "192.0.2.7:5000", len(body)),
+        )
+        self.assertTrue(event["peer"].startswith(f"{LOOPBACK}:"))
+
+    def test_proxyV2Split(self) -> None:
+        """
+        A PROXY v2 header (IPv6 source, a TLV) that arrives in three pieces,
+        the last with the first bytes of the stream: the upstream gets the
+        stream byte-exact.
+        """
+        events = self.events()
+        header = buildV2Header(
+            IPv6Address("TCP", "2001:db8::1", 4000),
+            IPv6Address("TCP", "2001:db8::2", 443),
+            tlvs=[(0xEE, b"x" * 40)],
+        )
+        body = b"after the header" * 10
+        got, received = self.echoed(
+            [header[:5], header[5:30], header[30:] + body],
+            body,
+            acceptProxyProtocol=True,
+        )
+        self.assertEqual((got, received), (body, body))
+        [event] = events
+        self.assertEqual(
+            (event["reason"], event["client"]), (DONE, "[2001:db8::1]:4000")
+        )
+
+    def test_proxyLocal(self) -> None:
+        """
+        A v2 LOCAL header (a health check) carries no address: the client is
+        the peer, and the record has no C{peer} field.
+        """
+        events = self.events()
+        got, received = self.echoed(
+            [buildV2Header(None, None, command=LOCAL) + b"ping"],
+            b"ping",
+            acceptProxyProtocol=True,
+        )
+        self.assertEqual((got, received), (b"ping", b"ping"))
+        [event] = events
+        self.assertTrue(event["client"].startswith(f"{LOOPBACK}:"))
+        self.assertNotIn("peer", event)
+
+    def assertRefused(
+        self, events: list[Any], metrics: Any, metric: str, detail: str
+    ) -> None:
+        [event] = events
+        self.assertEqual((event["reason"], event["engine"]), (REJECTED, "none"))
+        self.assertIn(detail, event["detail"])
+        self.assertEqual(metrics.refused, [metric])
+
+    def test_proxyBadHeader(self) -> None:
+        """
+        A client that sends no PROXY header is refused; nothing reaches the
+        upstream.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+        got, received = self.echoed(
+            [b"GET / HTTP/1.0\r\n\r\n"],
+            b"",
+            acceptProxyProtocol=True,
+            metrics=metrics,
+        )
+        self.assertEqual((got, received), (b"", b""))
+        self.assertRefused(
+            events, metrics, "proxy_protocol", "missing PROXY protocol header"
+        )
+
+    def test_proxyHeaderTimeout(self) -> None:
+        """
+        A header that does not complete in time is refused with what came.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            factory, port = self.proxy(
+                reactor,
+                freePort(),
+                acceptProxyProtocol=True,
+                proxyProtocolTimeout=0.3,
+                metrics=metrics,
+            )
+            client = connectClient(reactor, port)
+            yield client.made
+            client.transport.write(b"PROXY TCP4 1")
+            yield closedByProxy(client)
+            yield self.waitEnded(reactor, factory)
+            yield stopAll([port])
+            return factory
+
+        self.assertPath(self.runScenario(scenario))
+        self.assertRefused(
+            events,
+            metrics,
+            "proxy_protocol_timeout",
+            "no complete PROXY protocol header within 0.3 s (got 12 bytes)",
+        )
+
+    def test_proxyUntrusted(self) -> None:
+        """
+        A peer outside C{proxyProtocolFrom} is refused before its header is
+        read.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+        got, received = self.echoed(
+            [_v1() + b"data"],
+            b"",
+            acceptProxyProtocol=True,
+            proxyProtocolFrom=["10.0.0.0/8"],
+            metrics=metrics,
+        )
+        self.assertEqual((got, received), (b"", b""))
+        self.assertRefused(
+            events,
+            metrics,
+            "proxy_protocol_untrusted",
+            "PROXY protocol not trusted from this peer",
+        )
+
+    def test_proxySourceDenied(self) -> None:
+        """
+        The access rules judge the header's source, not the balancer.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+        got, received = self.echoed(
+            [_v1() + b"data"],
+            b"",
+            acceptProxyProtocol=True,
+            acl=AccessControl(deny=["192.0.2.0/24"]),
+            metrics=metrics,
+        )
+        self.assertEqual((got, received), (b"", b""))
+        self.assertRefused(events, metrics, "acl", "192.0.2.0/24")
+
+    def test_leftDuringHeader(self) -> None:
+        """
+        A client that leaves with half a header ends as closed before the
+        relay started.
+        """
+        events = self.events()
+        got, received = self.echoed([b"PROXY TCP4"], b"", acceptProxyProtocol=True)
+        self.assertEqual((got, received), (b"", b""))
+        [event] = events
+        self.assertEqual((event["reason"], event["engine"]), ("closed", "none"))
+        self.assertIn("connection closed before the relay started", event["detail"])
+
+    def test_statusRowDuringHeader(self) -> None:
+        """
+        A client still sending its header has a status row: connecting, no
+        engine, the peer as the client.
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            factory, port = self.proxy(reactor, freePort(), acceptProxyProtocol=True)
+            client = connectClient(reactor, port)
+            yield client.made
+            client.transport.write(b"PROXY ")
+            while not factory.liveProtocols:
+                yield deferLater(reactor, 0.01, lambda: None)
+            yield deferLater(reactor, 0.05, lambda: None)
+            [conn] = factory.liveProtocols
+            row = connectionStatus(conn, factory, reactor.seconds())
+            client.transport.loseConnection()
+            yield client.lost
+            yield self.waitEnded(reactor, factory)
+            yield stopAll([port])
+            return factory, row
+
+        factory, row = self.runScenario(scenario)
+        self.assertPath(factory)
+        self.assertEqual((row["state"], row["engine"]), ("connecting", None))
+        self.assertTrue(row["client"].startswith(f"{LOOPBACK}:"))
+
+    @inlineCallbacks
+    def routedPools(self, reactor: Any, names: list[str]) -> Any:
+        """
+        An echo server and a one-member pool per name.
+
+        @return: C{(servers, pools, ports)} by name.
+        """
+        servers, pools, ports = {}, {}, []
+        for name in names:
+            servers[name] = EchoFactory()
+            up = reactor.listenTCP(0, servers[name], interface=LOOPBACK)
+            ports.append(up)
+            ep = TCP4ClientEndpoint(reactor, LOOPBACK, up.getHost().port)
+            pools[name] = UpstreamPool(
+                [Upstream(ep, clock=reactor)], name=name, reactor=reactor
+            )
+        yield deferLater(reactor, 0, lambda: None)
+        return servers, pools, ports
+
+    def sni(self, chunks: list[bytes], default: bool = True, **kw: Any) -> Any:
+        """
+        Send C{chunks} through a proxy that routes C{www.example.com} to
+        pool C{www} and (with C{default}) other names to C{other}.
+
+        @return: C{(echoed, received by name)}.
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            servers, pools, ports = yield self.routedPools(reactor, ["www", "other"])
+            router = SNIRouter(
+                {"www.example.com": pools["www"]},
+                default=pools["other"] if default else None,
+            )
+            got, factory = yield self.exchange(reactor, router, chunks, **kw)
+            yield stopAll(ports)
+            received = {n: b"".join(s.received) for n, s in servers.items()}
+            return got, received, factory
+
+        got, received, factory = self.runScenario(scenario)
+        self.assertPath(factory)
+        return got, received
+
+    def test_sniRouted(self) -> None:
+        """
+        The ClientHello (in two pieces) routes the client; the upstream gets
+        the ClientHello and everything after it, byte-exact, and the record
+        names the pool and the server name.
+        """
+        events = self.events()
+        hello = pythonHello("www.example.com")
+        stream = hello + b"after the hello"
+        got, received = self.sni([hello[:50], hello[50:] + b"after", b" the hello"])
+        self.assertEqual(got, stream)
+        self.assertEqual(received, {"www": stream, "other": b""})
+        [event] = events
+        self.assertEqual(
+            (event["reason"], event["pool"], event["serverName"]),
+            (DONE, "www", "www.example.com"),
+        )
+        self.assertEqual(event["bytesClientToUpstream"], len(stream))
+
+    def test_sniDefaultAfterProxyHeader(self) -> None:
+        """
+        A PROXY header, then a ClientHello without a route: the default
+        pool, the header's source as the client.
+        """
+        events = self.events()
+        hello = pythonHello("other.org")
+        got, received = self.sni([_v1() + hello + b"x"], acceptProxyProtocol=True)
+        self.assertEqual(received, {"www": b"", "other": hello + b"x"})
+        self.assertEqual(got, hello + b"x")
+        [event] = events
+        self.assertEqual(
+            (event["client"], event["pool"], event["serverName"]),
+            ("192.0.2.7:5000", "other", "other.org"),
+        )
+
+    def test_sniNoRoute(self) -> None:
+        """
+        A name without a route and no default pool is refused.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+        got, received = self.sni([pythonHello("x.org")], default=False, metrics=metrics)
+        self.assertEqual((got, received), (b"", {"www": b"", "other": b""}))
+        self.assertRefused(
+            events, metrics, "sni_no_route", "no route for server name x.org"
+        )
+
+    def test_sniBadHello(self) -> None:
+        """
+        Bytes that are not TLS are refused.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+        got, received = self.sni([b"GET / HTTP/1.0\r\n\r\n"], metrics=metrics)
+        self.assertEqual((got, received), (b"", {"www": b"", "other": b""}))
+        self.assertRefused(events, metrics, "sni", "not TLS")
+
+    def test_sniTimeout(self) -> None:
+        """
+        Part of a ClientHello, and no more in time: refused, with what came.
+        """
+        events = self.events()
+        metrics = RecordingMetrics()
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            servers, pools, ports = yield self.routedPools(reactor, ["www"])
+            router = SNIRouter({"www.example.com": pools["www"]})
+            factory, port = self.proxy(reactor, router, sniTimeout=0.3, metrics=metrics)
+            client = connectClient(reactor, port)
+            yield client.made
+            client.transport.write(pythonHello("www.example.com")[:20])
+            yield client.lost
+            yield self.waitEnded(reactor, factory)
+            yield stopAll([port, *ports])
+            return factory, servers["www"].received
+
+        factory, received = self.runScenario(scenario)
+        self.assertPath(factory)
+        self.assertEqual(received, [])
+        self.assertRefused(
+            events, metrics, "sni_timeout", "ClientHello timeout: none within 0.3 s"
+        )
+        self.assertIn("got 20 bytes", events[0]["detail"])
+
+
+class FastPreambleScenarios(PreambleScenarios):
+    fast = True
+
+
+class GeneralPreambleScenarios(PreambleScenarios):
+    fast = False
+
+
+globals().update(makeReactorTests(FastPreambleScenarios))
+globals().update(makeReactorTests(GeneralPreambleScenarios))
+
+
 class FastPathOnlyMixin(ReactorTestMixin):
     """
     What only the fast path has: who may take it, and its socket loop.
@@ -616,8 +1055,9 @@ class FastPathOnlyMixin(ReactorTestMixin):
 
     def test_whoTakesIt(self) -> None:
         """
-        A plain factory on a TCP port takes the fast path; a protocol
-        subclass, a factory that overrides a hook, the PROXY protocol, the
+        A plain factory on a TCP port takes the fast path, and so does one
+        that accepts PROXY headers or routes by SNI; a protocol subclass, a
+        factory that overrides a hook, a PROXY header sent upstream, the
         copy engine or C{fastPath = False} take the general one.
         """
 
@@ -634,8 +1074,16 @@ class FastPathOnlyMixin(ReactorTestMixin):
                 "plain": SpliceProxyFactory(endpoint, reactor=reactor),
                 "subclass": SpliceProxyFactory(endpoint, reactor=reactor),
                 "hook": Recording(endpoint, reactor=reactor),
-                "proxy": SpliceProxyFactory(
+                "accept": SpliceProxyFactory(
                     endpoint, reactor=reactor, acceptProxyProtocol=True
+                ),
+                "sni": PoolProxyFactory(
+                    None,
+                    SNIRouter({"a.example": UpstreamPool([Upstream(endpoint)])}),
+                    reactor=reactor,
+                ),
+                "proxy": SpliceProxyFactory(
+                    endpoint, reactor=reactor, sendProxyProtocol=1
                 ),
                 "copy": SpliceProxyFactory(endpoint, reactor=reactor, engine="copy"),
                 "off": SpliceProxyFactory(endpoint, reactor=reactor),
@@ -652,8 +1100,9 @@ class FastPathOnlyMixin(ReactorTestMixin):
             return out
 
         out = self.runScenario(scenario)
-        self.assertIsNone(out["plain"])
-        self.assertTrue(out["plain attached"])
+        for name in ("plain", "accept", "sni"):
+            self.assertIsNone(out[name], name)
+            self.assertTrue(out[name + " attached"], name)
         for name in ("subclass", "hook", "proxy", "copy", "off"):
             self.assertIsNotNone(out[name], name)
             self.assertFalse(out[name + " attached"], name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import ssl
 import subprocess
 import threading
 import unittest
@@ -26,6 +25,7 @@ from splicetx._pool.sni import (
     SNIRouter,
     normaliseServerName,
 )
+from splicetx.bench._wire import clientHello
 
 try:
     from hypothesis import given, settings
@@ -36,20 +36,10 @@ except ImportError:  # pragma: no cover
 
 def pythonHello(serverName: str | None = None, alpn: list[str] | None = None) -> bytes:
     """
-    The first flight of a Python C{ssl} client: its ClientHello records.
+    The first flight of a Python C{ssl} client: its ClientHello records
+    (the bench's SNI load sends the same).
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=serverName)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
+    return clientHello(serverName, alpn)
 
 
 def handshakeOf(records: bytes) -> bytes:

@@ -125,7 +125,8 @@ class SpliceProxyFactory(Factory):
         (L{splicetx._proxy.fastpath}: raw sockets, no transport or protocol per
         connection) when nothing needs the general one: this class's own
         C{protocol}, C{buildProtocol} and C{relayFinished}, no PROXY
-        protocol, an upstream that is a TCP address, a plain TCP port on a
+        header sent upstream (one accepted from clients is read on the fast
+        path too), an upstream that is a TCP address, a plain TCP port on a
         Linux reactor with C{IReactorFDSet}, not the copy engine.  The
         connections, their results, metrics and log records are the same
         either way; a subclass that overrides a hook (of the protocol or
@@ -439,8 +440,8 @@ class SpliceProxyFactory(Factory):
             or kind.relayFinished is not SpliceProxyFactory.relayFinished
         ):
             return "the factory overrides buildProtocol or relayFinished"
-        if self.acceptProxyProtocol or self.sendProxyProtocol is not None:
-            return "PROXY protocol"
+        if self.sendProxyProtocol is not None:
+            return "a PROXY header sent upstream"
         if self.protocol is not self._fastProtocol:
             return "a protocol subclass"
         return None

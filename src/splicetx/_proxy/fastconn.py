@@ -4,7 +4,10 @@ One client on the fast path of a plain forward (L{splicetx._proxy.fastpath}),
 from its accepted socket to its log record
 (docs/design-decisions.md rule 15):
 
-  1. the factory's access rules;
+  1. the factory's access rules, and the preamble the factory asks for
+     (a PROXY header, then the access rules over its source address; a TLS
+     ClientHello whose server name routes to a pool), read from the raw
+     socket by L{LeanPreamble <splicetx._proxy.leanpreamble.LeanPreamble>};
   2. a non-blocking connect to the upstream (a pool member chosen by the
      pool's balancer, failing over to the next member on a failed connect
      exactly as L{UpstreamPool.connect <splicetx._pool.pool.UpstreamPool.connect>}
@@ -30,13 +33,19 @@ from enum import Enum
 from typing import Any
 
 from twisted.internet import error as _error
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from splicetx._pool.addresses import describeEndpoint
+from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
+from splicetx._proxy.leanpreamble import LeanPreamble
+from splicetx._proxy.preamble import (
+    REJECTED,
+    Refusal,
+    closedBeforeRelay,
+    untrustedPeer,
+)
 from splicetx._proxy.timeouts import (
     DRAIN_CLOSE,
     HALF_CLOSE_TIMEOUT,
@@ -44,7 +53,7 @@ from splicetx._proxy.timeouts import (
     halfCloseDetail,
     idleDetail,
 )
-from splicetx._proxy.upstream import directTarget as directTarget
+from splicetx._proxy.upstream import Address
 from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._relay.direction import (
@@ -59,7 +68,7 @@ from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.socketloop import LoopMember
 from splicetx._relay.tcpoptions import delivered, keepaliveOn
 
-__all__ = ["FastConnection", "directAddress"]
+__all__ = ["FastConnection"]
 
 _log = Logger(namespace=LOG_PROXY)
 
@@ -76,33 +85,10 @@ class _State(Enum):
     L{FastConnection.state}.
     """
 
+    PREAMBLE = "preamble"
     CONNECTING = "connecting"
     RELAYING = "relaying"
     FINISHED = "finished"
-
-
-#: C{(family, sockaddr, text, timeout)}: where a fast connection connects,
-#: how logs name it, and the endpoint's own connect timeout (0: none).
-Address = tuple[int, tuple[Any, ...], str, float]
-
-
-def _address(host: str, port: int, timeout: float) -> Address:
-    if isIPv6Address(host):
-        return socket.AF_INET6, (host, port), f"[{host}]:{port}", timeout
-    return socket.AF_INET, (host, port), f"{host}:{port}", timeout
-
-
-def directAddress(endpoint: Any) -> Address | None:
-    """
-    The L{Address} of a plain TCP endpoint with an IP
-    address and no bind address, else C{None}.
-    """
-    host, port, timeout, bind = directTarget(endpoint)
-    if host is None or bind is not None:
-        return None
-    if not (isIPAddress(host) or isIPv6Address(host)):
-        return None
-    return _address(host, port, timeout)
 
 
 class _FastSocket(LoopMember):
@@ -195,13 +181,15 @@ class FastConnection:
         "lastActivity",
         "mark",
         "halfClosedAt",
+        "preamble",
+        "proxyHeader",
+        "serverName",
+        "upstreamPool",
         "__weakref__",
     )
 
     #: What the status page and the log say of the engine.
     engine = "splice"
-    #: Never a PROXY header on the fast path.
-    proxyHeader = None
 
     def __init__(self, forwarder: Any, plan: Any, skt: _RawSocket, addr: Any) -> None:
         factory = forwarder.factory
@@ -222,6 +210,13 @@ class FastConnection:
         self.startedAt = self.lastActivity = now = factory.reactor.seconds()
         self.mark = 0
         self.halfClosedAt: float | None = None
+        self.preamble: LeanPreamble | None = None
+        #: The PROXY header the client sent, once read.
+        self.proxyHeader: Any = None
+        #: The TLS server name its SNI route was chosen by, once read.
+        self.serverName: str | None = None
+        #: The pool it connects to (the plan's, or its SNI route's).
+        self.upstreamPool: Any = None
         factory._gate.connectionStarted(self)
         forwarder.started()
         metrics = factory.metrics
@@ -230,18 +225,93 @@ class FastConnection:
         keepalive = factory.tcpKeepalive
         if keepalive is not None and not factory._keepalivePorts:
             keepaliveOn(skt, keepalive)
-        acl = factory.acl
-        if acl is not None:
-            allowed, why = acl.isAllowed(addr[0])
-            if not allowed:
-                if metrics is not None:
-                    metrics.connectionRefused("acl", factory.forwardName)
-                # A reset, as on the general path (SpliceProxyProtocol._refuse).
-                self.client.close(True)
-                self._finish(_NO_ENGINE, 0, 0, "rejected", why)
+        if factory.acceptProxyProtocol:
+            self.state = _State.PREAMBLE
+            refusal = untrustedPeer(factory.proxyProtocolFrom, addr[0])
+            if refusal is not None:
+                self.refused(refusal)
                 return
-        pool = plan.pool
+            self._readPreamble(factory, True, now)
+            return
+        if not self._admitted():
+            return
+        if plan.router is not None:
+            self.state = _State.PREAMBLE
+            self._readPreamble(factory, False, now)
+            return
+        self._start(plan.pool, now)
+
+    # -- admission and the preamble --------------------------------------------------
+
+    def _readPreamble(self, factory: Any, header: bool, now: float) -> None:
+        preamble = self.preamble = LeanPreamble(self, self.client, factory, header, now)
+        # The bytes are often here with the accept: no reactor turn to wait.
+        preamble.readable()
+
+    def _admitted(self) -> bool:
+        """
+        The factory's access rules over the client's address (the PROXY
+        header's source, when one was read): C{False} when they refuse it
+        (then the connection has ended).
+        """
+        factory = self.forwarder.factory
+        acl = factory.acl
+        if acl is None:
+            return True
+        allowed, why = acl.isAllowed(self.clientAddress)
+        if allowed:
+            return True
+        # A reset, as on the general path and as HAProxy rejects.
+        self.refused(Refusal("acl", why, True))
+        return False
+
+    def headerRead(self, header: Any) -> bool:
+        """
+        The client's PROXY header arrived: admit the client by its source.
+
+        @return: C{False} when the connection was refused (and has ended).
+        """
+        self.proxyHeader = header
+        return self._admitted()
+
+    def preambleDone(self, target: Any, serverName: str | None) -> None:
+        """
+        The preamble is read: connect to C{target} (the SNI route's pool),
+        or, without SNI routes, to the plan's upstream.
+        """
+        self.preamble = None
+        if serverName is not None:
+            self.serverName = serverName
+        self._start(target if target is not None else self.plan.pool, self.lastActivity)
+
+    def refused(self, refusal: Refusal) -> None:
+        """
+        Refuse the client before any upstream connection: count it, close
+        (or reset) it, record it as rejected.
+        """
+        self.preamble = None
+        factory = self.forwarder.factory
+        metrics = factory.metrics
+        if metrics is not None:
+            metrics.connectionRefused(refusal.metric, factory.forwardName)
+        self.client.close(refusal.abort)
+        self._finish(_NO_ENGINE, 0, 0, REJECTED, refusal.detail)
+
+    def preambleLost(self, reason: Failure) -> None:
+        """
+        The client left (or its connection broke) during the preamble.
+        """
+        self.preamble = None
+        self.client.close(False)
+        self._finish(_NO_ENGINE, 0, 0, CLOSED, closedBeforeRelay(reason))
+
+    def _start(self, pool: Any, now: float) -> None:
+        """
+        Connect to the upstream: the plan's one address, or C{pool}.
+        """
+        self.state = _State.CONNECTING
         if pool is not None:
+            self.upstreamPool = pool
             self.tried = []
             total = pool.totalTimeout
             if total:
@@ -251,9 +321,30 @@ class FastConnection:
     # -- connecting ----------------------------------------------------------------
 
     @property
+    def clientAddress(self) -> Any:
+        """
+        The client's address: the source of an accepted PROXY header, else
+        the peer's host.
+        """
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return header.source
+        return self.peer[0]
+
+    @property
     def clientText(self) -> str:
         """
         The client's address, as the log writes it.
+        """
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return describeAddress(header.source)
+        return self.peerText
+
+    @property
+    def peerText(self) -> str:
+        """
+        The connection's peer (the balancer that sent a PROXY header).
         """
         addr = self.peer
         if len(addr) == 4:
@@ -272,15 +363,15 @@ class FastConnection:
 
     def _target(self) -> Address | None:
         plan = self.plan
-        if plan.pool is None:
+        pool = self.upstreamPool
+        if pool is None:
             return plan.single
         assert self.tried is not None
-        pool = plan.pool
         if pool.maxTries is not None and len(self.tried) >= pool.maxTries:
             return None
         key = None
         if plan.needsKey:
-            key = clientKeyFor(self.peer[0])
+            key = clientKeyFor(self.clientAddress)
         member = pool.pick(key, self.tried)
         if member is None:
             return None
@@ -299,7 +390,7 @@ class FastConnection:
             return
         family, sockaddr, _, own = target
         factory = self.forwarder.factory
-        pool = self.plan.pool
+        pool = self.upstreamPool
         timeout = factory.connectTimeout if pool is None else pool.tryTimeout or 0.0
         if own and (not timeout or own < timeout):
             # A shorter timeout of the endpoint wins, as on the general path.
@@ -333,6 +424,8 @@ class FastConnection:
             except OSError:
                 us.sink = self
                 us.startWriting()
+                # A client read for its preamble waits (level-triggered).
+                self.client.stopReading()
             else:
                 self._connected()
         else:
@@ -376,7 +469,7 @@ class FastConnection:
         if self.attempts is None:
             self.attempts = []
         failure = Failure(exc)
-        tryFailed(self.plan.pool, member, failure, self.attempts)
+        tryFailed(self.upstreamPool, member, failure, self.attempts)
         metrics = self.forwarder.factory.metrics
         if metrics is not None:
             # Every failed try counts, as on the general path.
@@ -392,7 +485,7 @@ class FastConnection:
         """
         The pool has no member left to try.
         """
-        pool = self.plan.pool
+        pool = self.upstreamPool
         tried = self.tried or []
         exc = noUpstream(
             pool, ALL_FAILED if tried else ALL_DOWN, tried, self.attempts or []
@@ -536,6 +629,17 @@ class FastConnection:
         if state is _State.FINISHED:
             return
         factory = self.forwarder.factory
+        if state is _State.PREAMBLE:
+            preamble = self.preamble
+            refusal = preamble.expired(now) if preamble is not None else None
+            if refusal is not None:
+                self.refused(refusal)
+                return
+            idle = factory.idleTimeout
+            if idle and now - self.lastActivity >= idle:
+                # As the general path's idle timer, which runs from the accept.
+                self._end(IDLE_TIMEOUT, idleDetail(idle), True)
+            return
         if state is _State.CONNECTING:
             self.lastActivity = now
             if self.deadline and now >= self.deadline:
@@ -598,6 +702,9 @@ class FastConnection:
         self, engine: str, up: int, down: int, reason: str, detail: str
     ) -> None:
         self.state = _State.FINISHED
+        preamble, self.preamble = self.preamble, None
+        if preamble is not None:
+            preamble.detach()
         forwarder = self.forwarder
         factory = forwarder.factory
         forwarder.ended()
@@ -635,16 +742,24 @@ class FastConnection:
             address = plan.addresses.get(id(member))
             if address is not None:
                 return address[2]
-        return f"pool {plan.pool.name}"
+        pool = self.upstreamPool or plan.pool
+        if pool is None:
+            return describeEndpoint(None)
+        return f"pool {pool.name}"
 
     def _extra(self) -> dict[str, Any] | None:
         factory = self.forwarder.factory
         extra = factory.logFields
-        pool = self.plan.pool
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            extra = dict(extra or ())
+            extra["peer"] = self.peerText
+        pool = self.upstreamPool
         if pool is not None:
+            # As the general path's record, once a pool was chosen.
             extra = dict(extra or ())
             extra["pool"] = str(pool.name)
-            extra["serverName"] = None
+            extra["serverName"] = self.serverName
         return extra
 
     def __repr__(self) -> str:

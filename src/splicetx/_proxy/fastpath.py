@@ -8,9 +8,11 @@ upstream connect to its record, is L{splicetx._proxy.fastconn}.
 
 A L{SpliceProxyFactory <splicetx.proxy.SpliceProxyFactory>} that nobody
 customised -- its own C{protocol} (or L{PoolProxyProtocol
-<splicetx._proxy.poolproxy.PoolProxyProtocol>} over a pool), no PROXY protocol
-either way, an upstream that is a TCP address (or a pool of them), not the
-copy engine -- forwards every client the same way, so most of what the
+<splicetx._proxy.poolproxy.PoolProxyProtocol>} over a pool, L{SNIProxyProtocol
+<splicetx._proxy.poolproxy.SNIProxyProtocol>} with SNI routes), no PROXY
+header sent upstream (one accepted from the client is read here too), an
+upstream that is a TCP address (or pools of them), not the copy engine --
+forwards every client the same way, so most of what the
 general path builds per connection (a C{tcp.Server} transport, a protocol
 with its hooks and phases, an upstream connector, client factory and
 protocol, a L{Relay <splicetx.Relay>} and its engine, a timer) exists only
@@ -21,9 +23,10 @@ accept limit and Twisted's C{EMFILE} reserve apply, so C{max-connections}
 and fd exhaustion behave as on the general path) and gives each to a
 L{FastConnection <splicetx._proxy.fastconn.FastConnection>}.
 
-The connect timeout, idle timeout, half-close timeout and the drain's
-prompt close are checked for all of a factory's fast connections by one
-timer (L{FastForwarder.check}), not one per connection.
+The preamble's timeouts, the connect timeout, idle timeout, half-close
+timeout and the drain's prompt close are checked for all of a factory's
+fast connections by one timer (L{FastForwarder.check}), not one per
+connection.
 
 A connection that cannot take the fast path when it is accepted (a reload
 made the upstream a host name, say) takes the general path from there: it
@@ -45,7 +48,9 @@ from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 
 from splicetx._pool.balance import LeastConnections, RoundRobin, WeightedRandom
-from splicetx._proxy.fastconn import Address, FastConnection, directAddress
+from splicetx._pool.pool import UpstreamPool
+from splicetx._proxy.fastconn import FastConnection
+from splicetx._proxy.upstream import Address, directAddress
 from splicetx._relay.direction import errname
 from splicetx._relay.pipes import UnreservedPipes, defaultPipePool
 from splicetx._relay.runtime import LOG_PROXY
@@ -84,33 +89,48 @@ class _Plan:
     pool change (a reload).
     """
 
-    __slots__ = ("key", "single", "pool", "addresses", "needsKey")
+    __slots__ = ("key", "single", "pool", "router", "addresses", "needsKey")
 
     def __init__(self, factory: Any) -> None:
         self.key = _planKey(factory)
         self.single: Address | None = None
         self.pool: Any = None
+        #: The SNI router whose pools clients go to, or C{None}.
+        self.router: Any = None
         self.addresses: dict[int, Address] = {}
         self.needsKey = True
         if factory._fastPathRefusal() is not None:
             return
+        router = getattr(factory, "router", None)
         pool = factory._fastPool()
-        if pool is not None:
-            for member in pool.members:
+        pools = [pool]
+        if router is not None:
+            # Every route's pool, and the one for names without a route.
+            pools = [*factory.pools, router.default]
+        if pool is None and router is None:
+            self.single = directAddress(factory.upstream)
+            return
+        pools = [each for each in pools if each is not None]
+        for each in pools:
+            if not isinstance(each, UpstreamPool):
+                return
+            for member in each.members:
                 address = directAddress(member.endpoint)
                 if address is None:
                     return
                 self.addresses[id(member)] = address
-            self.pool = pool
-            self.needsKey = not isinstance(
-                pool.balancer, (RoundRobin, LeastConnections, WeightedRandom)
-            )
-        else:
-            self.single = directAddress(factory.upstream)
+        self.pool = pool
+        self.router = router
+        self.needsKey = not all(
+            isinstance(each.balancer, (RoundRobin, LeastConnections, WeightedRandom))
+            for each in pools
+        )
 
     @property
     def usable(self) -> bool:
-        return self.single is not None or self.pool is not None
+        return (
+            self.single is not None or self.pool is not None or self.router is not None
+        )
 
     @property
     def shortestTimeout(self) -> float:
@@ -128,6 +148,7 @@ def _planKey(factory: Any) -> tuple[Any, ...]:
         factory.upstream,
         factory.protocol,
         getattr(factory, "pool", None),
+        getattr(factory, "router", None),
         factory.acceptProxyProtocol,
         factory.sendProxyProtocol,
         factory.engine,
@@ -424,6 +445,8 @@ class FastForwarder:
                 factory.idleTimeout,
                 factory.halfCloseTimeout,
                 plan.shortestTimeout if plan is not None else 0.0,
+                factory.proxyProtocolTimeout if factory.acceptProxyProtocol else 0.0,
+                getattr(factory, "sniTimeout", 0.0) if plan and plan.router else 0.0,
             )
             if t
         ]

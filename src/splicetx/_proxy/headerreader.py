@@ -4,7 +4,9 @@ Reading the PROXY protocol header a load balancer sends before the client's
 bytes, within the factory's C{proxyProtocolTimeout}: the part of
 L{SpliceProxyProtocol <splicetx.proxy.SpliceProxyProtocol>} that runs in its
 C{READING_HEADER} phase.  The parsing itself is
-L{ProxyHeaderParser <splicetx._proxy.proxyheader.ProxyHeaderParser>}'s.
+L{ProxyHeaderParser <splicetx._proxy.proxyheader.ProxyHeaderParser>}'s, the
+refusals L{splicetx._proxy.preamble}'s (the lean path's reader,
+L{splicetx._proxy.leanpreamble}, makes the same).
 
 It is a mixin of the protocol (plain attributes, no per-connection closure).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from splicetx._proxy.phase import Phase
+from splicetx._proxy.preamble import badHeader, headerTimedOut
 from splicetx._proxy.proxyheader import (
     ProxyHeader,
     ProxyHeaderParser,
@@ -78,7 +81,8 @@ class ProxyHeaderReader:
             header = parser.feed(data)
         except ProxyProtocolError as e:
             self._headerDone()
-            self._refuse("proxy_protocol", str(e))
+            refusal = badHeader(e)
+            self._refuse(refusal.metric, refusal.detail)
             return
         if header is None:
             return
@@ -111,8 +115,5 @@ class ProxyHeaderReader:
         if parser is None or self._phase is not Phase.READING_HEADER:
             return
         self._headerParser = None
-        self._refuse(
-            "proxy_protocol_timeout",
-            f"no complete PROXY protocol header within "
-            f"{self.factory.proxyProtocolTimeout:g} s (got {parser.buffered} bytes)",
-        )
+        refusal = headerTimedOut(self.factory.proxyProtocolTimeout, parser.buffered)
+        self._refuse(refusal.metric, refusal.detail)

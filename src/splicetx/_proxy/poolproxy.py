@@ -29,13 +29,18 @@ from splicetx._pool.endpoints import PoolEndpoint, UpstreamEndpoint, asEndpoint
 from splicetx._pool.pool import UpstreamPool
 from splicetx._pool.sni import (
     DEFAULT_MAX_SIZE,
-    TIMEOUT,
-    ClientHelloError,
     ClientHelloReader,
     SNIRouter,
 )
 from splicetx._proxy.factory import SpliceProxyFactory
-from splicetx._proxy.protocol import REJECTED, SpliceProxyProtocol
+from splicetx._proxy.preamble import (
+    NO_ROUTE,
+    REJECTED,
+    Refusal,
+    helloTimedOut,
+    readHello,
+)
+from splicetx._proxy.protocol import SpliceProxyProtocol
 
 __all__ = [
     "PoolEndpoint",
@@ -46,9 +51,6 @@ __all__ = [
     "PoolProxyFactory",
     "NO_ROUTE",
 ]
-
-#: The detail's start when no route matches and there is no default pool.
-NO_ROUTE = "no route for server name"
 
 
 class PoolProxyProtocol(SpliceProxyProtocol):
@@ -138,24 +140,21 @@ class SNIProxyProtocol(PoolProxyProtocol):
         if timer is not None and timer.active():
             timer.cancel()
 
-    def _refuseHello(self, metric: str, detail: str) -> None:
+    def _refuseHello(self, refusal: Refusal) -> None:
         self._stopTimer()
         self._reader = None
         factory = self.factory
         if factory.metrics is not None:
-            factory.metrics.connectionRefused(metric, factory.forwardName)
-        self.abort(REJECTED, detail)
+            factory.metrics.connectionRefused(refusal.metric, factory.forwardName)
+        # Every ClientHello refusal resets (refusal.abort).
+        self.abort(REJECTED, refusal.detail)
 
     def _helloTimedOut(self) -> None:
         self._helloTimer = None
         reader = self._reader
         if reader is None:
             return
-        self._refuseHello(
-            "sni_timeout",
-            f"{TIMEOUT}: none within {self.factory.sniTimeout:g} s "
-            f"(got {len(reader.buffered)} bytes)",
-        )
+        self._refuseHello(helloTimedOut(self.factory.sniTimeout, len(reader.buffered)))
 
     def handshakeReceived(self, data: bytes) -> None:
         """
@@ -165,24 +164,16 @@ class SNIProxyProtocol(PoolProxyProtocol):
         reader = self._reader
         if reader is None:
             return
-        try:
-            hello = reader.feed(data)
-        except ClientHelloError as e:
-            self._refuseHello("sni", str(e))
+        hello, pool, refusal = readHello(reader, data, self.factory.router)
+        if hello is not None:
+            self.serverName = hello.serverName
+        if refusal is not None:
+            self._refuseHello(refusal)
             return
         if hello is None:
             return
         self._stopTimer()
         self._reader = None
-        self.serverName = hello.serverName
-        router = self.factory.router
-        assert router is not None
-        pool = router.route(hello.serverName)
-        if pool is None:
-            self._refuseHello(
-                "sni_no_route", f"{NO_ROUTE} {hello.serverName or '(none sent)'}"
-            )
-            return
         self.connectUpstream(self.endpointFor(pool), toUpstream=reader.buffered)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -206,7 +197,7 @@ class PoolProxyFactory(SpliceProxyFactory):
     @ivar sniMaxSize: the longest ClientHello accepted.
     """
 
-    #: Without SNI routes, clients may take the fast path to the pool.
+    #: Clients may take the fast path to the pool, or to their SNI route's.
     _fastProtocol: type = PoolProxyProtocol
 
     def __init__(
@@ -253,6 +244,8 @@ class PoolProxyFactory(SpliceProxyFactory):
         self.sniTimeout = float(sniTimeout)
         self.sniMaxSize = sniMaxSize
         self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
+        # The lean path reads the ClientHello itself: either is ours.
+        self._fastProtocol = self.protocol
         if pool is not None:
             # What the service's "started" line and the status page name.
             self.upstream = pool
@@ -265,8 +258,8 @@ class PoolProxyFactory(SpliceProxyFactory):
 
     def _fastPool(self) -> Any:
         """
-        The pool the fast path connects to (no SNI routes: the protocol is
-        then L{SNIProxyProtocol}, which the fast path does not serve).
+        The pool the fast path connects to (with SNI routes: the pool of
+        names no route matches, or C{None}).
         """
         return self.pool
 

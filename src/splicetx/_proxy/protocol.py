@@ -27,6 +27,7 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.endpoints import asEndpoint
 from splicetx._proxy.headerreader import ProxyHeaderReader
 from splicetx._proxy.phase import Phase, requirePhase
+from splicetx._proxy.preamble import REJECTED, closedBeforeRelay, untrustedPeer
 from splicetx._proxy.proxyheader import buildHeader
 from splicetx._proxy.timeouts import (
     DRAIN_CLOSE,
@@ -64,9 +65,6 @@ __all__ = [
 
 _log = Logger(namespace=LOG_PROXY)
 
-#: L{RelayResult.reason} of a client turned away by
-#: L{SpliceProxyProtocol.clientAccepted}.
-REJECTED = "rejected"
 #: L{RelayResult.reason} of a connection whose upstream could not be reached
 #: (refused, unreachable, timed out, or no upstream chosen).
 UPSTREAM_FAILED = "upstream failed"
@@ -359,16 +357,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         if factory.idleTimeout or factory.halfCloseTimeout or factory.draining:
             self._scheduleIdleCheck()
         if factory.acceptProxyProtocol:
-            trusted = factory.proxyProtocolFrom
-            if trusted is not None:
-                allowed, why = trusted.isAllowed(self.transport.getPeer())
-                if not allowed:
-                    self._refuse(
-                        "proxy_protocol_untrusted",
-                        f"PROXY protocol not trusted from this peer: {why}",
-                        reset=True,
-                    )
-                    return
+            refusal = untrustedPeer(factory.proxyProtocolFrom, self.transport.getPeer())
+            if refusal is not None:
+                self._refuse(refusal.metric, refusal.detail, reset=refusal.abort)
+                return
             self._startHeader()
             return
         self._admit()
@@ -399,10 +391,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             return
         if phase is Phase.READING_HEADER:
             self._headerDone()
-        self._close(
-            CLOSED,
-            "connection closed before the relay started: " + reason.getErrorMessage(),
-        )
+        self._close(CLOSED, closedBeforeRelay(reason))
         self._cancelConnecting()
         if self.upstream is not None:
             _abort(self.upstream.transport)

@@ -14,12 +14,13 @@ C{_upstreamLost}; the pending attempt is kept in its C{_connecting}.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import error as _error
 from twisted.internet import tcp as _tcp
-from twisted.internet.abstract import isIPv6Address
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
@@ -61,7 +62,13 @@ class UpstreamOwner(TypingProtocol):
         """
 
 
-__all__ = ["startConnecting", "stopConnecting"]
+__all__ = [
+    "startConnecting",
+    "stopConnecting",
+    "directTarget",
+    "directAddress",
+    "Address",
+]
 
 
 class UpstreamProtocol(Protocol):
@@ -364,6 +371,30 @@ def directTarget(
         return _NOT_DIRECT
     timeout = getattr(endpoint, "_timeout", 30)
     return host, port, float(timeout or 0), getattr(endpoint, "_bindAddress", None)
+
+
+#: C{(family, sockaddr, text, timeout)}: where a fast connection connects,
+#: how logs name it, and the endpoint's own connect timeout (0: none).
+Address = tuple[int, tuple[Any, ...], str, float]
+
+
+def _address(host: str, port: int, timeout: float) -> Address:
+    if isIPv6Address(host):
+        return socket.AF_INET6, (host, port), f"[{host}]:{port}", timeout
+    return socket.AF_INET, (host, port), f"{host}:{port}", timeout
+
+
+def directAddress(endpoint: Any) -> Address | None:
+    """
+    The L{Address} of a plain TCP endpoint with an IP address and no bind
+    address (what the lean path connects to itself), else C{None}.
+    """
+    host, port, timeout, bind = directTarget(endpoint)
+    if host is None or bind is not None:
+        return None
+    if not (isIPAddress(host) or isIPv6Address(host)):
+        return None
+    return _address(host, port, timeout)
 
 
 def startConnecting(

@@ -25,7 +25,9 @@ from splicetx.bench._wire import (
     HEADER_SIZE,
     KEEPALIVE_REQUEST,
     REPLY,
+    TLS_HANDSHAKE,
     UPLOAD,
+    header,
     parseHeader,
     sendFor,
     sinkFrames,
@@ -105,6 +107,9 @@ class Backend:
         if not data:
             self._close(conn)
             return
+        if not conn.head and data[0] == TLS_HANDSHAKE:
+            # A ClientHello a proxy routed by: echo all of it (see _wire).
+            conn.head = header(ECHO)
         if len(conn.head) < HEADER_SIZE:
             need = HEADER_SIZE - len(conn.head)
             conn.head += data[:need]

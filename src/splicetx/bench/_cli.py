@@ -309,7 +309,7 @@ class Bench:
                 self.skipped[proxy.spec.name] = f"did not start: {why}"
                 proxy.stop()
                 continue
-            warm = _loadgen.churn(proxy.port, 0.05, workers=1)
+            warm = _loadgen.churn(proxy.port, 0.05, 1, proxy.spec.preamble)
             if warm["conns"] == 0:
                 self.skipped[proxy.spec.name] = f"does not relay: {warm['error']}"
                 proxy.stop()
@@ -413,7 +413,9 @@ class Bench:
         if family == "churn":
             meter = TreeMeter(proxy.pid)
             meter.start()
-            r = _loadgen.churn(proxy.port, self.churnSeconds, CHURN_WORKERS)
+            r = _loadgen.churn(
+                proxy.port, self.churnSeconds, CHURN_WORKERS, proxy.spec.preamble
+            )
             m = meter.stop()
             if m and r["conns"]:
                 r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["conns"] * 1e6

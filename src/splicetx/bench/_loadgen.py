@@ -24,6 +24,7 @@ from splicetx.bench._wire import (
     REPLY,
     UPLOAD,
     header,
+    preambleBytes,
     recvExactly,
     sendFor,
     sinkAll,
@@ -203,18 +204,23 @@ def churnSource() -> str:
     return source
 
 
-def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
+def churn(
+    port: int, seconds: float, workers: int = 4, preamble: str | None = None
+) -> dict[str, Any]:
     """
     Open a connection, echo 100 bytes, close; repeat on C{workers} threads
     for C{seconds}, from a source address of the run's own
-    (L{churnSource}).
+    (L{churnSource}).  With a C{preamble} (see L{preambleBytes}), each
+    connection sends it first; a ClientHello comes back with the echo.
 
     @return: C{conns} (completed), C{failures}, C{seconds}, C{connsPerSec},
         C{error} (the first failure), C{source} (the client address).
     """
     source = churnSource()
     payload = os.urandom(100)
-    first = header(ECHO) + payload
+    first = preambleBytes(preamble) + header(ECHO) + payload
+    # What the backend echoes: all of it after a ClientHello (see _wire).
+    echoed = first if preamble == "sni" else payload
     ok = [0] * workers
     bad = [0] * workers
     errors: list[str] = []
@@ -228,7 +234,7 @@ def churn(port: int, seconds: float, workers: int = 4) -> dict[str, Any]:
                 _bindSource(s, source)
                 s.connect((HOST, port))
                 s.sendall(first)
-                if recvExactly(s, len(payload)) != payload:
+                if recvExactly(s, len(echoed)) != echoed:
                     raise ValueError("echo mismatch")
                 ok[i] += 1
             except (OSError, ValueError) as e:

@@ -16,6 +16,8 @@ from typing import Any
 
 import attr
 
+from splicetx.bench._wire import SNI_NAME
+
 BULK_ONLY = ("bulk",)
 ALL_LOADS = ("bulk", "latency", "churn", "idle", "keepalive")
 
@@ -44,6 +46,11 @@ class ProxySpec:
     @ivar logLevel: for splicetx, C{twist --log-level}: C{info} (its
         default: one record per connection) or C{warn} (normal ends are not
         recorded), to price the per-connection record.
+    @ivar preamble: what each client sends first (one of
+        L{PREAMBLES <splicetx.bench._wire.PREAMBLES>}) and the proxy is set
+        up to read: a PROXY header (splicetx C{--accept-proxy-protocol},
+        HAProxy C{accept-proxy}) or a TLS ClientHello routed by its server
+        name (splicetx C{--route-sni}, HAProxy C{req.ssl_sni}); C{None}.
     """
 
     name: str
@@ -56,6 +63,7 @@ class ProxySpec:
     poolSize: int | None = None
     logLevel: str = "info"
     fastPath: bool = True
+    preamble: str | None = None
 
 
 def _kib(n: int) -> str:
@@ -122,6 +130,7 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             ("churn", "keepalive", "idle", "latency"),
             fastPath=False,
         ),
+        *_preambleSpecs(defaultPipeSize),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
             "plainloop",
@@ -131,7 +140,52 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
         ),
         ProxySpec("socat", "socat (fork per connection)", "socat"),
         ProxySpec("haproxy", "HAProxy, 1 thread, splice forced", "haproxy"),
+        *(
+            ProxySpec(
+                f"haproxy-{short}",
+                f"HAProxy, 1 thread, splice forced, {what}",
+                "haproxy",
+                loads=("churn",),
+                preamble=preamble,
+            )
+            for short, preamble, what in _PREAMBLE_KINDS
+        ),
     ]
+    return specs
+
+
+#: The preamble configurations: short name, preamble, what it reads.
+_PREAMBLE_KINDS = (
+    ("proxy1", "proxy-v1", "a PROXY v1 line from each client (accept-proxy)"),
+    ("proxy2", "proxy-v2", "a PROXY v2 header from each client (accept-proxy)"),
+    ("sni", "sni", "routing each client by the SNI of its TLS ClientHello"),
+)
+
+
+def _preambleSpecs(defaultPipeSize: int) -> list[ProxySpec]:
+    """
+    The default splice proxy reading each preamble (churn only), and, for
+    the PROXY v1 line and SNI, the same on the general path beside it.
+    """
+    name = defaultSpliceName(defaultPipeSize)
+    specs = []
+    for short, preamble, what in _PREAMBLE_KINDS:
+        for fast in (True, False):
+            if not fast and short == "proxy2":
+                continue
+            specs.append(
+                ProxySpec(
+                    f"{name}-{short}" + ("" if fast else "-general"),
+                    f"splicetx, splice engine, default pipes, {what}"
+                    + ("" if fast else ", --no-fast-path"),
+                    "splicetx",
+                    "splice",
+                    defaultPipeSize,
+                    ("churn",),
+                    fastPath=fast,
+                    preamble=preamble,
+                )
+            )
     return specs
 
 
@@ -200,8 +254,18 @@ def _connects(spec: ProxySpec, upstream: int) -> list[str]:
     """
     The C{--connect} arguments of a splicetx proxy: one plain upstream, or
     C{poolSize} spellings of it (distinct names in the pool's books: only
-    the endpoint's timeout differs).
+    the endpoint's timeout differs); with a preamble, what reads it.
     """
+    if spec.preamble == "sni":
+        return ["--route-sni", f"{SNI_NAME}=tcp:127.0.0.1:{upstream}"]
+    if spec.preamble is not None:
+        return [
+            "--connect",
+            f"tcp:127.0.0.1:{upstream}",
+            "--accept-proxy-protocol",
+            "--proxy-protocol-from",
+            "127.0.0.0/8",
+        ]
     if not spec.poolSize:
         return ["--connect", f"tcp:127.0.0.1:{upstream}"]
     out = []
@@ -213,10 +277,15 @@ def _connects(spec: ProxySpec, upstream: int) -> list[str]:
 def needsCLI(spec: ProxySpec) -> bool:
     """
     Whether splicetx C{spec} asks for what only C{twist splice-proxy} takes
-    (a pool, C{--no-fast-path}, a log level): then it runs the CLI whatever
-    the launcher.
+    (a pool, C{--no-fast-path}, a log level, a preamble): then it runs the
+    CLI whatever the launcher.
     """
-    return bool(spec.poolSize) or not spec.fastPath or spec.logLevel != "info"
+    return (
+        bool(spec.poolSize)
+        or not spec.fastPath
+        or spec.logLevel != "info"
+        or spec.preamble is not None
+    )
 
 
 def command(
@@ -315,6 +384,15 @@ def command(
             # fds each), which only connections with bytes in flight hold.
             maxconn = maxConnections
             pipes = f"    maxpipes {max(16, (limit - 256 - 2 * maxconn) // 2)}\n"
+        bind, route = f"    bind 127.0.0.1:{port}\n", "    default_backend upstream\n"
+        if spec.preamble in ("proxy-v1", "proxy-v2"):
+            bind = f"    bind 127.0.0.1:{port} accept-proxy\n"
+        elif spec.preamble == "sni":
+            route = (
+                "    tcp-request inspect-delay 5s\n"
+                "    tcp-request content accept if { req.ssl_hello_type 1 }\n"
+                f"    use_backend upstream if {{ req.ssl_sni -i {SNI_NAME} }}\n"
+            )
         cfg = os.path.join(workDir, f"haproxy-{port}.cfg")
         with open(cfg, "w") as f:
             f.write(
@@ -330,8 +408,8 @@ def command(
                 "    option splice-request\n"
                 "    option splice-response\n"
                 "frontend bench\n"
-                f"    bind 127.0.0.1:{port}\n"
-                "    default_backend upstream\n"
+                f"{bind}"
+                f"{route}"
                 "backend upstream\n"
                 f"    server s1 127.0.0.1:{upstream}\n"
             )
@@ -477,6 +555,7 @@ def describe(proxy: RunningProxy) -> dict[str, Any]:
         "engine": proxy.spec.engine,
         "pipeSize": proxy.spec.pipeSize,
         "workers": proxy.spec.workers,
+        "preamble": proxy.spec.preamble,
         "launcher": proxy.launcher,
         "argv": proxy.argv,
     }

@@ -343,6 +343,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
         lines.append("")
 
+    lines += preambleSection(summary, proxies, meta, result["proxies"])
+
     lines += keepaliveSection(summary, proxies, meta)
 
     lines += idleSection(summary, proxies, meta)
@@ -488,6 +490,53 @@ def idleSection(summary: dict, proxies: list[str], meta: dict) -> list[str]:
                     _cell(summary, p, "idle", "freshP50Ms", 2),
                     _cell(summary, p, "idle", "freshMaxMs", 2),
                     _fmt(med(summary, p, "idle", "fdsLeft"), 0),
+                ]
+            )
+            + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def preambleSection(
+    summary: dict, proxies: list[str], meta: dict, described: dict
+) -> list[str]:
+    """
+    The churn of the preamble configurations (a PROXY header, an SNI
+    route) beside the plain forward and HAProxy, CPU per connection as a
+    multiple of the plain forward's (empty without them).
+    """
+    plain = meta.get("spliceDefault", "splice-1m")
+    withPreamble = [
+        p
+        for p in proxies
+        if described.get(p, {}).get("preamble") and "churn" in summary[p]
+    ]
+    if not withPreamble:
+        return []
+    base = med(summary, plain, "churn", "cpuUsPerOp")
+    lines = [
+        "## Connection churn with a preamble",
+        "",
+        "The churn above, each client first sending a PROXY v1 line or v2 "
+        "header, or a TLS ClientHello whose server name routes it (the "
+        "backend echoes the ClientHello too; no TLS is spoken).",
+        "",
+        f"| proxy | preamble | conns/s | proxy CPU µs per conn | CPU × {plain} |",
+        "|---|---|---:|---:|---:|",
+    ]
+    rows = [p for p in (plain, "haproxy") if p in proxies and "churn" in summary[p]]
+    for p in rows + withPreamble:
+        cpu = med(summary, p, "churn", "cpuUsPerOp")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"**{p}**",
+                    described.get(p, {}).get("preamble") or "none",
+                    _cell(summary, p, "churn", "connsPerSec", 0),
+                    _fmt(cpu, 1),
+                    _times(_ratio(cpu, base)),
                 ]
             )
             + " |"

@@ -62,11 +62,12 @@ MARGIN = 0.1
 def applies(spec: Any, spliceDefault: str) -> bool:
     """
     Whether the load runs for proxy C{spec}: the splice engine at the default
-    pipe size (one process), and the kinds in L{KINDS}.
+    pipe size (one process), and the kinds in L{KINDS} (not their preamble
+    configurations: its clients send none).
     """
     if spec.kind == "splicetx":
         return spec.name == spliceDefault and not spec.workers
-    return spec.kind in KINDS
+    return spec.kind in KINDS and not getattr(spec, "preamble", None)
 
 
 def percentiles(samplesNs: list[int]) -> dict[str, float]:

@@ -17,6 +17,15 @@ byte and a right-aligned decimal parameter.
   - C{R<size>}: request/response (keep-alive).  For every
     L{KEEPALIVE_REQUEST} bytes the client sends, the backend answers
     C{size} bytes.
+
+A connection whose first byte opens a TLS handshake record (C{0x16}: a
+proxy that routes by SNI delivered the client's ClientHello first) is an
+echo connection from that byte on: everything, the ClientHello included,
+comes back.
+
+The preamble loads (L{PREAMBLES}) send L{preambleBytes} before the header:
+a PROXY protocol v1 line or v2 header (which the proxy takes off), or a
+TLS ClientHello naming L{SNI_NAME} (which it passes on).
 """
 
 from __future__ import annotations
@@ -43,6 +52,15 @@ SINK_PIPE_SIZE = 1 << 20
 #: Size of the page-cached file that senders C{sendfile} from.
 SOURCE_FILE_SIZE = 64 << 20
 
+#: The preambles a client may send first: C{proxy-v1}, C{proxy-v2}, C{sni}.
+PREAMBLES = ("proxy-v1", "proxy-v2", "sni")
+#: The server name of the C{sni} preamble's ClientHello.
+SNI_NAME = "bench.example"
+#: The first byte of a TLS handshake record.
+TLS_HANDSHAKE = 0x16
+_PROXY_V2 = b"\r\n\r\n\x00\r\nQUIT\n" + struct.pack("!BBH", 0x21, 0x11, 12)
+_hellos: dict[str, bytes] = {}
+
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 COUNT = struct.Struct("!Q")
 
@@ -54,6 +72,49 @@ def header(mode: bytes, param: int = 0) -> bytes:
     out = mode + str(param).encode("ascii").rjust(HEADER_SIZE - 1)
     assert len(out) == HEADER_SIZE
     return out
+
+
+def preambleBytes(kind: str | None) -> bytes:
+    """
+    What a client of the preamble C{kind} (one of L{PREAMBLES}, or C{None}
+    for none) sends before the header: a PROXY header claiming
+    192.0.2.1:50000 -> 127.0.0.1:80, or the ClientHello of a Python C{ssl}
+    client for L{SNI_NAME} (made once).
+    """
+    if kind is None:
+        return b""
+    if kind == "proxy-v1":
+        return b"PROXY TCP4 192.0.2.1 127.0.0.1 50000 80\r\n"
+    if kind == "proxy-v2":
+        addresses = socket.inet_aton("192.0.2.1") + socket.inet_aton("127.0.0.1")
+        return _PROXY_V2 + addresses + struct.pack("!HH", 50000, 80)
+    if kind == "sni":
+        hello = _hellos.get(SNI_NAME)
+        if hello is None:
+            hello = _hellos[SNI_NAME] = clientHello(SNI_NAME)
+        return hello
+    raise ValueError(f"unknown preamble {kind!r}")
+
+
+def clientHello(serverName: str | None, alpn: list[str] | None = None) -> bytes:
+    """
+    The first flight of a Python C{ssl} client for C{serverName} (offering
+    C{alpn}): its ClientHello records.
+    """
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=serverName)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
 
 
 def parseHeader(data: bytes) -> tuple[bytes, int]:
