@@ -193,6 +193,10 @@ class SNIProxyProtocol(PoolProxyProtocol):
         super().connectionLost(reason)
 
 
+#: The protocols a L{PoolProxyFactory} sets itself.
+_OWN_PROTOCOLS = (SpliceProxyProtocol, PoolProxyProtocol, SNIProxyProtocol)
+
+
 class PoolProxyFactory(SpliceProxyFactory):
     """
     A L{SpliceProxyFactory} whose clients go to a pool, or (with C{router})
@@ -251,7 +255,10 @@ class PoolProxyFactory(SpliceProxyFactory):
             router.default = pool
         self.sniTimeout = float(sniTimeout)
         self.sniMaxSize = sniMaxSize
-        self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
+        if self.protocol in _OWN_PROTOCOLS:
+            # Unless given one of another kind (twist splice-proxy --protocol).
+            own = SNIProxyProtocol if router is not None else PoolProxyProtocol
+            self.protocol = own
         if pool is not None:
             # What the service's "started" line and the status page name.
             self.upstream = pool
