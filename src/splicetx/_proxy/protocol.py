@@ -92,7 +92,7 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
     reading the PROXY header, admitting the client, the handshake, choosing
     the upstream, connecting, connected, relaying, closing or finished.
     A hook that raises ends the connection with reason C{error}, its
-    traceback logged once.  L{reply} and L{refuse} answer the client from a
+    traceback logged once.  C{reply()} and C{refuse()} answer the client from a
     hook; a refusal is recorded as C{rejected} and counted by its reason.
 
     An action called in a phase it does not belong to (L{connectUpstream}
