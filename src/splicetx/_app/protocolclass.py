@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_protocolclass -*-
+# -*- test-case-name: tests.test_userproxy -*-
 """
 C{twist splice-proxy --protocol PACKAGE.MODULE.CLASS} and C{--factory}: a
 user's own L{SpliceProxyProtocol} or L{SpliceProxyFactory} subclass served
