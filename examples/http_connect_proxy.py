@@ -4,21 +4,23 @@ the headers, connect to host:port, answer "HTTP/1.1 200 Connection
 established", then let the kernel relay the tunnel.  Malformed requests get
 400 (431 for oversized headers), other methods 405, unreachable targets 502.
 
-    python examples/http_connect_proxy.py --listen tcp:3128:interface=127.0.0.1
+    python examples/http_connect_proxy.py        # listens on 127.0.0.1:3128
     curl -p -x http://127.0.0.1:3128 https://example.com/
 
+or, with this directory on PYTHONPATH, as twist splice-proxy's protocol:
+
+    twist splice-proxy --protocol http_connect_proxy.ConnectProtocol \\
+        --listen tcp:3128:interface=127.0.0.1 --metrics tcp:9100:interface=127.0.0.1
+
+Every option of twist splice-proxy applies (--help lists them): drain on
+SIGTERM, --workers, --access-log, --metrics with the status page, ...
 It forwards to any host: do not expose it beyond hosts you trust.
 """
 
-import argparse
-import sys
+from twisted.internet.endpoints import HostnameEndpoint
 
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, serverFromString
-from twisted.internet.task import react
-from twisted.logger import globalLogBeginner, textFileLogObserver
-
-from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
+from splicetx.proxy import SpliceProxyProtocol
+from splicetx.service import serve
 
 MAX_HEADER = 16 * 1024
 REASONS = {
@@ -44,7 +46,7 @@ def parseTarget(target):
 
 
 class ConnectProtocol(SpliceProxyProtocol):
-    readsHandshake = True
+    readsHandshake = True  # client bytes go to handshakeReceived()
     buffer = b""
 
     def handshakeReceived(self, data):
@@ -52,58 +54,42 @@ class ConnectProtocol(SpliceProxyProtocol):
         head, sep, rest = self.buffer.partition(b"\r\n\r\n")
         if not sep:
             if len(self.buffer) > MAX_HEADER:
-                self.refuse(431)
+                self.refuseWith(431, "header_too_large")
             return
         try:
             requestLine = head.split(b"\r\n", 1)[0].decode("ascii")
             method, target, version = requestLine.split(" ")
         except (UnicodeDecodeError, ValueError):
-            return self.refuse(400)
+            return self.refuseWith(400, "bad_request")
         if not version.startswith("HTTP/1."):
-            return self.refuse(400)
+            return self.refuseWith(400, "bad_request")
         if method != "CONNECT":
-            return self.refuse(405, b"Allow: CONNECT\r\n")
+            return self.refuseWith(405, "not_connect", b"Allow: CONNECT\r\n")
         try:
             host, port = parseTarget(target)
         except ValueError:
-            return self.refuse(400)
+            return self.refuseWith(400, "bad_request")
         endpoint = HostnameEndpoint(self.factory.reactor, host, port)
-        self.connectUpstream(endpoint, toUpstream=rest)
-
-    def refuse(self, code, headers=b""):
-        self.reply(code, headers + b"Content-Length: 0\r\nConnection: close\r\n")
-        self.transport.loseConnection()
-
-    def reply(self, code, headers=b""):
-        line = f"HTTP/1.1 {code} {REASONS[code]}\r\n"
-        self.transport.write(line.encode("ascii") + headers + b"\r\n")
+        self.connectUpstream(endpoint, toUpstream=rest)  # bytes past the request
 
     def upstreamConnected(self, upstream):
-        self.reply(200)
-        self.startRelay()
+        self.reply(answer(200))  # written first...
+        self.startRelay()  # ...then the kernel relays the tunnel
 
     def upstreamFailed(self, reason):
-        self.refuse(502)
+        self.refuseWith(502, "upstream_failed")  # recorded as "upstream failed"
+
+    def refuseWith(self, code, reason, headers=b""):
+        headers += b"Content-Length: 0\r\nConnection: close\r\n"
+        self.refuse(reason, f"{code} {REASONS[code]}", reply=answer(code, headers))
 
 
-async def main(reactor, args):
-    factory = SpliceProxyFactory(reactor=reactor, connectTimeout=args.connect_timeout)
-    factory.protocol = ConnectProtocol
-    port = await serverFromString(reactor, args.listen).listen(factory)
-    print("listening on", port.getHost().host, port.getHost().port, flush=True)
-    await Deferred()  # serve until killed
+def answer(code, headers=b""):
+    """
+    The bytes of an HTTP/1.1 response head with no body.
+    """
+    return f"HTTP/1.1 {code} {REASONS[code]}\r\n".encode("ascii") + headers + b"\r\n"
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--listen", default="tcp:3128", help="server endpoint string")
-    parser.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="seconds (default 10)"
-    )
-    arguments = parser.parse_args()
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
-    react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
+    serve(ConnectProtocol, listen="tcp:3128:interface=127.0.0.1")

@@ -3,28 +3,51 @@ Route each connection by its first line, then splice: a client sends
 C{NAME\\n} and is relayed to the upstream registered under NAME (the line
 itself is consumed; everything the client sent after it goes first).
 
-    python examples/line_router.py --listen tcp:7000 \\
-        --route web=tcp:127.0.0.1:8080 --route db=unix:/run/db.sock
+    python examples/line_router.py --route web=tcp:127.0.0.1:8080 \\
+        --route db=unix:/run/db.sock      # listens on 127.0.0.1:7000
+
+or, with this directory on PYTHONPATH:
+
+    twist splice-proxy --protocol line_router.LineRouter \\
+        --listen tcp:7000:interface=127.0.0.1 --route web=tcp:127.0.0.1:8080
 
 An unknown name gets C{ERR unknown route NAME} and the connection closes;
-a first line longer than 256 bytes gets C{ERR line too long}.
+a first line longer than 256 bytes gets C{ERR line too long}.  Both are
+refusals: the record says C{rejected}, the metrics count them by reason.
 """
 
-import argparse
-import sys
+from twisted.internet.endpoints import clientFromString
+from twisted.python import usage
 
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.task import react
-from twisted.logger import globalLogBeginner, textFileLogObserver
-
-from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
+from splicetx.proxy import SpliceProxyProtocol
+from splicetx.service import serve
 
 MAX_LINE = 256
 
 
+class RouterOptions(usage.Options):
+    """
+    The router's own options, added to twist splice-proxy's.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self["route"] = {}
+
+    def opt_route(self, text):
+        """
+        NAME=ENDPOINT: a first line NAME goes to this client endpoint
+        (repeatable).
+        """
+        name, sep, where = text.partition("=")
+        if not sep or not name or not where:
+            raise usage.UsageError(f"--route: expected NAME=ENDPOINT, not {text!r}")
+        self["route"][name] = where
+
+
 class LineRouter(SpliceProxyProtocol):
     readsHandshake = True  # client bytes go to handshakeReceived()
+    commandLineOptions = RouterOptions  # parsed: self.factory.options
     buffer = b""
 
     def handshakeReceived(self, data):
@@ -32,52 +55,16 @@ class LineRouter(SpliceProxyProtocol):
         line, newline, rest = self.buffer.partition(b"\n")
         if not newline:
             if len(self.buffer) > MAX_LINE:
-                self.refuse(b"line too long")
+                self.refuse("line_too_long", reply=b"ERR line too long\n")
             return
         name = line.strip().decode("ascii", "replace")
-        endpoint = self.factory.routes.get(name)
-        if endpoint is None:
-            return self.refuse(b"unknown route " + name.encode("ascii", "replace"))
+        where = self.factory.options["route"].get(name)
+        if where is None:
+            reply = b"ERR unknown route " + name.encode("ascii", "replace") + b"\n"
+            return self.refuse("unknown_route", f"unknown route {name}", reply=reply)
+        endpoint = clientFromString(self.factory.reactor, where)
         self.connectUpstream(endpoint, toUpstream=rest)
-
-    def refuse(self, why):
-        self.transport.write(b"ERR " + why + b"\n")
-        self.transport.loseConnection()
-
-
-async def main(reactor, args):
-    factory = SpliceProxyFactory(reactor=reactor)
-    factory.protocol = LineRouter
-    factory.routes = {
-        name: clientFromString(reactor, where) for name, where in args.route
-    }
-    port = await serverFromString(reactor, args.listen).listen(factory)
-    print("listening on", port.getHost().host, port.getHost().port, flush=True)
-    await Deferred()  # serve until killed
-
-
-def route(text):
-    name, sep, where = text.partition("=")
-    if not sep or not name or not where:
-        raise argparse.ArgumentTypeError(f"expected NAME=ENDPOINT, not {text!r}")
-    return name, where
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--listen", default="tcp:7000", help="server endpoint string")
-    parser.add_argument(
-        "--route",
-        type=route,
-        action="append",
-        default=[],
-        metavar="NAME=ENDPOINT",
-        help="a route: first line NAME goes to client endpoint ENDPOINT",
-    )
-    arguments = parser.parse_args()
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
-    react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
+    serve(LineRouter, listen="tcp:7000:interface=127.0.0.1")

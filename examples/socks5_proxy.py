@@ -3,29 +3,31 @@ A SOCKS5 proxy that splices (RFC 1928, no authentication, CONNECT only):
 negotiate, connect to the IPv4 / IPv6 address or domain name asked for,
 reply with the proper code, then let the kernel relay the connection.
 
-    python examples/socks5_proxy.py --listen tcp:1080:interface=127.0.0.1
+    python examples/socks5_proxy.py        # listens on 127.0.0.1:1080
     curl --socks5-hostname 127.0.0.1:1080 https://example.com/
 
+or, with this directory on PYTHONPATH, as twist splice-proxy's protocol:
+
+    twist splice-proxy --protocol socks5_proxy.Socks5Protocol \\
+        --listen tcp:1080:interface=127.0.0.1
+
+Every option of twist splice-proxy applies (--help lists them): drain on
+SIGTERM, --workers, --access-log, --metrics with the status page, ...
 It forwards to any host: do not expose it beyond hosts you trust.
 """
 
-import argparse
 import ipaddress
 import struct
-import sys
 
 from twisted.internet import error
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
-    serverFromString,
 )
-from twisted.internet.task import react
-from twisted.logger import globalLogBeginner, textFileLogObserver
 
-from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
+from splicetx.proxy import SpliceProxyProtocol
+from splicetx.service import serve
 
 # Reply codes (RFC 1928, section 6).
 SUCCEEDED, GENERAL_FAILURE, NETWORK_UNREACHABLE, HOST_UNREACHABLE = 0, 1, 3, 4
@@ -62,17 +64,16 @@ class Socks5Protocol(SpliceProxyProtocol):
             version, count = self.buffer[0], self.buffer[1]
             methods, self.buffer = self.buffer[2 : 2 + count], self.buffer[2 + count :]
             if version != 5 or 0 not in methods:
-                self.transport.write(b"\x05\xff")  # no acceptable method
-                return self.transport.loseConnection()
+                return self.refuse("no_method", reply=b"\x05\xff")
             self.greeted = True
-            self.transport.write(b"\x05\x00")
+            self.reply(b"\x05\x00")
         request = self.parseRequest()
         if request is not None:
             command, endpoint, rest = request
             if command != 1:
-                return self.fail(COMMAND_NOT_SUPPORTED)
+                return self.fail(COMMAND_NOT_SUPPORTED, "command_not_supported")
             if endpoint is None:
-                return self.fail(ADDRESS_TYPE_NOT_SUPPORTED)
+                return self.fail(ADDRESS_TYPE_NOT_SUPPORTED, "bad_address_type")
             self.connectUpstream(endpoint, toUpstream=rest)
 
     def parseRequest(self):
@@ -84,7 +85,7 @@ class Socks5Protocol(SpliceProxyProtocol):
         if len(b) < 5:
             return None
         if b[0] != 5:
-            self.transport.loseConnection()
+            self.refuse("bad_version")
             return None
         addressType, reactor = b[3], self.factory.reactor
         if addressType == IPV4:
@@ -109,44 +110,27 @@ class Socks5Protocol(SpliceProxyProtocol):
         (port,) = struct.unpack("!H", b[end : end + 2])
         return b[1], make(reactor, host, port), b[end + 2 :]
 
-    def reply(self, code, host="0.0.0.0", port=0):
-        address = ipaddress.ip_address(host)
-        kind = IPV4 if address.version == 4 else IPV6
-        self.transport.write(
-            bytes([5, code, 0, kind]) + address.packed + struct.pack("!H", port)
-        )
-
-    def fail(self, code):
-        self.reply(code)
-        self.transport.loseConnection()
+    def fail(self, code, reason):
+        self.refuse(reason, f"SOCKS reply {code}", reply=socksReply(code))
 
     def upstreamConnected(self, upstream):
         bound = upstream.transport.getHost()
-        self.reply(SUCCEEDED, bound.host, bound.port)
+        self.reply(socksReply(SUCCEEDED, bound.host, bound.port))
         self.startRelay()
 
     def upstreamFailed(self, reason):
-        self.fail(failureCode(reason))
+        # Recorded as "upstream failed", with the connect error as detail.
+        self.refuse("upstream_failed", reply=socksReply(failureCode(reason)))
 
 
-async def main(reactor, args):
-    factory = SpliceProxyFactory(reactor=reactor, connectTimeout=args.connect_timeout)
-    factory.protocol = Socks5Protocol
-    port = await serverFromString(reactor, args.listen).listen(factory)
-    print("listening on", port.getHost().host, port.getHost().port, flush=True)
-    await Deferred()  # serve until killed
+def socksReply(code, host="0.0.0.0", port=0):
+    """
+    The bytes of a SOCKS5 reply.
+    """
+    address = ipaddress.ip_address(host)
+    kind = IPV4 if address.version == 4 else IPV6
+    return bytes([5, code, 0, kind]) + address.packed + struct.pack("!H", port)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--listen", default="tcp:1080", help="server endpoint string")
-    parser.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="seconds (default 10)"
-    )
-    arguments = parser.parse_args()
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
-    react(lambda reactor: Deferred.fromCoroutine(main(reactor, arguments)))
+    serve(Socks5Protocol, listen="tcp:1080:interface=127.0.0.1")

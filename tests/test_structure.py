@@ -33,6 +33,7 @@ PUBLIC = (
     "splicetx.pools",
     "splicetx.tls",
     "splicetx.endpoints",
+    "splicetx.service",
 )
 
 

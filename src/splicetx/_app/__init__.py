@@ -12,4 +12,8 @@ It imports every layer below it; nothing imports it.
  - C{supervisor}, C{processes}, C{worker}: C{--workers N}: the
    supervisor's service, the worker processes, and the worker side.
  - C{filelimit}: sizing to the file descriptor limit.
+ - C{protocolclass}: C{--protocol} and C{--factory}: a user's classes, their
+   options and their factories.
+ - C{embed}: the service around a user's classes from Python (public as
+   C{splicetx.service}).
 """

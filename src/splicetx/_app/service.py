@@ -27,6 +27,7 @@ from splicetx._app import worker as _worker
 from splicetx._app.filelimit import FDS_PER_SPLICED_CONNECTION, capacity
 from splicetx._app.logfiles import installReopenSignal, reopenFiles
 from splicetx._app.poolservice import ForwardPools, hasPools
+from splicetx._app.protocolclass import classFactoryMaker, withClassOptions
 from splicetx._app.reload import ServiceReloader, installReloadSignal
 from splicetx._config.endpoints import (
     clientEndpoint,
@@ -519,6 +520,8 @@ class SpliceProxyService(DrainOnSignal, Service):
             if self.running:
                 pools.start()
             return pools
+        if forward.connect is None:
+            return None  # the --protocol class chooses
         return _tls.withClientALPN(
             clientEndpoint(self.reactor, forward.connect), self.config.connectALPN
         )
@@ -537,8 +540,10 @@ class SpliceProxyService(DrainOnSignal, Service):
     ) -> SpliceProxyFactory:
         """
         Make the factory of one forward, configured entirely through its
-        constructor.  Override to use a L{SpliceProxyFactory} subclass (pass
-        it the same keywords) or another protocol.
+        constructor, of C{config.factoryClass} and with
+        C{config.protocolClass} when given (C{--factory}, C{--protocol}).
+        Override to use a L{SpliceProxyFactory} subclass (pass it the same
+        keywords) or another protocol.
 
         @param upstream: the forward's C{--connect} endpoint, or for a
             forward with a pool or SNI routes its L{ForwardPools} (which
@@ -549,12 +554,11 @@ class SpliceProxyService(DrainOnSignal, Service):
         """
         config = self.config
         acl = forward.acl
-        make = (
-            PoolProxyFactory.forPools
-            if isinstance(upstream, ForwardPools)
-            else SpliceProxyFactory
+        pooled = isinstance(upstream, ForwardPools)
+        make = classFactoryMaker(config, pooled) or (
+            PoolProxyFactory.forPools if pooled else SpliceProxyFactory
         )
-        return make(
+        factory = make(
             upstream,
             reactor=self.reactor,
             engine=config.engine,
@@ -578,6 +582,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             accessLog=self.accessLog,
             fastPath=config.fastPath,
         )
+        return withClassOptions(factory, config)
 
     def _listening(
         self, port: Any, description: str, factory: SpliceProxyFactory | None = None

@@ -27,6 +27,7 @@ from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python import usage
 
+from splicetx._app import protocolclass as _classes
 from splicetx._app import worker as _worker
 from splicetx._app.check import checkReport
 from splicetx._app.service import METRICS_MISSING, SpliceProxyService
@@ -411,6 +412,7 @@ class Options(usage.Options):
         """
         self.rawArgs = list(sys.argv[1:] if options is None else options)
         try:
+            self._loadClasses(self.rawArgs)
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             if not self.exitOnUsageError:
@@ -434,7 +436,13 @@ class Options(usage.Options):
                 "(e.g. --listen tcp:8989 --connect tcp:127.0.0.1:8080), or "
                 "--config FILE"
             )
-        if self["listen"] and not self["connect"] and not self["route-sni"]:
+        self._checkClasses()
+        if (
+            self["listen"]
+            and not self["connect"]
+            and not self["route-sni"]
+            and not _classes.choosesUpstream(self.protocolClass)
+        ):
             raise ConfigError(
                 "--connect is required (the upstream, e.g. --connect "
                 "tcp:127.0.0.1:8080)"
@@ -548,12 +556,68 @@ class Options(usage.Options):
             commandACL=commandACL,
             alpn=alpn,
             connectALPN=connectALPN,
+            protocolClass=self.protocolClass,
+            factoryClass=self.factoryClass,
+            classOptions=self.classOptions,
         )
+        if self.protocolClass or self.factoryClass:
+            for forward in forwards:
+                if forward.routes:
+                    raise ConfigError(
+                        "--route-sni routes with splice-proxy's own SNI "
+                        "protocol: it cannot be used with --protocol or --factory"
+                    )
         self["listen"] = [withBacklog(d, self["backlog"]) for d in self["listen"]]
         if self["check"]:
             status, lines = checkReport(self.proxyConfig)
             print("\n".join(lines), file=sys.stderr if status else sys.stdout)
             raise SystemExit(status)
+
+    # -- --protocol and --factory (splicetx._app.protocolclass) ---------------
+
+    #: The C{--protocol} class, or C{None}.
+    protocolClass: type | None = None
+    #: The C{--factory} class, or C{None}.
+    factoryClass: type | None = None
+    #: The parsed C{commandLineOptions} of those classes, or C{None}.
+    classOptions: usage.Options | None = None
+
+    def opt_protocol(self, name: str) -> None:
+        """
+        PACKAGE.MODULE.CLASS: serve every client with this
+        SpliceProxyProtocol subclass (importable from PYTHONPATH); its own
+        options, if any, are listed here when it is given.  --connect is
+        its default upstream, and may be left out when the class reads a
+        handshake or overrides chooseUpstream().
+        """
+        self.protocolClass = _classes.loadClass(name, "protocol")
+
+    def opt_factory(self, name: str) -> None:
+        """
+        PACKAGE.MODULE.CLASS: build every forward's factory with this
+        SpliceProxyFactory subclass (it takes SpliceProxyFactory's
+        keywords).
+        """
+        self.factoryClass = _classes.loadClass(name, "factory")
+
+    def _loadClasses(self, arguments: list[str]) -> None:
+        """
+        Import the C{--protocol} and C{--factory} classes before parsing,
+        and add their own options to this parser (and its C{--help}).
+        """
+        for option, name in _classes.scanClassNames(arguments).items():
+            getattr(self, f"opt_{option}")(name)
+        extra = _classes.classOptionsOf(self.protocolClass, self.factoryClass)
+        if extra is not None:
+            self.classOptions = extra()
+            _classes.addClassOptions(self, self.classOptions)
+
+    def _checkClasses(self) -> None:
+        """
+        Let the classes' options check themselves (their C{postOptions}).
+        """
+        if self.classOptions is not None:
+            self.classOptions.postOptions()
 
     def _checkAccessLog(self) -> None:
         """

@@ -42,7 +42,8 @@ def commandLineForward(
     """
     The command line's forward: its C{--listen} endpoints (checked), its
     upstreams and, when there are several or pool options, its pool and
-    SNI routes.
+    SNI routes.  Without C{--connect} and C{--route-sni} (a C{--protocol}
+    class that chooses its upstream) its C{connect} is C{None}.
 
     @param options: the parsed options, by their long names (C{"listen"},
         C{"connect"}, C{"route-sni"}, L{POOL_OPTIONS}, C{"sni-timeout"},
@@ -78,10 +79,10 @@ def commandLineForward(
         pool = _pool(upstreams, options)
     sniTimeout = parseDuration(options["sni-timeout"], "--sni-timeout", positive=True)
     sniMaxSize = parseSize(options["sni-max-size"], "--sni-max-size", MIN_SNI_MAX_SIZE)
-    first = upstreams[0] if upstreams else routes[0][1].upstreams[0]
+    first = upstreams[0] if upstreams else routes[0][1].upstreams[0] if routes else None
     return Forward(
         listens=options["listen"],
-        connect=first.endpoint,
+        connect=first.endpoint if first is not None else None,
         acl=acl,
         pool=pool,
         routes=routes,

@@ -70,7 +70,7 @@ def connectStrings(forwards: list[Forward] | tuple[Forward, ...]) -> list[str]:
         pools = ([forward.pool] if forward.pool is not None else []) + [
             p for _, p in forward.routes
         ]
-        if not pools:
+        if not pools and forward.connect is not None:
             out.append(forward.connect)
         out.extend(u.endpoint for p in pools for u in p.upstreams)
     return out

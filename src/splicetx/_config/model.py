@@ -155,7 +155,8 @@ class Forward:
 
     @ivar listens: its server endpoint strings as the user wrote them (the
         service adds C{backlog=}, see L{ProxyConfig.backlog}); one or more.
-    @ivar connect: the upstream client endpoint string.
+    @ivar connect: the upstream client endpoint string, or C{None} when a
+        C{--protocol} class chooses the upstream itself.
     @ivar acl: its access rules, or C{None} for none.
     @ivar lineNumber: the configuration file line it was declared on.
     @ivar bindAddress: the listening address as written in the file.
@@ -176,7 +177,7 @@ class Forward:
     """
 
     listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
-    connect: str
+    connect: str | None = None
     acl: AccessControl | None = None
     lineNumber: int = 0
     bindAddress: str | None = None
@@ -251,6 +252,15 @@ class ProxyConfig:
     @ivar connectALPN: the ALPN protocols offered to C{tls:} upstreams.
     @ivar fastPath: let plain forwards take the fast path (see
         L{SpliceProxyFactory.fastPath <splicetx.proxy.SpliceProxyFactory.fastPath>}).
+    @ivar protocolClass: the C{--protocol} class (a
+        L{SpliceProxyProtocol <splicetx.proxy.SpliceProxyProtocol>} subclass)
+        every forward's factory uses, or C{None}.
+    @ivar factoryClass: the C{--factory} class (a
+        L{SpliceProxyFactory <splicetx.proxy.SpliceProxyFactory>} subclass)
+        every forward is served by, or C{None}.
+    @ivar classOptions: the parsed C{commandLineOptions} of those classes
+        (a C{usage.Options}), given to every factory as its C{options}, or
+        C{None}.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -279,6 +289,9 @@ class ProxyConfig:
     alpn: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
     connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
     fastPath: bool = True
+    protocolClass: type | None = None
+    factoryClass: type | None = None
+    classOptions: Any = None
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

@@ -9,6 +9,7 @@ It imports L{splicetx._relay} and L{splicetx._pool}.
  - C{timeouts}: idle, half-close and drain timers.
  - C{headerreader}, C{proxyheader}: the HAProxy PROXY header, read and
    written.
+ - C{answers}: C{reply()} and C{refuse()}, and hooks that raise.
  - C{access}: allow and deny rules over client addresses.
  - C{gate}: live connections, the connection limit and the drain.
  - C{fastpath}, C{fastconn}: the fast path of a plain forward.

@@ -132,12 +132,21 @@ class SpliceProxyFactory(Factory):
         either way; a subclass that overrides a hook (of the protocol or
         the factory) always takes the general path.  Set it to C{False}
         (before L{addListeningPort}) to use the general path regardless.
+    @ivar options: the parsed C{commandLineOptions} of this class or of its
+        protocol class when C{twist splice-proxy} built it (a
+        C{twisted.python.usage.Options}, a C{dict}), else C{None}.
+
+    @cvar commandLineOptions: a C{twisted.python.usage.Options} subclass
+        whose options C{twist splice-proxy --factory} adds to its own;
+        C{None}: those of its C{protocol}, if any.
     """
 
     protocol = SpliceProxyProtocol
     noisy = False
     logNormalConnections = True
     fastPath = True
+    commandLineOptions: type | None = None
+    options: Any = None
     #: The protocol class whose clients the fast path may serve.
     _fastProtocol: type = SpliceProxyProtocol
 

@@ -185,6 +185,10 @@ class SNIProxyProtocol(PoolProxyProtocol):
         super().connectionLost(reason)
 
 
+#: The protocols a L{PoolProxyFactory} sets itself.
+_OWN_PROTOCOLS = (SpliceProxyProtocol, PoolProxyProtocol, SNIProxyProtocol)
+
+
 class PoolProxyFactory(SpliceProxyFactory):
     """
     A L{SpliceProxyFactory} whose clients go to a pool, or (with C{router})
@@ -243,9 +247,12 @@ class PoolProxyFactory(SpliceProxyFactory):
             router.default = pool
         self.sniTimeout = float(sniTimeout)
         self.sniMaxSize = sniMaxSize
-        self.protocol = SNIProxyProtocol if router is not None else PoolProxyProtocol
-        # The lean path reads the ClientHello itself: either is ours.
-        self._fastProtocol = self.protocol
+        if self.protocol in _OWN_PROTOCOLS:
+            # Unless given one of another kind (twist splice-proxy --protocol).
+            own = SNIProxyProtocol if router is not None else PoolProxyProtocol
+            self.protocol = own
+            # The lean path reads the ClientHello itself: either is ours.
+            self._fastProtocol = own
         if pool is not None:
             # What the service's "started" line and the status page name.
             self.upstream = pool

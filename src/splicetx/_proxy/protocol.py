@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.endpoints import asEndpoint
+from splicetx._proxy.answers import ProxyAnswers
 from splicetx._proxy.headerreader import ProxyHeaderReader
 from splicetx._proxy.phase import Phase, requirePhase
 from splicetx._proxy.preamble import REJECTED, closedBeforeRelay, untrustedPeer
@@ -80,7 +81,7 @@ _CAN_RELAY = (Phase.CONNECTED,)
 _ENDING = (Phase.CLOSING, Phase.FINISHED)
 
 
-class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
+class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
     """
     One proxied client connection.  See the module docstring for the order
     in which the hooks run.
@@ -92,6 +93,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
     The connection is always in one phase (see L{splicetx._proxy.phase.Phase}):
     reading the PROXY header, admitting the client, the handshake, choosing
     the upstream, connecting, connected, relaying, closing or finished.
+    A hook that raises ends the connection with reason C{error}, its
+    traceback logged once.  C{reply()} and C{refuse()} answer the client from a
+    hook; a refusal is recorded as C{rejected} and counted by its reason.
+
     An action called in a phase it does not belong to (L{connectUpstream}
     twice or once the relay started, L{startRelay} before the upstream is
     connected or twice, either after the connection ended) raises
@@ -101,6 +106,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         from until the relay starts, and the upstream comes from
         L{chooseUpstream}.  C{True}: what the client sends goes to
         L{handshakeReceived} until the subclass calls L{connectUpstream}.
+    @cvar commandLineOptions: a C{twisted.python.usage.Options} subclass
+        whose options C{twist splice-proxy --protocol} adds to its own
+        (shown by C{--help}); the parsed instance is the factory's
+        C{options}.  C{None}: no options of its own.
 
     @ivar factory: the L{SpliceProxyFactory} that built this protocol.
     @ivar transport: the client connection.
@@ -115,6 +124,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
     """
 
     readsHandshake: bool = False
+    commandLineOptions: type | None = None
 
     # The SpliceProxyFactory (splicetx.proxy) that built it; typed loosely
     # because that module sits above this one.
@@ -165,7 +175,9 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
 
         @return: an C{IStreamClientEndpoint}, or a C{Deferred} firing with
             one; the default is the factory's C{upstream}.  C{None} or a
-            failure ends the connection through L{upstreamFailed}.
+            C{Deferred} that fails ends the connection through
+            L{upstreamFailed}; an exception raised here ends it as an
+            error (reason C{error}, traceback logged).
         """
         return self.factory.upstream
 
@@ -232,7 +244,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         From this call on the client is not read from until the relay starts.
         On success L{upstreamConnected} runs, on failure L{upstreamFailed}.
 
-        @param endpoint: an C{IStreamClientEndpoint}.
+        @param endpoint: an C{IStreamClientEndpoint}, or a pool or pool
+            member (such as the factory's C{upstream} when C{twist
+            splice-proxy} was given a pool), which the client's address
+            keys.
         @param toUpstream: bytes already read from the client past a
             handshake; they are relayed to the upstream before anything else
             from the client.
@@ -247,6 +262,8 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             self._pendingToUpstream = bytes(toUpstream) + self._pendingToUpstream
         d: Deferred[Any] = Deferred()
         self._waiters = [d]
+        if not IStreamClientEndpoint.providedBy(endpoint):
+            endpoint = self._fromPool(endpoint)
         self._connect(endpoint)
         return d
 
@@ -376,7 +393,10 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             self._feedHeader(data)
         elif phase is Phase.HANDSHAKE:
             self._lastActivity = self.factory.reactor.seconds()
-            self.handshakeReceived(data)
+            try:
+                self.handshakeReceived(data)
+            except Exception:
+                self._hookFailed("handshakeReceived")
         else:
             self._pendingToUpstream += data
 
@@ -420,12 +440,17 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
             if not allowed:
                 self._refuse("acl", why, reset=True)
                 return
-        if not self.clientAccepted():
-            self._close(REJECTED, "refused by clientAccepted()")
-            self.transport.loseConnection()
+        try:
+            accepted = self.clientAccepted()
+        except Exception:
+            self._hookFailed("clientAccepted")
             return
         if self._phase is not Phase.ADMITTING:
-            # clientAccepted() acted already (connectUpstream, abort).
+            # clientAccepted() acted already (refuse, connectUpstream, abort).
+            return
+        if not accepted:
+            self._close(REJECTED, "refused by clientAccepted()")
+            self.transport.loseConnection()
             return
         if self.readsHandshake:
             self._phase = Phase.HANDSHAKE
@@ -434,7 +459,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         try:
             endpoint = self.chooseUpstream()
         except Exception:
-            self._connectFailed(Failure())
+            self._hookFailed("chooseUpstream")
             return
         if isinstance(endpoint, Deferred):
             endpoint.addCallback(self._chosen)
@@ -547,8 +572,7 @@ class SpliceProxyProtocol(ProxyHeaderReader, IdleTimer, Protocol):
         try:
             self.upstreamConnected(upstream)
         except Exception:
-            _log.failure("upstreamConnected() of {proxy!r} failed", proxy=self)
-            self.abort(ERROR, "upstreamConnected() raised an exception")
+            self._hookFailed("upstreamConnected")
         if self._waiters is not None:
             self._fireWaiters(upstream)
         return upstream

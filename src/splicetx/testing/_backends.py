@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
+import struct
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -25,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 __all__ = [
+    "RefusingPort",
     "Backend",
     "BackendConnection",
     "Listener",
@@ -189,13 +192,23 @@ class BackendConnection(Protocol):
         if kind == "echo":
             # Read no faster than the peer takes the echo.
             self.transport.registerProducer(self.transport, True)
-        elif kind == "source":
+        elif kind in ("source", "reset"):
             d = Writer(
                 self.transport,
                 payload(self.backend.size, self.backend.seed),
                 self.sent,
             ).start()
-            d.addCallbacks(self._sourceDone, lambda f: None)
+            done = self._sourceDone if kind == "source" else self._reset
+            d.addCallbacks(done, lambda f: None)
+
+    def _reset(self, _: int) -> None:
+        """
+        Close with a reset (RST): no lingering, so the peer sees
+        C{ECONNRESET} rather than an end of stream.
+        """
+        handle = self.transport.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abortConnection()
 
     def _sourceDone(self, _: int) -> None:
         if self.backend.halfClose and hasattr(self.transport, "loseWriteConnection"):
@@ -213,7 +226,9 @@ class BackendConnection(Protocol):
 
     def readConnectionLost(self) -> None:
         self.eofReceived = True
-        if self.backend.kind == "echo":
+        if self.backend.kind == "silent":
+            self.transport.loseConnection()
+        elif self.backend.kind == "echo":
             self.transport.unregisterProducer()
             self.transport.loseConnection()
         elif self.backend.kind == "sink":
@@ -328,6 +343,42 @@ class Listener:
         return f"<{type(self).__name__} {self.host}:{self.port}>"
 
 
+class RefusingPort(Listener):
+    """
+    A loopback port where connections are refused (C{ECONNREFUSED}): a
+    socket bound to it but not listening keeps the port taken until
+    L{stop}, so no other server can pick it up meanwhile.
+    """
+
+    def __init__(self, reactor: Any, host: str = "127.0.0.1") -> None:
+        """
+        @param reactor: the reactor its L{endpoint} connects with.
+        @param host: C{"127.0.0.1"} (default) or C{"::1"}.
+        """
+        if host not in ("127.0.0.1", "::1"):
+            raise ValueError(f"loopback only: {host!r}")
+        self.reactor = reactor
+        self.host = host
+        self.factory = None
+        family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+        self._socket: socket.socket | None = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.bind((host, 0))
+        self.listeningPort = None
+        self.port = self._socket.getsockname()[1]
+        self._stopped = None
+
+    def stop(self) -> Deferred[None]:
+        """
+        Release the port.
+
+        @return: a L{Deferred} that has fired.
+        """
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+        return succeed(None)
+
+
 class _BackendFactory(Factory):
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -348,14 +399,22 @@ class Backend(Listener):
       - C{"source"}: writes L{payload}C{(size, seed)} and then closes (or,
         with C{halfClose=True}, half-closes and waits for the peer's end of
         stream); what it reads is hashed too.
+      - C{"silent"}: accepts and never answers: reads and hashes what it is
+        sent, writes nothing, and closes only on the peer's end of stream
+        (an upstream that hangs).
+      - C{"reset"}: writes L{payload}C{(size, seed)}, then resets the
+        connection (RST) instead of closing it (an upstream that dies
+        mid-transfer; bytes still in its socket buffer are lost, so the
+        peer receives at most C{size} bytes).
 
-    @ivar kind: C{"echo"}, C{"sink"} or C{"source"}.
+    @ivar kind: C{"echo"}, C{"sink"}, C{"source"}, C{"silent"} or
+        C{"reset"}.
     @ivar connections: the L{BackendConnection}s in the order they were
         accepted.
     @ivar expected: for a source, the bytes it sends to each connection.
     """
 
-    KINDS = ("echo", "sink", "source")
+    KINDS = ("echo", "sink", "source", "silent", "reset")
 
     def __init__(
         self,
@@ -370,9 +429,9 @@ class Backend(Listener):
     ) -> None:
         """
         @param reactor: an L{twisted.internet.interfaces.IReactorTCP}.
-        @param kind: C{"echo"}, C{"sink"} or C{"source"}.
-        @param size: for a source: how many bytes to send.
-        @param seed: for a source: which L{payload} to send.
+        @param kind: one of L{KINDS}.
+        @param size: for a source or reset: how many bytes to send.
+        @param seed: for a source or reset: which L{payload} to send.
         @param halfClose: for a source: half-close instead of closing.
         @param keep: keep the bytes in each connection's L{Tally}.
         @param host: C{"127.0.0.1"} or C{"::1"}.

@@ -30,7 +30,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx._relay.runtime import defaultReactor
-from splicetx.testing._backends import Backend, Listener, Tally, Writer, payload
+from splicetx.testing._backends import (
+    Backend,
+    Listener,
+    RefusingPort,
+    Tally,
+    Writer,
+    payload,
+)
 from splicetx.testing._reactors import buildReactor, runScenario
 
 __all__ = ["Loopback", "LoopbackClient", "runLoopback", "withLoopback"]
@@ -268,6 +275,29 @@ class Loopback:
         return self._backend(
             "source", size=size, seed=seed, halfClose=halfClose, keep=keep
         )
+
+    def refusing(self) -> RefusingPort:
+        """
+        Reserve a port where connections are refused: an upstream that is
+        down (C{ECONNREFUSED}).
+        """
+        refusing = RefusingPort(self.reactor, self.host)
+        self._listeners.append(refusing)
+        return refusing
+
+    def silent(self) -> Backend:
+        """
+        Start a silent L{Backend}: it accepts and never answers (an upstream
+        that hangs; the idle and drain timeouts are what end it).
+        """
+        return self._backend("silent")
+
+    def resetting(self, size: int, seed: int = 0) -> Backend:
+        """
+        Start a reset L{Backend}: it sends L{payload}C{(size, seed)} to each
+        connection, then resets it (an upstream that dies mid-transfer).
+        """
+        return self._backend("reset", size=size, seed=seed)
 
     def _backend(self, kind: str, **kw: Any) -> Backend:
         b = Backend(self.reactor, kind, host=self.host, **kw)
