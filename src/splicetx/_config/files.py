@@ -16,6 +16,7 @@ from splicetx._config.endpoints import checkConnect, checkListen
 from splicetx._config.model import ConfigFile, Forward
 from splicetx._config.rinetd import parseConfig
 from splicetx._config.toml import parseToml
+from splicetx._config.udpforward import checkForwardKind
 from splicetx._config.values import ConfigError
 from splicetx._proxy.access import AccessControl
 
@@ -84,6 +85,7 @@ def _checkEndpoints(config: ConfigFile, path: str, checkListens: bool) -> None:
                 checkListen(description)
             for description in connectStrings([forward]):
                 checkConnect(description)
+            checkForwardKind(forward)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e.problem}", path) from None
 

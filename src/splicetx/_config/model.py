@@ -28,13 +28,14 @@ from typing import Any
 
 import attr
 
-from splicetx._config.endpoints import DEFAULT_BACKLOG, withBacklog
+from splicetx._config.endpoints import DEFAULT_BACKLOG, isUDP, withBacklog
 from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
 from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
 from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy.access import AccessControl
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
+from splicetx._udp.forwarder import DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_UDP_MAX_SESSIONS
 
 __all__ = [
     "Forward",
@@ -173,6 +174,9 @@ class Forward:
     @ivar sniTimeout: with routes, seconds a client has to send its
         ClientHello.
     @ivar sniMaxSize: with routes, the longest ClientHello accepted.
+    @ivar udpIdleTimeout: for a UDP forward, its own session idle timeout
+        (rinetd's C{[timeout=N]}, TOML's C{udp-idle-timeout}); C{None}:
+        L{ProxyConfig.udpIdleTimeout}.
     """
 
     listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
@@ -188,6 +192,14 @@ class Forward:
     routes: tuple[tuple[str, PoolSpec], ...] = attr.ib(default=(), converter=_routes)
     sniTimeout: float = DEFAULT_SNI_TIMEOUT
     sniMaxSize: int = DEFAULT_MAX_SIZE
+    udpIdleTimeout: float | None = None
+
+    @property
+    def isUDP(self) -> bool:
+        """
+        Whether this is a UDP forward (it listens on C{udp:} endpoints).
+        """
+        return isUDP(self.listens[0])
 
     @property
     def listen(self) -> str:
@@ -251,6 +263,9 @@ class ProxyConfig:
     @ivar connectALPN: the ALPN protocols offered to C{tls:} upstreams.
     @ivar fastPath: let plain forwards take the fast path (see
         L{SpliceProxyFactory.fastPath <splicetx.proxy.SpliceProxyFactory.fastPath>}).
+    @ivar udpIdleTimeout: seconds without a datagram before a UDP session
+        ends (a forward's own L{Forward.udpIdleTimeout} wins).
+    @ivar udpMaxSessions: live sessions per UDP forward at most.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -279,6 +294,8 @@ class ProxyConfig:
     alpn: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
     connectALPN: tuple[bytes, ...] = attr.ib(default=(), converter=_protocols)
     fastPath: bool = True
+    udpIdleTimeout: float = DEFAULT_UDP_IDLE_TIMEOUT
+    udpMaxSessions: int = DEFAULT_UDP_MAX_SESSIONS
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """
