@@ -158,7 +158,7 @@ class SessionPort(udp.Port):
         self._realPortNumber = skt.getsockname()[1]
         self.connected = 1
         self.socket = skt
-        self.fileno = self.socket.fileno
+        self.fileno = self.socket.fileno  # type: ignore[method-assign]
 
     def connectionLost(self, reason: Any = None) -> None:
         self._realPortNumber = None

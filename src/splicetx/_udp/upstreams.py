@@ -120,7 +120,8 @@ class UDPUpstreams:
         ready = [m for m in members if m.address is not None]
         if not ready:
             return None
-        return self.balancer.choose(ready, clientKeyFor(clientHost))  # type: ignore[no-any-return]
+        chosen: UDPUpstream = self.balancer.choose(ready, clientKeyFor(clientHost))
+        return chosen
 
     def __repr__(self) -> str:
         return ", ".join(m.name for m in self.members)
