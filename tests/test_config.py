@@ -185,7 +185,7 @@ BAD = [
     ("# c\n127.0.0.1 0 127.0.0.1 80\n", 2, "bind port 0 out of range 1-65535"),
     ("127.0.0.1 8080 127.0.0.1 70000\n", 1, "connect port 70000 out of range"),
     ("127.0.0.1 8080 127.0.0.1 nosuchservice\n", 1, "unknown service name"),
-    ("127.0.0.1 8080 127.0.0.1 80/udp\n", 1, "UDP forwarding is not supported"),
+    ("127.0.0.1 8080 127.0.0.1 80/udp\n", 1, "TCP and UDP cannot be mixed"),
     ("127.0.0.1 8080 127.0.0.1 80/sctp\n", 1, "unknown protocol 'sctp'"),
     ("127.0.0.1 -1 127.0.0.1 80\n", 1, "bad bind port '-1'"),
     ("999.0.0.1 8080 127.0.0.1 80\n", 1, "cannot resolve bind address '999.0.0.1'"),

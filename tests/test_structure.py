@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "splicetx"
 
 #: The layers, bottom up: each may import only itself and those before it.
-LAYERS = ("_relay", "_pool", "_proxy", "_ops", "_config", "_app")
+LAYERS = ("_relay", "_pool", "_proxy", "_udp", "_ops", "_config", "_app")
 
 #: The public modules: thin shells over the layers (the shipped test helpers
 #: and the benchmark, public packages too, are checked on their own).

@@ -53,6 +53,7 @@ from splicetx._app.worker import isWorker
 from splicetx._config.endpoints import explainEndpointError
 from splicetx._config.files import readConfigFile
 from splicetx._config.model import Forward, ProxyConfig
+from splicetx._config.udpforward import checkUDPOptions
 from splicetx._config.values import ConfigError
 from splicetx._proxy.access import AccessControl
 from splicetx._relay.runtime import LOG_PROXY
@@ -93,6 +94,12 @@ def reloadedConfig(config: ProxyConfig, text: str | None = None) -> ProxyConfig:
                 raise ConfigError(
                     f"listens on {d}, which --listen uses", path, f.lineNumber
                 )
+    checkUDPOptions(
+        [*kept, *forwards],
+        config.workers,
+        config.sendProxyProtocol,
+        config.acceptProxyProtocol,
+    )
     return attr.evolve(config, forwards=[*kept, *forwards], warnings=warnings)
 
 
@@ -138,6 +145,7 @@ def compareConfigs(old: ProxyConfig, new: ProxyConfig) -> ConfigChanges:
                 or _aclKey(f.acl) != _aclKey(before[k].acl)
                 or f.pool != before[k].pool
                 or f.routes != before[k].routes
+                or f.udpIdleTimeout != before[k].udpIdleTimeout
             )
         ),
     )
@@ -292,6 +300,9 @@ class ServiceReloader:
                 )
             acl = forward.acl
             factory.acl = None if acl is None or acl.empty else acl
+            if getattr(factory, "protocolName", None) == "udp":
+                idle = forward.udpIdleTimeout
+                factory.idleTimeout = old.udpIdleTimeout if idle is None else idle
         stopping = []
         for forward in changes.removed:
             factory = byKey.pop(forward.listens)

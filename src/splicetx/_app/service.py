@@ -29,6 +29,12 @@ from splicetx._app.logfiles import installReopenSignal, reopenFiles
 from splicetx._app.poolservice import ForwardPools, hasPools
 from splicetx._app.protocolclass import classFactoryMaker, withClassOptions
 from splicetx._app.reload import ServiceReloader, installReloadSignal
+from splicetx._app.udpservice import (
+    UDPForwarder,
+    UDPUpstreams,
+    buildUDPForwarder,
+    udpUpstreams,
+)
 from splicetx._config.endpoints import (
     clientEndpoint,
     explainEndpointError,
@@ -336,6 +342,12 @@ class SpliceProxyService(DrainOnSignal, Service):
             ):
                 listens.append((description, given, factory))
         self.factory = self.factories[0] if self.factories else None
+        if self.metrics is not None and not self._worker:
+            from splicetx._ops.udpstats import UDPCollector
+
+            self.metrics.registry.register(
+                UDPCollector(lambda: [*self.factories, *self.retiredFactories])
+            )
         if self.forwardPools and self.metrics is not None and not self._worker:
             from splicetx._ops.poolmetrics import PoolCollector
 
@@ -355,6 +367,21 @@ class SpliceProxyService(DrainOnSignal, Service):
         else:
             self._listenAll(listens)
         for forward, factory in zip(config.forwards, self.factories, strict=True):
+            if isinstance(factory, UDPForwarder):
+                _log.info(
+                    "splice-proxy relaying UDP {listen} to {upstream} (session "
+                    "idle timeout {idleTimeout:g} s, at most {maxSessions} "
+                    "sessions, drain timeout {drainTimeout:g} s)",
+                    splicetxEvent="started",
+                    listen=", ".join(forward.listens),
+                    upstream=repr(factory.upstreams),
+                    protocol="udp",
+                    idleTimeout=factory.idleTimeout,
+                    maxSessions=factory.maxSessions,
+                    drainTimeout=config.drainTimeout,
+                    acl=repr(factory.acl) if factory.acl is not None else None,
+                )
+                continue
             _log.info(
                 "splice-proxy relaying {listen} to {upstream} (engine {engine}, "
                 "pipe size {pipeSize}, connect timeout {connectTimeout:g} s, "
@@ -460,6 +487,11 @@ class SpliceProxyService(DrainOnSignal, Service):
             forward that changes between one upstream and a pool): the
             factory is left as it was.
         """
+        if isinstance(factory, UDPForwarder) and isinstance(upstream, UDPUpstreams):
+            factory.replaceUpstreams(upstream)
+            return True
+        if isinstance(factory, UDPForwarder) or isinstance(upstream, UDPUpstreams):
+            return False
         if isinstance(factory, PoolProxyFactory) and isinstance(upstream, ForwardPools):
             old = [
                 p
@@ -513,8 +545,10 @@ class SpliceProxyService(DrainOnSignal, Service):
         """
         The upstream client endpoint of a forward (at start and on a
         reload, L{splicetx._app.reload}), or its L{ForwardPools} when it has a
-        pool or SNI routes.
+        pool or SNI routes; for a UDP forward its L{UDPUpstreams}.
         """
+        if forward.isUDP:
+            return udpUpstreams(forward, self.reactor)
         if hasPools(forward):
             pools = self._forwardPools(forward)
             if self.running:
@@ -551,8 +585,23 @@ class SpliceProxyService(DrainOnSignal, Service):
         @param pipePool: the pipe pool built from C{--pipe-size} and
             C{--max-pipes}, shared by every forward.
         @param forward: the forward: its name and access rules.
+        @return: the factory; for a UDP forward (C{upstream} is its
+            L{UDPUpstreams}) a L{UDPForwarder} instead, which the service
+            treats as a factory.
         """
         config = self.config
+        if isinstance(upstream, UDPUpstreams):
+            return buildUDPForwarder(  # type: ignore[return-value]
+                config,
+                forward,
+                upstream,
+                self.reactor,
+                accessLog=self.accessLog,
+                logFields=self._logFields,
+                logNormalConnections=(
+                    config.logNormalConnections or config.accessLog is not None
+                ),
+            )
         acl = forward.acl
         pooled = isinstance(upstream, ForwardPools)
         make = classFactoryMaker(config, pooled) or (

@@ -46,6 +46,7 @@ from splicetx._config.endpoints import (
 from splicetx._config.files import connectStrings, readConfigFile
 from splicetx._config.model import DEFAULT_SNI_TIMEOUT, Forward, ProxyConfig
 from splicetx._config.pools import POOL_OPTIONS
+from splicetx._config.udpforward import checkUDPOptions
 from splicetx._config.values import (
     EXIT_USAGE,
     ConfigError,
@@ -63,6 +64,7 @@ from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy import tls as _tls
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
 from splicetx._relay.relay import ENGINES
+from splicetx._udp.forwarder import DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_UDP_MAX_SESSIONS
 
 __all__ = [
     "Forward",
@@ -309,6 +311,24 @@ class Options(usage.Options):
         ],
     ]
 
+    # UDP forwards (docs/udp.md).
+    optParameters += [
+        [
+            "udp-idle-timeout",
+            None,
+            f"{DEFAULT_UDP_IDLE_TIMEOUT:g}",
+            "End a UDP session after this many seconds without a datagram "
+            "either way (default 60).",
+        ],
+        [
+            "udp-max-sessions",
+            None,
+            str(DEFAULT_UDP_MAX_SESSIONS),
+            "Live sessions per UDP forward (one socket each); past it new "
+            "clients' datagrams are dropped and counted.",
+        ],
+    ]
+
     optFlags = [
         [
             "check",
@@ -482,6 +502,12 @@ class Options(usage.Options):
             except ImportError:
                 raise ConfigError(METRICS_MISSING)
         self._checkAccessLog()
+        self["udp-idle-timeout"] = parseDuration(
+            self["udp-idle-timeout"], "--udp-idle-timeout", positive=True
+        )
+        self["udp-max-sessions"] = parseCount(
+            self["udp-max-sessions"], "--udp-max-sessions", 1
+        )
         acl = parseAccessControl(self["allow"], self["deny"])
         commandACL = None if acl.empty else acl
         # A worker adopts its supervisor's sockets: it does not check the
@@ -504,6 +530,12 @@ class Options(usage.Options):
             fromFile = readConfigFile(self["config"], commandACL, text, checkListens)
             forwards.extend(fromFile.forwards)
             warnings.extend(fromFile.warnings)
+        checkUDPOptions(
+            forwards,
+            self["workers"],
+            self["proxy-protocol"],
+            bool(self["accept-proxy-protocol"]),
+        )
         try:
             alpn, connectALPN = _tls.checkALPNOptions(
                 self["alpn"],
@@ -559,6 +591,8 @@ class Options(usage.Options):
             protocolClass=self.protocolClass,
             factoryClass=self.factoryClass,
             classOptions=self.classOptions,
+            udpIdleTimeout=self["udp-idle-timeout"],
+            udpMaxSessions=self["udp-max-sessions"],
         )
         if self.protocolClass or self.factoryClass:
             for forward in forwards:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from splicetx._config.endpoints import checkConnect, checkListen
+from splicetx._config.endpoints import checkConnect, checkListen, isUDP
 from splicetx._config.model import MIN_SNI_MAX_SIZE, Forward, PoolSpec, UpstreamSpec
 from splicetx._config.pools import (
     POOL_OPTIONS,
@@ -20,6 +20,7 @@ from splicetx._config.pools import (
     parseUpstream,
     poolSpecFromOptions,
 )
+from splicetx._config.udpforward import checkForwardKind
 from splicetx._config.values import ConfigError, parseDuration, parseSize
 from splicetx._proxy.access import AccessControl
 
@@ -30,7 +31,12 @@ def _given(options: Mapping[str, Any]) -> bool:
     return any(options.get(name) not in (None, "") for name in POOL_OPTIONS)
 
 
-def _pool(upstreams: tuple[UpstreamSpec, ...], options: Mapping[str, Any]) -> PoolSpec:
+def _pool(
+    upstreams: tuple[UpstreamSpec, ...], options: Mapping[str, Any], udp: bool = False
+) -> PoolSpec:
+    if udp and options.get("balance") in (None, ""):
+        # A UDP client keeps its upstream from session to session.
+        options = {**options, "balance": "source"}
     return poolSpecFromOptions(upstreams, options, where="--")
 
 
@@ -75,12 +81,13 @@ def commandLineForward(
     )
     pool = None
     plain = len(upstreams) == 1 and upstreams[0] == UpstreamSpec(upstreams[0].endpoint)
+    udp = any(isUDP(d) for d in options["listen"])
     if upstreams and (routes or not plain or _given(options)):
-        pool = _pool(upstreams, options)
+        pool = _pool(upstreams, options, udp)
     sniTimeout = parseDuration(options["sni-timeout"], "--sni-timeout", positive=True)
     sniMaxSize = parseSize(options["sni-max-size"], "--sni-max-size", MIN_SNI_MAX_SIZE)
     first = upstreams[0] if upstreams else routes[0][1].upstreams[0] if routes else None
-    return Forward(
+    forward = Forward(
         listens=options["listen"],
         connect=first.endpoint if first is not None else None,
         acl=acl,
@@ -89,3 +96,5 @@ def commandLineForward(
         sniTimeout=sniTimeout,
         sniMaxSize=sniMaxSize,
     )
+    checkForwardKind(forward)
+    return forward

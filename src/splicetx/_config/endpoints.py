@@ -3,7 +3,9 @@
 Endpoint strings as C{twist splice-proxy} accepts them: Twisted's
 C{serverFromString}/C{clientFromString} syntax, plus a C{tcp6:} client
 endpoint, bracketed IPv6 literals (C{tcp6:[::1]:8080}) and a default
-C{backlog=}.
+C{backlog=}, and the C{udp:} endpoints of UDP forwards
+(C{udp:PORT[:interface=ADDRESS]} to listen, C{udp:HOST:PORT[:bindAddress=ADDRESS]}
+to send to; see L{splicetx._udp.endpoints}).
 
 L{checkListen} and L{checkConnect} parse a string while the options are read (before
 any reactor is installed) and turn every failure into one line naming the
@@ -26,6 +28,7 @@ from zope.interface import implementer
 
 from splicetx._config.endpointerrors import CLIENT, SERVER, explainEndpointError
 from splicetx._config.values import ConfigError
+from splicetx._udp.endpoints import UDPClientEndpoint, UDPServerEndpoint, isIPLiteral
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -37,6 +40,7 @@ __all__ = [
     "endpointFields",
     "checkConnect",
     "explainEndpointError",
+    "isUDP",
 ]
 
 #: The default listen backlog.  Twisted's default of 50 overflows under a
@@ -118,6 +122,81 @@ def endpointType(description: str) -> str:
     return _split(description)[0].strip().lower()
 
 
+def isUDP(description: str) -> bool:
+    """
+    Whether an endpoint string is a C{udp:} one (a UDP forward's).
+    """
+    return endpointType(description) == "udp"
+
+
+def _fields(description: str, names: tuple[str, ...], keywords: set[str]) -> dict:
+    """
+    The fields of a C{udp:} string: positional ones named by C{names} in
+    order, and C{name=value} ones of C{keywords}.
+    """
+    values: dict[str, str] = {}
+    positional: list[str] = []
+    for piece in _split(_escapeBrackets(description))[1:]:
+        key, eq, value = piece.partition("=")
+        if eq and "\\" not in key:
+            if key not in keywords:
+                known = ", ".join(sorted(keywords))
+                raise ValueError(f"unknown udp argument {key!r} (known: {known})")
+            values[key] = _unescape(value)
+        else:
+            positional.append(_unescape(piece))
+    free = [n for n in names if n not in values]
+    if len(positional) > len(free):
+        raise ValueError("too many positional arguments")
+    values.update(zip(free, positional, strict=False))
+    return values
+
+
+def _udpPort(text: str | None, least: int) -> int:
+    if text is None or not text.strip().isdigit():
+        raise ValueError(f"expected a port number, got {text!r}")
+    port = int(text)
+    if not least <= port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return port
+
+
+def _udpAddress(text: str | None, what: str) -> str:
+    if text is None or text == "":
+        return ""
+    if not isIPLiteral(text):
+        raise ValueError(f"{what} must be an IP address, got {text!r}")
+    return text
+
+
+def udpServerEndpoint(reactor: Any, description: str) -> UDPServerEndpoint:
+    """
+    Parse C{udp:PORT[:interface=ADDRESS]} (or C{udp:port=PORT...}).
+
+    @raise ValueError: for a malformed string.
+    """
+    fields = _fields(description, ("port",), {"port", "interface"})
+    return UDPServerEndpoint(
+        reactor,
+        _udpPort(fields.get("port"), 0),
+        _udpAddress(fields.get("interface"), "interface"),
+    )
+
+
+def udpClientEndpoint(reactor: Any, description: str) -> UDPClientEndpoint:
+    """
+    Parse C{udp:HOST:PORT[:bindAddress=ADDRESS]} (or C{udp:host=...}).
+
+    @raise ValueError: for a malformed string.
+    """
+    fields = _fields(description, ("host", "port"), {"host", "port", "bindAddress"})
+    host = fields.get("host", "").strip()
+    if not host:
+        raise ValueError("udp needs a host and a port (udp:HOST:PORT)")
+    bind = _udpAddress(fields.get("bindAddress"), "bindAddress") or None
+    return UDPClientEndpoint(reactor, host, _udpPort(fields.get("port"), 1), bind)
+
+
 def withBacklog(description: str, backlog: int) -> str:
     """
     Add C{backlog=N} to a C{tcp}, C{tcp6}, C{unix}, C{ssl} or C{mptcp[6]}
@@ -181,6 +260,8 @@ def clientEndpoint(reactor: Any, description: str) -> Any:
     @param description: a client endpoint string.
     @raise ValueError: (or another exception) for a malformed string.
     """
+    if isUDP(description):
+        return udpClientEndpoint(reactor, description)
     description = _escapeBrackets(description)
     if endpointType(description) == "tcp6":
         return _tcp6Client(reactor, description)
@@ -199,6 +280,8 @@ def serverEndpoint(reactor: Any, description: str) -> Any:
     @param reactor: the reactor the endpoint listens with.
     @param description: a server endpoint string.
     """
+    if isUDP(description):
+        return udpServerEndpoint(reactor, description)
     return serverFromString(reactor, _escapeBrackets(description))
 
 

@@ -16,6 +16,7 @@ from splicetx._config.endpoints import checkConnect, checkListen
 from splicetx._config.model import ConfigFile, Forward
 from splicetx._config.rinetd import parseConfig
 from splicetx._config.toml import parseToml
+from splicetx._config.udpforward import checkForwardKind
 from splicetx._config.values import ConfigError
 from splicetx._proxy.access import AccessControl
 
@@ -62,18 +63,9 @@ def isTomlConfig(path: str, text: str | None = None) -> bool:
 
 def connectStrings(forwards: list[Forward] | tuple[Forward, ...]) -> list[str]:
     """
-    Every upstream endpoint string of some forwards: their pools' and SNI
-    routes' members, or their one C{connect}.
+    Every upstream endpoint string of some forwards (L{Forward.connectStrings}).
     """
-    out = []
-    for forward in forwards:
-        pools = ([forward.pool] if forward.pool is not None else []) + [
-            p for _, p in forward.routes
-        ]
-        if not pools and forward.connect is not None:
-            out.append(forward.connect)
-        out.extend(u.endpoint for p in pools for u in p.upstreams)
-    return out
+    return [d for forward in forwards for d in forward.connectStrings()]
 
 
 def _checkEndpoints(config: ConfigFile, path: str, checkListens: bool) -> None:
@@ -84,6 +76,7 @@ def _checkEndpoints(config: ConfigFile, path: str, checkListens: bool) -> None:
                 checkListen(description)
             for description in connectStrings([forward]):
                 checkConnect(description)
+            checkForwardKind(forward)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e.problem}", path) from None
 

@@ -28,13 +28,14 @@ from typing import Any
 
 import attr
 
-from splicetx._config.endpoints import DEFAULT_BACKLOG, withBacklog
+from splicetx._config.endpoints import DEFAULT_BACKLOG, isUDP, withBacklog
 from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
 from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
 from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy.access import AccessControl
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
+from splicetx._udp.forwarder import DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_UDP_MAX_SESSIONS
 
 __all__ = [
     "Forward",
@@ -174,6 +175,9 @@ class Forward:
     @ivar sniTimeout: with routes, seconds a client has to send its
         ClientHello.
     @ivar sniMaxSize: with routes, the longest ClientHello accepted.
+    @ivar udpIdleTimeout: for a UDP forward, its own session idle timeout
+        (rinetd's C{[timeout=N]}, TOML's C{udp-idle-timeout}); C{None}:
+        L{ProxyConfig.udpIdleTimeout}.
     """
 
     listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
@@ -189,6 +193,26 @@ class Forward:
     routes: tuple[tuple[str, PoolSpec], ...] = attr.ib(default=(), converter=_routes)
     sniTimeout: float = DEFAULT_SNI_TIMEOUT
     sniMaxSize: int = DEFAULT_MAX_SIZE
+    udpIdleTimeout: float | None = None
+
+    @property
+    def isUDP(self) -> bool:
+        """
+        Whether this is a UDP forward (it listens on C{udp:} endpoints).
+        """
+        return isUDP(self.listens[0])
+
+    def connectStrings(self) -> list[str]:
+        """
+        Every upstream endpoint string: its pool's and SNI routes' members,
+        or its one L{connect} (none when the protocol chooses its upstream).
+        """
+        pools = ([self.pool] if self.pool is not None else []) + [
+            p for _, p in self.routes
+        ]
+        if not pools:
+            return [] if self.connect is None else [self.connect]
+        return [u.endpoint for p in pools for u in p.upstreams]
 
     @property
     def listen(self) -> str:
@@ -261,6 +285,9 @@ class ProxyConfig:
     @ivar classOptions: the parsed C{commandLineOptions} of those classes
         (a C{usage.Options}), given to every factory as its C{options}, or
         C{None}.
+    @ivar udpIdleTimeout: seconds without a datagram before a UDP session
+        ends (a forward's own L{Forward.udpIdleTimeout} wins).
+    @ivar udpMaxSessions: live sessions per UDP forward at most.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -292,6 +319,8 @@ class ProxyConfig:
     protocolClass: type | None = None
     factoryClass: type | None = None
     classOptions: Any = None
+    udpIdleTimeout: float = DEFAULT_UDP_IDLE_TIMEOUT
+    udpMaxSessions: int = DEFAULT_UDP_MAX_SESSIONS
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

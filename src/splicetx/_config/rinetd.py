@@ -21,14 +21,17 @@ ignored, keywords are case-insensitive)::
     logcommon                        # accepted, ignored (warning)
 
   - Ports are numbers (1-65535) or service names (C{socket.getservbyname}).
-    A C{/tcp} suffix is accepted; C{/udp} is refused (splicetx relays TCP).
+    A C{/tcp} suffix is accepted; C{/udp} on both ports makes a UDP
+    forward (C{0.0.0.0 5353/udp 127.0.0.1 53/udp}, rinetd 0.70's syntax;
+    see C{docs/udp.md}).
   - Addresses are IPv4 or IPv6 literals or host names.  A bind host name is
     resolved once, while reading the file (Twisted listens on an address);
     a connect host name is left to the client endpoint.
   - Options in brackets after a forward: C{src=ADDRESS} (rinetd's source
     address for the upstream connection) becomes the client endpoint's
-    C{bindAddress}; C{timeout=N} (UDP-only in rinetd) is accepted with a
-    warning; the pool options (C{balance=}, C{max-fails=},
+    C{bindAddress}; C{timeout=N} is a UDP forward's session idle timeout
+    (as in rinetd; on a TCP forward it is ignored with a warning); the
+    pool options (C{balance=}, C{max-fails=},
     C{health-check-interval=} ..., see C{docs/pools.md}) and C{weight=}
     make the forward a pool; anything else is an error.
   - C{upstream connectaddress connectport [weight=N,max-fails=N,
@@ -103,19 +106,32 @@ class _Parser:
     def warn(self, message: str) -> None:
         self.warnings.append(f"{self.filename}:{self.lineNumber}: {message}")
 
-    def port(self, text: str, what: str) -> int:
+    def port(self, text: str, what: str, proto: str | None = None) -> int:
+        return self.portAndProtocol(text, what, proto)[0]
+
+    def portAndProtocol(
+        self, text: str, what: str, proto: str | None = None
+    ) -> tuple[int, str]:
+        # "53", "53/udp", "domain/udp": the number and "tcp" or "udp"
+        # (C{proto} when no suffix is written, else "tcp").
         name = text
         if "/" in text:
-            name, proto = text.rsplit("/", 1)
-            if proto.lower() == "udp":
-                raise self.error(f"{what} {text!r}: UDP forwarding is not supported")
-            if proto.lower() != "tcp":
-                raise self.error(f"{what} {text!r}: unknown protocol {proto!r}")
+            name, suffix = text.rsplit("/", 1)
+            suffix = suffix.lower()
+            if suffix not in ("tcp", "udp"):
+                raise self.error(f"{what} {text!r}: unknown protocol {suffix!r}")
+            if proto is not None and suffix != proto:
+                raise self.error(
+                    f"{what} {text!r}: the forward is {proto.upper()}; "
+                    "TCP and UDP cannot be mixed"
+                )
+            proto = suffix
+        proto = proto or "tcp"
         if name.isdigit() and name.isascii():
             port = int(name)
             if not 1 <= port <= 65535:
                 raise self.error(f"{what} {port} out of range 1-65535")
-            return port
+            return port, proto
         if (
             not name
             or not name[0].isalpha()
@@ -123,7 +139,7 @@ class _Parser:
         ):
             raise self.error(f"bad {what} {text!r}")
         try:
-            return socket.getservbyname(name, "tcp")
+            return socket.getservbyname(name, proto), proto
         except OSError:
             raise self.error(f"unknown service name {name!r} for {what}") from None
 
@@ -163,10 +179,9 @@ class _Parser:
                 result["bindAddress"] = self.host(value, "src address")
             elif key == "timeout":
                 try:
-                    parseDuration(value, "timeout")
+                    result["timeout"] = str(parseDuration(value, "timeout", True))
                 except ConfigError as e:
                     raise self.error(e.problem) from None
-                self.warn("option timeout= applies to UDP in rinetd; ignored")
             elif key in _UPSTREAM_OPTIONS or key in POOL_OPTIONS:
                 result[key] = value
             else:
@@ -187,12 +202,13 @@ class _Parser:
                 f"{len(words) - 1} fields"
             )
         host = self.host(words[1], "upstream address")
-        port = self.port(words[2], "upstream port")
+        proto = self.forwards[-1]["protocol"]
+        port = self.port(words[2], "upstream port", proto)
         options = self.options(optionText) if optionText is not None else {}
         extra = sorted(set(options) - {"bindAddress", *_UPSTREAM_OPTIONS})
         if extra:
             raise self.error(f"{extra[0]} belongs on the forward's line")
-        endpoint = f"tcp:host={escapeEndpointValue(host)}:port={port}"
+        endpoint = f"{proto}:host={escapeEndpointValue(host)}:port={port}"
         if "bindAddress" in options:
             endpoint += f":bindAddress={escapeEndpointValue(options['bindAddress'])}"
         self.forwards[-1]["upstreams"].append(
@@ -210,9 +226,13 @@ class _Parser:
                 f"got {len(words)} fields"
             )
         bindHost = self.host(words[0], "bind address")
-        bindPort = self.port(words[1], "bind port")
+        bindPort, proto = self.portAndProtocol(words[1], "bind port")
         connectHost = self.host(words[2], "connect address")
-        connectPort = self.port(words[3], "connect port")
+        if "/" not in words[3] and proto == "udp":
+            raise self.error(
+                f"connect port {words[3]!r}: the forward is UDP; write {words[3]}/udp"
+            )
+        connectPort = self.port(words[3], "connect port", proto)
         try:
             interface = str(ipaddress.ip_address(bindHost))
         except ValueError:
@@ -220,19 +240,27 @@ class _Parser:
                 interface = str(ipaddress.ip_address(self.resolve(bindHost)))
             except (OSError, ValueError) as e:
                 raise self.error(f"cannot resolve bind address {bindHost!r}: {e}")
-        for (otherInterface, otherPort), otherLine in self.binds.items():
-            if otherPort == bindPort and (
-                otherInterface == interface
-                or ipaddress.ip_address(otherInterface).is_unspecified
-                or ipaddress.ip_address(interface).is_unspecified
+        for (otherProto, otherInterface, otherPort), otherLine in self.binds.items():
+            if (
+                otherPort == bindPort
+                and otherProto == proto
+                and (
+                    otherInterface == interface
+                    or ipaddress.ip_address(otherInterface).is_unspecified
+                    or ipaddress.ip_address(interface).is_unspecified
+                )
             ):
                 raise self.error(
                     f"{words[0]} {bindPort} overlaps the forward on line {otherLine}"
                 )
-        self.binds[(interface, bindPort)] = self.lineNumber
+        self.binds[(proto, interface, bindPort)] = self.lineNumber
         options = self.options(optionText) if optionText is not None else {}
-        listen = f"tcp:{bindPort}:interface={escapeEndpointValue(interface)}"
-        connect = f"tcp:host={escapeEndpointValue(connectHost)}:port={connectPort}"
+        timeout = options.pop("timeout", None)
+        if timeout is not None and proto == "tcp":
+            self.warn("option timeout= applies to UDP forwards; ignored")
+            timeout = None
+        listen = f"{proto}:{bindPort}:interface={escapeEndpointValue(interface)}"
+        connect = f"{proto}:host={escapeEndpointValue(connectHost)}:port={connectPort}"
         if "bindAddress" in options:
             connect += f":bindAddress={escapeEndpointValue(options['bindAddress'])}"
         self.forwards.append(
@@ -240,6 +268,8 @@ class _Parser:
                 listen=listen,
                 connect=connect,
                 lineNumber=self.lineNumber,
+                protocol=proto,
+                udpIdleTimeout=None if timeout is None else float(timeout),
                 bindAddress=words[0],
                 bindPort=bindPort,
                 connectAddress=words[2],
@@ -312,6 +342,9 @@ class _Parser:
         upstreams, options = forward["upstreams"], forward["poolOptions"]
         if len(upstreams) == 1 and not upstreams[0][2] and not options:
             return None
+        if forward["protocol"] == "udp" and "balance" not in options:
+            # A UDP client keeps its upstream from session to session.
+            options = {**options, "balance": "source"}
         specs = []
         for self.lineNumber, endpoint, values in upstreams:
             words = " ".join(f"{k}={v}" for k, v in values.items())
@@ -345,6 +378,7 @@ class _Parser:
                 connectAddress=f["connectAddress"],
                 connectPort=f["connectPort"],
                 pool=self.pool(f),
+                udpIdleTimeout=f["udpIdleTimeout"],
             )
             for f in self.forwards
         ]

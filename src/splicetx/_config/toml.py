@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from splicetx._config.endpoints import isUDP
 from splicetx._config.model import (
     DEFAULT_SNI_TIMEOUT,
     MIN_SNI_MAX_SIZE,
@@ -48,6 +49,7 @@ _FORWARD_KEYS = _POOL_KEYS | {
     "sni-max-size",
     "allow",
     "deny",
+    "udp-idle-timeout",
 }
 _HEALTH_KEYS = {"interval", "timeout", "rise", "fall", "send", "expect"}
 _UPSTREAM_KEYS = {"endpoint", "weight", "max-fails", "fail-timeout"}
@@ -131,9 +133,13 @@ def _tomlHealth(value: Any, where: str) -> HealthCheckSpec:
 
 
 def _tomlPool(
-    table: dict[str, Any], upstreams: tuple[UpstreamSpec, ...], where: str
+    table: dict[str, Any],
+    upstreams: tuple[UpstreamSpec, ...],
+    where: str,
+    udp: bool = False,
 ) -> PoolSpec:
-    balance = table.get("balance", "roundrobin")
+    # A UDP client keeps its upstream from session to session.
+    balance = table.get("balance", "source" if udp else "roundrobin")
     if balance not in BALANCERS:
         raise ConfigError(
             f"{where}.balance: unknown {balance!r} (use one of: {', '.join(BALANCERS)})"
@@ -225,11 +231,15 @@ def _forwards(data: dict[str, Any], outer: AccessControl | None) -> list[Forward
         if "listen" not in table:
             raise ConfigError(f"{where}: 'listen' is required")
         listen = _strings(table["listen"], f"{where}.listen")
+        udp = any(isUDP(d) for d in listen)
         pool = None
         if "connect" in table:
             pool = _tomlPool(
-                table, _tomlUpstreams(table["connect"], f"{where}.connect"), where
+                table, _tomlUpstreams(table["connect"], f"{where}.connect"), where, udp
             )
+        udpIdle = table.get("udp-idle-timeout")
+        if udpIdle is not None:
+            udpIdle = parseDuration(udpIdle, f"{where}.udp-idle-timeout", True)
         routes = []
         routeTable = table.get("route-sni", {})
         if not isinstance(routeTable, dict):
@@ -283,6 +293,7 @@ def _forwards(data: dict[str, Any], outer: AccessControl | None) -> list[Forward
                     f"{where}.sni-max-size",
                     MIN_SNI_MAX_SIZE,
                 ),
+                udpIdleTimeout=udpIdle,
             )
         )
     return out

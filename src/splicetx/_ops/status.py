@@ -56,6 +56,7 @@ from splicetx._ops.statusweb import (
     StatusPage,
     statusResources,
 )
+from splicetx._ops.udpstats import isUDPForwarder, udpListenerStatus
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._relay.runtime import LOG_STATUS, __version__, defaultReactor
 
@@ -429,9 +430,15 @@ class ServiceStatus:
         candidates: list[tuple[int, Any, Any]] = []
         live = 0
         for i, factory in enumerate(factories):
+            given = list(forwards[i].listens) if i < len(forwards) else []
+            if isUDPForwarder(factory):
+                listeners.append(
+                    udpListenerStatus(factory, given, factory.describeListeners())
+                )
+                live += len(factory.liveProtocols)
+                continue
             listener = _emptyListener(factory.forwardName)
-            if i < len(forwards):
-                listener["listen"] = list(forwards[i].listens)
+            listener["listen"] = given
             listener["addresses"] = _boundAddresses(ports, factory)
             listener["draining"] = bool(getattr(factory, "draining", False))
             listener["maxConnections"] = getattr(factory, "maxConnections", None)
@@ -469,7 +476,7 @@ class ServiceStatus:
             _addMemberBytes(listener["upstreams"], memberBytes)
             _applyTotals(listener, totals.get(factory.forwardName, {}))
             listeners.append(listener)
-        pool = factories[0].pipePool if factories else None
+        pool = next((f.pipePool for f in factories if not isUDPForwarder(f)), None)
         rows = []
         for _, proto, factory in heapq.nlargest(
             self.limit, candidates, key=lambda c: c[0]
