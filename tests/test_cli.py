@@ -858,7 +858,7 @@ class OptionsTests(SynchronousTestCase):
             self.assertIs(service.config.fastPath, expected)
             forward = service.config.forwards[0]
             factory = service.buildFactory(
-                service._upstreamEndpoint(forward), PipePool(), forward
+                service.upstreamEndpoint(forward), PipePool(), forward
             )
             self.assertIs(factory.fastPath, expected)
 

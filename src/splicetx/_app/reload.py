@@ -233,8 +233,8 @@ class ServiceReloader:
 
     It uses the service's C{config}, C{factories}, C{buildFactory},
     C{pipePool}, C{ports}, C{portsByFactory}, C{retiredFactories},
-    C{_upstreamEndpoint}, C{_serverEndpoint}, C{_listening} and
-    C{_stopping}.
+    C{upstreamEndpoint}, C{serverEndpoint}, C{listening} and
+    C{stopping}.
 
     @ivar service: the service.
     """
@@ -252,7 +252,7 @@ class ServiceReloader:
         """
         service = self.service
         path = service.config.configFile
-        if refuseReload(service._stopping, path, self._busy) or path is None:
+        if refuseReload(service.stopping, path, self._busy) or path is None:
             return succeed(None)
         try:
             new = reloadedConfig(service.config)
@@ -283,7 +283,7 @@ class ServiceReloader:
             zip((f.listens for f in old.forwards), service.factories, strict=True)
         )
         try:
-            upstreams = [service._upstreamEndpoint(n) for _, n in changes.changed]
+            upstreams = [service.upstreamEndpoint(n) for _, n in changes.changed]
         except Exception as e:
             logReloadFailed(old.configFile, explainEndpointError(e))
             return succeed(None)
@@ -343,7 +343,7 @@ class ServiceReloader:
         service = self.service
         config = service.config
         try:
-            upstream = service._upstreamEndpoint(forward)
+            upstream = service.upstreamEndpoint(forward)
             factory = service.buildFactory(upstream, service.pipePool, forward)
         except Exception as e:
             failed.extend(forward.listens)
@@ -357,7 +357,7 @@ class ServiceReloader:
         pairs = list(zip(config.listenEndpoints(forward), forward.listens, strict=True))
 
         def listen(description: str) -> Deferred[Any]:
-            return service._serverEndpoint(description).listen(factory)
+            return service.serverEndpoint(description).listen(factory)
 
         attempts = [maybeDeferred(listen, d) for d, _ in pairs]
 
@@ -383,6 +383,6 @@ class ServiceReloader:
                 return
             byKey[forward.listens] = factory
             for port, (description, _) in zip(good, pairs, strict=True):
-                service._listening(port, description, factory)
+                service.listening(port, description, factory)
 
         return DeferredList(attempts, consumeErrors=True).addCallback(settled)

@@ -73,7 +73,7 @@ class DrainOnSignal:
 
     reactor: Any
     handleSignals: bool
-    _stopping: bool
+    stopping: bool
 
     def _installSignalHandlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,7 +90,7 @@ class DrainOnSignal:
 
     def _signalled(self, signum: int) -> None:
         name = signal.Signals(signum).name
-        if not self._stopping:
+        if not self.stopping:
             self._signalledFirst(name)
             self._stopReactor()
         else:
@@ -252,7 +252,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         self.retiredFactories: list[SpliceProxyFactory] = []
         self.reloader = ServiceReloader(self)
         self._started = False
-        self._stopping = False
+        self.stopping = False
 
     # -- start ----------------------------------------------------------------
 
@@ -334,7 +334,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         self._openAccessLog()
         listens: list[tuple[str, str, SpliceProxyFactory]] = []
         for forward in config.forwards:
-            upstream = self._upstreamEndpoint(forward)
+            upstream = self.upstreamEndpoint(forward)
             factory = self.buildFactory(upstream, pool, forward)
             self.factories.append(factory)
             for description, given in zip(
@@ -363,7 +363,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                     f"of the supervisor: {explainEndpointError(e)}"
                 )
             for port, (description, _, factory) in zip(ports, listens, strict=True):
-                self._listening(port, description, factory)
+                self.listening(port, description, factory)
         else:
             self._listenAll(listens)
         for forward, factory in zip(config.forwards, self.factories, strict=True):
@@ -480,7 +480,7 @@ class SpliceProxyService(DrainOnSignal, Service):
     def replaceUpstream(self, factory: SpliceProxyFactory, upstream: Any) -> bool:
         """
         Give a running forward's factory a reloaded upstream (an endpoint,
-        or L{ForwardPools} from L{_upstreamEndpoint}); the connections it
+        or L{ForwardPools} from L{upstreamEndpoint}); the connections it
         accepts from then on use it.
 
         @return: C{False} when the factory cannot take it in place (a
@@ -518,7 +518,7 @@ class SpliceProxyService(DrainOnSignal, Service):
     def _listenAll(self, listens: list[tuple[str, str, SpliceProxyFactory]]) -> None:
         for description, given, factory in listens:
             try:
-                endpoint = self._serverEndpoint(description)
+                endpoint = self.serverEndpoint(description)
                 d = endpoint.listen(factory)
             except Exception:
                 d = Deferred()
@@ -526,7 +526,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             outcome: list[Any] = []
             d.addBoth(outcome.append)
             if not outcome:
-                d.addCallback(self._listening, description, factory)
+                d.addCallback(self.listening, description, factory)
                 d.addErrback(self._lateListenFailure, given)
                 continue
             if isinstance(outcome[0], Failure):
@@ -539,9 +539,9 @@ class SpliceProxyService(DrainOnSignal, Service):
                     f"splice-proxy: error: cannot listen on {given}: "
                     f"{explainEndpointError(outcome[0].value)}"
                 )
-            self._listening(outcome[0], description, factory)
+            self.listening(outcome[0], description, factory)
 
-    def _upstreamEndpoint(self, forward: Forward) -> Any:
+    def upstreamEndpoint(self, forward: Forward) -> Any:
         """
         The upstream client endpoint of a forward (at start and on a
         reload, L{splicetx._app.reload}), or its L{ForwardPools} when it has a
@@ -560,7 +560,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             clientEndpoint(self.reactor, forward.connect), self.config.connectALPN
         )
 
-    def _serverEndpoint(self, description: str) -> Any:
+    def serverEndpoint(self, description: str) -> Any:
         """
         The server endpoint to listen on for one listening string (at start
         and on a reload).
@@ -633,7 +633,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         )
         return withClassOptions(factory, config)
 
-    def _listening(
+    def listening(
         self, port: Any, description: str, factory: SpliceProxyFactory | None = None
     ) -> Any:
         factory = factory or self.factory
@@ -759,7 +759,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         @return: a C{Deferred} that fires once every connection has ended.
         """
         Service.stopService(self)
-        self._stopping = True
+        self.stopping = True
         watch, self._supervisorWatch = self._supervisorWatch, None
         if watch is not None and watch.running:
             watch.stop()

@@ -146,7 +146,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
         self.metricsDirectory: str | None = None
         self.metricsPort: Any = None
         self.workers: Any = None
-        self._stopping = False
+        self.stopping = False
         self._reloading = False
         self._configDirectory: str | None = None
         self._configCopy: str | None = None
@@ -274,7 +274,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
         """
         path = self.config.configFile
         supervisor = self.workers
-        stopping = self._stopping or supervisor is None or not supervisor.running
+        stopping = self.stopping or supervisor is None or not supervisor.running
         if refuseReload(stopping, path, self._reloading) or path is None:
             return succeed(None)
         try:
@@ -396,7 +396,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
         Drain and stop the workers, then stop serving metrics.
         """
         Service.stopService(self)
-        self._stopping = True
+        self.stopping = True
         workers = self.workers
         d = workers.stop() if workers is not None else None
         if d is None:
