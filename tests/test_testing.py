@@ -279,7 +279,14 @@ class PluginTests(SynchronousTestCase):
         """
         samples = _samples()
         self.assertEqual(
-            sorted(samples), ["test_pytest_sample.py", "test_trial_sample.py"]
+            sorted(samples),
+            [
+                "hello_proxy.py",
+                "test_hello_proxy.py",
+                "test_pytest_sample.py",
+                "test_sync_sample.py",
+                "test_trial_sample.py",
+            ],
         )
         tmp = tempfile.mkdtemp(prefix="splicetx-samples-")
         self.addCleanup(__import__("shutil").rmtree, tmp, True)
@@ -300,3 +307,16 @@ class PluginTests(SynchronousTestCase):
         trial = self.run_(["-m", "twisted.trial", "test_trial_sample"], tmp)
         self.assertEqual(trial.returncode, 0, trial.stdout + trial.stderr)
         self.assertIn("PASSED", trial.stdout)
+        trial = self.run_(["-m", "twisted.trial", "test_sync_sample"], tmp)
+        self.assertEqual(trial.returncode, 0, trial.stdout + trial.stderr)
+        self.assertIn("PASSED (successes=1)", trial.stdout)
+        # A user's own proxy and its test module, run from their directory.
+        trial = self.run_(["-m", "twisted.trial", "test_hello_proxy"], tmp)
+        self.assertEqual(trial.returncode, 0, trial.stdout + trial.stderr)
+        self.assertIn("PASSED (successes=3)", trial.stdout)
+        pytest = self.run_(
+            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hello_proxy.py"],
+            tmp,
+        )
+        self.assertEqual(pytest.returncode, 0, pytest.stdout + pytest.stderr)
+        self.assertIn("3 passed", pytest.stdout)
