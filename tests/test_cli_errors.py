@@ -28,6 +28,37 @@ START = 1
 #: key, {tmp} a scratch directory.
 BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
     ("nothing", [], USAGE, "nothing to serve: give --listen ENDPOINT"),
+    (
+        "clientRate",
+        [*OK_LISTEN, *OK_CONNECT, "--client-connection-rate", "fast"],
+        USAGE,
+        "--client-connection-rate: expected a rate like 5/s",
+    ),
+    (
+        "clientMaxConnections",
+        [*OK_LISTEN, *OK_CONNECT, "--client-max-connections", "many"],
+        USAGE,
+        "--client-max-connections: expected a whole number",
+    ),
+    (
+        "clientPrefix",
+        [*OK_LISTEN, *OK_CONNECT, "--client-prefix", "33,128"],
+        USAGE,
+        "--client-prefix: expected IPv4,IPv6 prefix lengths",
+    ),
+    (
+        "metricsAllowBadRule",
+        [
+            *OK_LISTEN,
+            *OK_CONNECT,
+            "--metrics",
+            "tcp:0:interface=127.0.0.1",
+            "--metrics-allow",
+            "10.0.0.0/99",
+        ],
+        USAGE,
+        "--metrics-allow: bad address rule '10.0.0.0/99'",
+    ),
     ("noConnect", OK_LISTEN, USAGE, "--connect is required"),
     ("noListen", OK_CONNECT, USAGE, "--listen is required"),
     (

@@ -14,8 +14,11 @@ from splicetx._config.rinetd import parseConfig
 from splicetx._config.toml import parseToml
 from splicetx._config.values import (
     ConfigError,
+    parseBandwidth,
+    parseClientPrefix,
     parseCount,
     parseDuration,
+    parseRate,
     parseSize,
 )
 
@@ -119,6 +122,55 @@ class GrammarTests(SynchronousTestCase):
         ]:
             e = self.assertRaises(ConfigError, parseCount, bad, "--n", 0)
             self.assertIn(f"--n: {message}", str(e))
+
+    def test_rates(self) -> None:
+        """
+        Rates are N/s, N/m or N/h with an optional burst; the burst is one
+        second's worth by default; zero and other text are refused, one
+        line naming the option.
+        """
+        self.assertEqual(tuple(parseRate("5/s", "--r")), (5.0, 5))
+        self.assertEqual(tuple(parseRate("5/s:20", "--r")), (5.0, 20))
+        self.assertEqual(tuple(parseRate("120/m", "--r")), (2.0, 2))
+        self.assertEqual(tuple(parseRate("36/h", "--r")), (0.01, 1))
+        self.assertEqual(tuple(parseRate(" 0.5 / s ", "--r")), (0.5, 1))
+        for bad, message in [
+            ("5", "expected a rate like 5/s"),
+            ("5/d", "expected a rate like 5/s"),
+            (5, "expected a rate like 5/s"),
+            ("-1/s", "expected a rate like 5/s"),
+            ("0/s", "must be positive"),
+            ("5/s:0", "the burst must be at least 1"),
+        ]:
+            e = self.assertRaises(ConfigError, parseRate, bad, "--r")
+            self.assertIn(f"--r: {message}", str(e))
+            self.assertNotIn("\n", str(e))
+
+    def test_bandwidths(self) -> None:
+        """
+        Bandwidths are sizes per second (powers of 1024) or bytes.
+        """
+        for text, rate in [
+            ("10MB/s", 10 << 20),
+            ("500KiB/s", 500 << 10),
+            ("1G/s", 1 << 30),
+            ("4096", 4096),
+            (4096, 4096),
+        ]:
+            self.assertEqual(parseBandwidth(text, "--b"), rate, text)
+        for bad in ["fast", "0/s", "-1MB/s", "10MB/m"]:
+            e = self.assertRaises(ConfigError, parseBandwidth, bad, "--b")
+            self.assertIn("--b: expected bytes per second like 10MB/s", str(e))
+
+    def test_clientPrefix(self) -> None:
+        """
+        A client prefix is IPv4,IPv6 prefix lengths in range.
+        """
+        self.assertEqual(parseClientPrefix("24,64"), (24, 64))
+        self.assertEqual(parseClientPrefix("32, 128"), (32, 128))
+        for bad in ["24", "33,128", "0,64", "24,129", "a,b", "24,64,1"]:
+            e = self.assertRaises(ConfigError, parseClientPrefix, bad)
+            self.assertIn("--client-prefix: expected IPv4,IPv6 prefix", str(e))
 
     @given(st.integers(min_value=0, max_value=10**6))
     def test_millisecondsAgree(self, ms: int) -> None:

@@ -40,6 +40,7 @@ from splicetx._config.endpoints import (
     explainEndpointError,
     serverEndpoint,
 )
+from splicetx._config.limits import clientLimitsFor, metricsAccess
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
 from splicetx._pool.addresses import describeAddress
@@ -301,6 +302,7 @@ class SpliceProxyService(DrainOnSignal, Service):
                 metrics.registry,
                 self.reactor,
                 children=_status.statusResources(status),
+                access=metricsAccess(self.config),
             ),
             description,
             "--metrics",
@@ -630,6 +632,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             ),
             accessLog=self.accessLog,
             fastPath=config.fastPath,
+            clientLimits=clientLimitsFor(config),
         )
         return withClassOptions(factory, config)
 

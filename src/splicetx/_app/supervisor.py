@@ -39,6 +39,7 @@ from splicetx._app.service import (
 )
 from splicetx._app.worker import ENV_CONFIG
 from splicetx._config.files import readConfigText
+from splicetx._config.limits import metricsAccess
 from splicetx._config.model import ProxyConfig
 from splicetx._config.values import ConfigError
 from splicetx._relay.runtime import LOG_PROXY, defaultReactor
@@ -195,6 +196,7 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
                     registry,
                     reactor,
                     children=_status.statusResources(status),
+                    access=metricsAccess(self.config),
                 ),
                 description,
                 "--metrics",

@@ -44,6 +44,7 @@ from splicetx._config.endpoints import (
     withBacklog,
 )
 from splicetx._config.files import connectStrings, readConfigFile
+from splicetx._config.limits import LIMIT_OPTIONS, limitSettings
 from splicetx._config.model import DEFAULT_SNI_TIMEOUT, Forward, ProxyConfig
 from splicetx._config.pools import POOL_OPTIONS
 from splicetx._config.udpforward import checkUDPOptions
@@ -329,6 +330,9 @@ class Options(usage.Options):
         ],
     ]
 
+    # Limits per client (docs/operations.md, "Limits per client").
+    optParameters += LIMIT_OPTIONS
+
     optFlags = [
         [
             "check",
@@ -361,6 +365,7 @@ class Options(usage.Options):
         self["allow"] = []
         self["deny"] = []
         self["proxy-protocol-from"] = []
+        self["metrics-allow"] = []
         self["connect"] = []
         self["route-sni"] = []
         self.rawArgs: list[str] = []
@@ -415,6 +420,13 @@ class Options(usage.Options):
         else are refused.
         """
         self["proxy-protocol-from"].append(rule)
+
+    def opt_metrics_allow(self, rule: str) -> None:
+        """
+        Serve --metrics (and the status page) only to this CIDR network or
+        address (repeatable); others are refused.
+        """
+        self["metrics-allow"].append(rule)
 
     def parseArgs(self, *args: str) -> None:
         """
@@ -593,6 +605,7 @@ class Options(usage.Options):
             classOptions=self.classOptions,
             udpIdleTimeout=self["udp-idle-timeout"],
             udpMaxSessions=self["udp-max-sessions"],
+            **limitSettings(self, warnings),
         )
         if self.protocolClass or self.factoryClass:
             for forward in forwards:

@@ -33,6 +33,7 @@ from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
 from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
 from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy.access import AccessControl
+from splicetx._proxy.clientlimits import ConnectionRate
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
 from splicetx._udp.forwarder import DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_UDP_MAX_SESSIONS
@@ -288,6 +289,15 @@ class ProxyConfig:
     @ivar udpIdleTimeout: seconds without a datagram before a UDP session
         ends (a forward's own L{Forward.udpIdleTimeout} wins).
     @ivar udpMaxSessions: live sessions per UDP forward at most.
+    @ivar clientMaxConnections: live connections per client at most, or
+        C{None} (see L{splicetx._proxy.clientlimits}).
+    @ivar clientConnectionRate: new connections per client, a
+        L{ConnectionRate <splicetx._proxy.clientlimits.ConnectionRate>}, or
+        C{None}.
+    @ivar clientPrefix: the IPv4 and IPv6 prefix lengths of the network a
+        client counts as for those limits.
+    @ivar metricsAllow: the networks that may read the C{--metrics}
+        endpoint; empty: everyone who reaches it.
     """
 
     forwards: tuple[Forward, ...] = attr.ib(converter=_forwards)
@@ -321,6 +331,10 @@ class ProxyConfig:
     classOptions: Any = None
     udpIdleTimeout: float = DEFAULT_UDP_IDLE_TIMEOUT
     udpMaxSessions: int = DEFAULT_UDP_MAX_SESSIONS
+    clientMaxConnections: int | None = None
+    clientConnectionRate: ConnectionRate | None = None
+    clientPrefix: tuple[int, int] = (32, 128)
+    metricsAllow: tuple[str, ...] = attr.ib(default=(), converter=_strings)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:
         """

@@ -16,6 +16,10 @@ C{fail-timeout = "500ms"} in a TOML file:
     TOML integer is bytes.
   - B{Counts} (L{parseCount}): a whole number with a minimum; a TOML
     integer as it is.
+  - B{Rates} (L{parseRate}): new events per second, minute or hour with an
+    optional burst (C{5/s}, C{300/m}, C{5/s:20}).
+  - B{Bandwidths} (L{parseBandwidth}): a size per second (C{10MB/s},
+    C{500KiB/s}; powers of 1024, as sizes), or bytes per second.
 
 Each parser returns the value or raises L{ConfigError}, whose C{str()} is
 one line that names the option (or the file and line) at fault.  It is a
@@ -34,6 +38,7 @@ from typing import Any
 from twisted.python import usage
 
 from splicetx._proxy.access import AccessControl
+from splicetx._proxy.clientlimits import ConnectionRate
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
 
 __all__ = [
@@ -42,6 +47,9 @@ __all__ = [
     "parseDuration",
     "parseSize",
     "parseCount",
+    "parseRate",
+    "parseBandwidth",
+    "parseClientPrefix",
     "parseKeepalive",
     "parseProxyProtocolVersion",
     "parseWorkerCount",
@@ -186,6 +194,79 @@ def parseCount(value: Any, what: str, minimum: int) -> int:
     if count < minimum:
         raise ConfigError(f"{what}: must be at least {minimum}, got {value!r}")
     return count
+
+
+_RATE = re.compile(
+    r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|m|min|h|hour)\s*(?::\s*(\d+)\s*)?$",
+    re.IGNORECASE,
+)
+_PER = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parseRate(value: Any, what: str) -> ConnectionRate:
+    """
+    Parse a rate of new events: C{N/s}, C{N/m} or C{N/h}, with an optional
+    burst after a colon (C{5/s:20}); without one the burst is one second's
+    worth (at least 1).
+
+    @param value: what the user wrote.
+    @param what: the option's name, for the message.
+    @raise ConfigError: for anything else, or a zero rate or burst.
+    """
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{what}: expected a rate like 5/s, 300/m or 5/s:20 (with a "
+            f"burst), got {value!r}"
+        )
+    perSecond = float(match.group(1)) / _PER[match.group(2).lower()]
+    if perSecond <= 0:
+        raise ConfigError(f"{what}: must be positive, got {value!r}")
+    burst = match.group(3)
+    count = int(burst) if burst is not None else max(1, math.ceil(perSecond))
+    if count < 1:
+        raise ConfigError(f"{what}: the burst must be at least 1, got {value!r}")
+    return ConnectionRate(perSecond, count)
+
+
+def parseBandwidth(value: Any, what: str) -> int:
+    """
+    Parse a bandwidth: a size per second (C{10MB/s}, C{500KiB/s}, C{1G/s};
+    powers of 1024, as L{parseSize}), or a number of bytes per second (a
+    TOML integer too).
+
+    @return: bytes per second, positive.
+    @raise ConfigError: for anything else.
+    """
+    text = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().endswith("/s"):
+            text = text[:-2]
+    try:
+        return parseSize(text, what)
+    except ConfigError:
+        raise ConfigError(
+            f"{what}: expected bytes per second like 10MB/s or 500KiB/s, got {value!r}"
+        ) from None
+
+
+def parseClientPrefix(value: Any, what: str = "--client-prefix") -> tuple[int, int]:
+    """
+    Parse C{V4,V6}: the prefix lengths of the network a client counts as
+    (C{32,128}: each address; C{24,64}: a /24 or a /64).
+
+    @raise ConfigError: for anything else.
+    """
+    parts = value.split(",") if isinstance(value, str) else []
+    if len(parts) == 2 and all(re.fullmatch(r"\s*\d+\s*", p) for p in parts):
+        v4, v6 = int(parts[0]), int(parts[1])
+        if 0 < v4 <= 32 and 0 < v6 <= 128:
+            return v4, v6
+    raise ConfigError(
+        f"{what}: expected IPv4,IPv6 prefix lengths like 32,128 or 24,64 "
+        f"(1-32 and 1-128), got {value!r}"
+    )
 
 
 #: The largest values Linux takes for TCP_KEEPIDLE, TCP_KEEPINTVL and

@@ -426,6 +426,7 @@ def startMetricsEndpoint(
     registry: CollectorRegistry,
     reactor: Any = None,
     children: dict[bytes, Any] | None = None,
+    access: Any = None,
 ) -> Any:
     """
     Listen for scrapes on a Twisted server endpoint: C{GET /metrics}.
@@ -437,6 +438,8 @@ def startMetricsEndpoint(
     @param reactor: the reactor; default the global one.
     @param children: more resources to serve, by path segment (e.g. the
         status page of L{splicetx._ops.status.statusResources}).
+    @param access: an L{AccessControl <splicetx.AccessControl>} of who may
+        connect (others are closed at once, unanswered), or C{None}.
     @return: a L{Deferred <twisted.internet.defer.Deferred>} firing with the
         L{IListeningPort <twisted.internet.interfaces.IListeningPort>}.
     """
@@ -451,6 +454,7 @@ def startMetricsEndpoint(
     for path, child in (children or {}).items():
         root.putChild(path, child)
     site = QuietSite(root, reactor=reactor)
+    site.access = access
     from splicetx._proxy.tls import withServerALPN
 
     # An ssl: metrics endpoint must serve browsers and curl too (ALPN).

@@ -185,9 +185,24 @@ def statusResources(status: StatusSource) -> dict[bytes, Resource]:
 class QuietSite(Site):
     """
     A C{Site} that logs neither its requests nor its start and stop.
+
+    @ivar access: an L{AccessControl <splicetx.AccessControl>} of the
+        clients served (C{--metrics-allow}); others are closed at once,
+        unanswered.  C{None}: every client.
     """
 
     noisy = False
+    access: Any = None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Serve a client the L{access} rules allow; close the others (a
+        C{None} protocol).
+        """
+        access = self.access
+        if access is not None and not access.isAllowed(addr)[0]:
+            return None
+        return Site.buildProtocol(self, addr)
 
     def logPrefix(self) -> str:
         """

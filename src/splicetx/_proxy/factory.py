@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.access import AccessControl
+from splicetx._proxy.clientlimits import ClientLimits
 from splicetx._proxy.fastpath import FastForwarder, fastPathRefusal
 from splicetx._proxy.gate import PortGate
 from splicetx._proxy.interfaces import IAccessLog, IProxyMetrics
@@ -132,6 +133,10 @@ class SpliceProxyFactory(Factory):
         either way; a subclass that overrides a hook (of the protocol or
         the factory) always takes the general path.  Set it to C{False}
         (before L{addListeningPort}) to use the general path regardless.
+    @ivar clientLimits: the L{ClientLimits
+        <splicetx._proxy.clientlimits.ClientLimits>} (connections and new
+        connections per client) applied once a client's address is known,
+        after L{acl}, or C{None}.
     @ivar options: the parsed C{commandLineOptions} of this class or of its
         protocol class when C{twist splice-proxy} built it (a
         C{twisted.python.usage.Options}, a C{dict}), else C{None}.
@@ -173,6 +178,7 @@ class SpliceProxyFactory(Factory):
         logNormalConnections: bool = True,
         accessLog: IAccessLog | None = None,
         fastPath: bool = True,
+        clientLimits: ClientLimits | None = None,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -197,6 +203,7 @@ class SpliceProxyFactory(Factory):
         @param logNormalConnections: see L{logNormalConnections}.
         @param accessLog: see L{accessLog}.
         @param fastPath: see L{fastPath}.
+        @param clientLimits: see L{clientLimits}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -250,6 +257,7 @@ class SpliceProxyFactory(Factory):
         self.logNormalConnections = logNormalConnections
         self.accessLog = accessLog
         self.fastPath = fastPath
+        self.clientLimits = clientLimits
         self._fast: FastForwarder | None = None
 
     @property
@@ -300,6 +308,10 @@ class SpliceProxyFactory(Factory):
         """
         normal = result.reason in (DONE, CLOSED)
         if normal and not self.logNormalConnections:
+            return
+        admission = proto._admission
+        if admission is not None and admission.quiet:
+            # A client refused again within its log interval.
             return
         extra = self.logFields
         header = proto.proxyHeader

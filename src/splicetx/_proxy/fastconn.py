@@ -185,6 +185,7 @@ class FastConnection:
         "proxyHeader",
         "serverName",
         "upstreamPool",
+        "admission",
         "__weakref__",
     )
 
@@ -217,6 +218,8 @@ class FastConnection:
         self.serverName: str | None = None
         #: The pool it connects to (the plan's, or its SNI route's).
         self.upstreamPool: Any = None
+        #: What the factory's client limits decided (see _admitted).
+        self.admission: Any = None
         factory._gate.connectionStarted(self)
         forwarder.started()
         metrics = factory.metrics
@@ -250,20 +253,27 @@ class FastConnection:
 
     def _admitted(self) -> bool:
         """
-        The factory's access rules over the client's address (the PROXY
-        header's source, when one was read): C{False} when they refuse it
-        (then the connection has ended).
+        The factory's access rules and client limits over the client's
+        address (the PROXY header's source, when one was read): C{False}
+        when they refuse it (then the connection has ended).
         """
         factory = self.forwarder.factory
         acl = factory.acl
-        if acl is None:
-            return True
-        allowed, why = acl.isAllowed(self.clientAddress)
-        if allowed:
-            return True
-        # A reset, as on the general path and as HAProxy rejects.
-        self.refused(Refusal("acl", why, True))
-        return False
+        if acl is not None:
+            allowed, why = acl.isAllowed(self.clientAddress)
+            if not allowed:
+                # A reset, as on the general path and as HAProxy rejects.
+                self.refused(Refusal("acl", why, True))
+                return False
+        limits = factory.clientLimits
+        if limits is not None:
+            admission = self.admission = limits.admit(
+                self.clientAddress, self.lastActivity
+            )
+            if admission.refusal is not None:
+                self.refused(admission.refusal)
+                return False
+        return True
 
     def headerRead(self, header: Any) -> bool:
         """
@@ -719,15 +729,18 @@ class FastConnection:
         words = inProxyWords(detail)
         result = RelayResult(engine, up, down, duration, reason, words, None)
         metrics = factory.metrics
+        admission, self.admission = self.admission, None
+        record = admission is None or admission.ended()
         try:
             if metrics is not None:
                 forward = factory.forwardName
                 metrics.connectionClosed(forward)
                 if engine != _NO_ENGINE:
                     metrics.relayFinished(result, forward)
-            factory._recordConnection(
-                result, self.clientText, upstreamText, None, None, self._extra()
-            )
+            if record:
+                factory._recordConnection(
+                    result, self.clientText, upstreamText, None, None, self._extra()
+                )
         except Exception:
             _log.failure("recording {conn!r} failed", conn=self)
         finally:

@@ -153,6 +153,8 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
     _timedOut: bool = False
     #: The client transport is read from (not paused).
     _reading: bool = True
+    #: What the factory's client limits decided, released in _finish.
+    _admission: Any = None
 
     # -- hooks ----------------------------------------------------------------
 
@@ -440,6 +442,13 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
             if not allowed:
                 self._refuse("acl", why, reset=True)
                 return
+        limits = factory.clientLimits
+        if limits is not None:
+            self._admission = limits.admit(self.clientAddress(), self.startedAt)
+            refusal = self._admission.refusal
+            if refusal is not None:
+                self._refuse(refusal.metric, refusal.detail, reset=refusal.abort)
+                return
         try:
             accepted = self.clientAccepted()
         except Exception:
@@ -707,6 +716,9 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         )
         self.result = result
         metrics = factory.metrics
+        admission = self._admission
+        if admission is not None:
+            admission.ended()
         try:
             if metrics is not None:
                 forward = factory.forwardName

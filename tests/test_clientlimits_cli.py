@@ -1,0 +1,198 @@
+# -*- test-case-name: tests.test_clientlimits_cli -*-
+"""
+Subprocess tests of C{--client-max-connections},
+C{--client-connection-rate} and C{--metrics-allow}, over 127.x addresses:
+the refusals, their records and the C{splicetx_connections_refused_total}
+series by reason; and the start-up warning of an open C{--metrics}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from splicetx._config.limits import LIMIT_OPTIONS, clientLimitsFor
+
+from ._cli_support import (
+    LOOPBACK,
+    ProxyProcess,
+    readAll,
+    runAsync,
+    sendAll,
+    waitUntil,
+)
+from .test_config_values import LISTEN, UPSTREAMS, parse
+from .test_ops_cli import Upstream, ports, scrape, total
+
+
+async def exchangeFrom(source: str, port: int, data: bytes) -> bytes:
+    """
+    Send C{data} from C{source} through the proxy, half-close, read the
+    answer (C{b""} when the proxy refused the client).
+    """
+    try:
+        r, w = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
+    except (ConnectionError, OSError):
+        return b""
+    try:
+        await sendAll(w, data)
+        return await readAll(r)
+    except (ConnectionError, OSError):
+        return b""
+    finally:
+        w.close()
+
+
+def metricsAnswer(source: str, port: int) -> bytes:
+    """
+    What C{GET /metrics} from C{source} gets (C{b""}: closed unanswered).
+    """
+    s = socket.create_connection((LOOPBACK, port), 10, source_address=(source, 0))
+    try:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        s.close()
+
+
+class ClientLimitsCLITests(SynchronousTestCase):
+    """
+    C{twist splice-proxy} with limits per client.
+    """
+
+    def test_refusedByReason(self) -> None:
+        """
+        With one connection and 2 per hour per client: 127.0.0.1's second
+        live connection is refused (client_connections), its third new one
+        too (client_rate), while 127.0.0.2 is served; both are counted by
+        reason, and the first is recorded as rejected (the second, within a
+        minute, is not); the metrics answer
+        127.0.0.1 (--metrics-allow) and not 127.0.0.3.
+        """
+
+        async def run() -> tuple[ProxyProcess, list[bytes]]:
+            up = await Upstream().start()
+            proxy = ProxyProcess(
+                [
+                    "--listen",
+                    f"tcp:0:interface={LOOPBACK}",
+                    "--connect",
+                    f"tcp:{LOOPBACK}:{up.port}",
+                    "--client-max-connections",
+                    "1",
+                    "--client-connection-rate",
+                    "2/h:2",
+                    "--metrics",
+                    f"tcp:0:interface={LOOPBACK}",
+                    "--metrics-allow",
+                    "127.0.0.1",
+                ]
+            )
+            self.addCleanup(proxy.kill)
+            [port] = await ports(proxy)
+            r, w = await asyncio.open_connection(LOOPBACK, port)
+            await waitUntil(lambda: up.accepted >= 1)
+            got = [await exchangeFrom("127.0.0.1", port, b"two")]
+            await sendAll(w, b"one")
+            got.append(await readAll(r))
+            w.close()
+            await asyncio.to_thread(proxy.waitForConnections, 2)
+            got.append(await exchangeFrom("127.0.0.1", port, b"three"))
+            got.append(await exchangeFrom("127.0.0.1", port, b"four"))
+            got.append(await exchangeFrom("127.0.0.2", port, b"five"))
+            up.server.close()
+            return proxy, got
+
+        proxy, got = runAsync(run(), 60)
+        self.assertEqual(got, [b"", b"ok", b"ok", b"", b"ok"])
+        records = proxy.waitForConnections(4)
+        rejected = [e["detail"] for e in records if e["reason"] == "rejected"]
+        # The second refusal of 127.0.0.1 within a minute is counted, not
+        # recorded.
+        self.assertEqual(len(records), 4)
+        [detail] = rejected
+        self.assertIn("client 127.0.0.1 is at its limit of 1 live connections", detail)
+        self.assertIn("next refusals in 60 s are counted, not recorded", detail)
+        metrics = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")
+        values = scrape(metrics["port"])
+        refused = "splicetx_connections_refused_total{"
+        self.assertEqual(
+            [
+                total(
+                    {k: v for k, v in values.items() if f'reason="{r}"' in k}, refused
+                )
+                for r in ("client_connections", "client_rate")
+            ],
+            [1, 1],
+        )
+        self.assertEqual(metricsAnswer("127.0.0.3", metrics["port"]), b"")
+        self.assertIn(b"200 OK", metricsAnswer("127.0.0.1", metrics["port"]))
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    """
+    The options in process: their values in the configuration, and the
+    warning of an open metrics endpoint.
+    """
+
+    def test_values(self) -> None:
+        """
+        The flags reach L{ProxyConfig} and build each forward's limits.
+        """
+        config = parse(
+            *LISTEN,
+            *UPSTREAMS,
+            "--client-max-connections",
+            "20",
+            "--client-connection-rate",
+            "5/s:20",
+            "--client-prefix",
+            "24,64",
+        ).proxyConfig
+        self.assertEqual(
+            (
+                config.clientMaxConnections,
+                tuple(config.clientConnectionRate),
+                config.clientPrefix,
+            ),
+            (20, (5.0, 20), (24, 64)),
+        )
+        limits = clientLimitsFor(config)
+        assert limits is not None
+        self.assertEqual((limits.maxConnections, limits.prefix), (20, (24, 64)))
+        self.assertIsNone(clientLimitsFor(parse(*LISTEN, *UPSTREAMS).proxyConfig))
+        self.assertEqual(
+            [row[0] for row in LIMIT_OPTIONS][:1], ["client-max-connections"]
+        )
+
+    def test_openMetricsWarned(self) -> None:
+        """
+        --metrics on every address with no --metrics-allow is warned of at
+        start; on the loopback, or with a rule, it is not.
+        """
+        warned = [
+            any(
+                "--metrics-allow" in w
+                for w in parse(
+                    *LISTEN, *UPSTREAMS, "--metrics", m, *extra
+                ).proxyConfig.warnings
+            )
+            for m, extra in [
+                ("tcp:9100", ()),
+                ("tcp:9100:interface=0.0.0.0", ()),
+                ("tcp:9100:interface=127.0.0.1", ()),
+                ("tcp6:9100:interface=[::1]", ()),
+                ("tcp:9100", ("--metrics-allow", "10.0.0.0/8")),
+            ]
+        ]
+        self.assertEqual(warned, [True, True, False, False, False])
