@@ -14,9 +14,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
+import time
 import urllib.request
 from typing import Any
 
@@ -44,7 +47,7 @@ GREETING_PROXY = textwrap.dedent(
     from twisted.internet.endpoints import clientFromString
     from twisted.python import usage
 
-    from splicetx.proxy import SpliceProxyProtocol
+    from splicetx.proxy import SpliceProxyFactory, SpliceProxyProtocol
 
 
     class GreetingOptions(usage.Options):
@@ -90,7 +93,39 @@ GREETING_PROXY = textwrap.dedent(
         def upstreamConnected(self, upstream):
             self.reply(self.factory.options["greeting"].encode() + b"\\n")
             self.startRelay()
+
+
+    class Announce(SpliceProxyProtocol):
+        """Says FACTORY once the upstream is connected, then relays."""
+
+        def upstreamConnected(self, upstream):
+            self.reply(b"FACTORY\\n")
+            self.startRelay()
+
+
+    class AnnouncingFactory(SpliceProxyFactory):
+        protocol = Announce
     '''
+)
+
+#: A script of the user's that builds its own service around the class.
+SERVICE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    from twisted.internet import reactor
+
+    from greeting_proxy import GreetingProxy
+    from splicetx.service import proxyService
+
+    listen, upstream = sys.argv[1:]
+    service = proxyService(
+        ["--listen", listen, "--route", "up=" + upstream, "--greeting", "HI"],
+        protocol=GreetingProxy,
+    )
+    service.startService()
+    reactor.run()
+    """
 )
 
 PROTOCOL = "greeting_proxy.GreetingProxy"
@@ -397,3 +432,93 @@ class ReloadTests(_UserProxyTestCase):
         self.assertEqual(refused, b"NO nobody\n")
         proxy.signal(signal.SIGTERM)
         self.assertEqual(proxy.wait(DEADLINE), 0)
+
+
+class FactoryAndServiceTests(_UserProxyTestCase):
+    """
+    C{--factory} runs the user's factory class, and C{proxyService()} gives
+    a script of the user's the same service.
+    """
+
+    def test_factoryClass(self) -> None:
+        """
+        C{--factory} serves with the factory's own protocol.
+        """
+        data = os.urandom(100000)
+
+        async def scenario() -> tuple[bytes, ProxyProcess]:
+            server, uport = await digestUpstream()
+            proxy = ProxyProcess(
+                [
+                    "--factory",
+                    "greeting_proxy.AnnouncingFactory",
+                    "--listen",
+                    f"tcp:0:interface={LOOPBACK}",
+                    "--connect",
+                    f"tcp:{LOOPBACK}:{uport}",
+                ],
+                env=self.env,
+                cwd=self.directory,
+            )
+            self.addCleanup(proxy.kill)
+            port = await asyncio.to_thread(proxy.listeningPort)
+            r, w = await connectProxy(port)
+            await sendAll(w, data)
+            got = await readAll(r)
+            w.close()
+            server.close()
+            return got, proxy
+
+        got, proxy = runAsync(scenario(), 40)
+        self.assertEqual(got, b"FACTORY\n" + digest(data))
+        proxy.signal(signal.SIGTERM)
+        self.assertEqual(proxy.wait(DEADLINE), 0)
+
+    def test_proxyService(self) -> None:
+        """
+        A script that starts C{proxyService(..., protocol=...)} itself serves
+        the class with its options and drains to status 0 on SIGTERM.
+        """
+        script = os.path.join(self.directory, "run_service.py")
+        with open(script, "w") as f:
+            f.write(SERVICE_SCRIPT)
+        probe = socket.socket()
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        data = os.urandom(100000)
+
+        async def scenario() -> tuple[bytes, subprocess.Popen[bytes]]:
+            server, uport = await digestUpstream()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    script,
+                    f"tcp:{port}:interface={LOOPBACK}",
+                    f"tcp:{LOOPBACK}:{uport}",
+                ],
+                env=self.env,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            self.addCleanup(lambda: proc.poll() is None and proc.kill())
+            deadline = time.monotonic() + DEADLINE
+            while True:
+                try:
+                    got = await hello(port, "up", data)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    await asyncio.sleep(0.1)
+            server.close()
+            return got, proc
+
+        got, proc = runAsync(scenario(), 40)
+        self.assertEqual(got, b"HI\n" + digest(data))
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(
+            proc.wait(DEADLINE), 0, proc.stderr.read() if proc.stderr else ""
+        )
