@@ -172,6 +172,37 @@ def logMetricsPort(port: Any, description: str) -> None:
     )
 
 
+def serveMetrics(
+    description: str, registry: Any, status: Any, reactor: Any, config: ProxyConfig
+) -> Any:
+    """
+    Serve C{--metrics}: C{registry}'s series with the process series, the
+    status page of C{status}, C{/healthz}, behind C{--metrics-allow}; log
+    where.  One process and the C{--workers} supervisor both serve it so.
+
+    @return: the listening port.
+    @raise SystemExit: with one line when it cannot listen.
+    """
+    from splicetx._ops import metrics as _metrics
+    from splicetx._ops import status as _status
+    from splicetx._ops.processmetrics import registerProcessMetrics
+
+    registerProcessMetrics(registry, status)
+    port = listenNow(
+        lambda: _metrics.startMetricsEndpoint(
+            description,
+            registry,
+            reactor,
+            children=_status.statusResources(status),
+            access=metricsAccess(config),
+        ),
+        description,
+        "--metrics",
+    )
+    logMetricsPort(port, description)
+    return port
+
+
 class SpliceProxyService(DrainOnSignal, Service):
     """
     Listens on the configured endpoints with one L{SpliceProxyFactory} per
@@ -293,22 +324,9 @@ class SpliceProxyService(DrainOnSignal, Service):
             return
         description = self.config.metricsEndpoint
         assert description is not None
-        from splicetx._ops.processmetrics import registerProcessMetrics
-
-        registerProcessMetrics(metrics.registry, status)
-        port = listenNow(
-            lambda: _metrics.startMetricsEndpoint(
-                description,
-                metrics.registry,
-                self.reactor,
-                children=_status.statusResources(status),
-                access=metricsAccess(self.config),
-            ),
-            description,
-            "--metrics",
+        self.metricsPort = serveMetrics(
+            description, metrics.registry, status, self.reactor, self.config
         )
-        self.metricsPort = port
-        logMetricsPort(port, description)
 
     def privilegedStartService(self) -> None:
         """

@@ -35,11 +35,10 @@ from splicetx._app.service import (
     METRICS_MISSING,
     DrainOnSignal,
     listenNow,
-    logMetricsPort,
+    serveMetrics,
 )
 from splicetx._app.worker import ENV_CONFIG
 from splicetx._config.files import readConfigText
-from splicetx._config.limits import metricsAccess
 from splicetx._config.model import ProxyConfig
 from splicetx._config.values import ConfigError
 from splicetx._relay.runtime import LOG_PROXY, defaultReactor
@@ -187,22 +186,9 @@ class SpliceProxySupervisorService(DrainOnSignal, Service):
             description = self.config.metricsEndpoint
             registry = _metrics.multiprocessRegistry(path)
             status = _status.SupervisorStatus(self, registry, path, reactor)
-            from splicetx._ops.processmetrics import registerProcessMetrics
-
-            registerProcessMetrics(registry, status)
-            port = listenNow(
-                lambda: _metrics.startMetricsEndpoint(
-                    description,
-                    registry,
-                    reactor,
-                    children=_status.statusResources(status),
-                    access=metricsAccess(self.config),
-                ),
-                description,
-                "--metrics",
+            self.metricsPort = serveMetrics(
+                description, registry, status, reactor, self.config
             )
-            self.metricsPort = port
-            logMetricsPort(port, description)
             options["env"] = _status.setStatusEnvironment(
                 _metrics.setMultiprocessEnvironment(dict(os.environ), path), path
             )
