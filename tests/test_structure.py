@@ -106,6 +106,20 @@ class LayerTests(SynchronousTestCase):
             self.assertTrue(init.exists(), layer)
             self.assertTrue(ast.get_docstring(ast.parse(init.read_text())), layer)
 
+    def test_layerMapsItsModules(self) -> None:
+        """
+        Each layer's C{__init__} docstring names every module in it.
+        """
+        unnamed = []
+        for layer in LAYERS:
+            doc = ast.get_docstring(
+                ast.parse((PACKAGE / layer / "__init__.py").read_text())
+            )
+            for path in sorted((PACKAGE / layer).glob("*.py")):
+                if path.stem != "__init__" and f"C{{{path.stem}}}" not in (doc or ""):
+                    unnamed.append(f"{layer}/{path.name}")
+        self.assertEqual(unnamed, [])
+
     def test_oneWay(self) -> None:
         """
         A module of a layer imports only its own layer and the layers below

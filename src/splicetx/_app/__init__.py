@@ -5,6 +5,8 @@ It imports every layer below it; nothing imports it.
 
  - C{tap}: the command-line options (one C{Options}) and C{makeService}.
  - C{service}: the service: listeners, metrics, drain on signals.
+ - C{listening}: what a start opens (a listener that must open at once,
+   the C{--metrics} endpoint), for one process and the supervisor.
  - C{poolservice}: the running pools of a forward, built from the
    configuration's values.
  - C{reload}: SIGHUP re-reads the configuration file.
@@ -16,4 +18,6 @@ It imports every layer below it; nothing imports it.
    options and their factories.
  - C{embed}: the service around a user's classes from Python (public as
    C{splicetx.service}).
+ - C{check}: C{--check}.
+ - C{udpservice}: the UDP forwards of the service.
 """

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from splicetx._app.filelimit import raiseFileLimit
+from splicetx._app.listening import listenNow, serveMetrics
 from splicetx._app.logfiles import installReopenSignal, reopenFiles
 from splicetx._app.processes import WorkerSupervisor, prepareListener
 from splicetx._app.reload import (
@@ -34,8 +35,6 @@ from splicetx._app.reload import (
 from splicetx._app.service import (
     METRICS_MISSING,
     DrainOnSignal,
-    listenNow,
-    serveMetrics,
 )
 from splicetx._app.worker import ENV_CONFIG
 from splicetx._config.files import readConfigText

@@ -12,4 +12,7 @@ It imports the layers below it for the value types it produces.
  - C{pools}: the written forms of upstreams, pools and SNI routes.
  - C{rinetd}, C{toml}: the two file formats.
  - C{files}: read a C{--config} file in either format.
+ - C{endpointerrors}: endpoint-string errors in the user's words.
+ - C{limits}: the per-client limit and metrics-access options.
+ - C{udpforward}: what a UDP forward may and may not have.
 """

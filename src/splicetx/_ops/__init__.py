@@ -10,4 +10,5 @@ L{splicetx._proxy}).
  - C{status}, C{statushtml}, C{statusweb}, C{statusrates}: C{/status},
    C{/status.json} (with rates) and C{/healthz}, and the endpoint's web
    server, which logs no requests.
+ - C{udpstats}: the UDP forwards' metrics and status rows.
 """

@@ -13,4 +13,5 @@ It imports only L{splicetx._relay}.
    lines and keys.
 
 Public through L{splicetx.pools}.
+ - C{endpoints}: pools and pool members as client endpoints.
 """

@@ -18,4 +18,10 @@ It imports L{splicetx._relay} and L{splicetx._pool}.
  - C{wording}: the relay's A and B as the client and the upstream.
 
 Public through L{splicetx.proxy}, L{splicetx.pools} and C{splicetx.tls}.
+ - C{factory}: C{SpliceProxyFactory}.
+ - C{interfaces}: the seams to what records a connection (metrics, the
+   access log).
+ - C{preamble}, C{leanpreamble}: what a PROXY header or a ClientHello
+   decides, and reading them from the raw socket on the lean path.
+ - C{clientlimits}: connections and new connections per client.
 """

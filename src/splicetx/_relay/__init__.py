@@ -17,7 +17,8 @@ It imports nothing else of splicetx; every other layer builds on it.
  - C{sendfile}: C{sendFile()}, zero-copy file sending.
  - C{mptcp}: the C{mptcp:}/C{mptcp6:} endpoints (public in
    L{splicetx.endpoints}).
- - C{reactor}: the reactor given, or else the global one.
+ - C{runtime}: the version, the reactor given (or else the global one)
+   and the log namespaces.
 
 Public through L{splicetx} (C{relay}, C{Relay}, C{RelayResult}, C{PipePool},
 C{sendFile}, C{TCPKeepalive}, the reasons).
