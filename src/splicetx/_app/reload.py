@@ -13,11 +13,12 @@ endpoint strings (L{compareConfigs}):
   - one that is gone is I{removed}: its ports stop listening at once and
     its live connections finish on their own (they are part of a later
     drain);
-  - one that kept its listening strings but has another upstream or other
-    access rules is I{changed}: the same ports keep listening and the
-    factory gets the new upstream and rules, which apply to connections
-    accepted from then on.  A live connection already chose its upstream
-    and passed its rules, so it is untouched.
+  - one that kept its listening strings but has another upstream, other
+    access rules or other limits per client is I{changed}: the same ports
+    keep listening and the factory gets the new upstream, rules and limits,
+    which apply to connections accepted from then on.  A live connection
+    already chose its upstream and passed its rules, so it is untouched;
+    it still counts against its client's new limits.
 
 Only the C{--config} file is re-read: the other options (and the forward
 of C{--listen}/C{--connect}) stay as they were at start.  One
@@ -52,6 +53,7 @@ from twisted.python.failure import Failure
 from splicetx._app.worker import isWorker
 from splicetx._config.endpoints import explainEndpointError
 from splicetx._config.files import readConfigFile
+from splicetx._config.limits import reconfigureClientLimits
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._config.udpforward import checkUDPOptions
 from splicetx._config.values import ConfigError
@@ -111,7 +113,8 @@ class ConfigChanges:
     @ivar added: forwards of the new configuration only.
     @ivar removed: forwards of the old configuration only.
     @ivar changed: C{(old, new)} pairs of forwards with the same listening
-        strings but another upstream or other access rules.
+        strings but another upstream, other access rules or other limits
+        per client.
     """
 
     added: tuple[Forward, ...] = ()
@@ -121,6 +124,14 @@ class ConfigChanges:
 
 def _aclKey(acl: AccessControl | None) -> str:
     return "" if acl is None or acl.empty else repr(acl)
+
+
+def _limitsKey(forward: Forward) -> tuple[Any, ...]:
+    return (
+        forward.clientMaxConnections,
+        forward.clientConnectionRate,
+        forward.clientPrefix,
+    )
 
 
 def compareConfigs(old: ProxyConfig, new: ProxyConfig) -> ConfigChanges:
@@ -146,6 +157,7 @@ def compareConfigs(old: ProxyConfig, new: ProxyConfig) -> ConfigChanges:
                 or f.pool != before[k].pool
                 or f.routes != before[k].routes
                 or f.udpIdleTimeout != before[k].udpIdleTimeout
+                or _limitsKey(f) != _limitsKey(before[k])
             )
         ),
     )
@@ -303,6 +315,8 @@ class ServiceReloader:
             if getattr(factory, "protocolName", None) == "udp":
                 idle = forward.udpIdleTimeout
                 factory.idleTimeout = old.udpIdleTimeout if idle is None else idle
+            else:
+                reconfigureClientLimits(factory, new, forward)
         stopping = []
         for forward in changes.removed:
             factory = byKey.pop(forward.listens)

@@ -577,7 +577,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             ),
             accessLog=self.accessLog,
             fastPath=config.fastPath,
-            clientLimits=clientLimitsFor(config),
+            clientLimits=clientLimitsFor(config, forward),
         )
         return withClassOptions(factory, config)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from splicetx._config.endpoints import endpointType
@@ -23,17 +24,28 @@ from splicetx._config.values import (
     parseTrustedSources,
 )
 from splicetx._proxy.access import AccessControl
-from splicetx._proxy.clientlimits import ClientLimits
+from splicetx._proxy.clientlimits import ClientLimits, ConnectionRate
 
 __all__ = [
     "LIMIT_OPTIONS",
     "limitSettings",
+    "CLIENT_LIMIT_KEYS",
+    "clientLimitFields",
     "clientLimitsFor",
+    "forwardLimits",
+    "reconfigureClientLimits",
     "metricsAccess",
     "beyondLoopback",
 ]
 
 _INTERFACE = re.compile(r"(?:^|:)interface=(\[[^\]]*\]|(?:\\.|[^:])*)")
+
+#: The keys of a forward's own limits per client in a configuration file.
+CLIENT_LIMIT_KEYS = (
+    "client-max-connections",
+    "client-connection-rate",
+    "client-prefix",
+)
 
 #: C{optParameters} rows of C{twist splice-proxy}.
 LIMIT_OPTIONS: list[list[Any]] = [
@@ -116,16 +128,89 @@ def beyondLoopback(description: str) -> bool:
         return True
 
 
-def clientLimitsFor(config: Any) -> ClientLimits | None:
+def clientLimitFields(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """
+    Read a forward's own limits per client from a configuration file: the
+    keys of L{CLIENT_LIMIT_KEYS} that C{values} has (a TOML table, or the
+    options in brackets of a rinetd line), with the command line's grammar.
+
+    @param values: key to the value as written (text, or a TOML integer).
+    @param where: put before each key in messages (C{"forward[0]."}).
+    @return: L{Forward <splicetx._config.model.Forward>} keywords
+        (C{clientMaxConnections}: C{0} for no limit).
+    @raise ConfigError: for a bad value, naming C{where} and the key.
+    """
+    out: dict[str, Any] = {}
+    key = "client-max-connections"
+    if key in values:
+        out["clientMaxConnections"] = parseCount(values[key], where + key, 0)
+    key = "client-connection-rate"
+    if key in values:
+        out["clientConnectionRate"] = parseRate(values[key], where + key)
+    key = "client-prefix"
+    if key in values:
+        out["clientPrefix"] = parseClientPrefix(values[key], where + key)
+    return out
+
+
+def forwardLimits(
+    config: Any, forward: Any = None
+) -> tuple[int | None, ConnectionRate | None, tuple[int, int]]:
+    """
+    The limits per client of one forward: its own (a file's
+    C{client-max-connections} ...), else the command line's.
+
+    @param config: the L{ProxyConfig <splicetx._config.model.ProxyConfig>}.
+    @param forward: the L{Forward <splicetx._config.model.Forward>}, or
+        C{None} for the command line's values alone.
+    @return: C{(maxConnections, rate, prefix)}; C{None} for no limit.
+    """
+    most = config.clientMaxConnections
+    rate = config.clientConnectionRate
+    prefix = config.clientPrefix
+    if forward is not None:
+        if forward.clientMaxConnections is not None:
+            most = forward.clientMaxConnections or None
+        if forward.clientConnectionRate is not None:
+            rate = forward.clientConnectionRate
+        if forward.clientPrefix is not None:
+            prefix = forward.clientPrefix
+    return most, rate, prefix
+
+
+def clientLimitsFor(config: Any, forward: Any = None) -> ClientLimits | None:
     """
     The L{ClientLimits} of one forward of C{config} (a L{ProxyConfig
     <splicetx._config.model.ProxyConfig>}), or C{None} when it sets none.
+
+    @param forward: the forward (see L{forwardLimits}), or C{None}.
     """
-    if config.clientMaxConnections is None and config.clientConnectionRate is None:
+    most, rate, prefix = forwardLimits(config, forward)
+    if most is None and rate is None:
         return None
-    return ClientLimits(
-        config.clientMaxConnections, config.clientConnectionRate, config.clientPrefix
-    )
+    return ClientLimits(most, rate, prefix)
+
+
+def reconfigureClientLimits(factory: Any, config: Any, forward: Any) -> None:
+    """
+    Give a running factory the limits per client of C{forward} (a reload):
+    its L{ClientLimits} takes them for the connections admitted from now
+    on, and keeps counting the live ones.
+
+    @param factory: the forward's factory (its C{clientLimits} is set).
+    @param config: the L{ProxyConfig <splicetx._config.model.ProxyConfig>}.
+    @param forward: the forward as the reloaded file gives it.
+    """
+    most, rate, prefix = forwardLimits(config, forward)
+    limits = factory.clientLimits
+    if limits is None:
+        factory.clientLimits = clientLimitsFor(config, forward)
+    elif most is None and rate is None:
+        # Connections admitted before still give their place back to the
+        # table they hold; new ones are not counted.
+        factory.clientLimits = None
+    else:
+        limits.configure(most, rate, prefix)
 
 
 def metricsAccess(config: Any) -> AccessControl | None:

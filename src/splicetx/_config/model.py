@@ -179,6 +179,13 @@ class Forward:
     @ivar udpIdleTimeout: for a UDP forward, its own session idle timeout
         (rinetd's C{[timeout=N]}, TOML's C{udp-idle-timeout}); C{None}:
         L{ProxyConfig.udpIdleTimeout}.
+    @ivar clientMaxConnections: its own live connections per client at
+        most (C{client-max-connections}), C{0} for no limit; C{None}: the
+        command line's L{ProxyConfig.clientMaxConnections}.
+    @ivar clientConnectionRate: its own L{ConnectionRate} of new
+        connections per client; C{None}: the command line's.
+    @ivar clientPrefix: its own client prefix lengths; C{None}: the
+        command line's.
     """
 
     listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
@@ -195,6 +202,9 @@ class Forward:
     sniTimeout: float = DEFAULT_SNI_TIMEOUT
     sniMaxSize: int = DEFAULT_MAX_SIZE
     udpIdleTimeout: float | None = None
+    clientMaxConnections: int | None = None
+    clientConnectionRate: ConnectionRate | None = None
+    clientPrefix: tuple[int, int] | None = None
 
     @property
     def isUDP(self) -> bool:

@@ -33,7 +33,10 @@ ignored, keywords are case-insensitive)::
     (as in rinetd; on a TCP forward it is ignored with a warning); the
     pool options (C{balance=}, C{max-fails=},
     C{health-check-interval=} ..., see C{docs/pools.md}) and C{weight=}
-    make the forward a pool; anything else is an error.
+    make the forward a pool; C{client-max-connections=N},
+    C{client-connection-rate=N/s[:BURST]} and C{client-prefix=V4,V6} are
+    the forward's own limits per client (the command line's options are
+    the default); anything else is an error.
   - C{upstream connectaddress connectport [weight=N,max-fails=N,
     fail-timeout=S,src=ADDRESS]} after a forward adds one more upstream to
     its pool.
@@ -51,6 +54,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
+from splicetx._config.limits import CLIENT_LIMIT_KEYS, clientLimitFields
 from splicetx._config.model import ConfigFile, Forward, PoolSpec
 from splicetx._config.pools import POOL_OPTIONS, parseUpstream, poolSpecFromOptions
 from splicetx._config.values import ConfigError, parseDuration
@@ -169,7 +173,15 @@ class _Parser:
         inner = text[1:-1].strip()
         if not inner:
             return result
+        items: list[str] = []
         for item in inner.split(","):
+            if items and item.strip().isdigit() and items[-1].count(",") == 0:
+                if items[-1].strip().lower().startswith("client-prefix"):
+                    # client-prefix=24,64: its comma is not a separator.
+                    items[-1] += "," + item
+                    continue
+            items.append(item)
+        for item in items:
             key, sep, value = item.strip().partition("=")
             key = key.strip().lower()
             value = value.strip()
@@ -182,12 +194,18 @@ class _Parser:
                     result["timeout"] = str(parseDuration(value, "timeout", True))
                 except ConfigError as e:
                     raise self.error(e.problem) from None
+            elif key in CLIENT_LIMIT_KEYS:
+                try:
+                    clientLimitFields({key: value})
+                except ConfigError as e:
+                    raise self.error(e.problem) from None
+                result[key] = value
             elif key in _UPSTREAM_OPTIONS or key in POOL_OPTIONS:
                 result[key] = value
             else:
                 raise self.error(
                     f"unknown option {key!r} (known: src, timeout, weight, "
-                    f"{', '.join(POOL_OPTIONS)})"
+                    f"{', '.join((*POOL_OPTIONS, *CLIENT_LIMIT_KEYS))})"
                 )
         return result
 
@@ -256,6 +274,11 @@ class _Parser:
         self.binds[(proto, interface, bindPort)] = self.lineNumber
         options = self.options(optionText) if optionText is not None else {}
         timeout = options.pop("timeout", None)
+        limits = clientLimitFields(
+            {k: options.pop(k) for k in CLIENT_LIMIT_KEYS if k in options}
+        )
+        if limits and proto == "udp":
+            raise self.error("client limits apply to TCP forwards, not UDP")
         if timeout is not None and proto == "tcp":
             self.warn("option timeout= applies to UDP forwards; ignored")
             timeout = None
@@ -270,6 +293,7 @@ class _Parser:
                 lineNumber=self.lineNumber,
                 protocol=proto,
                 udpIdleTimeout=None if timeout is None else float(timeout),
+                limits=limits,
                 bindAddress=words[0],
                 bindPort=bindPort,
                 connectAddress=words[2],
@@ -379,6 +403,7 @@ class _Parser:
                 connectPort=f["connectPort"],
                 pool=self.pool(f),
                 udpIdleTimeout=f["udpIdleTimeout"],
+                **f["limits"],
             )
             for f in self.forwards
         ]

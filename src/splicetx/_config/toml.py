@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from splicetx._config.endpoints import isUDP
+from splicetx._config.limits import CLIENT_LIMIT_KEYS, clientLimitFields
 from splicetx._config.model import (
     DEFAULT_SNI_TIMEOUT,
     MIN_SNI_MAX_SIZE,
@@ -50,6 +51,7 @@ _FORWARD_KEYS = _POOL_KEYS | {
     "allow",
     "deny",
     "udp-idle-timeout",
+    *CLIENT_LIMIT_KEYS,
 }
 _HEALTH_KEYS = {"interval", "timeout", "rise", "fall", "send", "expect"}
 _UPSTREAM_KEYS = {"endpoint", "weight", "max-fails", "fail-timeout"}
@@ -240,6 +242,10 @@ def _forwards(data: dict[str, Any], outer: AccessControl | None) -> list[Forward
         udpIdle = table.get("udp-idle-timeout")
         if udpIdle is not None:
             udpIdle = parseDuration(udpIdle, f"{where}.udp-idle-timeout", True)
+        own = [k for k in CLIENT_LIMIT_KEYS if k in raw]
+        if udp and own:
+            raise ConfigError(f"{where}.{own[0]}: applies to TCP forwards, not UDP")
+        limits = {} if udp else clientLimitFields(table, f"{where}.")
         routes = []
         routeTable = table.get("route-sni", {})
         if not isinstance(routeTable, dict):
@@ -294,6 +300,7 @@ def _forwards(data: dict[str, Any], outer: AccessControl | None) -> list[Forward
                     MIN_SNI_MAX_SIZE,
                 ),
                 udpIdleTimeout=udpIdle,
+                **limits,
             )
         )
     return out
