@@ -56,6 +56,7 @@ from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 from ._cli_support import (
     LOOPBACK,
     ProxyProcess,
+    blackholePort,
     echoChunks,
     readAll,
     runAsync,
@@ -476,10 +477,15 @@ class MPTCPRelayMixin(ReactorTestMixin):
                 yield endpoint.connect(_clientFactory(Peer(reactor)))
             except Exception as e:
                 failures.append(e)
-            # 192.0.2.0/24 is TEST-NET: nothing answers; cancel at once.
-            d = MPTCPClientEndpoint(reactor, "192.0.2.1", 9, timeout=5).connect(
-                _clientFactory(Peer(reactor))
-            )
+            # A loopback port whose accept queue is full drops the SYN: the
+            # connect hangs until it is cancelled (no traffic leaves loopback).
+            hole, fillers = blackholePort()
+            self.addCleanup(hole.close)
+            for filler in fillers:
+                self.addCleanup(filler.close)
+            d = MPTCPClientEndpoint(
+                reactor, LOOPBACK, hole.getsockname()[1], timeout=5
+            ).connect(_clientFactory(Peer(reactor)))
             d.cancel()
             try:
                 yield d
