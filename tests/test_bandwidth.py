@@ -153,6 +153,48 @@ class BandwidthScenarios(PathHelpers):
                 self.assertEqual(event["engine"], "splice")
 
 
+class CopyBandwidth(PathHelpers):
+    """
+    The copy engine (TLS, fallbacks) keeps the limit by pausing a source.
+    """
+
+    fast = False
+    scenarioTimeout = 60.0
+
+    def test_copyLimited(self) -> None:
+        """
+        1.5 MiB echoed through a proxy that copies, limited to 500 KiB/s,
+        take at least 1.8 s and come back intact; the record says copy.
+        """
+        data = payload(SIZE, seed=12)
+        events = self.events()
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            up = reactor.listenTCP(0, EchoFactory(), interface=LOOPBACK)
+            factory, port = self.proxy(
+                reactor, up.getHost().port, engine="copy", connectionBandwidth=RATE
+            )
+            client = connectClient(reactor, port)
+            yield client.made
+            started = time.monotonic()
+            client.send(data)
+            yield client.lost
+            elapsed = time.monotonic() - started
+            yield self.waitEnded(reactor, factory)
+            yield stopAll([up, port])
+            return client.digest(), elapsed
+
+        received, elapsed = self.runScenario(scenario)
+        self.assertEqual(received, digest(data))
+        self.assertGreaterEqual(elapsed, 1.8)
+        [event] = events
+        self.assertEqual(
+            (event["reason"], event["engine"], event["bytesUpstreamToClient"]),
+            (DONE, "copy", SIZE),
+        )
+
+
 class FastBandwidth(BandwidthScenarios):
     fast = True
 
@@ -163,3 +205,4 @@ class GeneralBandwidth(BandwidthScenarios):
 
 globals().update(makeReactorTests(FastBandwidth))
 globals().update(makeReactorTests(GeneralBandwidth))
+globals().update(makeReactorTests(CopyBandwidth))

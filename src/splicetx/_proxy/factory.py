@@ -140,7 +140,7 @@ class SpliceProxyFactory(Factory):
     @ivar connectionBandwidth: bytes per second each direction of each
         connection may move at most (a token bucket per direction,
         L{splicetx._relay.bandwidth}), or C{None} (no limit).  The bytes are
-        still spliced; a relay that copies (TLS) is not limited.
+        still spliced; a relay that copies (TLS) pauses its sources.
     @ivar options: the parsed C{commandLineOptions} of this class or of its
         protocol class when C{twist splice-proxy} built it (a
         C{twisted.python.usage.Options}, a C{dict}), else C{None}.

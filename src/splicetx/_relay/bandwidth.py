@@ -85,11 +85,16 @@ class Bandwidth:
         direction.src.stopReading()
         if self.timer is not None:
             return
-        delay = (self.quantum - self.tokens) / self.rate
-        self.timer = self.reactor.callLater(
-            delay if delay > 0.001 else 0.001, self._refilled, direction
-        )
+        self.timer = self.reactor.callLater(self.wait(), self._refilled, direction)
         direction.turns.held.add(direction)
+
+    def wait(self) -> float:
+        """
+        @return: the seconds until L{quantum} tokens are back (a
+            millisecond at least).
+        """
+        delay = (self.quantum - self.tokens) / self.rate
+        return delay if delay > 0.001 else 0.001
 
     def _refilled(self, direction: Any) -> None:
         self.timer = None

@@ -268,9 +268,8 @@ class Relay:
         @param pipePool: the L{PipePool} to take pipes from (default: the
             process-wide one, 1 MiB pipes).
         @param bandwidth: bytes per second each direction may move at most
-            (L{splicetx._relay.bandwidth}), or C{None} for no limit.  Only
-            the splice engine applies it: a relay that copies (TLS, a
-            fallback) is not limited.
+            (L{splicetx._relay.bandwidth}), or C{None} for no limit.  Both
+            engines apply it (the copy engine by pausing a source).
         """
         self._reactor: Any = defaultReactor(reactor)
         self._bandwidth = bandwidth
@@ -497,7 +496,7 @@ class Relay:
         self.fallbackReason = reason
         a, b = self._sides
         assert self._host is not None
-        copy = CopyEngine(self._host, a, b, toA, toB)
+        copy = CopyEngine(self._host, a, b, toA, toB, self._reactor, self._bandwidth)
         self._engine = copy
         copy.start()
 
