@@ -14,6 +14,9 @@ moved by the kernel (docs/design-decisions.md rules 3-8 and 10).
     holds no pipe;
   - at most L{MAX_ROUNDS} pipe-fulls per readiness event, and the per-turn
     byte budget and small-flow pieces of L{splicetx._relay.turns}.
+  - with a bandwidth limit (C{limit}, a L{splicetx._relay.bandwidth.Bandwidth}),
+    each read is at most what its bucket grants, and a spent bucket takes the
+    source off the reactor until its timer.
 
 A L{Direction} knows its engine only as a L{DirectionHost} and its two
 sockets as L{DirectionSocket}s: the splice engine (L{splicetx._relay.splice})
