@@ -862,6 +862,23 @@ class OptionsTests(SynchronousTestCase):
             )
             self.assertIs(factory.fastPath, expected)
 
+    def test_connectionBandwidth(self) -> None:
+        """
+        --connection-bandwidth reaches the factories in bytes per second;
+        without it, no limit.
+        """
+        for args, expected in (
+            ((), None),
+            (("--connection-bandwidth", "10MB/s"), 10 << 20),
+        ):
+            o = self.parse("--listen", "tcp:0", "--connect", "tcp:127.0.0.1:1", *args)
+            service = makeService(o)
+            forward = service.config.forwards[0]
+            factory = service.buildFactory(
+                service.upstreamEndpoint(forward), PipePool(), forward
+            )
+            self.assertEqual(factory.connectionBandwidth, expected)
+
     def test_makeService(self) -> None:
         """
         makeService carries every option to the service without starting it.

@@ -14,6 +14,7 @@ import socket
 from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._config.limits import LIMIT_OPTIONS, clientLimitsFor
+from splicetx._config.values import ConfigError
 
 from ._cli_support import (
     LOOPBACK,
@@ -174,6 +175,18 @@ class LimitOptionsTests(SynchronousTestCase):
         self.assertEqual(
             [row[0] for row in LIMIT_OPTIONS][:1], ["client-max-connections"]
         )
+
+    def test_connectionBandwidth(self) -> None:
+        """
+        --connection-bandwidth reads a size per second (powers of 1024)
+        into L{ProxyConfig}; none means no limit; a bad one names the flag.
+        """
+        config = parse(*LISTEN, *UPSTREAMS, "--connection-bandwidth", "500KiB/s")
+        self.assertEqual(config.proxyConfig.connectionBandwidth, 500 * 1024)
+        self.assertIsNone(parse(*LISTEN, *UPSTREAMS).proxyConfig.connectionBandwidth)
+        with self.assertRaises(ConfigError) as caught:
+            parse(*LISTEN, *UPSTREAMS, "--connection-bandwidth", "fast")
+        self.assertIn("--connection-bandwidth", str(caught.exception))
 
     def test_openMetricsWarned(self) -> None:
         """

@@ -578,6 +578,7 @@ class SpliceProxyService(DrainOnSignal, Service):
             accessLog=self.accessLog,
             fastPath=config.fastPath,
             clientLimits=clientLimitsFor(config, forward),
+            connectionBandwidth=config.connectionBandwidth,
         )
         return withClassOptions(factory, config)
 

@@ -2,7 +2,8 @@
 """
 The command-line options of the limits per client and of who may read the
 metrics endpoint (C{--client-max-connections}, C{--client-connection-rate},
-C{--client-prefix}, C{--metrics-allow}), kept here so C{twist
+C{--client-prefix}, C{--metrics-allow}) and of the bandwidth per connection
+(C{--connection-bandwidth}), kept here so C{twist
 splice-proxy}'s option parser adds them in one block, and read into
 L{ProxyConfig <splicetx._config.model.ProxyConfig>} keywords with the one
 value grammar (L{splicetx._config.values}).
@@ -18,6 +19,7 @@ from typing import Any
 from splicetx._config.endpoints import endpointType
 from splicetx._config.values import (
     ConfigError,
+    parseBandwidth,
     parseClientPrefix,
     parseCount,
     parseRate,
@@ -70,6 +72,14 @@ LIMIT_OPTIONS: list[list[Any]] = [
         "The network a client counts as for the client limits: IPv4,IPv6 "
         "prefix lengths (24,64: every address of a /24 or a /64 is one client).",
     ],
+    [
+        "connection-bandwidth",
+        None,
+        None,
+        "Bytes per second each direction of each connection may move at "
+        "most, e.g. 10MB/s or 500KiB/s (bursts of one second, 256 KiB at "
+        "least); still spliced.",
+    ],
 ]
 
 
@@ -89,6 +99,9 @@ def limitSettings(options: Any, warnings: list[str]) -> dict[str, Any]:
     rate = options["client-connection-rate"]
     if rate is not None:
         rate = parseRate(rate, "--client-connection-rate")
+    bandwidth = options["connection-bandwidth"]
+    if bandwidth is not None:
+        bandwidth = parseBandwidth(bandwidth, "--connection-bandwidth")
     allow = list(options["metrics-allow"])
     parseTrustedSources(allow, "--metrics-allow")
     if allow and options["metrics"] is None:
@@ -105,6 +118,7 @@ def limitSettings(options: Any, warnings: list[str]) -> dict[str, Any]:
         "clientConnectionRate": rate,
         "clientPrefix": parseClientPrefix(options["client-prefix"]),
         "metricsAllow": allow,
+        "connectionBandwidth": bandwidth,
     }
 
 

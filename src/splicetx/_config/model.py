@@ -306,6 +306,9 @@ class ProxyConfig:
         C{None}.
     @ivar clientPrefix: the IPv4 and IPv6 prefix lengths of the network a
         client counts as for those limits.
+    @ivar connectionBandwidth: bytes per second each direction of each
+        connection may move at most, or C{None} (see
+        L{splicetx._relay.bandwidth}).
     @ivar metricsAllow: the networks that may read the C{--metrics}
         endpoint; empty: everyone who reaches it.
     """
@@ -344,6 +347,7 @@ class ProxyConfig:
     clientMaxConnections: int | None = None
     clientConnectionRate: ConnectionRate | None = None
     clientPrefix: tuple[int, int] = (32, 128)
+    connectionBandwidth: int | None = None
     metricsAllow: tuple[str, ...] = attr.ib(default=(), converter=_strings)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:

@@ -137,6 +137,10 @@ class SpliceProxyFactory(Factory):
         <splicetx._proxy.clientlimits.ClientLimits>} (connections and new
         connections per client) applied once a client's address is known,
         after L{acl}, or C{None}.
+    @ivar connectionBandwidth: bytes per second each direction of each
+        connection may move at most (a token bucket per direction,
+        L{splicetx._relay.bandwidth}), or C{None} (no limit).  The bytes are
+        still spliced; a relay that copies (TLS) pauses its sources.
     @ivar options: the parsed C{commandLineOptions} of this class or of its
         protocol class when C{twist splice-proxy} built it (a
         C{twisted.python.usage.Options}, a C{dict}), else C{None}.
@@ -179,6 +183,7 @@ class SpliceProxyFactory(Factory):
         accessLog: IAccessLog | None = None,
         fastPath: bool = True,
         clientLimits: ClientLimits | None = None,
+        connectionBandwidth: int | None = None,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -204,6 +209,7 @@ class SpliceProxyFactory(Factory):
         @param accessLog: see L{accessLog}.
         @param fastPath: see L{fastPath}.
         @param clientLimits: see L{clientLimits}.
+        @param connectionBandwidth: see L{connectionBandwidth}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -258,6 +264,12 @@ class SpliceProxyFactory(Factory):
         self.accessLog = accessLog
         self.fastPath = fastPath
         self.clientLimits = clientLimits
+        if connectionBandwidth is not None and connectionBandwidth <= 0:
+            raise ValueError(
+                "connectionBandwidth must be positive or None, "
+                f"not {connectionBandwidth!r}"
+            )
+        self.connectionBandwidth = connectionBandwidth
         self._fast: FastForwarder | None = None
 
     @property

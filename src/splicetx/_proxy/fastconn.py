@@ -55,6 +55,7 @@ from splicetx._proxy.timeouts import (
 )
 from splicetx._proxy.upstream import Address
 from splicetx._proxy.wording import inProxyWords
+from splicetx._relay.bandwidth import Bandwidth
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
@@ -537,6 +538,11 @@ class FastConnection:
         ba = self.ba = Direction(self, us, cs)
         cs.source = us.sink = ab
         us.source = cs.sink = ba
+        rate = factory.connectionBandwidth
+        if rate is not None:
+            reactor = self.forwarder.reactor
+            ab.limit = Bandwidth(rate, reactor)
+            ba.limit = Bandwidth(rate, reactor)
         if us.writing:
             us.writing = False
             us.reading = True
@@ -691,6 +697,8 @@ class FastConnection:
         for d in (ab, ba):
             if d is None:
                 continue
+            if d.limit is not None:
+                d.limit.cancel(d)
             if d.pipe is not None:
                 if d.inPipe:
                     pool.discard(d.pipe)

@@ -10,6 +10,7 @@ It imports nothing else of splicetx; every other layer builds on it.
  - C{splice}, C{direction}, C{turns}, C{pipes}: the kernel path (socket ->
    pipe -> socket), one direction at a time, with the per-turn byte budget
    and the pipe pool.
+ - C{bandwidth}: the token bucket of a direction with a bandwidth limit.
  - C{socketloop}: many relayed sockets behind one reactor reader.
  - C{copy}: the userspace engine (TLS, fakes, every fallback).
  - C{transports}: what splicetx knows of Twisted's transports.

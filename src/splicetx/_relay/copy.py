@@ -6,7 +6,11 @@ fake transports, reactors without C{IReactorFDSet}, and every fallback.
 
 Each transport is the other's streaming producer, so a destination that stops
 reading pauses its source after one transport buffer (64 KiB) and memory stays
-bounded.  An end of stream from one side half-closes the other through
+bounded.  With a bandwidth limit, each direction has a L{Bandwidth} bucket
+too: once spent, the source is paused until a timer refills it (a source
+resumes only when neither its destination nor its bucket holds it).
+
+An end of stream from one side half-closes the other through
 C{loseWriteConnection} when that transport supports it; a transport that
 cannot half-close (TLS) is closed once the other side has finished.
 
@@ -23,6 +27,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._relay.bandwidth import Bandwidth
 from splicetx._relay.contract import (
     CLOSED,
     DONE,
@@ -44,15 +49,21 @@ class _Pauser:
 
     def __init__(self, side: IRelaySide) -> None:
         self.side = side
+        #: Paused by the destination's full write buffer.
+        self.paused = False
+        #: Held by the bandwidth limit of the side's direction.
+        self.held = False
 
     def pauseProducing(self) -> None:
+        self.paused = True
         side = self.side
         if not side.lost and not side.readEOF:
             side.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self.paused = False
         side = self.side
-        if not side.lost and not side.readEOF:
+        if not self.held and not side.lost and not side.readEOF:
             side.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -70,7 +81,14 @@ class CopyEngine:
     name = "copy"
 
     def __init__(
-        self, host: IEngineHost, a: IRelaySide, b: IRelaySide, toA: bytes, toB: bytes
+        self,
+        host: IEngineHost,
+        a: IRelaySide,
+        b: IRelaySide,
+        toA: bytes,
+        toB: bytes,
+        reactor: Any = None,
+        bandwidth: int | None = None,
     ) -> None:
         """
         @param host: the relay to report the end to.
@@ -78,6 +96,9 @@ class CopyEngine:
         @param b: side B.
         @param toA: bytes to write to A first.
         @param toB: bytes to write to B first.
+        @param reactor: the reactor of the bandwidth limit's timers.
+        @param bandwidth: bytes per second each direction may move at most,
+            or C{None} (needs C{reactor}).
         """
         self.host: IEngineHost | None = host
         self._a = a
@@ -88,6 +109,15 @@ class CopyEngine:
         self._bToA = 0
         self._sent: dict[str, bool] = {"A": False, "B": False}
         self._registered: list[Any] = []
+        # Per source side: its Bandwidth, its _Pauser, its pending timer.
+        self._limits: dict[str, Bandwidth] | None = None
+        if bandwidth is not None and reactor is not None:
+            self._limits = {
+                "A": Bandwidth(bandwidth, reactor),
+                "B": Bandwidth(bandwidth, reactor),
+            }
+        self._pausers: dict[str, _Pauser] = {}
+        self._timers: dict[str, Any] = {}
 
     def bytesAToB(self) -> int:
         return self._aToB
@@ -107,7 +137,8 @@ class CopyEngine:
                 t.unregisterProducer()
         for consumer, producer in ((a, b), (b, a)):
             if not consumer.lost:
-                consumer.transport.registerProducer(_Pauser(producer), True)
+                pauser = self._pausers[producer.name] = _Pauser(producer)
+                consumer.transport.registerProducer(pauser, True)
                 self._registered.append(consumer.transport)
         if self._toB:
             self._aToB += len(self._toB)
@@ -131,6 +162,38 @@ class CopyEngine:
         peer = side.peer
         assert peer is not None
         peer.transport.write(data)
+        if self._limits is not None:
+            self._spend(side, len(data))
+
+    def _spend(self, side: IRelaySide, n: int) -> None:
+        """
+        C{side} sent C{n} bytes: once its bucket is spent, pause it until
+        its timer.
+        """
+        assert self._limits is not None
+        name = side.name
+        bucket = self._limits[name]
+        bucket.tokens -= n
+        if bucket.grant() or name in self._timers:
+            return
+        pauser = self._pausers.get(name)
+        if pauser is not None:
+            pauser.held = True
+        if not side.lost and not side.readEOF:
+            side.transport.pauseProducing()
+        self._timers[name] = bucket.reactor.callLater(
+            bucket.wait(), self._refilled, side
+        )
+
+    def _refilled(self, side: IRelaySide) -> None:
+        del self._timers[side.name]
+        pauser = self._pausers.get(side.name)
+        if pauser is not None:
+            pauser.held = False
+            if pauser.paused:
+                return
+        if not side.lost and not side.readEOF:
+            side.transport.resumeProducing()
 
     def readConnectionLost(self, side: IRelaySide) -> None:
         """
@@ -188,6 +251,10 @@ class CopyEngine:
             if getattr(t, "producer", None) is not None:
                 t.unregisterProducer()
         self._registered = []
+        timers, self._timers = self._timers, {}
+        for timer in timers.values():
+            if timer.active():
+                timer.cancel()
 
     def closeTransport(self, side: IRelaySide, abort: bool) -> None:
         closeTransport(side.transport, abort)

@@ -14,6 +14,9 @@ moved by the kernel (docs/design-decisions.md rules 3-8 and 10).
     holds no pipe;
   - at most L{MAX_ROUNDS} pipe-fulls per readiness event, and the per-turn
     byte budget and small-flow pieces of L{splicetx._relay.turns}.
+  - with a bandwidth limit (C{limit}, a L{splicetx._relay.bandwidth.Bandwidth}),
+    each read is at most what its bucket grants, and a spent bucket takes the
+    source off the reactor until its timer.
 
 A L{Direction} knows its engine only as a L{DirectionHost} and its two
 sockets as L{DirectionSocket}s: the splice engine (L{splicetx._relay.splice})
@@ -214,6 +217,7 @@ class Direction:
         "done",
         "turns",
         "bulk",
+        "limit",
         "__weakref__",
     )
 
@@ -236,6 +240,9 @@ class Direction:
         self.done = False
         self.turns = turnsFor(engine.reactor)
         self.bulk = False
+        #: A L{Bandwidth <splicetx._relay.bandwidth.Bandwidth>} bounding
+        #: what this direction reads, or C{None} (no limit).
+        self.limit: Any = None
 
     def readable(self) -> None:
         """
@@ -245,6 +252,13 @@ class Direction:
         if self.bulk and turns.left <= 0 and monotonicNow() < turns.smallUntil:
             turns.wait(self, True)
             return
+        limit = self.limit
+        allowed = 0
+        if limit is not None:
+            allowed = limit.grant()
+            if not allowed:
+                limit.hold(self)
+                return
         pipe = self.pipe
         if pipe is None:
             try:
@@ -254,6 +268,8 @@ class Direction:
                 return
         rounds = MAX_ROUNDS
         count = pipe.size
+        if allowed and allowed < count:
+            count = allowed
         srcfd = self.srcfd
         while True:
             try:
@@ -273,6 +289,8 @@ class Direction:
                 self.finish()
                 return
             self.inPipe = n
+            if limit is not None:
+                limit.tokens -= n
             if n >= BULK_READ:
                 if not self.bulk:
                     self.bulk = True
@@ -297,8 +315,17 @@ class Direction:
             rounds -= 1
             if n < count or not rounds or left <= 0:
                 break
+            if limit is not None:
+                count = limit.grant()
+                if not count:
+                    break
+                if count > pipe.size:
+                    count = pipe.size
         self.pipe = None
         self.pool.give(pipe)
+        if limit is not None and limit.tokens < limit.quantum:
+            # Spent: off the reactor now, not at its next readable event.
+            limit.hold(self)
 
     def pump(self) -> int:
         """

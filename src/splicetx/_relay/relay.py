@@ -252,6 +252,7 @@ class Relay:
         toA: bytes = b"",
         toB: bytes = b"",
         pipePool: PipePool | None = None,
+        bandwidth: int | None = None,
     ) -> None:
         """
         @param transportA: a connected transport (usually the client side).
@@ -266,8 +267,12 @@ class Relay:
         @param toB: bytes to deliver to B before anything relayed from A.
         @param pipePool: the L{PipePool} to take pipes from (default: the
             process-wide one, 1 MiB pipes).
+        @param bandwidth: bytes per second each direction may move at most
+            (L{splicetx._relay.bandwidth}), or C{None} for no limit.  Both
+            engines apply it (the copy engine by pausing a source).
         """
         self._reactor: Any = defaultReactor(reactor)
+        self._bandwidth = bandwidth
         self._a: Any = transportA
         self._b: Any = transportB
         self._engineChoice = engine
@@ -375,7 +380,14 @@ class Relay:
             self._startCopy(reason, self._toA, self._toB)
             return d
         splice = SpliceEngine(
-            host, self._reactor, self.pipePool(), a, b, self._toA, self._toB
+            host,
+            self._reactor,
+            self.pipePool(),
+            a,
+            b,
+            self._toA,
+            self._toB,
+            self._bandwidth,
         )
         self._engine = splice
         try:
@@ -484,7 +496,7 @@ class Relay:
         self.fallbackReason = reason
         a, b = self._sides
         assert self._host is not None
-        copy = CopyEngine(self._host, a, b, toA, toB)
+        copy = CopyEngine(self._host, a, b, toA, toB, self._reactor, self._bandwidth)
         self._engine = copy
         copy.start()
 

@@ -41,6 +41,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._relay.bandwidth import Bandwidth
 from splicetx._relay.contract import (
     DONE,
     ERROR,
@@ -226,6 +227,7 @@ class SpliceEngine:
         "_doneAToB",
         "_doneBToA",
         "_guarded",
+        "_bandwidth",
         "__weakref__",
     )
 
@@ -238,6 +240,7 @@ class SpliceEngine:
         b: IRelaySide,
         toA: bytes,
         toB: bytes,
+        bandwidth: int | None = None,
     ) -> None:
         """
         @param host: the relay to report the end or a fallback to.
@@ -247,8 +250,11 @@ class SpliceEngine:
         @param b: side B.
         @param toA: bytes to write to A first.
         @param toB: bytes to write to B first.
+        @param bandwidth: bytes per second each direction may move at most
+            (a L{Bandwidth} each), or C{None}.
         """
         self.host: IEngineHost | None = host
+        self._bandwidth = bandwidth
         self.reactor = reactor
         self.pool = pool
         self._a = a
@@ -357,6 +363,10 @@ class SpliceEngine:
         ba = self._ba = Direction(self, sb, sa)
         sa.source, sa.sink = ab, ba
         sb.source, sb.sink = ba, ab
+        rate = self._bandwidth
+        if rate is not None:
+            ab.limit = Bandwidth(rate, self.reactor)
+            ba.limit = Bandwidth(rate, self.reactor)
         sa.startReading()
         sb.startReading()
 
@@ -465,6 +475,8 @@ class SpliceEngine:
         for sock in self._socks:
             sock.teardown()
         for d in (self._ab, self._ba):
+            if d is not None and d.limit is not None:
+                d.limit.cancel(d)
             if d is not None and d.pipe is not None:
                 if d.inPipe:
                     self.pool.discard(d.pipe)

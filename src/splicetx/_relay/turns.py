@@ -83,6 +83,8 @@ class _Turns:
         self._reactor = weakref.ref(reactor)
         self.left = TURN_BUDGET
         self.queue: deque[Any] = deque()
+        #: Directions waiting for their bandwidth limit's timer.
+        self.held: set[Any] = set()
         self.pending = False
         self.smallUntil = 0.0
         self.smalls: OrderedDict[int, tuple[Any, float]] = OrderedDict()
@@ -118,6 +120,11 @@ class _Turns:
         queue = self.queue
         while queue:
             queue.popleft().resume(read=False)
+        held = self.held
+        while held:
+            d = held.pop()
+            d.limit.cancel(d)
+            d.resume(read=False)
 
     def noteSmall(self, d: Any, until: float) -> None:
         """
