@@ -25,25 +25,7 @@ from ._cli_support import (
     waitUntil,
 )
 from .test_config_values import LISTEN, UPSTREAMS, parse
-from .test_ops_cli import Upstream, ports, scrape, total
-
-
-async def exchangeFrom(source: str, port: int, data: bytes) -> bytes:
-    """
-    Send C{data} from C{source} through the proxy, half-close, read the
-    answer (C{b""} when the proxy refused the client).
-    """
-    try:
-        r, w = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
-    except (ConnectionError, OSError):
-        return b""
-    try:
-        await sendAll(w, data)
-        return await readAll(r)
-    except (ConnectionError, OSError):
-        return b""
-    finally:
-        w.close()
+from .test_ops_cli import Upstream, exchange, ports, scrape, total
 
 
 def metricsAnswer(source: str, port: int) -> bytes:
@@ -103,14 +85,14 @@ class ClientLimitsCLITests(SynchronousTestCase):
             [port] = await ports(proxy)
             r, w = await asyncio.open_connection(LOOPBACK, port)
             await waitUntil(lambda: up.accepted >= 1)
-            got = [await exchangeFrom("127.0.0.1", port, b"two")]
+            got = [await exchange(port, b"two", "127.0.0.1")]
             await sendAll(w, b"one")
             got.append(await readAll(r))
             w.close()
             await asyncio.to_thread(proxy.waitForConnections, 2)
-            got.append(await exchangeFrom("127.0.0.1", port, b"three"))
-            got.append(await exchangeFrom("127.0.0.1", port, b"four"))
-            got.append(await exchangeFrom("127.0.0.2", port, b"five"))
+            got.append(await exchange(port, b"three", "127.0.0.1"))
+            got.append(await exchange(port, b"four", "127.0.0.1"))
+            got.append(await exchange(port, b"five", "127.0.0.2"))
             up.server.close()
             return proxy, got
 

@@ -28,8 +28,8 @@ from ._cli_support import (
     refusingPort,
     runAsync,
     sendAll,
-    startServer,
 )
+from .test_ops_cli import Upstream
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy")
 DASHBOARD = os.path.join(DEPLOY, "grafana-dashboard.json")
@@ -170,27 +170,6 @@ class DashboardTests(SynchronousTestCase):
             self.assertIn(name, names)
 
 
-class _Upstream:
-    """
-    A loopback upstream that reads to the end and answers C{ok}.
-    """
-
-    async def start(self) -> _Upstream:
-        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                await readAll(r)
-                w.write(b"ok")
-                w.write_eof()
-                await w.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                w.close()
-
-        self.server, self.port = await startServer(handle)
-        return self
-
-
 class ExportedTests(SynchronousTestCase):
     """
     Every metric the dashboard and the rules name is exported by a live
@@ -221,7 +200,7 @@ class ExportedTests(SynchronousTestCase):
         self.addCleanup(dead.close)
 
         async def scenario() -> tuple[str, str]:
-            up = await _Upstream().start()
+            up = await Upstream().start()
             pooled = self.proxy(
                 "--connect",
                 f"tcp:{LOOPBACK}:{dead.getsockname()[1]}",

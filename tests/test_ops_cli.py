@@ -63,13 +63,19 @@ class Upstream:
         return self
 
 
-async def exchange(port: int, data: bytes) -> bytes:
+async def exchange(port: int, data: bytes, source: str | None = None) -> bytes:
     """
     Send C{data} through the proxy, half-close, and read the answer to the
     end (C{b""} when the proxy closed the connection).
+
+    @param source: the loopback address to connect from (a client of its
+        own), or C{None} for any.
     """
     try:
-        r, w = await connectProxy(port)
+        if source is None:
+            r, w = await connectProxy(port)
+        else:
+            r, w = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
     except (ConnectionError, OSError):
         # A denied client is reset, which may reach it during the connect.
         return b""
