@@ -34,7 +34,7 @@ __all__ = [
 
 # The one place the version is written: pyproject.toml reads it from here,
 # and splicetx.__version__ is this value.
-__version__ = "0.2.0"
+__version__ = "0.2.1.dev0"
 
 #: The relay core: engine choice, fallbacks, the socket loop.
 LOG_RELAY = "splicetx.relay"
