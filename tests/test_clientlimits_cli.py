@@ -170,6 +170,44 @@ class LimitOptionsTests(SynchronousTestCase):
             parse(*LISTEN, *UPSTREAMS, "--connection-bandwidth", "fast")
         self.assertIn("--connection-bandwidth", str(caught.exception))
 
+    def test_sharedBandwidthsAndAction(self) -> None:
+        """
+        --client-bandwidth and --listener-bandwidth read sizes per second,
+        --client-limit-action reset or close (reset by default); a bad one
+        names the flag.
+        """
+        config = parse(
+            *LISTEN,
+            *UPSTREAMS,
+            "--client-bandwidth",
+            "1MiB/s",
+            "--listener-bandwidth",
+            "10MB/s",
+            "--client-limit-action",
+            "close",
+        ).proxyConfig
+        self.assertEqual(
+            (
+                config.clientBandwidth,
+                config.listenerBandwidth,
+                config.clientLimitAction,
+            ),
+            (1024 * 1024, 10 * 1024 * 1024, "close"),
+        )
+        limits = clientLimitsFor(config)
+        assert limits is not None
+        self.assertEqual((limits.bandwidth, limits.reset), (1024 * 1024, False))
+        plain = parse(*LISTEN, *UPSTREAMS).proxyConfig
+        self.assertEqual(plain.clientLimitAction, "reset")
+        for flag, value in [
+            ("--client-bandwidth", "fast"),
+            ("--listener-bandwidth", "0"),
+            ("--client-limit-action", "drop"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse(*LISTEN, *UPSTREAMS, flag, value)
+            self.assertIn(flag, str(caught.exception))
+
     def test_openMetricsWarned(self) -> None:
         """
         --metrics on every address with no --metrics-allow is warned of at
