@@ -9,7 +9,9 @@ series by reason; and the start-up warning of an open C{--metrics}.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -120,6 +122,17 @@ class ClientLimitsCLITests(SynchronousTestCase):
         )
         self.assertEqual(metricsAnswer("127.0.0.3", metrics["port"]), b"")
         self.assertIn(b"200 OK", metricsAnswer("127.0.0.1", metrics["port"]))
+        # The status page counts them by reason too (as JSON and in HTML).
+        base = f"http://{LOOPBACK}:{metrics['port']}"
+        with urllib.request.urlopen(f"{base}/status.json", timeout=10) as f:
+            [listener] = json.loads(f.read())["listeners"]
+        self.assertEqual(
+            listener["refused"], {"client_connections": 1, "client_rate": 1}
+        )
+        with urllib.request.urlopen(f"{base}/status", timeout=10) as f:
+            page = f.read().decode()
+        self.assertIn("client_connections&nbsp;1", page)
+        self.assertIn("client_rate&nbsp;1", page)
 
 
 class LimitOptionsTests(SynchronousTestCase):
