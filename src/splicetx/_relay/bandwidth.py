@@ -192,7 +192,7 @@ class SharedBandwidth:
         self.queue: deque[tuple[Limits, Any]] = deque()
         self.waking: Limits | None = None
 
-    def available(self, sharer: Limits) -> float:
+    def available(self, sharer: Any) -> float:
         """
         Refill the bucket for the time since; the tokens C{sharer} may
         take now (none while others queue before it).

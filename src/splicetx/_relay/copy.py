@@ -112,9 +112,9 @@ class CopyEngine:
         # Per source side: its Bandwidth, its _Pauser, its pending timer.
         self._limits: dict[str, Bandwidth | Limits] | None = None
         if bandwidth is not None and reactor is not None:
-            toB, toA = directionLimits(bandwidth, reactor)
-            if toB is not None:
-                self._limits = {"A": toB, "B": toA}
+            fromA, fromB = directionLimits(bandwidth, reactor)
+            if fromA is not None:
+                self._limits = {"A": fromA, "B": fromB}
         self._pausers: dict[str, _Pauser] = {}
         self._timers: dict[str, Any] = {}
 
