@@ -357,6 +357,37 @@ class ReloadLimitsTests(SynchronousTestCase):
         except OSError:
             return b""
 
+    def started(self, options: str, first: Any, *args: str) -> Any:
+        """
+        C{twist splice-proxy --config} on a rinetd file of one forward to
+        an echo backend, with C{options % first} in its brackets.
+
+        @return: C{(the file's path, its line with a C{%} left for the
+            options, the forward's port, the L{ProxyProcess})}, once ready.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "rinetd.conf")
+        backend = echoBackend(self, b"E")
+        (port,) = freePorts(1)
+        line = f"{LOOPBACK} {port} {LOOPBACK} {backend} {options}"
+        self.writeConfig(path, line % first)
+        proxy = ProxyProcess(["--config", path, *args])
+        self.addCleanup(proxy.kill)
+        proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "ready", DEADLINE)
+        return path, line, port, proxy
+
+    def reloaded(self, proxy: ProxyProcess, path: str, line: str) -> None:
+        """
+        Write C{line} to C{path} and SIGHUP C{proxy}: one forward changed.
+        """
+        self.writeConfig(path, line)
+        seen = len(self.reloads(proxy))
+        proxy.signal(signal.SIGHUP)
+        proxy.waitForEvent(lambda e: len(self.reloads(proxy)) > seen, DEADLINE)
+        event = self.reloads(proxy)[seen]
+        self.assertEqual((event.get("changed"), event.get("error")), (1, None))
+
     def test_raisedCapOnReload(self) -> None:
         """
         With a cap of 1, a second connection while one is held is refused
@@ -364,18 +395,9 @@ class ReloadLimitsTests(SynchronousTestCase):
         file says 2 and a SIGHUP, the held connection still echoes and a
         second one is served.
         """
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory, True)
-        path = os.path.join(directory, "rinetd.conf")
-        backend = echoBackend(self, b"E")
-        (port,) = freePorts(1)
-        line = f"{LOOPBACK} {port} {LOOPBACK} {backend} [client-max-connections=%d]"
-        self.writeConfig(path, line % 1)
-        proxy = ProxyProcess(
-            ["--config", path, "--metrics", f"tcp:0:interface={LOOPBACK}"]
+        path, line, port, proxy = self.started(
+            "[client-max-connections=%d]", 1, "--metrics", f"tcp:0:interface={LOOPBACK}"
         )
-        self.addCleanup(proxy.kill)
-        proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "ready", DEADLINE)
         metrics = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")
         held = socket.create_connection((LOOPBACK, port), DEADLINE)
         self.addCleanup(held.close)
@@ -387,12 +409,7 @@ class ReloadLimitsTests(SynchronousTestCase):
         self.assertIn("at its limit of 1 live connections", record["detail"])
         self.assertEqual(refusedForConnections(metrics["port"]), 1)
 
-        self.writeConfig(path, line % 2)
-        seen = len(self.reloads(proxy))
-        proxy.signal(signal.SIGHUP)
-        proxy.waitForEvent(lambda e: len(self.reloads(proxy)) > seen, DEADLINE)
-        event = self.reloads(proxy)[seen]
-        self.assertEqual((event.get("changed"), event.get("error")), (1, None))
+        self.reloaded(proxy, path, line % 2)
 
         held.sendall(b"still here")
         self.assertEqual(readExactly(held, 10), b"still here")
@@ -408,22 +425,14 @@ class ReloadLimitsTests(SynchronousTestCase):
         echoes at full speed, and limits the new ones: 768 KiB echoed on a
         new connection at 256 KiB/s take at least 1.8 s.
         """
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory, True)
-        path = os.path.join(directory, "rinetd.conf")
-        backend = echoBackend(self, b"E")
-        (port,) = freePorts(1)
-        line = f"{LOOPBACK} {port} {LOOPBACK} {backend} [client-max-connections=9%s]"
-        self.writeConfig(path, line % "")
-        proxy = ProxyProcess(["--config", path])
-        self.addCleanup(proxy.kill)
-        proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "ready", DEADLINE)
+        path, line, port, proxy = self.started("[client-max-connections=9%s]", "")
         held = socket.create_connection((LOOPBACK, port), DEADLINE)
         self.addCleanup(held.close)
         held.sendall(b"one")
         self.assertEqual(readExactly(held, 4), b"Eone")
 
-        self.writeConfig(
+        self.reloaded(
+            proxy,
             path,
             line
             % (
@@ -431,11 +440,6 @@ class ReloadLimitsTests(SynchronousTestCase):
                 "listener-bandwidth=2MiB/s"
             ),
         )
-        seen = len(self.reloads(proxy))
-        proxy.signal(signal.SIGHUP)
-        proxy.waitForEvent(lambda e: len(self.reloads(proxy)) > seen, DEADLINE)
-        event = self.reloads(proxy)[seen]
-        self.assertEqual((event.get("changed"), event.get("error")), (1, None))
 
         big = os.urandom(768 * 1024)
         held.sendall(big)

@@ -230,6 +230,18 @@ class SharedScenarios(PathHelpers):
 
     scenarioTimeout = 90.0
 
+    def limited(self, reactor: Any, down: bytes, expect: int, **kw: Any) -> Any:
+        """
+        Upstreams that send C{down} and expect C{expect} bytes, and a proxy
+        to them with C{kw}.
+
+        @return: C{(upstreams, their port, factory, proxy port)}.
+        """
+        upstreams = _Upstreams(down, expect)
+        u = reactor.listenTCP(0, upstreams, interface=LOOPBACK)
+        factory, port = self.proxy(reactor, u.getHost().port, **kw)
+        return upstreams, u, factory, port
+
     def assertSpliced(self, events: list[dict[str, Any]], count: int) -> None:
         self.assertEqual(len(events), count)
         for event in events:
@@ -242,20 +254,19 @@ class SharedScenarios(PathHelpers):
         Two connections whose trusted PROXY header names 192.0.2.7 (from two
         peers) share its 512 KiB/s each way: 1.5 MiB each way take them at
         least 1.8 s (2 s less some slack), and they take turns (when one
-        is done the other has most of its bytes); a third connection, of
-        192.0.2.8 from the first peer, has a bucket of its own and is done
-        before them.  All intact and spliced.
+        is done, the other is behind by no more than the first burst and a
+        piece); a third connection, of 192.0.2.8 from the first peer, has a
+        bucket of its own and is done before them.  All intact and spliced.
         """
         size = 768 * 1024
         up, down = payload(size, seed=21), payload(size, seed=22)
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
-            upstreams = _Upstreams(down, size)
-            u = reactor.listenTCP(0, upstreams, interface=LOOPBACK)
-            factory, port = self.proxy(
+            upstreams, u, factory, port = self.limited(
                 reactor,
-                u.getHost().port,
+                down,
+                size,
                 clientLimits=ClientLimits(bandwidth=SHARED),
                 acceptProxyProtocol=True,
             )
@@ -292,7 +303,9 @@ class SharedScenarios(PathHelpers):
             self.assertEqual(end.hash.hexdigest(), digest(up))
         self.assertGreaterEqual(elapsed, 1.8)
         self.assertEqual(order[0], "other")
-        self.assertGreaterEqual(min(progress), size * 2 // 3)
+        # Taking turns: the first to be done was ahead by no more than the
+        # burst one of them may have had alone at the start, and a piece.
+        self.assertGreaterEqual(min(progress), size - SHARED - 2 * (SHARED // 20))
         self.assertSpliced(self.events_, 3)
 
     def test_listenerShared(self) -> None:
@@ -305,10 +318,8 @@ class SharedScenarios(PathHelpers):
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
-            upstreams = _Upstreams(down, size)
-            u = reactor.listenTCP(0, upstreams, interface=LOOPBACK)
-            factory, port = self.proxy(
-                reactor, u.getHost().port, listenerBandwidth=SHARED
+            upstreams, u, factory, port = self.limited(
+                reactor, down, size, listenerBandwidth=SHARED
             )
             started = time.monotonic()
             ends = [
@@ -341,10 +352,8 @@ class SharedScenarios(PathHelpers):
 
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
-            upstreams = _Upstreams(down, size)
-            u = reactor.listenTCP(0, upstreams, interface=LOOPBACK)
-            factory, port = self.proxy(
-                reactor, u.getHost().port, connectionBandwidth=rate
+            upstreams, u, factory, port = self.limited(
+                reactor, down, size, connectionBandwidth=rate
             )
             end = stream(reactor, port, "127.0.0.13", up, size)
             yield end.lost

@@ -41,16 +41,16 @@ MIN_BURST = 256 * 1024
 MAX_QUANTUM = 64 * 1024
 
 
-class Bandwidth:
+class _Bucket:
     """
-    The token bucket of one direction: at most C{rate} bytes per second on
-    average, up to C{burst} bytes at once.
+    A token bucket: at most C{rate} bytes per second on average, up to
+    C{burst} bytes at once.
 
     @ivar rate: bytes per second.
     @ivar burst: the bucket's size: C{max(rate, MIN_BURST)}.
     @ivar quantum: the fewest tokens a read is granted: below that the
         direction waits (C{min(MAX_QUANTUM, rate / 20)}, at least 1).
-    @ivar tokens: the bytes the direction may read now (a float).
+    @ivar tokens: the bytes that may be read now (a float).
     """
 
     __slots__ = ("rate", "burst", "quantum", "tokens", "last", "reactor", "timer")
@@ -71,26 +71,13 @@ class Bandwidth:
         self.reactor = reactor
         self.timer: Any = None
 
-    def grant(self) -> int:
-        """
-        Refill the bucket for the time since the last grant.
-
-        @return: the bytes the direction may read now; 0 when fewer than
-            L{quantum} (the direction should L{hold}).
-        """
-        now = monotonicNow()
-        tokens = self.tokens + (now - self.last) * self.rate
-        burst = self.burst
-        if tokens > burst:
-            tokens = burst
-        self.tokens = tokens
-        self.last = now
-        return int(tokens) if tokens >= self.quantum else 0
-
     def available(self, sharer: Any = None) -> float:
         """
-        Refill the bucket for the time since: the tokens there are (as
-        L{SharedBandwidth.available}, for L{Limits}).
+        Refill the bucket for the time since the last refill.
+
+        @param sharer: who asks (a L{SharedBandwidth} answers those queued
+            behind others with nothing).
+        @return: the tokens there are.
         """
         now = monotonicNow()
         tokens = self.tokens + (now - self.last) * self.rate
@@ -99,6 +86,32 @@ class Bandwidth:
         self.tokens = tokens
         self.last = now
         return tokens
+
+    def wait(self) -> float:
+        """
+        @return: the seconds until L{quantum} tokens are back (a
+            millisecond at least).
+        """
+        delay = (self.quantum - self.tokens) / self.rate
+        return delay if delay > 0.001 else 0.001
+
+
+class Bandwidth(_Bucket):
+    """
+    The token bucket of one direction (C{--connection-bandwidth}).
+    """
+
+    __slots__ = ()
+
+    def grant(self) -> int:
+        """
+        Refill the bucket for the time since the last grant.
+
+        @return: the bytes the direction may read now; 0 when fewer than
+            L{quantum} (the direction should L{hold}).
+        """
+        tokens = self.available()
+        return int(tokens) if tokens >= self.quantum else 0
 
     def hold(self, direction: Any) -> None:
         """
@@ -111,14 +124,6 @@ class Bandwidth:
             return
         self.timer = self.reactor.callLater(self.wait(), self._refilled, direction)
         direction.turns.held.add(direction)
-
-    def wait(self) -> float:
-        """
-        @return: the seconds until L{quantum} tokens are back (a
-            millisecond at least).
-        """
-        delay = (self.quantum - self.tokens) / self.rate
-        return delay if delay > 0.001 else 0.001
 
     def _refilled(self, direction: Any) -> None:
         self.timer = None
@@ -143,7 +148,7 @@ class Bandwidth:
         )
 
 
-class SharedBandwidth:
+class SharedBandwidth(_Bucket):
     """
     A token bucket shared by many directions: one direction of traffic of
     one client (C{--client-bandwidth}) or of one listener
@@ -156,63 +161,29 @@ class SharedBandwidth:
     queued before it.  So the sharers take turns in pieces of
     L{quantum} bytes (round robin), and an idle sharer costs nothing.
 
-    @ivar rate: bytes per second.
-    @ivar burst: the bucket's size: C{max(rate, MIN_BURST)}.
-    @ivar quantum: the fewest tokens a waiting direction is woken with.
-    @ivar tokens: the bytes its sharers may read now (a float).
     @ivar queue: the L{Limits} waiting for it, first in line first.
     """
 
-    __slots__ = (
-        "rate",
-        "burst",
-        "quantum",
-        "tokens",
-        "last",
-        "reactor",
-        "timer",
-        "queue",
-        "waking",
-    )
+    __slots__ = ("queue", "waking")
 
     def __init__(self, rate: int, reactor: Any) -> None:
         """
         @param rate: bytes per second, positive.
         @param reactor: the reactor to run the refill timer on.
         """
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, not {rate!r}")
-        self.rate = rate
-        self.burst = max(rate, MIN_BURST)
-        self.quantum = max(1, min(MAX_QUANTUM, rate // 20))
-        self.tokens = float(self.burst)
-        self.last = monotonicNow()
-        self.reactor = reactor
-        self.timer: Any = None
+        super().__init__(rate, reactor)
         self.queue: deque[tuple[Limits, Any]] = deque()
         self.waking: Limits | None = None
 
-    def available(self, sharer: Any) -> float:
+    def available(self, sharer: Any = None) -> float:
         """
         Refill the bucket for the time since; the tokens C{sharer} may
         take now (none while others queue before it).
         """
-        now = monotonicNow()
-        tokens = self.tokens + (now - self.last) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        self.tokens = tokens
-        self.last = now
+        tokens = super().available()
         if self.queue and self.waking is not sharer:
             return 0.0
         return tokens
-
-    def wait(self) -> float:
-        """
-        @return: the seconds until L{quantum} tokens are back.
-        """
-        delay = (self.quantum - self.tokens) / self.rate
-        return delay if delay > 0.001 else 0.001
 
     def enqueue(self, sharer: Limits, direction: Any) -> None:
         """
