@@ -223,12 +223,14 @@ class SharedTests(SynchronousTestCase):
         self.assertLessEqual(len(limits), 32)
 
 
-class SharedScenarios(PathHelpers):
+class _SharedHelpers(PathHelpers):
     """
-    Shared limits on one path (C{fast}).
+    What the shared scenarios use.
     """
 
     scenarioTimeout = 90.0
+    #: The engine the relays take (C{auto}: splice, on Linux).
+    engine = "auto"
 
     def limited(self, reactor: Any, down: bytes, expect: int, **kw: Any) -> Any:
         """
@@ -239,15 +241,27 @@ class SharedScenarios(PathHelpers):
         """
         upstreams = _Upstreams(down, expect)
         u = reactor.listenTCP(0, upstreams, interface=LOOPBACK)
-        factory, port = self.proxy(reactor, u.getHost().port, **kw)
+        factory, port = self.proxy(reactor, u.getHost().port, engine=self.engine, **kw)
         return upstreams, u, factory, port
 
     def assertSpliced(self, events: list[dict[str, Any]], count: int) -> None:
         self.assertEqual(len(events), count)
         for event in events:
             self.assertEqual(event["reason"], DONE)
-            if sys.platform.startswith("linux"):
+            if self.engine != "auto":
+                self.assertEqual(event["engine"], self.engine)
+            elif sys.platform.startswith("linux"):
                 self.assertEqual(event["engine"], "splice")
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events_ = self.events()
+
+
+class SharedScenarios(_SharedHelpers):
+    """
+    Shared limits on one path (C{fast}).
+    """
 
     def test_clientShared(self) -> None:
         """
@@ -370,10 +384,6 @@ class SharedScenarios(PathHelpers):
             self.assertTrue(0.9 <= measured <= 1.1, f"rates/limit: {rates}")
         self.assertSpliced(self.events_, 1)
 
-    def setUp(self) -> None:
-        super().setUp()
-        self.events_ = self.events()
-
 
 class FastShared(SharedScenarios):
     fast = True
@@ -383,5 +393,17 @@ class GeneralShared(SharedScenarios):
     fast = False
 
 
+class CopyShared(_SharedHelpers):
+    """
+    The copy engine (TLS, fallbacks) keeps a shared limit too, by pausing
+    its sources.
+    """
+
+    fast = False
+    engine = "copy"
+    test_listenerShared = SharedScenarios.test_listenerShared
+
+
 globals().update(makeReactorTests(FastShared))
+globals().update(makeReactorTests(CopyShared))
 globals().update(makeReactorTests(GeneralShared))

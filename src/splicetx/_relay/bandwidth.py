@@ -316,9 +316,14 @@ class Limits:
 
     def wait(self) -> float:
         """
-        @return: the seconds until every bucket has its quantum back.
+        @return: the seconds until every bucket has its quantum back (for
+            the copy engine, which polls: a shared bucket with a line is
+            asked again no sooner than a quantum's time).
         """
-        return max(b.wait() for b in self.buckets)
+        return max(
+            max(b.wait(), b.quantum / b.rate) if getattr(b, "queue", None) else b.wait()
+            for b in self.buckets
+        )
 
     def _refilled(self, direction: Any) -> None:
         self.timer = None
