@@ -176,7 +176,7 @@ class SharedTests(SynchronousTestCase):
             shared.tokens = float(shared.quantum)
             refill()
         self.assertEqual(woken, ["a", "b", "c"])
-        self.assertEqual(len(shared.queue), 0)
+        self.assertIsNone(shared.queue)
 
     def test_plan(self) -> None:
         """

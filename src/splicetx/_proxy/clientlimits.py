@@ -53,7 +53,8 @@ __all__ = [
     "Admission",
 ]
 
-#: How many clients the table keeps at most (about 200 bytes each).
+#: How many clients the table keeps at most (about 200 bytes each; the two
+#: buckets of C{--client-bandwidth} add about 420).
 DEFAULT_CAPACITY = 65536
 #: Seconds between two recorded refusals of one client.
 LOG_INTERVAL = 60.0
@@ -157,8 +158,8 @@ class Admission:
             client.live -= 1
             limits = self._limits
             if limits is not None and client.live == 0 and limits.rate is None:
-                # (Its bandwidth buckets too: they have no sharer left.)
-                # Nothing left to remember of it.
+                # Nothing left to remember of it (its bandwidth buckets
+                # have no sharer left).
                 table = limits._table
                 if table.get(client.key) is client:
                     del table[client.key]
