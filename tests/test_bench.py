@@ -309,6 +309,27 @@ class HelperTests(SynchronousTestCase):
         self.assertIn("bind 127.0.0.1:1001 accept-proxy\n", configs["haproxy-proxy2"])
         self.assertIn(f"req.ssl_sni -i {_wire.SNI_NAME}", configs["haproxy-sni"])
 
+    def test_limitCommands(self) -> None:
+        """
+        The limits configurations run the CLI (even with the stand-in
+        launcher) with their options: limits per client for churn beside
+        the plain proxy, a binding bandwidth for bulk; neither is part of
+        the pipe-size sweep.
+        """
+        specs = {s.name: s for s in _proxies.allSpecs(splicetx.DEFAULT_PIPE_SIZE)}
+        work = tempfile.mkdtemp(prefix="splicetx-test-cmd-")
+        self.addCleanup(shutil.rmtree, work, True)
+        limits = _proxies.command(
+            specs[f"{SPLICE}-limits"], 1000, 2000, "standin", work
+        )
+        self.assertIn("splice-proxy", limits)
+        self.assertIn("--client-max-connections", limits)
+        self.assertIn("--client-bandwidth", limits)
+        self.assertIn("churn", specs[f"{SPLICE}-limits"].loads)
+        bw = _proxies.command(specs[f"{SPLICE}-bw"], 1000, 2000, "standin", work)
+        self.assertEqual(bw[bw.index("--connection-bandwidth") + 1], "256MiB/s")
+        self.assertEqual(specs[f"{SPLICE}-bw"].loads, ("bulk",))
+
     def test_preambleBytes(self) -> None:
         """
         The PROXY preambles are the headers splicetx's own parser reads

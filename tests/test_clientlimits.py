@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import protocol
+from twisted.internet import error, protocol
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase
@@ -192,6 +192,7 @@ class Probe(protocol.Protocol):
             self.answered.callback(True)
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.reason = reason
         if not self.answered.called:
             self.answered.callback(False)
 
@@ -215,6 +216,7 @@ class _ProbeFactory(protocol.ClientFactory):
         return probe
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
+        self.probe.reason = reason
         if not self.probe.answered.called:
             self.probe.answered.callback(False)
 
@@ -348,6 +350,41 @@ class LimitScenarios(PathHelpers):
         self.assertPath(factory)
         self.assertEqual(got, [True, False, True])
         self.assertEqual(metrics.refused, ["client_connections"])
+
+    def test_closeAction(self) -> None:
+        """
+        With C{reset=False} (C{--client-limit-action close}), a client over
+        its limit is closed cleanly (a FIN, not a reset) and counted; with
+        the default it is reset (not a clean close).
+        """
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            reasons = []
+            for reset in (False, True):
+                limits = ClientLimits(maxConnections=1, reset=reset)
+                factory, port, up, metrics = self.limited(reactor, limits)
+                held = probe(reactor, port, "127.0.0.7")
+                yield held.answered
+                over = probe(reactor, port, "127.0.0.7")
+                answered = yield over.answered
+                clean = isinstance(over.reason.value, error.ConnectionDone)
+                reasons.append((answered, clean, metrics.refused))
+                held.transport.loseConnection()
+                yield self.waitEnded(reactor, factory, 2)
+                yield stopAll([up, port])
+            return reasons
+
+        reasons = self.runScenario(scenario)
+        self.assertEqual(
+            reasons,
+            [
+                (False, True, ["client_connections"]),
+                # A reset (seen as lost, or as a failed connect when it
+                # comes before the client saw its connect complete).
+                (False, False, ["client_connections"]),
+            ],
+        )
 
     def test_churn(self) -> None:
         """

@@ -9,7 +9,9 @@ series by reason; and the start-up warning of an open C{--metrics}.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -120,6 +122,17 @@ class ClientLimitsCLITests(SynchronousTestCase):
         )
         self.assertEqual(metricsAnswer("127.0.0.3", metrics["port"]), b"")
         self.assertIn(b"200 OK", metricsAnswer("127.0.0.1", metrics["port"]))
+        # The status page counts them by reason too (as JSON and in HTML).
+        base = f"http://{LOOPBACK}:{metrics['port']}"
+        with urllib.request.urlopen(f"{base}/status.json", timeout=10) as f:
+            [listener] = json.loads(f.read())["listeners"]
+        self.assertEqual(
+            listener["refused"], {"client_connections": 1, "client_rate": 1}
+        )
+        with urllib.request.urlopen(f"{base}/status", timeout=10) as f:
+            page = f.read().decode()
+        self.assertIn("client_connections&nbsp;1", page)
+        self.assertIn("client_rate&nbsp;1", page)
 
 
 class LimitOptionsTests(SynchronousTestCase):
@@ -169,6 +182,44 @@ class LimitOptionsTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             parse(*LISTEN, *UPSTREAMS, "--connection-bandwidth", "fast")
         self.assertIn("--connection-bandwidth", str(caught.exception))
+
+    def test_sharedBandwidthsAndAction(self) -> None:
+        """
+        --client-bandwidth and --listener-bandwidth read sizes per second,
+        --client-limit-action reset or close (reset by default); a bad one
+        names the flag.
+        """
+        config = parse(
+            *LISTEN,
+            *UPSTREAMS,
+            "--client-bandwidth",
+            "1MiB/s",
+            "--listener-bandwidth",
+            "10MB/s",
+            "--client-limit-action",
+            "close",
+        ).proxyConfig
+        self.assertEqual(
+            (
+                config.clientBandwidth,
+                config.listenerBandwidth,
+                config.clientLimitAction,
+            ),
+            (1024 * 1024, 10 * 1024 * 1024, "close"),
+        )
+        limits = clientLimitsFor(config)
+        assert limits is not None
+        self.assertEqual((limits.bandwidth, limits.reset), (1024 * 1024, False))
+        plain = parse(*LISTEN, *UPSTREAMS).proxyConfig
+        self.assertEqual(plain.clientLimitAction, "reset")
+        for flag, value in [
+            ("--client-bandwidth", "fast"),
+            ("--listener-bandwidth", "0"),
+            ("--client-limit-action", "drop"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parse(*LISTEN, *UPSTREAMS, flag, value)
+            self.assertIn(flag, str(caught.exception))
 
     def test_openMetricsWarned(self) -> None:
         """

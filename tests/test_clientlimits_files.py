@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -22,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from splicetx._app.reload import compareConfigs
 from splicetx._config.limits import (
     clientLimitsFor,
+    forwardBandwidths,
     forwardLimits,
     reconfigureClientLimits,
 )
@@ -95,6 +97,54 @@ class TomlLimitsTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(limitsOf(parseToml(FORWARD).forwards[0]), (None,) * 3)
+
+    def test_bandwidthsAndAction(self) -> None:
+        """
+        A forward's own bandwidths (C{0}: no limit, over the command
+        line's) and refusal action, in TOML and in rinetd brackets, win
+        over the command line's; a bad one names the key.
+        """
+        [own] = parseToml(
+            FORWARD
+            + 'connection-bandwidth = "10MB/s"\nclient-bandwidth = 0\n'
+            + 'listener-bandwidth = 1048576\nclient-limit-action = "close"\n',
+            "c.toml",
+        ).forwards
+        fromRinetd = rinetd(
+            "connection-bandwidth=10MB/s,client-bandwidth=0,"
+            "listener-bandwidth=1MiB/s,client-limit-action=close"
+        )
+        for forward in (own, fromRinetd):
+            self.assertEqual(
+                (
+                    forward.connectionBandwidth,
+                    forward.clientBandwidth,
+                    forward.listenerBandwidth,
+                    forward.clientLimitAction,
+                ),
+                (10 * 1024 * 1024, 0, 1024 * 1024, "close"),
+            )
+        config = ProxyConfig(
+            forwards=[own], clientBandwidth=5000, listenerBandwidth=7000
+        )
+        self.assertEqual(
+            [forwardBandwidths(config, f) for f in (own, Forward(listens=["tcp:1"]))],
+            [(10 * 1024 * 1024, None, 1024 * 1024), (None, 5000, 7000)],
+        )
+        self.assertIsNone(clientLimitsFor(config, own))
+        limits = clientLimitsFor(config, Forward(listens=["tcp:1"]))
+        assert limits is not None
+        self.assertEqual((limits.bandwidth, limits.reset), (5000, True))
+        for line, problem in [
+            ('client-bandwidth = "fast"', "expected bytes per second"),
+            ('client-limit-action = "drop"', "expected reset or close"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                parseToml(FORWARD + line + "\n", "c.toml")
+            self.assertIn(problem, str(caught.exception))
+        with self.assertRaises(ConfigError) as caught:
+            rinetd("listener-bandwidth=lots")
+        self.assertIn("expected bytes per second", str(caught.exception))
 
     def test_bad(self) -> None:
         """
@@ -257,6 +307,27 @@ class ForwardLimitsTests(SynchronousTestCase):
         self.assertEqual([held.refusal is None, *refusals], [True, False, True, False])
         reconfigureClientLimits(factory, config, Forward(listens=["tcp:1"]))
         self.assertIsNone(factory.clientLimits)
+        reconfigureClientLimits(
+            factory,
+            config,
+            Forward(
+                listens=["tcp:1"],
+                connectionBandwidth=1000,
+                clientBandwidth=2000,
+                listenerBandwidth=3000,
+                clientLimitAction="close",
+            ),
+        )
+        limits = factory.clientLimits
+        self.assertEqual(
+            (
+                factory.connectionBandwidth,
+                factory.listenerBandwidth,
+                limits.bandwidth,
+                limits.reset,
+            ),
+            (1000, 3000, 2000, False),
+        )
 
 
 class ReloadLimitsTests(SynchronousTestCase):
@@ -286,6 +357,37 @@ class ReloadLimitsTests(SynchronousTestCase):
         except OSError:
             return b""
 
+    def started(self, options: str, first: Any, *args: str) -> Any:
+        """
+        C{twist splice-proxy --config} on a rinetd file of one forward to
+        an echo backend, with C{options % first} in its brackets.
+
+        @return: C{(the file's path, its line with a C{%} left for the
+            options, the forward's port, the L{ProxyProcess})}, once ready.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "rinetd.conf")
+        backend = echoBackend(self, b"E")
+        (port,) = freePorts(1)
+        line = f"{LOOPBACK} {port} {LOOPBACK} {backend} {options}"
+        self.writeConfig(path, line % first)
+        proxy = ProxyProcess(["--config", path, *args])
+        self.addCleanup(proxy.kill)
+        proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "ready", DEADLINE)
+        return path, line, port, proxy
+
+    def reloaded(self, proxy: ProxyProcess, path: str, line: str) -> None:
+        """
+        Write C{line} to C{path} and SIGHUP C{proxy}: one forward changed.
+        """
+        self.writeConfig(path, line)
+        seen = len(self.reloads(proxy))
+        proxy.signal(signal.SIGHUP)
+        proxy.waitForEvent(lambda e: len(self.reloads(proxy)) > seen, DEADLINE)
+        event = self.reloads(proxy)[seen]
+        self.assertEqual((event.get("changed"), event.get("error")), (1, None))
+
     def test_raisedCapOnReload(self) -> None:
         """
         With a cap of 1, a second connection while one is held is refused
@@ -293,18 +395,9 @@ class ReloadLimitsTests(SynchronousTestCase):
         file says 2 and a SIGHUP, the held connection still echoes and a
         second one is served.
         """
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory, True)
-        path = os.path.join(directory, "rinetd.conf")
-        backend = echoBackend(self, b"E")
-        (port,) = freePorts(1)
-        line = f"{LOOPBACK} {port} {LOOPBACK} {backend} [client-max-connections=%d]"
-        self.writeConfig(path, line % 1)
-        proxy = ProxyProcess(
-            ["--config", path, "--metrics", f"tcp:0:interface={LOOPBACK}"]
+        path, line, port, proxy = self.started(
+            "[client-max-connections=%d]", 1, "--metrics", f"tcp:0:interface={LOOPBACK}"
         )
-        self.addCleanup(proxy.kill)
-        proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "ready", DEADLINE)
         metrics = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "metrics")
         held = socket.create_connection((LOOPBACK, port), DEADLINE)
         self.addCleanup(held.close)
@@ -316,12 +409,7 @@ class ReloadLimitsTests(SynchronousTestCase):
         self.assertIn("at its limit of 1 live connections", record["detail"])
         self.assertEqual(refusedForConnections(metrics["port"]), 1)
 
-        self.writeConfig(path, line % 2)
-        seen = len(self.reloads(proxy))
-        proxy.signal(signal.SIGHUP)
-        proxy.waitForEvent(lambda e: len(self.reloads(proxy)) > seen, DEADLINE)
-        event = self.reloads(proxy)[seen]
-        self.assertEqual((event.get("changed"), event.get("error")), (1, None))
+        self.reloaded(proxy, path, line % 2)
 
         held.sendall(b"still here")
         self.assertEqual(readExactly(held, 10), b"still here")
@@ -329,6 +417,38 @@ class ReloadLimitsTests(SynchronousTestCase):
         held.shutdown(socket.SHUT_WR)
         self.assertEqual(readExactly(held, 1), b"")
         self.assertEqual(refusedForConnections(metrics["port"]), 1)
+
+    def test_bandwidthOnReload(self) -> None:
+        """
+        A SIGHUP that sets a forward's connection-bandwidth (and a client
+        and a listener bandwidth) keeps the live connection, which still
+        echoes at full speed, and limits the new ones: 768 KiB echoed on a
+        new connection at 256 KiB/s take at least 1.8 s.
+        """
+        path, line, port, proxy = self.started("[client-max-connections=9%s]", "")
+        held = socket.create_connection((LOOPBACK, port), DEADLINE)
+        self.addCleanup(held.close)
+        held.sendall(b"one")
+        self.assertEqual(readExactly(held, 4), b"Eone")
+
+        self.reloaded(
+            proxy,
+            path,
+            line
+            % (
+                ",connection-bandwidth=256KiB/s,client-bandwidth=1MiB/s,"
+                "listener-bandwidth=2MiB/s"
+            ),
+        )
+
+        big = os.urandom(768 * 1024)
+        held.sendall(big)
+        self.assertEqual(readExactly(held, len(big)), big)
+        started = time.monotonic()
+        self.assertEqual(self.second(port, big), b"E" + big)
+        self.assertGreaterEqual(time.monotonic() - started, 1.8)
+        held.shutdown(socket.SHUT_WR)
+        self.assertEqual(readExactly(held, 1), b"")
 
     def reloads(self, proxy: ProxyProcess) -> list[dict[str, Any]]:
         return [e for e in list(proxy.events) if e.get("splicetxEvent") == "reload"]

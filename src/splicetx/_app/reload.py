@@ -131,6 +131,10 @@ def _limitsKey(forward: Forward) -> tuple[Any, ...]:
         forward.clientMaxConnections,
         forward.clientConnectionRate,
         forward.clientPrefix,
+        forward.clientLimitAction,
+        forward.connectionBandwidth,
+        forward.clientBandwidth,
+        forward.listenerBandwidth,
     )
 
 

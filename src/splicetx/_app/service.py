@@ -41,7 +41,7 @@ from splicetx._config.endpoints import (
     explainEndpointError,
     serverEndpoint,
 )
-from splicetx._config.limits import clientLimitsFor
+from splicetx._config.limits import clientLimitsFor, forwardBandwidths
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
 from splicetx._pool.addresses import describeAddress
@@ -554,6 +554,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         make = classFactoryMaker(config, pooled) or (
             PoolProxyFactory.forPools if pooled else SpliceProxyFactory
         )
+        bandwidths = forwardBandwidths(config, forward)
         factory = make(
             upstream,
             reactor=self.reactor,
@@ -578,7 +579,8 @@ class SpliceProxyService(DrainOnSignal, Service):
             accessLog=self.accessLog,
             fastPath=config.fastPath,
             clientLimits=clientLimitsFor(config, forward),
-            connectionBandwidth=config.connectionBandwidth,
+            connectionBandwidth=bandwidths[0],
+            listenerBandwidth=bandwidths[2],
         )
         return withClassOptions(factory, config)
 

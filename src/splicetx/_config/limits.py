@@ -2,8 +2,9 @@
 """
 The command-line options of the limits per client and of who may read the
 metrics endpoint (C{--client-max-connections}, C{--client-connection-rate},
-C{--client-prefix}, C{--metrics-allow}) and of the bandwidth per connection
-(C{--connection-bandwidth}), kept here so C{twist
+C{--client-prefix}, C{--client-limit-action}, C{--metrics-allow}) and of
+the bandwidth limits (C{--connection-bandwidth}, C{--client-bandwidth},
+C{--listener-bandwidth}), kept here so C{twist
 splice-proxy}'s option parser adds them in one block, and read into
 L{ProxyConfig <splicetx._config.model.ProxyConfig>} keywords with the one
 value grammar (L{splicetx._config.values}).
@@ -35,6 +36,7 @@ __all__ = [
     "clientLimitFields",
     "clientLimitsFor",
     "forwardLimits",
+    "forwardBandwidths",
     "reconfigureClientLimits",
     "metricsAccess",
     "beyondLoopback",
@@ -47,7 +49,14 @@ CLIENT_LIMIT_KEYS = (
     "client-max-connections",
     "client-connection-rate",
     "client-prefix",
+    "client-limit-action",
+    "connection-bandwidth",
+    "client-bandwidth",
+    "listener-bandwidth",
 )
+
+#: The values of C{--client-limit-action}: C{True} to reset.
+_ACTIONS = {"reset": True, "close": False}
 
 #: C{optParameters} rows of C{twist splice-proxy}.
 LIMIT_OPTIONS: list[list[Any]] = [
@@ -73,12 +82,35 @@ LIMIT_OPTIONS: list[list[Any]] = [
         "prefix lengths (24,64: every address of a /24 or a /64 is one client).",
     ],
     [
+        "client-limit-action",
+        None,
+        "reset",
+        "What a client over a limit per client gets: reset (RST) or close "
+        "(FIN at once).",
+    ],
+    [
         "connection-bandwidth",
         None,
         None,
         "Bytes per second each direction of each connection may move at "
         "most, e.g. 10MB/s or 500KiB/s (bursts of one second, 256 KiB at "
         "least); still spliced.",
+    ],
+    [
+        "client-bandwidth",
+        None,
+        None,
+        "Bytes per second each direction of all connections of one client "
+        "(as for --client-prefix) together may move at most; they take "
+        "turns; still spliced.",
+    ],
+    [
+        "listener-bandwidth",
+        None,
+        None,
+        "Bytes per second each direction of all connections of one "
+        "listening port (or forward) together may move at most; they take "
+        "turns; still spliced.",
     ],
 ]
 
@@ -99,9 +131,12 @@ def limitSettings(options: Any, warnings: list[str]) -> dict[str, Any]:
     rate = options["client-connection-rate"]
     if rate is not None:
         rate = parseRate(rate, "--client-connection-rate")
-    bandwidth = options["connection-bandwidth"]
-    if bandwidth is not None:
-        bandwidth = parseBandwidth(bandwidth, "--connection-bandwidth")
+    bandwidths = {}
+    for name in ("connection", "client", "listener"):
+        value = options[f"{name}-bandwidth"]
+        if value is not None:
+            value = parseBandwidth(value, f"--{name}-bandwidth")
+        bandwidths[f"{name}Bandwidth"] = value
     allow = list(options["metrics-allow"])
     parseTrustedSources(allow, "--metrics-allow")
     if allow and options["metrics"] is None:
@@ -118,8 +153,22 @@ def limitSettings(options: Any, warnings: list[str]) -> dict[str, Any]:
         "clientConnectionRate": rate,
         "clientPrefix": parseClientPrefix(options["client-prefix"]),
         "metricsAllow": allow,
-        "connectionBandwidth": bandwidth,
+        "clientLimitAction": _parseAction(options["client-limit-action"]),
+        **bandwidths,
     }
+
+
+def _parseAction(value: Any, what: str = "--client-limit-action") -> str:
+    if value not in _ACTIONS:
+        raise ConfigError(f"{what}: expected reset or close, got {value!r}")
+    return str(value)
+
+
+def _forwardBandwidth(value: Any, what: str) -> int:
+    # A forward's own bandwidth: 0 for no limit (over the command line's).
+    if value == 0 or (isinstance(value, str) and value.strip() == "0"):
+        return 0
+    return parseBandwidth(value, what)
 
 
 def beyondLoopback(description: str) -> bool:
@@ -151,7 +200,7 @@ def clientLimitFields(values: Mapping[str, Any], where: str = "") -> dict[str, A
     @param values: key to the value as written (text, or a TOML integer).
     @param where: put before each key in messages (C{"forward[0]."}).
     @return: L{Forward <splicetx._config.model.Forward>} keywords
-        (C{clientMaxConnections}: C{0} for no limit).
+        (C{clientMaxConnections}, the bandwidths: C{0} for no limit).
     @raise ConfigError: for a bad value, naming C{where} and the key.
     """
     out: dict[str, Any] = {}
@@ -164,6 +213,13 @@ def clientLimitFields(values: Mapping[str, Any], where: str = "") -> dict[str, A
     key = "client-prefix"
     if key in values:
         out["clientPrefix"] = parseClientPrefix(values[key], where + key)
+    key = "client-limit-action"
+    if key in values:
+        out["clientLimitAction"] = _parseAction(values[key], where + key)
+    for name in ("connection", "client", "listener"):
+        key = f"{name}-bandwidth"
+        if key in values:
+            out[f"{name}Bandwidth"] = _forwardBandwidth(values[key], where + key)
     return out
 
 
@@ -192,6 +248,33 @@ def forwardLimits(
     return most, rate, prefix
 
 
+def forwardBandwidths(
+    config: Any, forward: Any = None
+) -> tuple[int | None, int | None, int | None]:
+    """
+    The bandwidth limits of one forward: its own, else the command line's.
+
+    @return: C{(connection, client, listener)} bytes per second; C{None}
+        for no limit.
+    """
+    out = []
+    for name in ("connectionBandwidth", "clientBandwidth", "listenerBandwidth"):
+        value = getattr(config, name)
+        own = None if forward is None else getattr(forward, name)
+        if own is not None:
+            value = own or None
+        out.append(value)
+    connection, client, listener = out
+    return connection, client, listener
+
+
+def _action(config: Any, forward: Any) -> bool:
+    action = config.clientLimitAction
+    if forward is not None and forward.clientLimitAction is not None:
+        action = forward.clientLimitAction
+    return _ACTIONS[action]
+
+
 def clientLimitsFor(config: Any, forward: Any = None) -> ClientLimits | None:
     """
     The L{ClientLimits} of one forward of C{config} (a L{ProxyConfig
@@ -200,31 +283,38 @@ def clientLimitsFor(config: Any, forward: Any = None) -> ClientLimits | None:
     @param forward: the forward (see L{forwardLimits}), or C{None}.
     """
     most, rate, prefix = forwardLimits(config, forward)
-    if most is None and rate is None:
+    bandwidth = forwardBandwidths(config, forward)[1]
+    if most is None and rate is None and bandwidth is None:
         return None
-    return ClientLimits(most, rate, prefix)
+    return ClientLimits(
+        most, rate, prefix, bandwidth=bandwidth, reset=_action(config, forward)
+    )
 
 
 def reconfigureClientLimits(factory: Any, config: Any, forward: Any) -> None:
     """
-    Give a running factory the limits per client of C{forward} (a reload):
-    its L{ClientLimits} takes them for the connections admitted from now
-    on, and keeps counting the live ones.
+    Give a running factory the limits per client and the bandwidth limits
+    of C{forward} (a reload): its L{ClientLimits} takes them for the
+    connections admitted from now on, and keeps counting the live ones;
+    the live connections keep the bandwidth buckets they have.
 
     @param factory: the forward's factory (its C{clientLimits} is set).
     @param config: the L{ProxyConfig <splicetx._config.model.ProxyConfig>}.
     @param forward: the forward as the reloaded file gives it.
     """
     most, rate, prefix = forwardLimits(config, forward)
+    connection, client, listener = forwardBandwidths(config, forward)
+    factory.connectionBandwidth = connection
+    factory.listenerBandwidth = listener
     limits = factory.clientLimits
     if limits is None:
         factory.clientLimits = clientLimitsFor(config, forward)
-    elif most is None and rate is None:
+    elif most is None and rate is None and client is None:
         # Connections admitted before still give their place back to the
         # table they hold; new ones are not counted.
         factory.clientLimits = None
     else:
-        limits.configure(most, rate, prefix)
+        limits.configure(most, rate, prefix, client, _action(config, forward))
 
 
 def metricsAccess(config: Any) -> AccessControl | None:

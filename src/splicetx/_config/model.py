@@ -186,6 +186,12 @@ class Forward:
         connections per client; C{None}: the command line's.
     @ivar clientPrefix: its own client prefix lengths; C{None}: the
         command line's.
+    @ivar clientLimitAction: its own C{client-limit-action} (C{"reset"}
+        or C{"close"}); C{None}: the command line's.
+    @ivar connectionBandwidth: its own C{connection-bandwidth} in bytes
+        per second, C{0} for no limit; C{None}: the command line's.
+    @ivar clientBandwidth: likewise, C{client-bandwidth}.
+    @ivar listenerBandwidth: likewise, C{listener-bandwidth}.
     """
 
     listens: tuple[str, ...] = attr.ib(converter=_strings, validator=_atLeastOne)
@@ -205,6 +211,10 @@ class Forward:
     clientMaxConnections: int | None = None
     clientConnectionRate: ConnectionRate | None = None
     clientPrefix: tuple[int, int] | None = None
+    clientLimitAction: str | None = None
+    connectionBandwidth: int | None = None
+    clientBandwidth: int | None = None
+    listenerBandwidth: int | None = None
 
     @property
     def isUDP(self) -> bool:
@@ -309,6 +319,12 @@ class ProxyConfig:
     @ivar connectionBandwidth: bytes per second each direction of each
         connection may move at most, or C{None} (see
         L{splicetx._relay.bandwidth}).
+    @ivar clientBandwidth: bytes per second each direction of all the
+        connections of one client may move at most together, or C{None}.
+    @ivar listenerBandwidth: bytes per second each direction of all the
+        connections of one forward may move at most together, or C{None}.
+    @ivar clientLimitAction: what a client over a limit per client gets:
+        C{"reset"} or C{"close"}.
     @ivar metricsAllow: the networks that may read the C{--metrics}
         endpoint; empty: everyone who reaches it.
     """
@@ -348,6 +364,9 @@ class ProxyConfig:
     clientConnectionRate: ConnectionRate | None = None
     clientPrefix: tuple[int, int] = (32, 128)
     connectionBandwidth: int | None = None
+    clientBandwidth: int | None = None
+    listenerBandwidth: int | None = None
+    clientLimitAction: str = "reset"
     metricsAllow: tuple[str, ...] = attr.ib(default=(), converter=_strings)
 
     def listenEndpoints(self, forward: Forward) -> list[str]:

@@ -1,8 +1,12 @@
 # -*- test-case-name: tests.test_clientlimits -*-
 """
 Limits per client: how many connections one client may have live at once
-(C{--client-max-connections}) and how many new ones it may open per second
-(C{--client-connection-rate}, a token bucket with a burst).
+(C{--client-max-connections}), how many new ones it may open per second
+(C{--client-connection-rate}, a token bucket with a burst), and how many
+bytes per second all its connections together may move each way
+(C{--client-bandwidth}: a pair of L{SharedBandwidth
+<splicetx._relay.bandwidth.SharedBandwidth>} per client, kept in its
+record of the table).
 
 A client is its address, or the network it is in with C{--client-prefix}
 (C{24,64}: every address of a C{/24} or a C{/64} counts as one client); the
@@ -12,7 +16,8 @@ and the lean one of L{splicetx._proxy.fastconn}) ask L{ClientLimits.admit}
 once the client's address is known, and tell the L{Admission} it returned
 when the connection has ended (L{Admission.ended}).
 
-A refused client is reset, as one the access rules deny; its record says
+A refused client is reset, as one the access rules deny (or closed at once,
+with C{--client-limit-action close}); its record says
 why (reason C{rejected}) and the C{connectionRefused} metric counts it as
 C{client_connections} or C{client_rate}.  Only the first refusal of a
 client in L{LOG_INTERVAL} seconds is recorded; the others are counted (and
@@ -38,6 +43,7 @@ from typing import Any, NamedTuple
 
 from splicetx._pool.addresses import normaliseAddress
 from splicetx._proxy.preamble import Refusal
+from splicetx._relay.bandwidth import SharedBandwidth, sharedPair
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -47,7 +53,8 @@ __all__ = [
     "Admission",
 ]
 
-#: How many clients the table keeps at most (about 200 bytes each).
+#: How many clients the table keeps at most (about 200 bytes each; the two
+#: buckets of C{--client-bandwidth} add about 420).
 DEFAULT_CAPACITY = 65536
 #: Seconds between two recorded refusals of one client.
 LOG_INTERVAL = 60.0
@@ -74,7 +81,16 @@ class _Client:
     What the table knows of one client.
     """
 
-    __slots__ = ("key", "name", "live", "tokens", "stamp", "loggedAt", "unlogged")
+    __slots__ = (
+        "key",
+        "name",
+        "live",
+        "tokens",
+        "stamp",
+        "loggedAt",
+        "unlogged",
+        "shared",
+    )
 
     def __init__(self, key: Any, name: str, tokens: float, now: float) -> None:
         self.key = key
@@ -84,6 +100,8 @@ class _Client:
         self.stamp = now
         self.loggedAt = -math.inf
         self.unlogged = 0
+        #: Its L{SharedBandwidth} pair (up, down), made when first needed.
+        self.shared: tuple[SharedBandwidth, SharedBandwidth] | None = None
 
 
 class Admission:
@@ -110,6 +128,24 @@ class Admission:
         self.refusal = refusal
         self.quiet = quiet
 
+    def shared(self, reactor: Any) -> tuple[SharedBandwidth, SharedBandwidth] | None:
+        """
+        The shared buckets (up, down) of the client's bandwidth, or
+        C{None} when there is no C{--client-bandwidth} (or no client).
+
+        @param reactor: the reactor of the buckets' timers, if they are
+            made now.
+        """
+        limits, client = self._limits, self._client
+        if limits is None or client is None or limits.bandwidth is None:
+            return None
+        pair = client.shared
+        if pair is None or pair[0].rate != limits.bandwidth:
+            # New (or a reload changed the rate): the client's live
+            # connections keep the pair they have.
+            pair = client.shared = sharedPair(limits.bandwidth, reactor)
+        return pair
+
     def ended(self) -> bool:
         """
         The connection has ended: give its client's place back (once).
@@ -122,7 +158,8 @@ class Admission:
             client.live -= 1
             limits = self._limits
             if limits is not None and client.live == 0 and limits.rate is None:
-                # Nothing left to remember of it.
+                # Nothing left to remember of it (its bandwidth buckets
+                # have no sharer left).
                 table = limits._table
                 if table.get(client.key) is client:
                     del table[client.key]
@@ -146,6 +183,10 @@ class ClientLimits:
         then IPv6 (C{(32, 128)}: each address is a client).
     @ivar capacity: how many clients the table keeps at most.
     @ivar logInterval: seconds between two recorded refusals of a client.
+    @ivar bandwidth: bytes per second all connections of a client may move
+        each way together, or C{None}.
+    @ivar reset: C{True} to reset a refused client's connection, C{False}
+        to close it.
     """
 
     def __init__(
@@ -155,6 +196,8 @@ class ClientLimits:
         prefix: tuple[int, int] = (32, 128),
         capacity: int = DEFAULT_CAPACITY,
         logInterval: float = LOG_INTERVAL,
+        bandwidth: int | None = None,
+        reset: bool = True,
     ) -> None:
         """
         @raise ValueError: for a limit or prefix out of range.
@@ -165,13 +208,17 @@ class ClientLimits:
         self.maxConnections: int | None = None
         self.rate: ConnectionRate | None = None
         self.prefix = (32, 128)
-        self.configure(maxConnections, rate, prefix)
+        self.bandwidth: int | None = None
+        self.reset = reset
+        self.configure(maxConnections, rate, prefix, bandwidth, reset)
 
     def configure(
         self,
         maxConnections: int | None,
         rate: ConnectionRate | None,
         prefix: tuple[int, int] = (32, 128),
+        bandwidth: int | None = None,
+        reset: bool = True,
     ) -> None:
         """
         Take new limits (a reload), for the connections admitted from now
@@ -182,6 +229,8 @@ class ClientLimits:
         """
         if maxConnections is not None and maxConnections < 1:
             raise ValueError(f"maxConnections must be at least 1, not {maxConnections}")
+        if bandwidth is not None and bandwidth <= 0:
+            raise ValueError(f"bandwidth must be positive, not {bandwidth!r}")
         if rate is not None and (rate.perSecond <= 0 or rate.burst < 1):
             raise ValueError(f"bad connection rate {rate!r}")
         v4, v6 = prefix
@@ -192,13 +241,19 @@ class ClientLimits:
         self.maxConnections = maxConnections
         self.rate = rate
         self.prefix = (v4, v6)
+        self.bandwidth = bandwidth
+        self.reset = reset
 
     @property
     def active(self) -> bool:
         """
         Whether any limit is set.
         """
-        return self.maxConnections is not None or self.rate is not None
+        return (
+            self.maxConnections is not None
+            or self.rate is not None
+            or self.bandwidth is not None
+        )
 
     def __len__(self) -> int:
         """
@@ -265,13 +320,13 @@ class ClientLimits:
         interval = self.logInterval
         if now - client.loggedAt < interval:
             client.unlogged += 1
-            return Admission(None, None, Refusal(metric, detail, True), True)
+            return Admission(None, None, Refusal(metric, detail, self.reset), True)
         if client.unlogged:
             detail += f"; {client.unlogged} more refused since, not recorded"
         detail += f"; its next refusals in {interval:g} s are counted, not recorded"
         client.loggedAt = now
         client.unlogged = 0
-        return Admission(None, None, Refusal(metric, detail, True))
+        return Admission(None, None, Refusal(metric, detail, self.reset))
 
     def _makeRoom(self, now: float) -> None:
         """

@@ -38,6 +38,7 @@ from splicetx._proxy.interfaces import IAccessLog, IProxyMetrics
 from splicetx._proxy.protocol import (
     SpliceProxyProtocol,
 )
+from splicetx._relay.bandwidth import BandwidthPlan, SharedBandwidth, sharedPair
 from splicetx._relay.pipes import PipePool
 from splicetx._relay.relay import (
     CLOSED,
@@ -141,6 +142,11 @@ class SpliceProxyFactory(Factory):
         connection may move at most (a token bucket per direction,
         L{splicetx._relay.bandwidth}), or C{None} (no limit).  The bytes are
         still spliced; a relay that copies (TLS) pauses its sources.
+    @ivar listenerBandwidth: bytes per second each direction of all its
+        connections together may move at most (one L{SharedBandwidth
+        <splicetx._relay.bandwidth.SharedBandwidth>} per direction, the
+        connections taking turns), or C{None}.  Setting it (a reload)
+        gives the connections made from then on new buckets.
     @ivar options: the parsed C{commandLineOptions} of this class or of its
         protocol class when C{twist splice-proxy} built it (a
         C{twisted.python.usage.Options}, a C{dict}), else C{None}.
@@ -184,6 +190,7 @@ class SpliceProxyFactory(Factory):
         fastPath: bool = True,
         clientLimits: ClientLimits | None = None,
         connectionBandwidth: int | None = None,
+        listenerBandwidth: int | None = None,
     ) -> None:
         """
         @param upstream: see L{upstream}.
@@ -210,6 +217,7 @@ class SpliceProxyFactory(Factory):
         @param fastPath: see L{fastPath}.
         @param clientLimits: see L{clientLimits}.
         @param connectionBandwidth: see L{connectionBandwidth}.
+        @param listenerBandwidth: see L{listenerBandwidth}.
         @raise ValueError: for an unknown engine, PROXY protocol version, or
             a negative or non-finite timeout.
         """
@@ -264,13 +272,50 @@ class SpliceProxyFactory(Factory):
         self.accessLog = accessLog
         self.fastPath = fastPath
         self.clientLimits = clientLimits
-        if connectionBandwidth is not None and connectionBandwidth <= 0:
-            raise ValueError(
-                "connectionBandwidth must be positive or None, "
-                f"not {connectionBandwidth!r}"
-            )
+        for name, rate in (
+            ("connectionBandwidth", connectionBandwidth),
+            ("listenerBandwidth", listenerBandwidth),
+        ):
+            if rate is not None and rate <= 0:
+                raise ValueError(f"{name} must be positive or None, not {rate!r}")
         self.connectionBandwidth = connectionBandwidth
+        self._listenerShared: tuple[SharedBandwidth, SharedBandwidth] | None = None
+        self._listenerRate = listenerBandwidth
         self._fast: FastForwarder | None = None
+
+    @property
+    def listenerBandwidth(self) -> int | None:
+        return self._listenerRate
+
+    @listenerBandwidth.setter
+    def listenerBandwidth(self, rate: int | None) -> None:
+        if rate != self._listenerRate:
+            # Live connections keep the buckets they have; new ones get
+            # new ones (made when first needed, on the factory's reactor).
+            self._listenerRate = rate
+            self._listenerShared = None
+
+    def bandwidthPlan(self, admission: Any) -> int | BandwidthPlan | None:
+        """
+        The bandwidth limits of a new connection (for its relay).
+
+        @param admission: its client's L{Admission
+            <splicetx._proxy.clientlimits.Admission>}, or C{None}.
+        @return: C{None} (no limit), the bytes per second of each of its
+            directions, or a L{BandwidthPlan
+            <splicetx._relay.bandwidth.BandwidthPlan>} with the shared
+            buckets of its client and of this listener.
+        """
+        listener = self._listenerShared
+        if listener is None and self._listenerRate is not None:
+            listener = self._listenerShared = sharedPair(
+                self._listenerRate, self.reactor
+            )
+        client = None if admission is None else admission.shared(self.reactor)
+        if client is None and listener is None:
+            return self.connectionBandwidth
+        shared = tuple(p for p in (client, listener) if p is not None)
+        return BandwidthPlan(self.connectionBandwidth, shared)
 
     @property
     def reactor(self) -> Any:

@@ -55,7 +55,7 @@ from splicetx._proxy.timeouts import (
 )
 from splicetx._proxy.upstream import Address
 from splicetx._proxy.wording import inProxyWords
-from splicetx._relay.bandwidth import Bandwidth
+from splicetx._relay.bandwidth import directionLimits
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
@@ -538,11 +538,9 @@ class FastConnection:
         ba = self.ba = Direction(self, us, cs)
         cs.source = us.sink = ab
         us.source = cs.sink = ba
-        rate = factory.connectionBandwidth
-        if rate is not None:
-            reactor = self.forwarder.reactor
-            ab.limit = Bandwidth(rate, reactor)
-            ba.limit = Bandwidth(rate, reactor)
+        plan = factory.bandwidthPlan(self.admission)
+        if plan is not None:
+            ab.limit, ba.limit = directionLimits(plan, self.forwarder.reactor)
         if us.writing:
             us.writing = False
             us.reading = True

@@ -311,7 +311,7 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
             toA=toA,
             toB=toB,
             pipePool=factory.pipePool,
-            bandwidth=factory.connectionBandwidth,
+            bandwidth=factory.bandwidthPlan(self._admission),
         )
         self.relay = relay
         self._phase = Phase.RELAYING

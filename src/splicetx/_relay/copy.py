@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx._relay.bandwidth import Bandwidth
+from splicetx._relay.bandwidth import Bandwidth, BandwidthPlan, Limits, directionLimits
 from splicetx._relay.contract import (
     CLOSED,
     DONE,
@@ -88,7 +88,7 @@ class CopyEngine:
         toA: bytes,
         toB: bytes,
         reactor: Any = None,
-        bandwidth: int | None = None,
+        bandwidth: int | BandwidthPlan | None = None,
     ) -> None:
         """
         @param host: the relay to report the end to.
@@ -98,7 +98,7 @@ class CopyEngine:
         @param toB: bytes to write to B first.
         @param reactor: the reactor of the bandwidth limit's timers.
         @param bandwidth: bytes per second each direction may move at most,
-            or C{None} (needs C{reactor}).
+            a L{BandwidthPlan}, or C{None} (needs C{reactor}).
         """
         self.host: IEngineHost | None = host
         self._a = a
@@ -110,12 +110,11 @@ class CopyEngine:
         self._sent: dict[str, bool] = {"A": False, "B": False}
         self._registered: list[Any] = []
         # Per source side: its Bandwidth, its _Pauser, its pending timer.
-        self._limits: dict[str, Bandwidth] | None = None
+        self._limits: dict[str, Bandwidth | Limits] | None = None
         if bandwidth is not None and reactor is not None:
-            self._limits = {
-                "A": Bandwidth(bandwidth, reactor),
-                "B": Bandwidth(bandwidth, reactor),
-            }
+            fromA, fromB = directionLimits(bandwidth, reactor)
+            if fromA is not None:
+                self._limits = {"A": fromA, "B": fromB}
         self._pausers: dict[str, _Pauser] = {}
         self._timers: dict[str, Any] = {}
 

@@ -56,6 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._relay.bandwidth import BandwidthPlan
 from splicetx._relay.contract import (
     CANCELLED,
     CLOSED,
@@ -252,7 +253,7 @@ class Relay:
         toA: bytes = b"",
         toB: bytes = b"",
         pipePool: PipePool | None = None,
-        bandwidth: int | None = None,
+        bandwidth: int | BandwidthPlan | None = None,
     ) -> None:
         """
         @param transportA: a connected transport (usually the client side).
@@ -268,7 +269,8 @@ class Relay:
         @param pipePool: the L{PipePool} to take pipes from (default: the
             process-wide one, 1 MiB pipes).
         @param bandwidth: bytes per second each direction may move at most
-            (L{splicetx._relay.bandwidth}), or C{None} for no limit.  Both
+            (L{splicetx._relay.bandwidth}), a L{BandwidthPlan} (buckets
+            shared with other relays too), or C{None} for no limit.  Both
             engines apply it (the copy engine by pausing a source).
         """
         self._reactor: Any = defaultReactor(reactor)

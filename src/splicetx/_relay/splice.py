@@ -41,7 +41,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from splicetx._relay.bandwidth import Bandwidth
+from splicetx._relay.bandwidth import BandwidthPlan, directionLimits
 from splicetx._relay.contract import (
     DONE,
     ERROR,
@@ -240,7 +240,7 @@ class SpliceEngine:
         b: IRelaySide,
         toA: bytes,
         toB: bytes,
-        bandwidth: int | None = None,
+        bandwidth: int | BandwidthPlan | None = None,
     ) -> None:
         """
         @param host: the relay to report the end or a fallback to.
@@ -251,7 +251,8 @@ class SpliceEngine:
         @param toA: bytes to write to A first.
         @param toB: bytes to write to B first.
         @param bandwidth: bytes per second each direction may move at most
-            (a L{Bandwidth} each), or C{None}.
+            (a L{Bandwidth} each), a L{BandwidthPlan} (shared buckets too),
+            or C{None}.
         """
         self.host: IEngineHost | None = host
         self._bandwidth = bandwidth
@@ -363,10 +364,8 @@ class SpliceEngine:
         ba = self._ba = Direction(self, sb, sa)
         sa.source, sa.sink = ab, ba
         sb.source, sb.sink = ba, ab
-        rate = self._bandwidth
-        if rate is not None:
-            ab.limit = Bandwidth(rate, self.reactor)
-            ba.limit = Bandwidth(rate, self.reactor)
+        if self._bandwidth is not None:
+            ab.limit, ba.limit = directionLimits(self._bandwidth, self.reactor)
         sa.startReading()
         sb.startReading()
 

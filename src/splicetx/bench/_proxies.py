@@ -51,6 +51,8 @@ class ProxySpec:
         up to read: a PROXY header (splicetx C{--accept-proxy-protocol},
         HAProxy C{accept-proxy}) or a TLS ClientHello routed by its server
         name (splicetx C{--route-sni}, HAProxy C{req.ssl_sni}); C{None}.
+    @ivar extraArgs: more C{twist splice-proxy} options (the limits per
+        client, a bandwidth limit: to price them).
     """
 
     name: str
@@ -64,6 +66,7 @@ class ProxySpec:
     logLevel: str = "info"
     fastPath: bool = True
     preamble: str | None = None
+    extraArgs: tuple[str, ...] = ()
 
 
 def _kib(n: int) -> str:
@@ -131,6 +134,7 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             fastPath=False,
         ),
         *_preambleSpecs(defaultPipeSize),
+        *_limitSpecs(defaultPipeSize),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
             "plainloop",
@@ -187,6 +191,54 @@ def _preambleSpecs(defaultPipeSize: int) -> list[ProxySpec]:
                 )
             )
     return specs
+
+
+#: Limits per client that the churn load (one client, 127.0.0.1) never
+#: reaches: every connection is admitted, counted and given the client's
+#: shared buckets, which is what they cost.
+LIMITS_ARGS = (
+    "--client-max-connections",
+    "100000",
+    "--client-connection-rate",
+    "1000000/s",
+    "--client-bandwidth",
+    "64GiB/s",
+)
+
+#: The bandwidth limit of the rate-limited bulk stream: well under what
+#: the bulk load moves unlimited on loopback, so it binds.
+BANDWIDTH_ARGS = ("--connection-bandwidth", "256MiB/s")
+
+
+def _limitSpecs(defaultPipeSize: int) -> list[ProxySpec]:
+    """
+    The default splice proxy with limits per client (churn, beside the
+    plain one) and with a binding bandwidth limit (bulk: its CPU per GB
+    beside the unlimited one's).
+    """
+    name = defaultSpliceName(defaultPipeSize)
+    return [
+        ProxySpec(
+            f"{name}-limits",
+            "splicetx, splice engine, default pipes, limits per client "
+            "(connections, rate, shared bandwidth) that are never reached",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("churn", "keepalive"),
+            extraArgs=LIMITS_ARGS,
+        ),
+        ProxySpec(
+            f"{name}-bw",
+            "splicetx, splice engine, default pipes, --connection-bandwidth "
+            "256MiB/s (a binding limit, still spliced)",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("bulk",),
+            extraArgs=BANDWIDTH_ARGS,
+        ),
+    ]
 
 
 def defaultSpliceName(defaultPipeSize: int) -> str:
@@ -285,6 +337,7 @@ def needsCLI(spec: ProxySpec) -> bool:
         or not spec.fastPath
         or spec.logLevel != "info"
         or spec.preamble is not None
+        or bool(spec.extraArgs)
     )
 
 
@@ -321,6 +374,7 @@ def command(
                 str(spec.pipeSize),
                 *(["--workers", str(spec.workers)] if spec.workers else []),
                 *([] if spec.fastPath else ["--no-fast-path"]),
+                *spec.extraArgs,
                 *(
                     ["--max-connections", str(maxConnections)]
                     if maxConnections is not None
@@ -556,6 +610,7 @@ def describe(proxy: RunningProxy) -> dict[str, Any]:
         "pipeSize": proxy.spec.pipeSize,
         "workers": proxy.spec.workers,
         "preamble": proxy.spec.preamble,
+        "extraArgs": list(proxy.spec.extraArgs),
         "launcher": proxy.launcher,
         "argv": proxy.argv,
     }

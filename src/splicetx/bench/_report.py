@@ -353,7 +353,12 @@ def markdown(result: dict[str, Any]) -> str:
 
     lines += _underbulk.markdownLines(summary, proxies, meta)
 
-    sweep = [p for p in proxies if p.startswith("splice-")]
+    # (Not the limited ones: their rows are in the bulk and churn tables.)
+    sweep = [
+        p
+        for p in proxies
+        if p.startswith("splice-") and not result["proxies"][p].get("extraArgs")
+    ]
     loadsHere = [lo for lo in bulkLoads if any(lo in summary.get(p, {}) for p in sweep)]
     if sweep and loadsHere:
         lines += [
@@ -657,6 +662,7 @@ def chart(result: dict[str, Any], path: str) -> None:
         if p.startswith("splice-")
         and result["proxies"][p].get("pipeSize")
         and not result["proxies"][p].get("workers")
+        and not result["proxies"][p].get("extraArgs")
     )
     if sweep:
         ax2 = ax.twinx()
