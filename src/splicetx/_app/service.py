@@ -45,6 +45,7 @@ from splicetx._config.limits import clientLimitsFor
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
 from splicetx._pool.addresses import describeAddress
+from splicetx._pool.resolver import cacheFor
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
@@ -619,6 +620,8 @@ class SpliceProxyService(DrainOnSignal, Service):
         """
         self.privilegedStartService()
         Service.startService(self)
+        # Every upstream name of the process resolves through this cache.
+        cacheFor(self.reactor).validity = self.config.resolveTTL
         for pools in self.forwardPools:
             pools.start()
         self.reactor.callWhenRunning(self._running)

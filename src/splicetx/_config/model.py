@@ -31,6 +31,7 @@ import attr
 from splicetx._config.endpoints import DEFAULT_BACKLOG, isUDP, withBacklog
 from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
 from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
+from splicetx._pool.resolver import DEFAULT_VALIDITY
 from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy.access import AccessControl
 from splicetx._proxy.clientlimits import ConnectionRate
@@ -309,6 +310,9 @@ class ProxyConfig:
     @ivar connectionBandwidth: bytes per second each direction of each
         connection may move at most, or C{None} (see
         L{splicetx._relay.bandwidth}).
+    @ivar resolveTTL: seconds an upstream host name's addresses are used
+        before it is resolved again (C{--resolve-ttl}; see
+        L{splicetx._pool.resolver}).
     @ivar metricsAllow: the networks that may read the C{--metrics}
         endpoint; empty: everyone who reaches it.
     """
@@ -321,6 +325,7 @@ class ProxyConfig:
     connectTimeout: float = 30.0
     idleTimeout: float = 600.0
     halfCloseTimeout: float = 60.0
+    resolveTTL: float = DEFAULT_VALIDITY
     tcpKeepalive: TCPKeepalive | None = DEFAULT_KEEPALIVE
     proxyProtocolFrom: tuple[str, ...] = attr.ib(default=(), converter=_strings)
     maxConnections: int | str | None = "auto"

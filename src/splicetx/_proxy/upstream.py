@@ -31,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from splicetx._pool.target import TCPTarget
 from splicetx._relay.transports import addStreamSocketClass
 
 
@@ -354,14 +355,19 @@ def directTarget(
 ) -> tuple[str | None, int, float, Any]:
     """
     Tell whether C{endpoint} can be connected with C{reactor.connectTCP}
-    directly (a C{TCP4ClientEndpoint}, or a C{TCP6ClientEndpoint} with an
-    IPv6 literal), reading what the endpoint parsed.
+    directly (a C{TCP4ClientEndpoint}, a C{TCP6ClientEndpoint} with an
+    IPv6 literal, or a L{TCPTarget <splicetx._pool.target.TCPTarget>} with an
+    address literal), reading what the endpoint parsed.
 
     @return: C{(host, port, timeout, bindAddress)}, or C{(None, ...)} when
         the endpoint must be used through its C{connect} method.
     """
     kind = type(endpoint)
-    if kind is not TCP4ClientEndpoint and kind is not TCP6ClientEndpoint:
+    if kind is TCPTarget:
+        if endpoint.literal is None:  # type: ignore[attr-defined]
+            return _NOT_DIRECT
+        kind = TCP4ClientEndpoint  # an address literal of either family
+    elif kind is not TCP4ClientEndpoint and kind is not TCP6ClientEndpoint:
         return _NOT_DIRECT
     host = getattr(endpoint, "_host", None)
     port = getattr(endpoint, "_port", None)
