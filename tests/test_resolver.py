@@ -9,6 +9,7 @@ name's addresses, a name that does not resolve).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -183,11 +184,14 @@ class NameCacheTests(SynchronousTestCase):
         self.assertEqual(len(self.cache), 0)
 
     def test_ipv6Only(self) -> None:
-        """An IPv6-only lookup asks for IPv6 addresses and is kept apart."""
-        [v6] = _results(self.cache.resolve("up.test", ipv6Only=True))
+        """A lookup of one family asks for that family and is kept apart."""
+        [v6] = _results(self.cache.resolve("up.test", socket.AF_INET6))
         self.assertEqual(v6, ((socket.AF_INET6, "::1"),))
         self.assertEqual(self.resolver.calls[0][1], [IPv6Address])
         self.assertIsNone(self.cache.cached("up.test"))
+        [v4] = _results(self.cache.resolve("up.test", socket.AF_INET))
+        self.assertEqual(v4, ((socket.AF_INET, "127.0.0.1"),))
+        self.assertEqual(self.resolver.calls[1][1], [IPv4Address])
 
     def test_onePerReactor(self) -> None:
         """cacheFor gives one cache per reactor."""
@@ -222,7 +226,8 @@ class TargetParsingTests(SynchronousTestCase):
             (target.host, target.port, target.timeout), ("up.test", 8080, 7)
         )
         six = clientEndpoint(clock, "tcp6:up.test:8080")
-        self.assertTrue(six.ipv6Only)
+        self.assertEqual(six.family, socket.AF_INET6)
+        self.assertEqual(target.family, socket.AF_INET)
         self.assertNotIsInstance(clientEndpoint(clock, "tcp:127.0.0.1:80"), TCPTarget)
         self.assertNotIsInstance(clientEndpoint(clock, "tcp6:[::1]:80"), TCPTarget)
 
@@ -377,3 +382,56 @@ class TargetConnectMixin(ReactorTestMixin):
 
 
 globals().update(makeReactorTests(TargetConnectMixin))
+
+
+class CommandLineNameTests(SynchronousTestCase):
+    """
+    C{twist splice-proxy --connect tcp:localhost:PORT}, a real subprocess: the
+    name (from C{/etc/hosts}) resolves through the cache, connections relay.
+    """
+
+    def test_connectByName(self) -> None:
+        """Three clients through a tcp:localhost upstream are all relayed."""
+        from ._cli_support import (
+            LOOPBACK,
+            ProxyProcess,
+            connectProxy,
+            readAll,
+            runAsync,
+            sendAll,
+            startServer,
+        )
+
+        async def echo(r: Any, w: Any) -> None:
+            w.write(await readAll(r))
+            await w.drain()
+            w.close()
+
+        async def scenario() -> tuple[Any, list[bytes], int]:
+            server, uport = await startServer(echo)
+            proxy = ProxyProcess(
+                [
+                    "--listen",
+                    f"tcp:0:interface={LOOPBACK}",
+                    "--connect",
+                    f"tcp:localhost:{uport}",
+                    "--resolve-ttl",
+                    "1m",
+                ]
+            )
+            self.addCleanup(proxy.kill)
+            port = await asyncio.to_thread(proxy.listeningPort)
+            got = []
+            for i in range(3):
+                r, w = await connectProxy(port)
+                message = b"hello %d" % i
+                got.append((await asyncio.gather(readAll(r), sendAll(w, message)))[0])
+                w.close()
+            server.close()
+            return proxy, got, uport
+
+        proxy, got, uport = runAsync(scenario(), 30)
+        self.assertEqual(got, [b"hello 0", b"hello 1", b"hello 2"])
+        events = proxy.waitForConnections(3)
+        self.assertEqual([e["reason"] for e in events], ["done"] * 3)
+        self.assertEqual({e["upstream"] for e in events}, {f"127.0.0.1:{uport}"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from typing import Any
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -253,7 +254,7 @@ def _tcp6Client(reactor: Any, description: str) -> Any:
             port,
             timeout=timeout,
             bindAddress=(bind, 0) if bind else None,
-            ipv6Only=True,
+            family=socket.AF_INET6,
         )
     return TCP6ClientEndpoint(
         reactor,
@@ -295,6 +296,7 @@ def clientEndpoint(reactor: Any, description: str) -> Any:
             endpoint._port,
             timeout=endpoint._timeout,
             bindAddress=endpoint._bindAddress,
+            family=socket.AF_INET,
         )
     return endpoint
 

@@ -48,6 +48,14 @@ __all__ = [
 
 _log = Logger(namespace=LOG_PROXY)
 
+#: The address types to ask the resolver for, by address family (0: any).
+_TYPES: dict[int, Any] = {
+    0: None,
+    socket.AF_INET: [IPv4Address],
+    socket.AF_INET6: [IPv6Address],
+}
+_KIND = {0: "address", socket.AF_INET: "IPv4 address", socket.AF_INET6: "IPv6 address"}
+
 #: Seconds a name's addresses are used before it is resolved again.
 DEFAULT_VALIDITY = 30.0
 #: The longest validity C{--resolve-ttl} accepts (one hour).
@@ -68,7 +76,7 @@ class _Receiver:
 
     __slots__ = ("cache", "key", "addresses")
 
-    def __init__(self, cache: NameCache, key: tuple[str, bool]) -> None:
+    def __init__(self, cache: NameCache, key: tuple[str, int]) -> None:
         self.cache = cache
         self.key = key
         self.addresses: list[tuple[int, str]] = []
@@ -121,25 +129,26 @@ class NameCache:
         self.validity = validity
         self.maxNames = maxNames
         self.lookups = 0
-        self._entries: OrderedDict[tuple[str, bool], tuple[float, Resolved]] = (
+        self._entries: OrderedDict[tuple[str, int], tuple[float, Resolved]] = (
             OrderedDict()
         )
-        self._pending: dict[tuple[str, bool], list[Deferred[Resolved]]] = {}
+        self._pending: dict[tuple[str, int], list[Deferred[Resolved]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def cached(self, host: str, ipv6Only: bool = False) -> Resolved | None:
+    def cached(self, host: str, family: int = 0) -> Resolved | None:
         """
         The addresses of C{host} if a resolution within L{validity} holds
         them, without asking the resolver (what a caller that must not wait
         tries first).
 
         @param host: a host name.
-        @param ipv6Only: only IPv6 addresses (a C{tcp6:} upstream).
+        @param family: C{socket.AF_INET} or C{socket.AF_INET6} for addresses
+            of that family only (a C{tcp:} or C{tcp6:} upstream), C{0}: both.
         @return: a non-empty L{Resolved}, or C{None}.
         """
-        key = (host.lower(), ipv6Only)
+        key = (host.lower(), family)
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -149,20 +158,21 @@ class NameCache:
         self._entries.move_to_end(key)
         return entry[1]
 
-    def resolve(self, host: str, ipv6Only: bool = False) -> Deferred[Resolved]:
+    def resolve(self, host: str, family: int = 0) -> Deferred[Resolved]:
         """
         The addresses of C{host}: from the cache while valid, else from one
         resolver call shared by everyone asking meanwhile.
 
         @param host: a host name.
-        @param ipv6Only: only IPv6 addresses (a C{tcp6:} upstream).
+        @param family: C{socket.AF_INET} or C{socket.AF_INET6} for addresses
+            of that family only (a C{tcp:} or C{tcp6:} upstream), C{0}: both.
         @return: a L{Deferred} firing with a non-empty L{Resolved}, or
             failing with C{DNSLookupError} (the name and the reason).
         """
-        found = self.cached(host, ipv6Only)
+        found = self.cached(host, family)
         if found is not None:
             return succeed(found)
-        key = (host.lower(), ipv6Only)
+        key = (host.lower(), family)
         d: Deferred[Resolved] = Deferred()
         waiting = self._pending.get(key)
         if waiting is not None:
@@ -178,16 +188,16 @@ class NameCache:
                 _Receiver(self, key),
                 host,
                 0,
-                [IPv6Address] if ipv6Only else None,
+                _TYPES[family],
             )
         except Exception as e:
             self._failed(key, f"{type(e).__name__}: {e}")
         return d
 
-    def _complete(self, key: tuple[str, bool], addresses: Resolved) -> None:
+    def _complete(self, key: tuple[str, int], addresses: Resolved) -> None:
         if not addresses:
-            family = "IPv6 address" if key[1] else "address"
-            self._failed(key, f"no {family} found")
+            kind = _KIND[key[1]]
+            self._failed(key, f"no {kind} found")
             return
         if self.validity > 0:
             entries = self._entries
@@ -198,7 +208,7 @@ class NameCache:
         for d in self._pending.pop(key, []):
             d.callback(addresses)
 
-    def _failed(self, key: tuple[str, bool], why: str) -> None:
+    def _failed(self, key: tuple[str, int], why: str) -> None:
         waiting = self._pending.pop(key, [])
         _log.warn(
             "cannot resolve upstream name {name}: {why} ({count} connect(s) fail)",

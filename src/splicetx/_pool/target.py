@@ -43,7 +43,9 @@ class TCPTarget:
     @ivar port: the port.
     @ivar timeout: seconds one connect may take (Twisted's C{timeout}).
     @ivar bindAddress: C{(host, port)} to bind before connecting, or C{None}.
-    @ivar ipv6Only: resolve a name to IPv6 addresses only (C{tcp6:}).
+    @ivar family: resolve a name to addresses of this family only
+        (C{socket.AF_INET} for C{tcp:}, C{socket.AF_INET6} for C{tcp6:}), or
+        C{0}: both, in the resolver's order (as C{HostnameEndpoint}).
     @ivar literal: C{(family, (address, port))} when C{host} is an IP address
         literal (what a raw C{socket.connect} takes), else C{None}.
     """
@@ -55,7 +57,7 @@ class TCPTarget:
         port: int,
         timeout: float = 30,
         bindAddress: tuple[str, int] | None = None,
-        ipv6Only: bool = False,
+        family: int = 0,
         cache: NameCache | None = None,
     ) -> None:
         """
@@ -64,7 +66,7 @@ class TCPTarget:
         @param port: see L{port}.
         @param timeout: see L{timeout}.
         @param bindAddress: see L{bindAddress}.
-        @param ipv6Only: see L{ipv6Only}.
+        @param family: see L{family}.
         @param cache: the L{NameCache} to resolve through (default: the
             reactor's, L{cacheFor <splicetx._pool.resolver.cacheFor>}).
         @raise ValueError: for a port out of range.
@@ -76,12 +78,12 @@ class TCPTarget:
         self.port = port
         self.timeout = timeout
         self.bindAddress = bindAddress
-        self.ipv6Only = ipv6Only
+        self.family = family
         self._cache = cache
         self.literal: tuple[int, tuple[str, int]] | None = None
         if isIPv6Address(host):
             self.literal = (socket.AF_INET6, (host, port))
-        elif isIPAddress(host) and not ipv6Only:
+        elif isIPAddress(host):
             self.literal = (socket.AF_INET, (host, port))
         # What the general path's direct connect reads (see
         # splicetx._proxy.upstream.directTarget).
@@ -116,7 +118,7 @@ class TCPTarget:
         """
         if self.literal is not None:
             return ((self.literal[0], self.host),)
-        return self.cache.cached(self.host, self.ipv6Only)
+        return self.cache.cached(self.host, self.family)
 
     def resolve(self) -> Deferred[Resolved]:
         """
@@ -124,7 +126,7 @@ class TCPTarget:
         """
         if self.literal is not None:
             return succeed(self.cached())
-        return self.cache.resolve(self.host, self.ipv6Only)
+        return self.cache.resolve(self.host, self.family)
 
     def _endpoint(self, family: int, address: str) -> Any:
         kind = TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
