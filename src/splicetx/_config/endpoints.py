@@ -249,12 +249,7 @@ def _tcp6Client(reactor: Any, description: str) -> Any:
     host = kwargs["host"]
     if not isIPv6Address(host):
         return TCPTarget(
-            reactor,
-            host,
-            port,
-            timeout=timeout,
-            bindAddress=(bind, 0) if bind else None,
-            family=socket.AF_INET6,
+            reactor, host, port, timeout, (bind, 0) if bind else None, socket.AF_INET6
         )
     return TCP6ClientEndpoint(
         reactor,
@@ -290,13 +285,9 @@ def clientEndpoint(reactor: Any, description: str) -> Any:
     ):
         # A name: resolved through the process's one cache, not by a
         # thread per connect (splicetx._pool.resolver).
+        e: Any = endpoint
         return TCPTarget(
-            reactor,
-            endpoint._host,
-            endpoint._port,
-            timeout=endpoint._timeout,
-            bindAddress=endpoint._bindAddress,
-            family=socket.AF_INET,
+            reactor, e._host, e._port, e._timeout, e._bindAddress, socket.AF_INET
         )
     return endpoint
 

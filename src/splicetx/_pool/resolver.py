@@ -26,6 +26,7 @@ from __future__ import annotations
 import socket
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -124,7 +125,7 @@ class NameCache:
         @param maxNames: see L{maxNames}.
         """
         # Weakly: the registry below is keyed weakly on the reactor.
-        self._reactor = weakref.ref(reactor)
+        self._reactor: Callable[[], Any] = weakref.ref(reactor)
         self._resolver = resolver
         self.validity = validity
         self.maxNames = maxNames

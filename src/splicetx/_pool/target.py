@@ -2,8 +2,8 @@
 """
 A TCP upstream named by host and port, connected without a thread hop:
 L{TCPTarget}, the endpoint C{--connect tcp:NAME:PORT} becomes and what a
-subclass's L{connectTo <splicetx.proxy.SpliceProxyProtocol.connectTo>}
-connects to.
+proxy subclass passes to C{connectUpstream} (public in
+L{splicetx.endpoints}).
 
 An address literal is connected at once (no resolver at all; Twisted's
 C{HostnameEndpoint} sends even C{127.0.0.1} through C{getaddrinfo} in a
@@ -125,7 +125,7 @@ class TCPTarget:
         The addresses to try, in order (see L{NameCache.resolve}).
         """
         if self.literal is not None:
-            return succeed(self.cached())
+            return succeed(((self.literal[0], self.host),))
         return self.cache.resolve(self.host, self.family)
 
     def _endpoint(self, family: int, address: str) -> Any:

@@ -68,7 +68,7 @@ from splicetx._relay.direction import (
     spliceFailure,
 )
 from splicetx._relay.pipes import PipePool
-from splicetx._relay.socketloop import SocketLoop, loopFor
+from splicetx._relay.socketloop import LoopMember, SocketLoop, loopFor
 from splicetx._relay.transports import (
     bufferEmpty,
     closeNow,
@@ -179,40 +179,36 @@ class _SpliceSocket:
         )
 
 
-class _LoopSocket(_SpliceSocket):
+class _LoopSocket(LoopMember):
     """
     A relayed socket as a member of the reactor's L{SocketLoop}: the loop
     calls C{source.readable()} and C{sink.writable()} itself (no reactor
     dispatch per event), errors and hang-ups reach the directions through
     their next splice, and at reactor shutdown the loop passes on
-    C{connectionLost}.
+    C{connectionLost}.  Otherwise what L{_SpliceSocket} is.
     """
 
-    __slots__ = ("loop",)
+    __slots__ = ("engine", "reactor", "name", "sock", "_transport", "__weakref__")
+
+    engine: Any
+    name: str
+    sock: Any
+    source: Any
+    sink: Any
 
     def __init__(self, engine: SpliceEngine, side: IRelaySide, loop: SocketLoop):
-        _SpliceSocket.__init__(self, engine, side)
         self.loop = loop
+        _SpliceSocket.__init__(self, engine, side)  # type: ignore[arg-type]
 
-    def startReading(self) -> None:
-        if not self.reading:
-            self.reading = True
-            self.loop.update(self)
+    # The rest is _SpliceSocket's (a class with both slot layouts cannot be).
+    connectionLost = _SpliceSocket.connectionLost
+    __repr__ = _SpliceSocket.__repr__
 
-    def stopReading(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.update(self)
-
-    def startWriting(self) -> None:
-        if not self.writing:
-            self.writing = True
-            self.loop.update(self)
-
-    def stopWriting(self) -> None:
-        if self.writing:
-            self.writing = False
-            self.loop.update(self)
+    def teardown(self) -> None:
+        """
+        Leave the loop (before anything closes the fd) and go inert.
+        """
+        _SpliceSocket.teardown(self)  # type: ignore[arg-type]
 
     def crashed(self) -> None:
         """
@@ -340,7 +336,7 @@ class SpliceEngine:
         # three times the memory, for every live relay).
         self._waiting: list[str] = []
         self._drainers: list[_Drained] = []
-        self._socks: list[_SpliceSocket] = []
+        self._socks: list[_SpliceSocket | _LoopSocket] = []
         self._ab: Direction | None = None
         self._ba: Direction | None = None
         self._doneAToB = self._doneBToA = 0
@@ -429,6 +425,8 @@ class SpliceEngine:
         for side in (a, b):
             self._guard(side)
         loop = socketLoopOf(self.reactor)
+        sa: _SpliceSocket | _LoopSocket
+        sb: _SpliceSocket | _LoopSocket
         if loop is None:
             sa = _SpliceSocket(self, a)
             sb = _SpliceSocket(self, b)
