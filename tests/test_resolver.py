@@ -435,3 +435,83 @@ class CommandLineNameTests(SynchronousTestCase):
         events = proxy.waitForConnections(3)
         self.assertEqual([e["reason"] for e in events], ["done"] * 3)
         self.assertEqual({e["upstream"] for e in events}, {f"127.0.0.1:{uport}"})
+
+
+class ProxyConnectsMixin(ReactorTestMixin):
+    """
+    The proxy's own connect (the general path) through a L{TCPTarget} or a
+    C{HostnameEndpoint}: no resolver for an address, the direct connector
+    once a name's one address is cached.
+    """
+
+    scenarioTimeout = 20.0
+
+    def _through(self, upstream: Any) -> tuple[list[type], list[Any]]:
+        from splicetx._proxy.upstream import _DirectClient
+        from splicetx.proxy import SpliceProxyProtocol
+
+        from .test_proxy import (
+            LOOPBACK,
+            EchoFactory,
+            RecordingFactory,
+            connectClient,
+            stopAll,
+        )
+
+        seen: list[type] = []
+
+        class Watch(SpliceProxyProtocol):
+            def upstreamConnected(self, proto: Any) -> None:
+                seen.append(type(proto.transport) is _DirectClient)
+                super().upstreamConnected(proto)
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            up = reactor.listenTCP(0, EchoFactory(), interface=LOOPBACK)
+            factory = RecordingFactory(
+                upstream(reactor, up.getHost().port), reactor=reactor
+            )
+            factory.protocol = Watch
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            results = []
+            for _ in range(2):
+                done = factory.nextResult()
+                client = connectClient(reactor, port)
+                yield client.made
+                yield client.send(b"z" * 3000)
+                result = yield done
+                yield client.lost
+                results.append((result.reason, result.bytesAToB, result.bytesBToA))
+            yield stopAll([up, port])
+            return results
+
+        return seen, self.runScenario(scenario)
+
+    def test_nameThenCached(self) -> None:
+        """A name's first connect resolves; the next goes direct from the cache."""
+        resolvers: list[FakeResolver] = []
+
+        def upstream(reactor: Any, port: int) -> Any:
+            resolvers.append(FakeResolver({"up.test": ["127.0.0.1"]}))
+            cache = NameCache(reactor, resolvers[-1])
+            return TCPTarget(reactor, "up.test", port, cache=cache)
+
+        direct, results = self._through(upstream)
+        self.assertEqual(direct, [False, True])
+        self.assertEqual(results, [("done", 3000, 3000)] * 2)
+        self.assertEqual(len(resolvers[0].calls), 1)
+
+    def test_hostnameEndpointLiteral(self) -> None:
+        """A HostnameEndpoint with an address connects direct, no resolver."""
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        def upstream(reactor: Any, port: int) -> Any:
+            reactor.installNameResolver(Explodes())
+            return HostnameEndpoint(reactor, "127.0.0.1", port)
+
+        direct, results = self._through(upstream)
+        self.assertEqual(direct, [True, True])
+        self.assertEqual(results, [("done", 3000, 3000)] * 2)
+
+
+globals().update(makeReactorTests(ProxyConnectsMixin))
