@@ -8,6 +8,11 @@ them out at its end, on every reactor.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
@@ -116,4 +121,74 @@ class SocketLoopMembershipMixin(ReactorTestMixin):
         self.runScenario(self._sharedLoop)
 
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+
+_NO_FD_FOR_LOOP = textwrap.dedent(
+    """
+    import hashlib, json, os, resource, sys
+    sys.path[:0] = [{src!r}, {root!r}]
+    from twisted.internet.defer import gatherResults, inlineCallbacks
+    from splicetx import PipePool
+    from splicetx._relay.socketloop import loopFor
+    from splicetx.testing import buildReactor, payload, runScenario
+    from tests._harness import makePair
+
+    @inlineCallbacks
+    def scenario(reactor):
+        pool = PipePool()
+        pool.give(pool.take()); pool.give(pool.take())  # two idle pipes
+        seen = {{}}
+        def before(pair):
+            # No fd number is left: the loop cannot make its epoll set.
+            top = max(int(x) for x in os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (top + 1, top + 1))
+            try:
+                while True:  # and none below it either
+                    seen.setdefault("fillers", []).append(os.open(os.devnull, 0))
+            except OSError:
+                pass
+        pair = yield makePair(reactor, beforeRelay=before, pipePool=pool)
+        up, down = payload(1 << 20, 1), payload(1 << 20, 2)
+        def onData(data):
+            seen.setdefault("members", len(loopFor(reactor).members))
+        pair.server.onData = onData
+        pair.client.send(up); pair.server.send(down)
+        result = yield pair.result
+        yield gatherResults([pair.client.lost, pair.server.lost])
+        for fd in seen.get("fillers", []):
+            os.close(fd)
+        return dict(engine=result.engine, reason=result.reason,
+                    members=seen.get("members"),
+                    up=pair.server.digest() == hashlib.sha256(up).hexdigest(),
+                    down=pair.client.digest() == hashlib.sha256(down).hexdigest())
+    print(json.dumps(runScenario(buildReactor(sys.argv[1]), scenario, timeout=30)))
+    """
+)
+
+
+class NoDescriptorForTheLoopMixin(ReactorTestMixin):
+    """
+    With pipes at hand but no descriptor left for the loop's C{epoll} set, the
+    relay still splices: the reactor watches its sockets.
+    """
+
+    def test_emfileForTheLoop(self) -> None:
+        """EMFILE for the loop's epoll set: spliced anyway, nothing lost."""
+        script = _NO_FD_FOR_LOOP.format(src=os.path.join(_ROOT, "src"), root=_ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", script, self.reactorName],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual(
+            (got["engine"], got["reason"], got["members"]), ("splice", "done", 0)
+        )
+        self.assertTrue(got["up"] and got["down"], got)
+
+
 globals().update(makeReactorTests(SocketLoopMembershipMixin))
+globals().update(makeReactorTests(NoDescriptorForTheLoopMixin))

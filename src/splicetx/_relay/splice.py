@@ -425,14 +425,23 @@ class SpliceEngine:
         for side in (a, b):
             self._guard(side)
         loop = socketLoopOf(self.reactor)
-        sa: _SpliceSocket | _LoopSocket
-        sb: _SpliceSocket | _LoopSocket
-        if loop is None:
-            sa = _SpliceSocket(self, a)
-            sb = _SpliceSocket(self, b)
-        else:
-            sa = _LoopSocket(self, a, loop)
-            sb = _LoopSocket(self, b, loop)
+        if loop is not None:
+            try:
+                self._watch(_LoopSocket(self, a, loop), _LoopSocket(self, b, loop))
+                return
+            except OSError:
+                # No descriptor left for the loop's epoll set (EMFILE): the
+                # reactor watches these two sockets itself.
+                for sock in self._socks:
+                    sock.teardown()
+        self._watch(_SpliceSocket(self, a), _SpliceSocket(self, b))
+
+    def _watch(
+        self, sa: _SpliceSocket | _LoopSocket, sb: _SpliceSocket | _LoopSocket
+    ) -> None:
+        """
+        Give the two sockets their directions and start reading both.
+        """
         self._socks = [sa, sb]
         ab = self._ab = Direction(self, sa, sb)
         ba = self._ba = Direction(self, sb, sa)
