@@ -181,7 +181,42 @@ class NameCacheTests(SynchronousTestCase):
         self.cache.resolve("up.test")
         self.cache.resolve("up.test")
         self.assertEqual(len(self.resolver.calls), 2)
-        self.assertEqual(len(self.cache), 0)
+
+    def test_callersValidity(self) -> None:
+        """A caller's own validity decides for its lookups (a forward's)."""
+        self.cache.resolve("up.test")
+        self.clock.advance(10)
+        self.assertIsNone(self.cache.cached("up.test", validity=5))
+        self.assertIsNotNone(self.cache.cached("up.test", validity=60))
+        self.assertIsNotNone(self.cache.cached("up.test"))
+        self.cache.resolve("up.test", validity=5)
+        self.assertEqual(len(self.resolver.calls), 2)
+        target = TCPTarget(self.clock, "up.test", 80, cache=self.cache, validity=5)
+        self.clock.advance(6)
+        self.assertIsNone(target.cached())
+        self.assertIsNotNone(
+            TCPTarget(self.clock, "up.test", 80, cache=self.cache).cached()
+        )
+
+    def test_tomlKey(self) -> None:
+        """resolve-ttl in a TOML forward or [defaults]; a bad one is one line."""
+        from splicetx._config.toml import parseToml
+        from splicetx._config.values import ConfigError
+
+        text = (
+            '[defaults]\nresolve-ttl = "10s"\n'
+            '[[forward]]\nlisten = "tcp:1"\nconnect = "tcp:a.test:1"\n'
+            '[[forward]]\nlisten = "tcp:2"\nconnect = "tcp:b.test:1"\n'
+            "resolve-ttl = 0\n"
+        )
+        first, second = parseToml(text, "f.toml").forwards
+        self.assertEqual((first.resolveTTL, second.resolveTTL), (10.0, 0.0))
+        bad = '[[forward]]\nlisten = "tcp:1"\nconnect = "tcp:a:1"\nresolve-ttl = "2h"\n'
+        with self.assertRaises(ConfigError) as caught:
+            parseToml(bad, "f.toml")
+        message = str(caught.exception)
+        self.assertEqual(message.count("\n"), 0)
+        self.assertIn("f.toml: forward[0].resolve-ttl: at most 3600 seconds", message)
 
     def test_ipv6Only(self) -> None:
         """A lookup of one family asks for that family and is kept apart."""

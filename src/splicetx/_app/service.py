@@ -46,6 +46,7 @@ from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
 from splicetx._pool.addresses import describeAddress
 from splicetx._pool.resolver import cacheFor
+from splicetx._pool.target import TCPTarget
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
@@ -416,9 +417,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         pools = ForwardPools(
             forward,
             forward.name or forward.listen,
-            lambda s: _tls.withClientALPN(
-                clientEndpoint(reactor, s), config.connectALPN
-            ),
+            lambda s: self._upstreamEndpoint(forward, s),
             config.connectTimeout,
             reactor,
         )
@@ -504,9 +503,18 @@ class SpliceProxyService(DrainOnSignal, Service):
             return pools
         if forward.connect is None:
             return None  # the --protocol class chooses
-        return _tls.withClientALPN(
-            clientEndpoint(self.reactor, forward.connect), self.config.connectALPN
-        )
+        return self._upstreamEndpoint(forward, forward.connect)
+
+    def _upstreamEndpoint(self, forward: Forward, description: str) -> Any:
+        """
+        The client endpoint of one of C{forward}'s upstream strings: a host
+        name's L{TCPTarget <splicetx._pool.target.TCPTarget>} resolves with
+        the forward's own C{resolve-ttl}, if it has one.
+        """
+        endpoint = clientEndpoint(self.reactor, description)
+        if forward.resolveTTL is not None and isinstance(endpoint, TCPTarget):
+            endpoint.validity = forward.resolveTTL
+        return _tls.withClientALPN(endpoint, self.config.connectALPN)
 
     def serverEndpoint(self, description: str) -> Any:
         """

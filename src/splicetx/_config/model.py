@@ -180,6 +180,8 @@ class Forward:
     @ivar udpIdleTimeout: for a UDP forward, its own session idle timeout
         (rinetd's C{[timeout=N]}, TOML's C{udp-idle-timeout}); C{None}:
         L{ProxyConfig.udpIdleTimeout}.
+    @ivar resolveTTL: its own validity of upstream host names' addresses
+        (C{resolve-ttl} in a TOML file), or C{None}: C{--resolve-ttl}.
     @ivar clientMaxConnections: its own live connections per client at
         most (C{client-max-connections}), C{0} for no limit; C{None}: the
         command line's L{ProxyConfig.clientMaxConnections}.
@@ -203,6 +205,7 @@ class Forward:
     sniTimeout: float = DEFAULT_SNI_TIMEOUT
     sniMaxSize: int = DEFAULT_MAX_SIZE
     udpIdleTimeout: float | None = None
+    resolveTTL: float | None = None
     clientMaxConnections: int | None = None
     clientConnectionRate: ConnectionRate | None = None
     clientPrefix: tuple[int, int] | None = None

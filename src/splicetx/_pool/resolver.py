@@ -138,7 +138,9 @@ class NameCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def cached(self, host: str, family: int = 0) -> Resolved | None:
+    def cached(
+        self, host: str, family: int = 0, validity: float | None = None
+    ) -> Resolved | None:
         """
         The addresses of C{host} if a resolution within L{validity} holds
         them, without asking the resolver (what a caller that must not wait
@@ -147,19 +149,24 @@ class NameCache:
         @param host: a host name.
         @param family: C{socket.AF_INET} or C{socket.AF_INET6} for addresses
             of that family only (a C{tcp:} or C{tcp6:} upstream), C{0}: both.
+        @param validity: the caller's own validity (a forward's
+            C{resolve-ttl}), or C{None}: L{validity}.
         @return: a non-empty L{Resolved}, or C{None}.
         """
+        if validity is None:
+            validity = self.validity
         key = (host.lower(), family)
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if self._reactor().seconds() - entry[0] >= self.validity:
-            del self._entries[key]
+        if self._reactor().seconds() - entry[0] >= validity:
             return None
         self._entries.move_to_end(key)
         return entry[1]
 
-    def resolve(self, host: str, family: int = 0) -> Deferred[Resolved]:
+    def resolve(
+        self, host: str, family: int = 0, validity: float | None = None
+    ) -> Deferred[Resolved]:
         """
         The addresses of C{host}: from the cache while valid, else from one
         resolver call shared by everyone asking meanwhile.
@@ -167,10 +174,11 @@ class NameCache:
         @param host: a host name.
         @param family: C{socket.AF_INET} or C{socket.AF_INET6} for addresses
             of that family only (a C{tcp:} or C{tcp6:} upstream), C{0}: both.
+        @param validity: see L{cached}.
         @return: a L{Deferred} firing with a non-empty L{Resolved}, or
             failing with C{DNSLookupError} (the name and the reason).
         """
-        found = self.cached(host, family)
+        found = self.cached(host, family, validity)
         if found is not None:
             return succeed(found)
         key = (host.lower(), family)
@@ -200,12 +208,12 @@ class NameCache:
             kind = _KIND[key[1]]
             self._failed(key, f"no {kind} found")
             return
-        if self.validity > 0:
-            entries = self._entries
-            entries[key] = (self._reactor().seconds(), addresses)
-            entries.move_to_end(key)
-            while len(entries) > self.maxNames:
-                entries.popitem(last=False)
+        # Kept even with a validity of 0: another forward's may be longer.
+        entries = self._entries
+        entries[key] = (self._reactor().seconds(), addresses)
+        entries.move_to_end(key)
+        while len(entries) > self.maxNames:
+            entries.popitem(last=False)
         for d in self._pending.pop(key, []):
             d.callback(addresses)
 

@@ -46,6 +46,8 @@ class TCPTarget:
     @ivar family: resolve a name to addresses of this family only
         (C{socket.AF_INET} for C{tcp:}, C{socket.AF_INET6} for C{tcp6:}), or
         C{0}: both, in the resolver's order (as C{HostnameEndpoint}).
+    @ivar validity: seconds a resolution of the name is used (a forward's
+        C{resolve-ttl}), or C{None}: the cache's own (C{--resolve-ttl}).
     @ivar literal: C{(family, (address, port))} when C{host} is an IP address
         literal (what a raw C{socket.connect} takes), else C{None}.
     """
@@ -59,6 +61,7 @@ class TCPTarget:
         bindAddress: tuple[str, int] | None = None,
         family: int = 0,
         cache: NameCache | None = None,
+        validity: float | None = None,
     ) -> None:
         """
         @param reactor: the reactor to connect (and resolve) with.
@@ -67,6 +70,7 @@ class TCPTarget:
         @param timeout: see L{timeout}.
         @param bindAddress: see L{bindAddress}.
         @param family: see L{family}.
+        @param validity: see L{validity}.
         @param cache: the L{NameCache} to resolve through (default: the
             reactor's, L{cacheFor <splicetx._pool.resolver.cacheFor>}).
         @raise ValueError: for a port out of range.
@@ -79,6 +83,7 @@ class TCPTarget:
         self.timeout = timeout
         self.bindAddress = bindAddress
         self.family = family
+        self.validity = validity
         self._cache = cache
         self.literal: tuple[int, tuple[str, int]] | None = None
         if isIPv6Address(host):
@@ -118,7 +123,7 @@ class TCPTarget:
         """
         if self.literal is not None:
             return ((self.literal[0], self.host),)
-        return self.cache.cached(self.host, self.family)
+        return self.cache.cached(self.host, self.family, self.validity)
 
     def resolve(self) -> Deferred[Resolved]:
         """
@@ -126,7 +131,7 @@ class TCPTarget:
         """
         if self.literal is not None:
             return succeed(((self.literal[0], self.host),))
-        return self.cache.resolve(self.host, self.family)
+        return self.cache.resolve(self.host, self.family, self.validity)
 
     def _endpoint(self, family: int, address: str) -> Any:
         kind = TCP6ClientEndpoint if family == socket.AF_INET6 else TCP4ClientEndpoint
