@@ -17,8 +17,7 @@ SIGTERM, --workers, --access-log, --metrics with the status page, ...
 It forwards to any host: do not expose it beyond hosts you trust.
 """
 
-from twisted.internet.endpoints import HostnameEndpoint
-
+from splicetx.endpoints import TCPTarget
 from splicetx.proxy import SpliceProxyProtocol
 from splicetx.service import serve
 
@@ -69,8 +68,9 @@ class ConnectProtocol(SpliceProxyProtocol):
             host, port = parseTarget(target)
         except ValueError:
             return self.refuseWith(400, "bad_request")
-        endpoint = HostnameEndpoint(self.factory.reactor, host, port)
-        self.connectUpstream(endpoint, toUpstream=rest)  # bytes past the request
+        # An address connects at once; a name resolves through one cache.
+        upstream = TCPTarget(self.factory.reactor, host, port)
+        self.connectUpstream(upstream, toUpstream=rest)  # bytes past the request
 
     def upstreamConnected(self, upstream):
         self.reply(answer(200))  # written first...

@@ -20,12 +20,8 @@ import ipaddress
 import struct
 
 from twisted.internet import error
-from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-)
 
+from splicetx.endpoints import TCPTarget
 from splicetx.proxy import SpliceProxyProtocol
 from splicetx.service import serve
 
@@ -91,24 +87,22 @@ class Socks5Protocol(SpliceProxyProtocol):
         if addressType == IPV4:
             end = 4 + 4
             host = str(ipaddress.IPv4Address(b[4:end])) if len(b) >= end else ""
-            make = TCP4ClientEndpoint
         elif addressType == IPV6:
             end = 4 + 16
             host = str(ipaddress.IPv6Address(b[4:end])) if len(b) >= end else ""
-            make = TCP6ClientEndpoint
         elif addressType == DOMAIN:
             end = 5 + b[4]
             try:
                 host = b[5:end].decode("ascii")  # IDNs arrive as punycode
             except UnicodeDecodeError:
                 return b[1], None, b""
-            make = HostnameEndpoint
         else:
             return b[1], None, b""
         if len(b) < end + 2:
             return None
         (port,) = struct.unpack("!H", b[end : end + 2])
-        return b[1], make(reactor, host, port), b[end + 2 :]
+        # An address connects at once; a name resolves through one cache.
+        return b[1], TCPTarget(reactor, host, port), b[end + 2 :]
 
     def fail(self, code, reason):
         self.refuse(reason, f"SOCKS reply {code}", reply=socksReply(code))

@@ -788,19 +788,28 @@ class OptionsTests(SynchronousTestCase):
 
     def test_clientEndpoints(self) -> None:
         """
-        tcp6 (with a bracketed literal or host=) builds a TCP6ClientEndpoint;
-        tcp builds Twisted's own; ports are range-checked.
+        tcp6 with a bracketed literal builds a TCP6ClientEndpoint, tcp with
+        an address Twisted's own; a host name (tcp or tcp6, positional or
+        host=) a TCPTarget that resolves through the name cache; ports are
+        range-checked.
         """
         from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
         from twisted.internet.testing import MemoryReactor
+
+        from splicetx.endpoints import TCPTarget
 
         reactor = MemoryReactor()
         e6 = clientEndpoint(reactor, "tcp6:[2001:db8::2]:80:timeout=5")
         self.assertIsInstance(e6, TCP6ClientEndpoint)
         self.assertEqual((e6._host, e6._port, e6._timeout), ("2001:db8::2", 80, 5.0))
         e6b = clientEndpoint(reactor, "tcp6:host=example.com:port=443")
-        self.assertEqual((e6b._host, e6b._port), ("example.com", 443))
-        self.assertIsInstance(clientEndpoint(reactor, "tcp:h:1"), TCP4ClientEndpoint)
+        self.assertIsInstance(e6b, TCPTarget)
+        fields = (e6b.host, e6b.port, e6b.family)
+        self.assertEqual(fields, ("example.com", 443, socket.AF_INET6))
+        self.assertIsInstance(clientEndpoint(reactor, "tcp:h:1"), TCPTarget)
+        self.assertIsInstance(
+            clientEndpoint(reactor, "tcp:10.0.0.2:1"), TCP4ClientEndpoint
+        )
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:0")
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp:h:65536")
         self.assertRaises(ValueError, clientEndpoint, reactor, "tcp6:h:1:color=red")

@@ -158,6 +158,18 @@ BAD_INPUTS: list[tuple[str, list[str], int, str]] = [
         "--listen 'unix:address=': a unix endpoint needs a path",
     ),
     (
+        "resolveTTLTooLong",
+        [*OK_LISTEN, *OK_CONNECT, "--resolve-ttl", "2h"],
+        USAGE,
+        "--resolve-ttl: at most 3600 seconds (1h), got '2h'",
+    ),
+    (
+        "resolveTTLNotANumber",
+        [*OK_LISTEN, *OK_CONNECT, "--resolve-ttl", "soon"],
+        USAGE,
+        "--resolve-ttl: expected a number of seconds",
+    ),
+    (
         "halfCloseTimeoutNegative",
         [*OK_LISTEN, *OK_CONNECT, "--half-close-timeout", "-1"],
         USAGE,

@@ -1,6 +1,9 @@
 """
-Endpoints splicetx adds to Twisted: C{mptcp:} and C{mptcp6:}, Multipath TCP
-listeners and upstreams.
+Endpoints splicetx adds to Twisted: L{TCPTarget}, a TCP upstream by host and
+port that connects an address literal at once and resolves a name through
+the process's one name cache (what a proxy subclass passes to
+C{connectUpstream}); and C{mptcp:} and C{mptcp6:}, Multipath TCP listeners
+and upstreams.
 
 They are Twisted endpoint plugins (C{twisted/plugins/splicetx_mptcp.py}), so
 any Twisted application can use them by string once splicetx is installed::
@@ -17,9 +20,11 @@ C{fallback=tcp} lets them use plain TCP (logged once, C{splicetxEvent}
 C{"mptcp-fallback"}).  Their connections are Twisted's own TCP transports,
 so L{splicetx.relay} splices them.
 
-This module is the public face of L{splicetx._relay.mptcp}.
+This module is the public face of L{splicetx._relay.mptcp} and
+L{splicetx._pool.target}.
 """
 
+from splicetx._pool.target import TCPTarget
 from splicetx._relay.mptcp import (
     IPPROTO_MPTCP,
     MPTCPClientEndpoint,
@@ -38,6 +43,7 @@ __all__ = [
     "MPTCPConnectError",
     "MPTCPServerEndpoint",
     "MPTCPUnavailableError",
+    "TCPTarget",
     "isMPTCP",
     "mptcpUnavailableReason",
     "parseClientArguments",

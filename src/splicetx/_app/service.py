@@ -45,6 +45,8 @@ from splicetx._config.limits import clientLimitsFor, forwardBandwidths
 from splicetx._config.model import Forward, ProxyConfig
 from splicetx._ops.accesslog import AccessLog
 from splicetx._pool.addresses import describeAddress
+from splicetx._pool.resolver import cacheFor
+from splicetx._pool.target import TCPTarget
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
@@ -415,9 +417,7 @@ class SpliceProxyService(DrainOnSignal, Service):
         pools = ForwardPools(
             forward,
             forward.name or forward.listen,
-            lambda s: _tls.withClientALPN(
-                clientEndpoint(reactor, s), config.connectALPN
-            ),
+            lambda s: self._upstreamEndpoint(forward, s),
             config.connectTimeout,
             reactor,
         )
@@ -503,9 +503,18 @@ class SpliceProxyService(DrainOnSignal, Service):
             return pools
         if forward.connect is None:
             return None  # the --protocol class chooses
-        return _tls.withClientALPN(
-            clientEndpoint(self.reactor, forward.connect), self.config.connectALPN
-        )
+        return self._upstreamEndpoint(forward, forward.connect)
+
+    def _upstreamEndpoint(self, forward: Forward, description: str) -> Any:
+        """
+        The client endpoint of one of C{forward}'s upstream strings: a host
+        name's L{TCPTarget <splicetx._pool.target.TCPTarget>} resolves with
+        the forward's own C{resolve-ttl}, if it has one.
+        """
+        endpoint = clientEndpoint(self.reactor, description)
+        if forward.resolveTTL is not None and isinstance(endpoint, TCPTarget):
+            endpoint.validity = forward.resolveTTL
+        return _tls.withClientALPN(endpoint, self.config.connectALPN)
 
     def serverEndpoint(self, description: str) -> Any:
         """
@@ -621,6 +630,8 @@ class SpliceProxyService(DrainOnSignal, Service):
         """
         self.privilegedStartService()
         Service.startService(self)
+        # Every upstream name of the process resolves through this cache.
+        cacheFor(self.reactor).validity = self.config.resolveTTL
         for pools in self.forwardPools:
             pools.start()
         self.reactor.callWhenRunning(self._running)

@@ -56,11 +56,13 @@ from splicetx._config.values import (
     parseDuration,
     parseKeepalive,
     parseProxyProtocolVersion,
+    parseResolveTTL,
     parseSize,
     parseTrustedSources,
     parseWorkerCount,
 )
 from splicetx._ops.accesslog import ACCESS_LOG_FORMATS
+from splicetx._pool.resolver import DEFAULT_VALIDITY, MAX_VALIDITY
 from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy import tls as _tls
 from splicetx._relay.pipes import DEFAULT_PIPE_SIZE
@@ -181,6 +183,14 @@ class Options(usage.Options):
             None,
             "30",
             "Seconds to wait for the upstream connection.",
+        ],
+        [
+            "resolve-ttl",
+            None,
+            f"{DEFAULT_VALIDITY:g}",
+            "Seconds an upstream host name's addresses are used before the "
+            "next connect resolves it again (0: every connect; at most "
+            f"{MAX_VALIDITY:g}).",
         ],
         [
             "idle-timeout",
@@ -492,6 +502,7 @@ class Options(usage.Options):
         for name, positive in _DURATION_OPTIONS:
             self[name] = parseDuration(self[name], f"--{name}", positive)
         self["tcp-keepalive"] = parseKeepalive(self["tcp-keepalive"])
+        self["resolve-ttl"] = parseResolveTTL(self["resolve-ttl"])
         trusted = self["proxy-protocol-from"]
         if trusted:
             if not self["accept-proxy-protocol"]:
@@ -582,6 +593,7 @@ class Options(usage.Options):
             connectTimeout=self["connect-timeout"],
             idleTimeout=self["idle-timeout"],
             halfCloseTimeout=self["half-close-timeout"],
+            resolveTTL=self["resolve-ttl"],
             tcpKeepalive=self["tcp-keepalive"],
             proxyProtocolFrom=trusted,
             maxConnections=self["max-connections"],

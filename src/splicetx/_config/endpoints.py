@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from typing import Any
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
     TCP6ClientEndpoint,
     clientFromString,
     serverFromString,
@@ -28,6 +31,7 @@ from zope.interface import implementer
 
 from splicetx._config.endpointerrors import CLIENT, SERVER, explainEndpointError
 from splicetx._config.values import ConfigError
+from splicetx._pool.target import TCPTarget
 from splicetx._udp.endpoints import UDPClientEndpoint, UDPServerEndpoint, isIPLiteral
 
 __all__ = [
@@ -242,9 +246,14 @@ def _tcp6Client(reactor: Any, description: str) -> Any:
         raise ValueError(f"port {port} out of range")
     timeout = float(kwargs.get("timeout", 30))
     bind = kwargs.get("bindAddress")
+    host = kwargs["host"]
+    if not isIPv6Address(host):
+        return TCPTarget(
+            reactor, host, port, timeout, (bind, 0) if bind else None, socket.AF_INET6
+        )
     return TCP6ClientEndpoint(
         reactor,
-        kwargs["host"],
+        host,
         port,
         timeout=timeout,
         bindAddress=(bind, 0) if bind else None,
@@ -254,7 +263,9 @@ def _tcp6Client(reactor: Any, description: str) -> Any:
 def clientEndpoint(reactor: Any, description: str) -> Any:
     """
     Build the upstream endpoint: C{clientFromString}, plus C{tcp6:} and
-    bracketed IPv6 literals.
+    bracketed IPv6 literals; a C{tcp:} or C{tcp6:} host name becomes a
+    L{TCPTarget <splicetx._pool.target.TCPTarget>}, which resolves it
+    through the process's one name cache.
 
     @param reactor: the reactor the endpoint connects with.
     @param description: a client endpoint string.
@@ -269,6 +280,15 @@ def clientEndpoint(reactor: Any, description: str) -> Any:
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 < port < 65536:
         raise ValueError(f"port {port} out of range")
+    if type(endpoint) is TCP4ClientEndpoint and not (
+        isIPAddress(endpoint._host) or isIPv6Address(endpoint._host)
+    ):
+        # A name: resolved through the process's one cache, not by a
+        # thread per connect (splicetx._pool.resolver).
+        e: Any = endpoint
+        return TCPTarget(
+            reactor, e._host, e._port, e._timeout, e._bindAddress, socket.AF_INET
+        )
     return endpoint
 
 

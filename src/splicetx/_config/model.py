@@ -31,6 +31,7 @@ import attr
 from splicetx._config.endpoints import DEFAULT_BACKLOG, isUDP, withBacklog
 from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
 from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
+from splicetx._pool.resolver import DEFAULT_VALIDITY
 from splicetx._pool.sni import DEFAULT_MAX_SIZE
 from splicetx._proxy.access import AccessControl
 from splicetx._proxy.clientlimits import ConnectionRate
@@ -179,6 +180,8 @@ class Forward:
     @ivar udpIdleTimeout: for a UDP forward, its own session idle timeout
         (rinetd's C{[timeout=N]}, TOML's C{udp-idle-timeout}); C{None}:
         L{ProxyConfig.udpIdleTimeout}.
+    @ivar resolveTTL: its own validity of upstream host names' addresses
+        (C{resolve-ttl} in a TOML file), or C{None}: C{--resolve-ttl}.
     @ivar clientMaxConnections: its own live connections per client at
         most (C{client-max-connections}), C{0} for no limit; C{None}: the
         command line's L{ProxyConfig.clientMaxConnections}.
@@ -208,6 +211,7 @@ class Forward:
     sniTimeout: float = DEFAULT_SNI_TIMEOUT
     sniMaxSize: int = DEFAULT_MAX_SIZE
     udpIdleTimeout: float | None = None
+    resolveTTL: float | None = None
     clientMaxConnections: int | None = None
     clientConnectionRate: ConnectionRate | None = None
     clientPrefix: tuple[int, int] | None = None
@@ -325,6 +329,9 @@ class ProxyConfig:
         connections of one forward may move at most together, or C{None}.
     @ivar clientLimitAction: what a client over a limit per client gets:
         C{"reset"} or C{"close"}.
+    @ivar resolveTTL: seconds an upstream host name's addresses are used
+        before it is resolved again (C{--resolve-ttl}; see
+        L{splicetx._pool.resolver}).
     @ivar metricsAllow: the networks that may read the C{--metrics}
         endpoint; empty: everyone who reaches it.
     """
@@ -337,6 +344,7 @@ class ProxyConfig:
     connectTimeout: float = 30.0
     idleTimeout: float = 600.0
     halfCloseTimeout: float = 60.0
+    resolveTTL: float = DEFAULT_VALIDITY
     tcpKeepalive: TCPKeepalive | None = DEFAULT_KEEPALIVE
     proxyProtocolFrom: tuple[str, ...] = attr.ib(default=(), converter=_strings)
     maxConnections: int | str | None = "auto"

@@ -23,7 +23,13 @@ from splicetx._config.model import (
     UpstreamSpec,
 )
 from splicetx._config.pools import parseUpstream, upstreamSpec
-from splicetx._config.values import ConfigError, parseCount, parseDuration, parseSize
+from splicetx._config.values import (
+    ConfigError,
+    parseCount,
+    parseDuration,
+    parseResolveTTL,
+    parseSize,
+)
 from splicetx._pool.balance import BALANCERS
 from splicetx._pool.health import DEFAULT_FALL, DEFAULT_RISE
 from splicetx._pool.pool import DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_FAILS
@@ -51,6 +57,7 @@ _FORWARD_KEYS = _POOL_KEYS | {
     "allow",
     "deny",
     "udp-idle-timeout",
+    "resolve-ttl",
     *CLIENT_LIMIT_KEYS,
 }
 _HEALTH_KEYS = {"interval", "timeout", "rise", "fall", "send", "expect"}
@@ -300,6 +307,11 @@ def _forwards(data: dict[str, Any], outer: AccessControl | None) -> list[Forward
                     MIN_SNI_MAX_SIZE,
                 ),
                 udpIdleTimeout=udpIdle,
+                resolveTTL=(
+                    parseResolveTTL(table["resolve-ttl"], f"{where}.resolve-ttl")
+                    if "resolve-ttl" in table
+                    else None
+                ),
                 **limits,
             )
         )

@@ -37,6 +37,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from splicetx._pool.resolver import MAX_VALIDITY
 from splicetx._proxy.access import AccessControl
 from splicetx._proxy.clientlimits import ConnectionRate
 from splicetx._relay.tcpoptions import DEFAULT_KEEPALIVE, TCPKeepalive
@@ -51,6 +52,7 @@ __all__ = [
     "parseBandwidth",
     "parseClientPrefix",
     "parseKeepalive",
+    "parseResolveTTL",
     "parseProxyProtocolVersion",
     "parseWorkerCount",
     "parseAccessControl",
@@ -272,6 +274,23 @@ def parseClientPrefix(value: Any, what: str = "--client-prefix") -> tuple[int, i
 #: The largest values Linux takes for TCP_KEEPIDLE, TCP_KEEPINTVL and
 #: TCP_KEEPCNT.
 _KEEPALIVE_LIMITS = (32767, 32767, 127)
+
+
+def parseResolveTTL(value: Any, what: str = "--resolve-ttl") -> float:
+    """
+    Parse the validity of an upstream name's resolution: a duration from 0
+    (resolve at every connect) to L{MAX_VALIDITY
+    <splicetx._pool.resolver.MAX_VALIDITY>}.
+
+    @raise ConfigError: with one line for anything else.
+    """
+    seconds = parseDuration(value, what)
+    if seconds > MAX_VALIDITY:
+        raise ConfigError(
+            f"{what}: at most {MAX_VALIDITY:g} seconds (1h), got {value!r} "
+            "(a name that moves must be followed within that time)"
+        )
+    return seconds
 
 
 def parseKeepalive(text: str, what: str = "--tcp-keepalive") -> TCPKeepalive | None:

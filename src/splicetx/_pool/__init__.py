@@ -14,4 +14,8 @@ It imports only L{splicetx._relay}.
 
 Public through L{splicetx.pools}.
  - C{endpoints}: pools and pool members as client endpoints.
+ - C{resolver}: the one cache of upstream host names (TTL, size bound,
+   shared lookups).
+ - C{target}: C{TCPTarget}, a TCP upstream by host and port that connects
+   an address at once and a name through the cache.
 """

@@ -22,7 +22,11 @@ from twisted.internet import error as _error
 from twisted.internet import tcp as _tcp
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IConnector,
@@ -31,6 +35,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from splicetx._pool.target import TCPTarget
 from splicetx._relay.transports import addStreamSocketClass
 
 
@@ -349,19 +354,38 @@ def _usesTwistedTCP(reactor: Any) -> bool:
 _NOT_DIRECT = (None, 0, 0.0, None)
 
 
+def _isLiteral(host: str) -> bool:
+    return isIPAddress(host) or isIPv6Address(host)
+
+
 def directTarget(
     endpoint: IStreamClientEndpoint,
 ) -> tuple[str | None, int, float, Any]:
     """
     Tell whether C{endpoint} can be connected with C{reactor.connectTCP}
-    directly (a C{TCP4ClientEndpoint}, or a C{TCP6ClientEndpoint} with an
-    IPv6 literal), reading what the endpoint parsed.
+    directly (a C{TCP4ClientEndpoint}, a C{TCP6ClientEndpoint} with an
+    IPv6 literal, a L{TCPTarget <splicetx._pool.target.TCPTarget>} or a
+    C{HostnameEndpoint} with an address literal), reading what the endpoint
+    parsed.
 
     @return: C{(host, port, timeout, bindAddress)}, or C{(None, ...)} when
         the endpoint must be used through its C{connect} method.
     """
     kind = type(endpoint)
-    if kind is not TCP4ClientEndpoint and kind is not TCP6ClientEndpoint:
+    if kind is TCPTarget:
+        if endpoint.literal is None:  # type: ignore[attr-defined]
+            return _NOT_DIRECT
+        kind = TCP4ClientEndpoint  # an address literal of either family
+    elif kind is HostnameEndpoint:
+        # Twisted sends even an address through getaddrinfo in a thread;
+        # an address literal needs no resolver at all.
+        host = getattr(endpoint, "_hostText", None)
+        port = getattr(endpoint, "_port", None)
+        if not isinstance(host, str) or not _isLiteral(host) or port is None:
+            return _NOT_DIRECT
+        timeout = getattr(endpoint, "_timeout", 30)
+        return host, port, float(timeout or 0), getattr(endpoint, "_bindAddress", None)
+    elif kind is not TCP4ClientEndpoint and kind is not TCP6ClientEndpoint:
         return _NOT_DIRECT
     host = getattr(endpoint, "_host", None)
     port = getattr(endpoint, "_port", None)
@@ -418,6 +442,13 @@ def startConnecting(
         shorter timeout of a TCP endpoint wins).
     """
     host, port, endpointTimeout, bindAddress = directTarget(endpoint)
+    if host is None and type(endpoint) is TCPTarget:
+        # A name the cache holds one address for now: connect it directly
+        # (with more, TCPTarget.connect tries each in turn).
+        cached = endpoint.cached()
+        if cached is not None and len(cached) == 1:
+            host, port = cached[0][1], endpoint.port
+            endpointTimeout, bindAddress = endpoint.timeout, endpoint.bindAddress
     if host is not None:
         if endpointTimeout and (not timeout or endpointTimeout < timeout):
             timeout = endpointTimeout

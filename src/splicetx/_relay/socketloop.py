@@ -186,6 +186,17 @@ class SocketLoop:
             self._added = False
             self.reactor.removeReader(self)
 
+    def closeIfIdle(self) -> None:
+        """
+        Close the C{epoll} set if no member is left (the next member makes a
+        new one), so that a process whose relays have all ended holds no
+        descriptor of ours: L{splicetx._relay.splice} calls it at the end of
+        each relay started by L{relay() <splicetx.relay>}.
+        """
+        if not self.members:
+            self._idle()
+            self._close()
+
     def _close(self) -> None:
         ep, self._ep = self._ep, None
         self._fd = -1

@@ -19,6 +19,14 @@ reactor's view explicit (their C{__repr__} names the relay, which is what
 trial's "reactor unclean" report shows) and keep the hot path free of the
 transport's per-call checks.
 
+Where the sockets are watched (docs/design-decisions.md rule 15): on a
+reactor that can carry a L{SocketLoop <splicetx._relay.socketloop.SocketLoop>}
+(Linux, C{epoll}), each relayed socket is a L{_LoopSocket}, a member of the
+reactor's loop, the same set the fast path's sockets are in, so a relay
+started by L{relay() <splicetx.relay>} pays the loop's dispatch per event, not
+the reactor's.  Elsewhere each socket is a L{_SpliceSocket} registered with
+the reactor itself.  Either way it is the one object watching its socket.
+
 The loop of each direction, with its per-event bound, per-turn budget and
 small-flow pieces (docs/design-decisions.md rules 3-8 and 10), is
 L{splicetx._relay.direction}; this module gives it its sockets and reports.
@@ -31,6 +39,7 @@ L{FallBack} from L{SpliceEngine.start}.
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -59,6 +68,7 @@ from splicetx._relay.direction import (
     spliceFailure,
 )
 from splicetx._relay.pipes import PipePool
+from splicetx._relay.socketloop import LoopMember, SocketLoop, loopFor
 from splicetx._relay.transports import (
     bufferEmpty,
     closeNow,
@@ -72,7 +82,8 @@ from splicetx._relay.transports import (
 @implementer(IReadWriteDescriptor)
 class _SpliceSocket:
     """
-    The one reactor-registered object for one relayed socket.
+    The one reactor-registered object for one relayed socket (where the
+    reactor carries no L{SocketLoop}; see L{_LoopSocket}).
 
     @ivar source: the L{Direction} that reads from this socket.
     @ivar sink: the L{Direction} that writes to this socket.
@@ -166,6 +177,63 @@ class _SpliceSocket:
             f"<splicetx splice socket {self.name} fd={self.fd} {peer} "
             f"[{state or 'idle'}]>"
         )
+
+
+class _LoopSocket(LoopMember):
+    """
+    A relayed socket as a member of the reactor's L{SocketLoop}: the loop
+    calls C{source.readable()} and C{sink.writable()} itself (no reactor
+    dispatch per event), errors and hang-ups reach the directions through
+    their next splice, and at reactor shutdown the loop passes on
+    C{connectionLost}.  Otherwise what L{_SpliceSocket} is.
+    """
+
+    __slots__ = ("engine", "reactor", "name", "sock", "_transport", "__weakref__")
+
+    engine: Any
+    name: str
+    sock: Any
+    source: Any
+    sink: Any
+
+    def __init__(self, engine: SpliceEngine, side: IRelaySide, loop: SocketLoop):
+        self.loop = loop
+        _SpliceSocket.__init__(self, engine, side)  # type: ignore[arg-type]
+
+    # The rest is _SpliceSocket's (a class with both slot layouts cannot be).
+    connectionLost = _SpliceSocket.connectionLost
+    __repr__ = _SpliceSocket.__repr__
+
+    def teardown(self) -> None:
+        """
+        Leave the loop (before anything closes the fd) and go inert.
+        """
+        _SpliceSocket.teardown(self)  # type: ignore[arg-type]
+
+    def crashed(self) -> None:
+        """
+        A direction raised while the loop handed it an event: end the relay
+        (the loop has logged the traceback).
+        """
+        engine = self.engine
+        if engine is not None:
+            engine.fail(ERROR, f"internal error on socket {self.name}")
+
+
+def socketLoopOf(reactor: Any) -> SocketLoop | None:
+    """
+    The L{SocketLoop} a relay on C{reactor} puts its sockets in, or C{None}
+    where there is none (no C{epoll}, or a reactor without C{IReactorFDSet}):
+    then each socket is registered with the reactor itself.
+
+    @param reactor: the reactor of the relay.
+    """
+    if not _EPOLL or not IReactorFDSet.providedBy(reactor):
+        return None
+    return loopFor(reactor)
+
+
+_EPOLL = hasattr(select, "epoll")
 
 
 @implementer(IPullProducer)
@@ -269,7 +337,7 @@ class SpliceEngine:
         # three times the memory, for every live relay).
         self._waiting: list[str] = []
         self._drainers: list[_Drained] = []
-        self._socks: list[_SpliceSocket] = []
+        self._socks: list[_SpliceSocket | _LoopSocket] = []
         self._ab: Direction | None = None
         self._ba: Direction | None = None
         self._doneAToB = self._doneBToA = 0
@@ -357,8 +425,24 @@ class SpliceEngine:
         self._installed = True
         for side in (a, b):
             self._guard(side)
-        sa = _SpliceSocket(self, a)
-        sb = _SpliceSocket(self, b)
+        loop = socketLoopOf(self.reactor)
+        if loop is not None:
+            try:
+                self._watch(_LoopSocket(self, a, loop), _LoopSocket(self, b, loop))
+                return
+            except OSError:
+                # No descriptor left for the loop's epoll set (EMFILE): the
+                # reactor watches these two sockets itself.
+                for sock in self._socks:
+                    sock.teardown()
+        self._watch(_SpliceSocket(self, a), _SpliceSocket(self, b))
+
+    def _watch(
+        self, sa: _SpliceSocket | _LoopSocket, sb: _SpliceSocket | _LoopSocket
+    ) -> None:
+        """
+        Give the two sockets their directions and start reading both.
+        """
         self._socks = [sa, sb]
         ab = self._ab = Direction(self, sa, sb)
         ba = self._ba = Direction(self, sb, sa)
@@ -473,6 +557,8 @@ class SpliceEngine:
                 t.unregisterProducer()
         for sock in self._socks:
             sock.teardown()
+        if self._socks and isinstance(self._socks[0], _LoopSocket):
+            self._socks[0].loop.closeIfIdle()
         for d in (self._ab, self._ba):
             if d is not None and d.limit is not None:
                 d.limit.cancel(d)
