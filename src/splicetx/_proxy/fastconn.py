@@ -40,6 +40,7 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
 from splicetx._proxy.leanpreamble import LeanPreamble
+from splicetx._proxy.leanrelay import SpliceHost
 from splicetx._proxy.preamble import (
     REJECTED,
     Refusal,
@@ -55,16 +56,11 @@ from splicetx._proxy.timeouts import (
 )
 from splicetx._proxy.upstream import Address
 from splicetx._proxy.wording import inProxyWords
-from splicetx._relay.bandwidth import Bandwidth
-from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
+from splicetx._relay.contract import CANCELLED, CLOSED, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
-    Direction,
     errname,
-    socketLoss,
-    spliceFailure,
 )
-from splicetx._relay.pipes import PipeLimitReached, UnreservedPipes
 from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.socketloop import LoopMember
 from splicetx._relay.tcpoptions import delivered, keepaliveOn
@@ -152,7 +148,7 @@ class _FastSocket(LoopMember):
         return f"<splicetx fast socket {self.name} fd={self.fd}>"
 
 
-class FastConnection:
+class FastConnection(SpliceHost):
     """
     One client on the fast path, from accept to its log record.  It is the
     "engine" its two L{Direction <splicetx._relay.direction.Direction>}s report to,
@@ -532,78 +528,8 @@ class FastConnection:
         keepalive = factory.tcpKeepalive
         if keepalive is not None:
             keepaliveOn(us.sock, keepalive)
-        cs = self.client
         self.lastActivity = self.forwarder.reactor.seconds()
-        ab = self.ab = Direction(self, cs, us)
-        ba = self.ba = Direction(self, us, cs)
-        cs.source = us.sink = ab
-        us.source = cs.sink = ba
-        rate = factory.connectionBandwidth
-        if rate is not None:
-            reactor = self.forwarder.reactor
-            ab.limit = Bandwidth(rate, reactor)
-            ba.limit = Bandwidth(rate, reactor)
-        if us.writing:
-            us.writing = False
-            us.reading = True
-            us.loop.update(us)
-        else:
-            us.startReading()
-        cs.startReading()
-
-    # -- the engine, for the directions -------------------------------------------
-
-    @property
-    def pool(self) -> UnreservedPipes:
-        return self.forwarder.pool
-
-    @property
-    def reactor(self) -> Any:
-        return self.forwarder.reactor
-
-    def directionDone(self) -> None:
-        ab, ba = self.ab, self.ba
-        if ab.done and ba.done:
-            self._end(DONE, "both directions finished", False)
-
-    def fail(self, reason: str, detail: str) -> None:
-        self._end(reason, detail, True)
-
-    def spliceFailed(self, direction: Any, e: OSError, reading: bool) -> None:
-        self.fail(*spliceFailure(direction, e.errno or 0, reading))
-
-    def pipeFailed(self, direction: Any, e: OSError) -> None:
-        """
-        No pipe for C{direction}'s readable source.  An end of stream (or a
-        reset) needs no pipe: a peek tells, and the direction ends as it
-        would have -- so that connections whose peers leave still close
-        and give their descriptors back when the descriptors are what ran
-        out.  Bytes wait for a pipe (L{waitForPipe
-        <splicetx._proxy.fastpath.FastForwarder.waitForPipe>}).
-        """
-        try:
-            peeked = direction.src.sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return
-        except OSError as err:
-            self.spliceFailed(direction, err, True)
-            return
-        if not peeked:
-            direction.eof = True
-            direction.src.stopReading()
-            direction.finish()
-            return
-        if isinstance(e, PipeLimitReached):
-            why = str(e.strerror)
-        else:
-            why = errname(e.errno or 0)
-        self.forwarder.waitForPipe(direction, why)
-
-    def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
-        """
-        The reactor dropped the socket loop (reactor shutdown).
-        """
-        self.fail(*socketLoss(sock, reason))
+        self.spliceBoth(self.client, us, factory.connectionBandwidth)
 
     # -- for the gate and the status page ------------------------------------------
 
@@ -691,29 +617,12 @@ class FastConnection:
         """
         if self.state is _State.FINISHED:
             return
-        ab, ba = self.ab, self.ba
-        pool = self.forwarder.pool
-        up = down = 0
-        for d in (ab, ba):
-            if d is None:
-                continue
-            if d.limit is not None:
-                d.limit.cancel(d)
-            if d.pipe is not None:
-                if d.inPipe:
-                    pool.discard(d.pipe)
-                else:
-                    pool.give(d.pipe)
-                d.pipe = None
-            d.engine = None
-            d.src = d.dst = None
-        if ab is not None:
-            up, down = ab.moved, ba.moved
+        up, down = self.stopDirections()
         self.client.close(abort)
         us, self.upstream = self.upstream, None
         if us is not None:
             us.close(abort)
-        engine = "splice" if ab is not None else _NO_ENGINE
+        engine = "splice" if self.ab is not None else _NO_ENGINE
         self._finish(engine, up, down, reason, detail)
 
     def _finish(
