@@ -479,6 +479,18 @@ class SpliceProxyFactory(Factory):
             return "a protocol subclass"
         return None
 
+    def _leanRefusal(self) -> str | None:
+        """
+        Why this factory's protocol cannot run its hooks over lean
+        transports (L{splicetx._proxy.leantransport}), or C{None}: only
+        C{fastPath} off and the copy engine stand in the way.
+        """
+        if not self.fastPath:
+            return "fastPath is off"
+        if self.engine == "copy":
+            return "engine copy"
+        return None
+
     def _fastPool(self) -> Any:
         """
         The upstream pool the fast path connects to, or C{None} for

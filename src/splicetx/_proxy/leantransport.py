@@ -86,6 +86,7 @@ class LeanTransport(LoopMember):
         "connected",
         "disconnecting",
         "onFlushed",
+        "paused",
         "_buffer",
         "_adopted",
         "_peerAddress",
@@ -127,6 +128,8 @@ class LeanTransport(LoopMember):
         self.server = server
         self.connected = 1
         self.disconnecting = False
+        #: C{pauseProducing} was called (and no C{resumeProducing} since).
+        self.paused = False
         #: Called once the write buffer is empty again (the relay's start).
         self.onFlushed: Any = None
         self._buffer = b""
@@ -223,6 +226,7 @@ class LeanTransport(LoopMember):
         if real is not None:
             real.pauseProducing()
             return
+        self.paused = True
         self.stopReading()
 
     def resumeProducing(self) -> None:
@@ -230,8 +234,17 @@ class LeanTransport(LoopMember):
         if real is not None:
             real.resumeProducing()
             return
+        self.paused = False
         if self.connected and not self.disconnecting and self.engine is None:
             self.startReading()
+
+    def begin(self) -> None:
+        """
+        Its protocol is connected: read, as a new Twisted transport does,
+        unless the protocol paused it already.
+        """
+        if not self.paused:
+            self.resumeProducing()
 
     def stopProducing(self) -> None:
         self.loseConnection()
@@ -368,7 +381,7 @@ class LeanTransport(LoopMember):
         real = holder.transport
         assert real is not None
         protocol = self.protocol
-        reading = self.reading
+        reading = not self.paused
         buffered, self._buffer = self._buffer, b""
         disconnecting = self.disconnecting
         # Our copy goes (the reactor has its own descriptor), quietly.
