@@ -33,6 +33,7 @@ from typing import Any
 
 from twisted.internet import error as _error
 from twisted.internet import main
+from twisted.internet import tcp as _tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -95,6 +96,11 @@ class LeanTransport(LoopMember):
     #: Not TLS (what L{splicetx._proxy.tls.negotiatedProtocol} asks).
     TLS = False
     negotiatedProtocol = None
+    #: Not a wrapper of another transport (what L{splicetx._relay.tcpoptions}
+    #: looks through).
+    transport = None
+    #: What L{splicetx._relay.tcpoptions.delivered} reads of a buffer.
+    offset = 0
 
     def __init__(
         self,
@@ -296,6 +302,13 @@ class LeanTransport(LoopMember):
             flushed()
 
     @property
+    def dataBuffer(self) -> bytes:
+        """
+        What was written and is not sent yet.
+        """
+        return self._buffer
+
+    @property
     def flushed(self) -> bool:
         """
         Whether everything written was sent.
@@ -412,7 +425,7 @@ class LeanTransport(LoopMember):
     def __getattr__(self, name: str) -> Any:
         # Only for what the slots and methods above do not have: the rest
         # of a Twisted transport, from a real one.
-        if name.startswith("_"):
+        if name.startswith("_") or not hasattr(_tcp.Server, name):
             raise AttributeError(name)
         return getattr(self.adopt(), name)
 
