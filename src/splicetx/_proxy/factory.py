@@ -10,8 +10,9 @@ L{splicetx.proxy.SpliceProxyFactory}.
 A factory nobody customised serves the clients of the ports given to
 L{SpliceProxyFactory.addListeningPort} on a fast path
 (L{splicetx._proxy.fastpath}: raw sockets, no protocol or transport per
-connection) with the same results, metrics and log records; any override
-of a hook of the protocol takes the general path.
+connection) with the same results, metrics and log records; a protocol
+that overrides hooks runs them over lean transports
+(L{splicetx._proxy.leantransport}) from the same accept.
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ class SpliceProxyFactory(Factory):
         Linux reactor with C{IReactorFDSet}, not the copy engine.  The
         connections, their results, metrics and log records are the same
         either way; a subclass that overrides a hook (of the protocol or
-        the factory) always takes the general path.  Set it to C{False}
-        (before L{addListeningPort}) to use the general path regardless.
+        the factory) gets its protocol object over a lean transport
+        (L{splicetx._proxy.leantransport}), made a Twisted one only when a
+        hook needs it.  Set it to C{False} (before L{addListeningPort}) to
+        give every connection a Twisted transport from the accept.
     @ivar clientLimits: the L{ClientLimits
         <splicetx._proxy.clientlimits.ClientLimits>} (connections and new
         connections per client) applied once a client's address is known,

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_leanhooks,tests.test_fastforward -*-
 """
 Splicing two raw sockets of the lean path both ways, once for every way a
-connection gets there (docs/design-decisions.md rules 15 and 29):
+connection gets there (docs/design-decisions.md rules 15 and 16):
 
  - L{SpliceHost}: what the two L{Direction
    <splicetx._relay.direction.Direction>}s of a lean connection report to

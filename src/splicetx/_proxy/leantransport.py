@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_leanhooks -*-
 """
 A raw socket of the lean path as the transport of a protocol with hooks
-(docs/design-decisions.md rule 29): L{LeanTransport}.
+(docs/design-decisions.md rule 16): L{LeanTransport}.
 
 A subclass of L{SpliceProxyProtocol <splicetx.proxy.SpliceProxyProtocol>}
 (the CONNECT and SOCKS5 examples, anything in docs/build-your-own.md) is

@@ -309,7 +309,9 @@ class Bench:
                 self.skipped[proxy.spec.name] = f"did not start: {why}"
                 proxy.stop()
                 continue
-            warm = _loadgen.churn(proxy.port, 0.05, 1, proxy.spec.preamble)
+            warm = _loadgen.churn(
+                proxy.port, 0.05, 1, proxy.spec.preamble, self.backendPort
+            )
             if warm["conns"] == 0:
                 self.skipped[proxy.spec.name] = f"does not relay: {warm['error']}"
                 proxy.stop()
@@ -414,7 +416,11 @@ class Bench:
             meter = TreeMeter(proxy.pid)
             meter.start()
             r = _loadgen.churn(
-                proxy.port, self.churnSeconds, CHURN_WORKERS, proxy.spec.preamble
+                proxy.port,
+                self.churnSeconds,
+                CHURN_WORKERS,
+                proxy.spec.preamble,
+                self.backendPort,
             )
             m = meter.stop()
             if m and r["conns"]:
