@@ -17,7 +17,9 @@ connection gets there (docs/design-decisions.md rules 15 and 16):
    byte-exact, then both ways are spliced on the socket loop.  It has what
    the protocol, its timers and the status page use of a L{Relay
    <splicetx.Relay>}.
- - L{leanTarget}: the upstream endpoints the lean path connects raw.
+ - L{leanTarget}: the upstream endpoints the lean path connects raw, and
+   L{connectLean}, L{relayFor}: the protocol's choices between the lean
+   way and Twisted's.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.python.failure import Failure
 
+from splicetx._proxy.leantransport import connectRaw, isLean, realTransport
 from splicetx._proxy.upstream import Address, directAddress
 from splicetx._relay.bandwidth import Bandwidth
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, RelayResult
@@ -40,8 +43,9 @@ from splicetx._relay.direction import (
     spliceFailure,
 )
 from splicetx._relay.pipes import PipeLimitReached
+from splicetx._relay.relay import Relay
 
-__all__ = ["SpliceHost", "LeanRelay", "leanTarget"]
+__all__ = ["SpliceHost", "LeanRelay", "leanTarget", "connectLean", "relayFor"]
 
 
 def leanTarget(endpoint: Any) -> Address | None:
@@ -323,3 +327,43 @@ class LeanRelay(SpliceHost):
 
     def __repr__(self) -> str:
         return f"<splicetx lean relay {self.bytesAToB} up, {self.bytesBToA} down>"
+
+
+def connectLean(proxy: Any, endpoint: Any, timeout: float) -> bool:
+    """
+    Connect C{proxy}'s upstream raw (L{connectRaw
+    <splicetx._proxy.leantransport.connectRaw>}) when its client is a lean
+    transport and L{leanTarget} knows C{endpoint}.
+
+    @return: C{False} when the endpoint is to be connected Twisted's way.
+    """
+    transport = proxy.transport
+    if not isLean(transport):
+        return False
+    target = leanTarget(endpoint)
+    if target is None:
+        return False
+    connectRaw(proxy, transport.loop, proxy.factory.reactor, target, timeout)
+    return True
+
+
+def relayFor(factory: Any, client: Any, upstream: Any, toA: bytes, toB: bytes) -> Any:
+    """
+    The relay of a proxied connection: a L{LeanRelay} when both transports
+    are lean, else Twisted's L{Relay <splicetx.Relay>} over both (a lean
+    one adopted: L{realTransport
+    <splicetx._proxy.leantransport.realTransport>}).
+    """
+    rate = factory.connectionBandwidth
+    if isLean(client) and isLean(upstream):
+        return LeanRelay(factory._fast, client, upstream, toA, toB, rate)
+    return Relay(
+        realTransport(client),
+        realTransport(upstream),
+        reactor=factory.reactor,
+        engine=factory.engine,
+        toA=toA,
+        toB=toB,
+        pipePool=factory.pipePool,
+        bandwidth=rate,
+    )

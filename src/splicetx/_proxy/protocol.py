@@ -27,8 +27,7 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.endpoints import asEndpoint
 from splicetx._proxy.answers import ProxyAnswers
 from splicetx._proxy.headerreader import ProxyHeaderReader
-from splicetx._proxy.leanrelay import LeanRelay, leanTarget
-from splicetx._proxy.leantransport import connectRaw, isLean, realTransport
+from splicetx._proxy.leanrelay import connectLean, relayFor
 from splicetx._proxy.phase import Phase, requirePhase
 from splicetx._proxy.preamble import REJECTED, closedBeforeRelay, untrustedPeer
 from splicetx._proxy.proxyheader import buildHeader
@@ -305,29 +304,7 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         if isinstance(upstream, UpstreamProtocol):
             toA += upstream.takeReceived()
             upstream.proxy = None
-        relay: Any
-        if isLean(self.transport) and isLean(upstream.transport):
-            # Both raw sockets: spliced on the socket loop.
-            relay = LeanRelay(
-                factory._fast,
-                self.transport,
-                upstream.transport,
-                toA,
-                toB,
-                factory.connectionBandwidth,
-            )
-        else:
-            # One side needs Twisted's relay: both become Twisted transports.
-            relay = Relay(
-                realTransport(self.transport),
-                realTransport(upstream.transport),
-                reactor=factory.reactor,
-                engine=factory.engine,
-                toA=toA,
-                toB=toB,
-                pipePool=factory.pipePool,
-                bandwidth=factory.connectionBandwidth,
-            )
+        relay = relayFor(factory, self.transport, upstream.transport, toA, toB)
         self.relay = relay
         self._phase = Phase.RELAYING
         self._idleMark = (-1, -1)
@@ -576,14 +553,8 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
                 pooled.onTryFailed = lambda _member, failure: metrics.connectFailed(
                     failure, forward
                 )
-        transport = self.transport
-        if isLean(transport):
-            target = leanTarget(endpoint)
-            if target is not None:
-                # An address the lean path connects raw: no Twisted client.
-                connectRaw(self, transport.loop, self.factory.reactor, target, timeout)
-                return
-        startConnecting(self, self.factory.reactor, endpoint, timeout)
+        if not connectLean(self, endpoint, timeout):
+            startConnecting(self, self.factory.reactor, endpoint, timeout)
 
     def _connected(self, upstream: Any) -> Any:
         """
