@@ -201,20 +201,13 @@ class LeanHookScenarios(ReactorTestMixin):
         )
         self.assertEqual(servers, [])
 
-    def test_transportHungrySubclassAdopts(self) -> None:
+    def assertTunnelsAdopted(self, base: type, data: bytes) -> None:
         """
-        A subclass that asks its transport for what a lean one lacks
-        (C{setTcpNoDelay}) gets a Twisted transport made from its socket,
-        then relays on the general path, byte-exact, after its reply.
+        A CONNECT through C{base} (a subclass of the example) tunnels
+        C{data} byte-exact after its reply, with an adopted Twisted
+        transport and Twisted's relay.
         """
-        data = payload(100_000, seed=5)
-
-        class NoDelay(_connect.ConnectProtocol):
-            def clientAccepted(self) -> bool:
-                self.transport.setTcpNoDelay(True)
-                return True
-
-        proto = _observed(NoDelay)
+        proto = _observed(base)
 
         def request(port: int) -> bytes:
             return f"CONNECT {LOOPBACK}:{port} HTTP/1.1\r\n\r\n".encode()
@@ -228,6 +221,21 @@ class LeanHookScenarios(ReactorTestMixin):
         [seen] = proto.seen
         self.assertTrue(issubclass(seen["transport"], tcp.Server))
         self.assertEqual(seen["relay"], Relay)
+
+    def test_transportHungrySubclassAdopts(self) -> None:
+        """
+        A subclass that asks its transport for what a lean one lacks
+        (C{setTcpNoDelay}) gets a Twisted transport made from its socket,
+        then relays on the general path, byte-exact, after its reply.
+        """
+        data = payload(100_000, seed=5)
+
+        class NoDelay(_connect.ConnectProtocol):
+            def clientAccepted(self) -> bool:
+                self.transport.setTcpNoDelay(True)
+                return True
+
+        self.assertTunnelsAdopted(NoDelay, data)
 
     def test_hostnameUpstreamGoesThroughEndpoint(self) -> None:
         """
@@ -243,20 +251,7 @@ class LeanHookScenarios(ReactorTestMixin):
                 named = HostnameEndpoint(self.factory.reactor, b"localhost", port)
                 return super().connectUpstream(named, toUpstream)
 
-        proto = _observed(ByName)
-
-        def request(port: int) -> bytes:
-            return f"CONNECT {LOOPBACK}:{port} HTTP/1.1\r\n\r\n".encode()
-
-        received, _, _ = self.runScenario(
-            lambda reactor: self.relayThrough(reactor, proto, request, data)
-        )
-        head = _connect.answer(200)
-        self.assertEqual(received[: len(head)], head)
-        self.assertEqual(digest(received[len(head) :]), digest(data))
-        [seen] = proto.seen
-        self.assertTrue(issubclass(seen["transport"], tcp.Server))
-        self.assertEqual(seen["relay"], Relay)
+        self.assertTunnelsAdopted(ByName, data)
 
     def test_refusalOnLeanTransport(self) -> None:
         """

@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from _socket import socket as _RawSocket
 from enum import Enum
 from typing import Any
@@ -41,6 +40,7 @@ from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
 from splicetx._proxy.leanpreamble import LeanPreamble
 from splicetx._proxy.leanrelay import SpliceHost
+from splicetx._proxy.leantransport import SocketMember
 from splicetx._proxy.preamble import (
     REJECTED,
     Refusal,
@@ -62,7 +62,6 @@ from splicetx._relay.direction import (
     errname,
 )
 from splicetx._relay.runtime import LOG_PROXY
-from splicetx._relay.socketloop import LoopMember
 from splicetx._relay.tcpoptions import delivered, keepaliveOn
 
 __all__ = ["FastConnection"]
@@ -70,7 +69,6 @@ __all__ = ["FastConnection"]
 _log = Logger(namespace=LOG_PROXY)
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_LINGER_RESET = struct.pack("ii", 1, 0)
 _CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 #: The result's engine for a connection that never relayed.
 _NO_ENGINE = "none"
@@ -88,7 +86,7 @@ class _State(Enum):
     FINISHED = "finished"
 
 
-class _FastSocket(LoopMember):
+class _FastSocket(SocketMember):
     """
     One socket of a fast connection: a member of the L{SocketLoop
     <splicetx._relay.socketloop.SocketLoop>} and, for its two
@@ -96,7 +94,7 @@ class _FastSocket(LoopMember):
     own socket object is.
     """
 
-    __slots__ = ("engine", "name", "sock")
+    __slots__ = ()
 
     def __init__(self, conn: FastConnection, sock: _RawSocket, name: str) -> None:
         self.engine: Any = conn
@@ -109,13 +107,6 @@ class _FastSocket(LoopMember):
         self.source: Any = INERT
         self.sink: Any = INERT
 
-    @property
-    def socket(self) -> _RawSocket:
-        """
-        The socket (what L{splicetx._relay.tcpoptions} looks for).
-        """
-        return self.sock
-
     def crashed(self) -> None:
         engine = self.engine
         if engine is not None:
@@ -126,23 +117,7 @@ class _FastSocket(LoopMember):
         if engine is not None:
             engine.socketLost(self, reason)
 
-    def close(self, abort: bool) -> None:
-        """
-        Leave the loop, go inert, close the socket (with a reset when
-        C{abort}).
-        """
-        self.loop.forget(self)
-        self.reading = self.writing = False
-        self.engine = None
-        self.source = self.sink = INERT
-        sock = self.sock
-        if abort:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        sock.close()
-        self.fd = -1
+    close = SocketMember.shut
 
     def __repr__(self) -> str:
         return f"<splicetx fast socket {self.name} fd={self.fd}>"

@@ -42,11 +42,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from splicetx._proxy.upstream import Address, UpstreamProtocol
-from splicetx._relay.direction import errname
+from splicetx._relay.direction import INERT, errname
 from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.socketloop import LoopMember
 
-__all__ = ["LeanTransport", "connectRaw", "isLean", "realTransport"]
+__all__ = ["SocketMember", "LeanTransport", "connectRaw", "isLean", "realTransport"]
 
 _log = Logger(namespace=LOG_PROXY)
 
@@ -62,8 +62,50 @@ def _address(family: int, sockaddr: Any) -> Any:
     return IPv4Address("TCP", sockaddr[0], sockaddr[1])
 
 
+class SocketMember(LoopMember):
+    """
+    A raw socket of the lean path as a member of the L{SocketLoop
+    <splicetx._relay.socketloop.SocketLoop>} and, once spliced, one of the
+    two sockets of a relay's L{Direction
+    <splicetx._relay.direction.Direction>}s (its C{engine} is the relay):
+    the plain forward's sockets (L{splicetx._proxy.fastconn}) and
+    L{LeanTransport}.
+    """
+
+    __slots__ = ("engine", "name", "sock")
+
+    engine: Any
+    name: str
+    sock: _RawSocket
+
+    @property
+    def socket(self) -> _RawSocket:
+        """
+        The socket (what L{splicetx._relay.tcpoptions} looks for).
+        """
+        return self.sock
+
+    def shut(self, abort: bool) -> None:
+        """
+        Leave the loop, go inert, close the socket (with a reset when
+        C{abort}).
+        """
+        self.loop.forget(self)
+        self.reading = self.writing = False
+        self.engine = None
+        self.source = self.sink = INERT
+        sock = self.sock
+        if abort:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        sock.close()
+        self.fd = -1
+
+
 @implementer(ITCPTransport)
-class LeanTransport(LoopMember):
+class LeanTransport(SocketMember):
     """
     One raw socket as a protocol's transport (see the module docstring),
     and, once a L{LeanRelay <splicetx._proxy.leanrelay.LeanRelay>} took it
@@ -77,11 +119,8 @@ class LeanTransport(LoopMember):
     """
 
     __slots__ = (
-        "sock",
         "reactor",
         "protocol",
-        "engine",
-        "name",
         "peer",
         "server",
         "connected",
@@ -141,13 +180,6 @@ class LeanTransport(LoopMember):
         self._buffer = b""
         self._adopted: Any = None
         self._peerAddress: Any = None
-
-    @property
-    def socket(self) -> _RawSocket:
-        """
-        The socket (what L{splicetx._relay.tcpoptions} looks for).
-        """
-        return self.sock
 
     # -- ITransport ---------------------------------------------------------------
 
@@ -358,18 +390,8 @@ class LeanTransport(LoopMember):
         if not self.connected:
             return
         self.connected = 0
-        self.loop.forget(self)
-        self.reading = self.writing = False
-        self.engine = None
         self.onFlushed = None
-        self.source = self.sink = self
-        sock = self.sock
-        if abort:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        sock.close()
+        self.shut(abort)
 
     # -- a real transport, on demand -----------------------------------------------
 
