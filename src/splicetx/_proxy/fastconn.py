@@ -47,13 +47,7 @@ from splicetx._proxy.preamble import (
     closedBeforeRelay,
     untrustedPeer,
 )
-from splicetx._proxy.timeouts import (
-    DRAIN_CLOSE,
-    HALF_CLOSE_TIMEOUT,
-    IDLE_TIMEOUT,
-    halfCloseDetail,
-    idleDetail,
-)
+from splicetx._proxy.timeouts import dueEnd
 from splicetx._proxy.upstream import Address
 from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import CANCELLED, CLOSED, ERROR, RelayResult
@@ -62,7 +56,7 @@ from splicetx._relay.direction import (
     errname,
 )
 from splicetx._relay.runtime import LOG_PROXY
-from splicetx._relay.tcpoptions import delivered, keepaliveOn
+from splicetx._relay.tcpoptions import keepaliveOn
 
 __all__ = ["FastConnection"]
 
@@ -539,50 +533,39 @@ class FastConnection(SpliceHost):
 
     def check(self, now: float) -> None:
         """
-        The timeouts: connect, idle, half-close, and the drain's prompt
-        close (the same rules as L{splicetx._proxy.timeouts.IdleTimer}).
+        The timeouts: the preamble's and the connect timeout here; idle,
+        half-close and the drain's prompt close as the general path decides
+        them (L{splicetx._proxy.timeouts.dueEnd}).
         """
         state = self.state
         if state is _State.FINISHED:
-            return
-        factory = self.forwarder.factory
-        if state is _State.PREAMBLE:
-            preamble = self.preamble
-            refusal = preamble.expired(now) if preamble is not None else None
-            if refusal is not None:
-                self.refused(refusal)
-                return
-            idle = factory.idleTimeout
-            if idle and now - self.lastActivity >= idle:
-                # As the general path's idle timer, which runs from the accept.
-                self._end(IDLE_TIMEOUT, idleDetail(idle), True)
             return
         if state is _State.CONNECTING:
             self.lastActivity = now
             if self.deadline and now >= self.deadline:
                 self._tryFailed(errno.ETIMEDOUT, timedOut=True)
             return
-        ab, ba = self.ab, self.ba
-        mark = ab.moved + ba.moved
-        if mark != self.mark:
-            self.mark = mark
-            self.lastActivity = now
-        if ab.done != ba.done:
-            if self.halfClosedAt is None:
-                self.halfClosedAt = now
-            if ba.done and factory.draining and delivered(self.client):
-                self._end(CLOSED, DRAIN_CLOSE, False)
+        if state is _State.PREAMBLE:
+            preamble = self.preamble
+            refusal = preamble.expired(now) if preamble is not None else None
+            if refusal is not None:
+                self.refused(refusal)
                 return
-            half = factory.halfCloseTimeout
-            if half and now - max(self.lastActivity, self.halfClosedAt) >= half:
-                # The client has everything: a clean close; else a reset.
-                clientHasAll = ba.done
-                detail = halfCloseDetail(half, clientHasAll)
-                self._end(HALF_CLOSE_TIMEOUT, detail, not clientHasAll)
-                return
-        idle = factory.idleTimeout
-        if idle and now - self.lastActivity >= idle:
-            self._end(IDLE_TIMEOUT, idleDetail(idle), True)
+            # As the general path's idle timer, which runs from the accept.
+            ended = (False, False)
+        else:
+            ab, ba = self.ab, self.ba
+            mark = ab.moved + ba.moved
+            if mark != self.mark:
+                self.mark = mark
+                self.lastActivity = now
+            ended = (ab.done, ba.done)
+        factory = self.forwarder.factory
+        ending, self.halfClosedAt, _ = dueEnd(
+            factory, now, self.lastActivity, self.halfClosedAt, ended, self.client
+        )
+        if ending is not None:
+            self._end(*ending)
 
     # -- the end -----------------------------------------------------------------
 

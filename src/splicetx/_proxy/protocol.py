@@ -32,12 +32,9 @@ from splicetx._proxy.phase import Phase, requirePhase
 from splicetx._proxy.preamble import REJECTED, closedBeforeRelay, untrustedPeer
 from splicetx._proxy.proxyheader import buildHeader
 from splicetx._proxy.timeouts import (
-    DRAIN_CLOSE,
     HALF_CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
     IdleTimer,
-    halfCloseDetail,
-    idleDetail,
 )
 from splicetx._proxy.upstream import (
     UpstreamProtocol,
@@ -628,39 +625,17 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         )
         _abort(self.transport)
 
-    def _idleExpired(self, timeout: float) -> None:
+    def _timeoutEnd(self, reason: str, detail: str, abort: bool) -> None:
         """
-        Nothing moved for C{timeout} seconds: end the connection.
-        """
-        detail = idleDetail(timeout)
-        self._ending = (IDLE_TIMEOUT, detail)
-        self.abort(IDLE_TIMEOUT, detail)
-
-    def _halfCloseExpired(self, timeout: float, clientHasAll: bool) -> None:
-        """
-        One direction ended and the other moved nothing for C{timeout}
-        seconds: end the connection.  When the client has the upstream's
-        whole stream (it only has not closed its side), close it cleanly;
-        else (the upstream stopped answering after the client's end of
-        stream) reset both, so the client does not take the silence for a
-        complete reply.
+        A timer decided the end (see L{splicetx._proxy.timeouts.dueEnd}):
+        close or abort the relay, or, before one runs, end the connection.
         """
         relay = self.relay
-        assert relay is not None
-        detail = halfCloseDetail(timeout, clientHasAll)
-        if clientHasAll:
-            relay.close(HALF_CLOSE_TIMEOUT, detail)
-        else:
-            relay.abort(HALF_CLOSE_TIMEOUT, detail)
-
-    def _drainClose(self) -> None:
-        """
-        Draining, the upstream finished and the client has received
-        everything: close now rather than wait for the client to close.
-        """
-        relay = self.relay
-        assert relay is not None
-        relay.close(CLOSED, DRAIN_CLOSE)
+        if self._phase is Phase.RELAYING and relay is not None:
+            (relay.abort if abort else relay.close)(reason, detail)
+            return
+        self._ending = (reason, detail)
+        self.abort(reason, detail)
 
     def drainStarted(self) -> None:
         """
