@@ -33,6 +33,7 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.access import AccessControl
 from splicetx._proxy.clientlimits import ClientLimits
+from splicetx._proxy.endrecord import recordExtra
 from splicetx._proxy.fastpath import FastForwarder, fastPathRefusal
 from splicetx._proxy.gate import PortGate
 from splicetx._proxy.interfaces import IAccessLog, IProxyMetrics
@@ -328,19 +329,21 @@ class SpliceProxyFactory(Factory):
         if admission is not None and admission.quiet:
             # A client refused again within its log interval.
             return
-        extra = self.logFields
         header = proto.proxyHeader
+        peer = describeAddress(proto.transport.getPeer())
+        client = peer
         if header is not None and header.source is not None:
-            extra = dict(extra or ())
-            extra["peer"] = describeAddress(proto.transport.getPeer())
             client = describeAddress(header.source)
         else:
-            client = describeAddress(proto.transport.getPeer())
+            peer = None
         pooled = proto._poolEndpoint
-        if pooled is not None:
-            extra = dict(extra or ())
-            extra["pool"] = pooled.poolName
-            extra["serverName"] = getattr(proto, "serverName", None)
+        extra = recordExtra(
+            self.logFields,
+            peer,
+            pooled is not None,
+            pooled.poolName if pooled is not None else None,
+            getattr(proto, "serverName", None),
+        )
         upstream = proto.upstream
         if upstream is not None and upstream.transport is not None:
             upstreamText = describeAddress(upstream.transport.getPeer())

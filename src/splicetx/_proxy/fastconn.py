@@ -38,6 +38,8 @@ from twisted.python.failure import Failure
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
+from splicetx._proxy.endrecord import NO_ENGINE as _NO_ENGINE
+from splicetx._proxy.endrecord import countEnd, endResult, recordExtra
 from splicetx._proxy.leanpreamble import LeanPreamble
 from splicetx._proxy.leanrelay import SpliceHost
 from splicetx._proxy.leantransport import SocketMember
@@ -49,7 +51,6 @@ from splicetx._proxy.preamble import (
 )
 from splicetx._proxy.timeouts import dueEnd
 from splicetx._proxy.upstream import Address
-from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import CANCELLED, CLOSED, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
@@ -64,8 +65,6 @@ _log = Logger(namespace=LOG_PROXY)
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
-#: The result's engine for a connection that never relayed.
-_NO_ENGINE = "none"
 
 
 class _State(Enum):
@@ -599,20 +598,15 @@ class FastConnection(SpliceHost):
             if up or down:
                 member.relayed(up, down)
             member.release()
-        duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
         # Its sockets are named A (client) and B (upstream), as a relay's.
-        words = inProxyWords(detail)
-        result = RelayResult(engine, up, down, duration, reason, words, None)
-        metrics = factory.metrics
+        result = endResult(
+            forwarder.reactor,
+            self.startedAt,
+            RelayResult(engine, up, down, 0.0, reason, detail, None),
+        )
         admission, self.admission = self.admission, None
-        record = admission is None or admission.ended()
         try:
-            if metrics is not None:
-                forward = factory.forwardName
-                metrics.connectionClosed(forward)
-                if engine != _NO_ENGINE:
-                    metrics.relayFinished(result, forward)
-            if record:
+            if countEnd(factory, result, admission):
                 factory._recordConnection(
                     result, self.clientText, upstreamText, None, None, self._extra()
                 )
@@ -636,19 +630,18 @@ class FastConnection(SpliceHost):
         return f"pool {pool.name}"
 
     def _extra(self) -> dict[str, Any] | None:
-        factory = self.forwarder.factory
-        extra = factory.logFields
         header = self.proxyHeader
+        peer = None
         if header is not None and header.source is not None:
-            extra = dict(extra or ())
-            extra["peer"] = self.peerText
+            peer = self.peerText
         pool = self.upstreamPool
-        if pool is not None:
-            # As the general path's record, once a pool was chosen.
-            extra = dict(extra or ())
-            extra["pool"] = str(pool.name)
-            extra["serverName"] = self.serverName
-        return extra
+        return recordExtra(
+            self.forwarder.factory.logFields,
+            peer,
+            pool is not None,
+            str(pool.name) if pool is not None else None,
+            self.serverName,
+        )
 
     def __repr__(self) -> str:
         return f"<splicetx fast connection {self.clientText} {self.state.value}>"

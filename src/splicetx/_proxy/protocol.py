@@ -26,6 +26,8 @@ from twisted.python.failure import Failure
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.endpoints import asEndpoint
 from splicetx._proxy.answers import ProxyAnswers
+from splicetx._proxy.endrecord import NO_ENGINE as _NO_ENGINE
+from splicetx._proxy.endrecord import countEnd, endResult
 from splicetx._proxy.headerreader import ProxyHeaderReader
 from splicetx._proxy.leanrelay import connectLean, relayFor
 from splicetx._proxy.phase import Phase, requirePhase
@@ -41,7 +43,6 @@ from splicetx._proxy.upstream import (
     startConnecting,
     stopConnecting,
 )
-from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.relay import (
     CANCELLED,
     CLOSED,
@@ -68,8 +69,6 @@ _log = Logger(namespace=LOG_PROXY)
 #: (refused, unreachable, timed out, or no upstream chosen).
 UPSTREAM_FAILED = "upstream failed"
 
-#: L{RelayResult.engine} of a connection that ended before a relay started.
-_NO_ENGINE = "none"
 
 # The phases in which each action may be called (see splicetx._proxy.phase).
 # Tuples, not sets: Enum hashes in Python, a tuple compares by identity.
@@ -672,28 +671,11 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
                 member.relayed(result.bytesAToB, result.bytesBToA)
             pooled.release()
         factory = self.factory
-        duration = max(0.0, factory.reactor.seconds() - self.startedAt)
-        result = RelayResult(
-            result.engine,
-            result.bytesAToB,
-            result.bytesBToA,
-            duration,
-            result.reason,
-            # The relay's transports A and B are this client and upstream.
-            inProxyWords(result.detail),
-            inProxyWords(result.fallbackReason),
-        )
-        self.result = result
-        metrics = factory.metrics
-        admission = self._admission
-        if admission is not None:
-            admission.ended()
+        # The relay's transports A and B are this client and upstream.
+        result = self.result = endResult(factory.reactor, self.startedAt, result)
         try:
-            if metrics is not None:
-                forward = factory.forwardName
-                metrics.connectionClosed(forward)
-                if result.engine != _NO_ENGINE:
-                    metrics.relayFinished(result, forward)
+            # Whether a quiet refusal is recorded is the factory's to say.
+            countEnd(factory, result, self._admission)
             self.relayFinished(result)
         except Exception:
             _log.failure("relayFinished() of {proxy!r} failed", proxy=self)
