@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import struct
 from typing import Any
 
@@ -252,6 +253,40 @@ class LeanHookScenarios(ReactorTestMixin):
                 return super().connectUpstream(named, toUpstream)
 
         self.assertTunnelsAdopted(ByName, data)
+
+    def test_bigReplyBeforeRelayIsByteExact(self) -> None:
+        """
+        A reply larger than the socket takes at once (4 MB, written before
+        the relay starts, into a 4 KiB send buffer) is sent as the socket
+        drains, then the tunnel follows it byte-exact: the relay splices
+        only once what was written has gone.
+        """
+        data = payload(300_000, seed=7)
+        big = payload(4_000_000, seed=8)
+
+        class BigReply(_connect.ConnectProtocol):
+            def upstreamConnected(self, upstream: Any) -> None:
+                # A small send buffer: the reply cannot go in one send.
+                handle = self.transport.getHandle()
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                self.reply(big)
+                self.startRelay()
+
+        proto = _observed(BigReply)
+
+        def request(port: int) -> bytes:
+            return f"CONNECT {LOOPBACK}:{port} HTTP/1.1\r\n\r\n".encode()
+
+        received, servers, _ = self.runScenario(
+            lambda reactor: self.relayThrough(reactor, proto, request, data)
+        )
+        self.assertEqual(digest(received[: len(big)]), digest(big))
+        self.assertEqual(digest(received[len(big) :]), digest(data))
+        self.assertEqual(
+            [(s["transport"], s["relay"]) for s in proto.seen],
+            [(LeanTransport, LeanRelay)],
+        )
+        self.assertEqual(servers, [])
 
     def test_refusalOnLeanTransport(self) -> None:
         """
