@@ -19,12 +19,14 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 
 from splicetx import DONE, Relay
+from splicetx._pool.pool import Upstream, UpstreamPool
 from splicetx._proxy.leanrelay import LeanRelay
 from splicetx._proxy.leantransport import LeanTransport
+from splicetx._proxy.poolproxy import PoolProxyFactory, PoolProxyProtocol
 from splicetx._relay.socketloop import loopFor
 from splicetx.proxy import SpliceProxyFactory
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
@@ -287,6 +289,59 @@ class LeanHookScenarios(ReactorTestMixin):
             [(LeanTransport, LeanRelay)],
         )
         self.assertEqual(servers, [])
+
+    def test_poolFailsOverLean(self) -> None:
+        """
+        A protocol subclass over a pool whose first member refuses: the
+        pool's own failover tries the members, each connected raw, and the
+        relay is lean; the record names the live member and the pool, and
+        the members' books say so.
+        """
+        events, stop = capturedEvents()
+        self.addCleanup(stop)
+        dead = socket.socket()
+        dead.bind((LOOPBACK, 0))
+        deadPort = dead.getsockname()[1]
+        dead.close()
+        proto = _observed(PoolProxyProtocol)
+
+        @inlineCallbacks
+        def scenario(reactor: Any) -> Any:
+            echo = EchoFactory()
+            up = reactor.listenTCP(0, echo, interface=LOOPBACK)
+            live = up.getHost().port
+            members = [
+                Upstream(TCP4ClientEndpoint(reactor, LOOPBACK, p), clock=reactor)
+                for p in (deadPort, live)
+            ]
+            pool = UpstreamPool(members, name="p", reactor=reactor)
+            factory = PoolProxyFactory(pool, reactor=reactor)
+            factory.protocol = proto
+            port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+            factory.addListeningPort(port)
+            client = connectClient(reactor, port)
+            yield client.made
+            yield client.send(b"hello")
+            yield client.lost
+            while factory.liveProtocols:
+                yield deferLater(reactor, 0.01, lambda: None)
+            yield stopAll([up, port])
+            return client.digest(), live, members
+
+        received, live, members = self.runScenario(scenario)
+        self.assertEqual(received, digest(b"hello"))
+        self.assertEqual(
+            [(s["transport"], s["upstream"], s["relay"]) for s in proto.seen],
+            [(LeanTransport, LeanTransport, LeanRelay)],
+        )
+        [event] = events
+        self.assertEqual(
+            (event["reason"], event["upstream"], event["pool"]),
+            (DONE, f"{LOOPBACK}:{live}", "p"),
+        )
+        self.assertEqual((members[0].connections, members[1].connections), (0, 1))
+        self.assertGreaterEqual(members[0].failures["refused"], 1)
+        self.assertEqual((members[0].active, members[1].active), (0, 0))
 
     def test_refusalOnLeanTransport(self) -> None:
         """

@@ -30,10 +30,14 @@ from typing import Any
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from splicetx._pool.endpoints import PoolEndpoint
+from splicetx._pool.pool import UpstreamPool
 from splicetx._proxy.leantransport import connectRaw, isLean, realTransport
-from splicetx._proxy.upstream import Address, directAddress
+from splicetx._proxy.upstream import Address, directAddress, startConnecting
 from splicetx._relay.bandwidth import Bandwidth
 from splicetx._relay.contract import CANCELLED, CLOSED, DONE, RelayResult
 from splicetx._relay.direction import (
@@ -331,20 +335,106 @@ class LeanRelay(SpliceHost):
 
 def connectLean(proxy: Any, endpoint: Any, timeout: float) -> bool:
     """
-    Connect C{proxy}'s upstream raw (L{connectRaw
-    <splicetx._proxy.leantransport.connectRaw>}) when its client is a lean
-    transport and L{leanTarget} knows C{endpoint}.
+    Connect C{proxy}'s upstream raw when its client is a lean transport:
+    an endpoint L{leanTarget} knows (L{connectRaw
+    <splicetx._proxy.leantransport.connectRaw>}), or a pool endpoint, whose
+    members are tried by the pool's own failover with each member L{leanTarget}
+    knows connected raw.
 
     @return: C{False} when the endpoint is to be connected Twisted's way.
     """
     transport = proxy.transport
     if not isLean(transport):
         return False
+    reactor = proxy.factory.reactor
+    if type(endpoint) is PoolEndpoint and isinstance(endpoint.pool, UpstreamPool):
+        members = _LeanMembers(endpoint, transport.loop, reactor)
+        startConnecting(proxy, reactor, members, timeout)
+        return True
     target = leanTarget(endpoint)
     if target is None:
         return False
-    connectRaw(proxy, transport.loop, proxy.factory.reactor, target, timeout)
+    connectRaw(proxy, transport.loop, reactor, target, timeout)
     return True
+
+
+@implementer(IStreamClientEndpoint)
+class _LeanMembers:
+    """
+    A L{PoolEndpoint <splicetx._pool.endpoints.PoolEndpoint>} connected
+    through its pool's own failover (L{UpstreamPool.connect
+    <splicetx._pool.pool.UpstreamPool.connect>}: the same tries, timeouts,
+    passive health and counts), each member L{leanTarget} knows connected
+    raw, any other through its endpoint.
+    """
+
+    def __init__(self, pooled: Any, loop: Any, reactor: Any) -> None:
+        self.pooled = pooled
+        self.loop = loop
+        self.reactor = reactor
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        """
+        @param factory: the proxy's upstream factory (its C{proxy}).
+        """
+        pooled = self.pooled
+        proxy = factory.proxy
+
+        def one(member: Any, factory: Any) -> Deferred[Any]:
+            target = leanTarget(member.endpoint)
+            if target is None:
+                d: Deferred[Any] = member.endpoint.connect(factory)
+                return d
+            return _rawDeferred(proxy, self.loop, self.reactor, target)
+
+        kwargs = {}
+        if pooled.onTryFailed is not None:
+            kwargs["onTryFailed"] = pooled.onTryFailed
+        d = pooled.pool.connect(factory, pooled.clientKey, connectOne=one, **kwargs)
+
+        def connected(result: tuple[Any, Any]) -> Any:
+            pooled.upstream, upstream = result
+            return upstream
+
+        return d.addCallback(connected)
+
+    def __repr__(self) -> str:
+        return f"<splicetx lean connect through {self.pooled!r}>"
+
+
+class _Firing:
+    """
+    What a raw connect reports to when a C{Deferred} is to tell its
+    outcome (one try of a pool's failover).
+    """
+
+    _timedOut = False
+    _connecting: Any = None
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+        self.d: Deferred[Any] = Deferred(self._cancel)
+
+    def _connected(self, upstream: Any) -> None:
+        self._connecting = None
+        upstream.proxy = self.proxy
+        self.d.callback(upstream)
+
+    def _connectFailed(self, reason: Failure) -> None:
+        self._connecting = None
+        self.d.errback(reason)
+
+    def _cancel(self, _: Deferred[Any]) -> None:
+        attempt, self._connecting = self._connecting, None
+        if attempt is not None:
+            attempt.stopConnecting()
+
+
+def _rawDeferred(proxy: Any, loop: Any, reactor: Any, target: Address) -> Deferred[Any]:
+    firing = _Firing(proxy)
+    # The pool's try timeout rules; else the endpoint's own.
+    connectRaw(firing, loop, reactor, target, 0.0)
+    return firing.d
 
 
 def relayFor(factory: Any, client: Any, upstream: Any, toA: bytes, toB: bytes) -> Any:
