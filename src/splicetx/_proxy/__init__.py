@@ -19,8 +19,8 @@ It imports L{splicetx._relay} and L{splicetx._pool}.
  - C{poolproxy}: pools and SNI routing on the protocol's hooks.
  - C{tls}: TLS listeners and upstreams that answer ALPN.
  - C{wording}: the relay's A and B as the client and the upstream.
- - C{endrecord}: a connection's end, counted and recorded the same way
-   for every path.
+ - C{lifecycle}: a connection's admission and its end (counted and
+   recorded), decided the same way for every path.
 
 Public through L{splicetx.proxy}, L{splicetx.pools} and C{splicetx.tls}.
  - C{factory}: C{SpliceProxyFactory}.

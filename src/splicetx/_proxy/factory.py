@@ -33,10 +33,10 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.access import AccessControl
 from splicetx._proxy.clientlimits import ClientLimits
-from splicetx._proxy.endrecord import recordExtra
 from splicetx._proxy.fastpath import FastForwarder, fastPathRefusal
 from splicetx._proxy.gate import PortGate
 from splicetx._proxy.interfaces import IAccessLog, IProxyMetrics
+from splicetx._proxy.lifecycle import recordExtra
 from splicetx._proxy.protocol import (
     SpliceProxyProtocol,
 )

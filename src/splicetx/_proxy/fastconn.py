@@ -38,11 +38,11 @@ from twisted.python.failure import Failure
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
-from splicetx._proxy.endrecord import NO_ENGINE as _NO_ENGINE
-from splicetx._proxy.endrecord import countEnd, endResult, recordExtra
 from splicetx._proxy.leanpreamble import LeanPreamble
 from splicetx._proxy.leanrelay import SpliceHost
 from splicetx._proxy.leantransport import SocketMember
+from splicetx._proxy.lifecycle import NO_ENGINE as _NO_ENGINE
+from splicetx._proxy.lifecycle import admit, countEnd, endResult, recordExtra
 from splicetx._proxy.preamble import (
     REJECTED,
     Refusal,
@@ -222,22 +222,12 @@ class FastConnection(SpliceHost):
         address (the PROXY header's source, when one was read): C{False}
         when they refuse it (then the connection has ended).
         """
-        factory = self.forwarder.factory
-        acl = factory.acl
-        if acl is not None:
-            allowed, why = acl.isAllowed(self.clientAddress)
-            if not allowed:
-                # A reset, as on the general path and as HAProxy rejects.
-                self.refused(Refusal("acl", why, True))
-                return False
-        limits = factory.clientLimits
-        if limits is not None:
-            admission = self.admission = limits.admit(
-                self.clientAddress, self.lastActivity
-            )
-            if admission.refusal is not None:
-                self.refused(admission.refusal)
-                return False
+        refusal, self.admission = admit(
+            self.forwarder.factory, self.clientAddress, self.lastActivity
+        )
+        if refusal is not None:
+            self.refused(refusal)
+            return False
         return True
 
     def headerRead(self, header: Any) -> bool:

@@ -26,10 +26,10 @@ from twisted.python.failure import Failure
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.endpoints import asEndpoint
 from splicetx._proxy.answers import ProxyAnswers
-from splicetx._proxy.endrecord import NO_ENGINE as _NO_ENGINE
-from splicetx._proxy.endrecord import countEnd, endResult
 from splicetx._proxy.headerreader import ProxyHeaderReader
 from splicetx._proxy.leanrelay import connectLean, relayFor
+from splicetx._proxy.lifecycle import NO_ENGINE as _NO_ENGINE
+from splicetx._proxy.lifecycle import admit, countEnd, endResult
 from splicetx._proxy.phase import Phase, requirePhase
 from splicetx._proxy.preamble import REJECTED, closedBeforeRelay, untrustedPeer
 from splicetx._proxy.proxyheader import buildHeader
@@ -425,19 +425,10 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         factory = self.factory
         if not self.readsHandshake:
             self._pauseClient()
-        acl = factory.acl
-        if acl is not None:
-            allowed, why = acl.isAllowed(self.clientAddress())
-            if not allowed:
-                self._refuse("acl", why, reset=True)
-                return
-        limits = factory.clientLimits
-        if limits is not None:
-            self._admission = limits.admit(self.clientAddress(), self.startedAt)
-            refusal = self._admission.refusal
-            if refusal is not None:
-                self._refuse(refusal.metric, refusal.detail, reset=refusal.abort)
-                return
+        refusal, self._admission = admit(factory, self.clientAddress(), self.startedAt)
+        if refusal is not None:
+            self._refuse(refusal.metric, refusal.detail, reset=refusal.abort)
+            return
         try:
             accepted = self.clientAccepted()
         except Exception:

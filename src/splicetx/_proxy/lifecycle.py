@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_fastforward,tests.test_proxy -*-
 """
-The end of a proxied connection, decided once for every way its bytes
-moved (the protocol of L{splicetx._proxy.protocol}, the plain forward's
-L{FastConnection <splicetx._proxy.fastconn.FastConnection>}): the result
-its record and C{relayFinished} get (L{endResult}), what is counted
+The decisions at both ends of a proxied connection's life, taken once for
+every way its bytes move (the protocol of L{splicetx._proxy.protocol}, the
+plain forward's L{FastConnection <splicetx._proxy.fastconn.FastConnection>}):
+whether the client is admitted (L{admit}), and at the end the result its
+record and C{relayFinished} get (L{endResult}), what is counted
 (L{countEnd}) and the extra fields of its record (L{recordExtra}).
 L{SpliceProxyFactory._recordConnection
 <splicetx._proxy.factory.SpliceProxyFactory._recordConnection>} writes it.
@@ -13,13 +14,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from splicetx._proxy.preamble import Refusal
 from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import RelayResult
 
-__all__ = ["NO_ENGINE", "endResult", "countEnd", "recordExtra"]
+__all__ = ["NO_ENGINE", "admit", "endResult", "countEnd", "recordExtra"]
 
 #: L{RelayResult.engine} of a connection that ended before a relay started.
 NO_ENGINE = "none"
+
+
+def admit(factory: Any, address: Any, now: float) -> tuple[Refusal | None, Any]:
+    """
+    Admit a client by its address (the PROXY header's source, when one was
+    read): the factory's access rules, then its client limits.
+
+    @return: C{(refusal, admission)}: the L{Refusal} when the client is
+        turned away (an access rule's is a reset, as HAProxy's C{tcp-request
+        connection reject}), else C{None}; the client limits' admission (to
+        give back at the end with L{countEnd}), or C{None}.
+    """
+    acl = factory.acl
+    if acl is not None:
+        allowed, why = acl.isAllowed(address)
+        if not allowed:
+            return Refusal("acl", why, True), None
+    limits = factory.clientLimits
+    if limits is None:
+        return None, None
+    admission = limits.admit(address, now)
+    return admission.refusal, admission
 
 
 def endResult(reactor: Any, startedAt: float, result: RelayResult) -> RelayResult:
