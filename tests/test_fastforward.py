@@ -1057,8 +1057,9 @@ class FastPathOnlyMixin(ReactorTestMixin):
         """
         A plain factory on a TCP port takes the fast path, and so does one
         that accepts PROXY headers or routes by SNI; a protocol subclass, a
-        factory that overrides a hook, a PROXY header sent upstream, the
-        copy engine or C{fastPath = False} take the general one.
+        factory that overrides a hook or a PROXY header sent upstream run
+        the protocol's hooks over lean transports (the port is attached
+        too); the copy engine or C{fastPath = False} take the general path.
         """
 
         class Custom(SpliceProxyProtocol):
@@ -1100,10 +1101,10 @@ class FastPathOnlyMixin(ReactorTestMixin):
             return out
 
         out = self.runScenario(scenario)
-        for name in ("plain", "accept", "sni"):
+        for name in ("plain", "accept", "sni", "subclass", "hook", "proxy"):
             self.assertIsNone(out[name], name)
             self.assertTrue(out[name + " attached"], name)
-        for name in ("subclass", "hook", "proxy", "copy", "off"):
+        for name in ("copy", "off"):
             self.assertIsNotNone(out[name], name)
             self.assertFalse(out[name + " attached"], name)
 

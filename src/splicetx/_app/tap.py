@@ -360,9 +360,9 @@ class Options(usage.Options):
         [
             "no-fast-path",
             None,
-            "Serve plain forwards through the general path (a Twisted "
-            "transport and protocol per connection) instead of the fast path; "
-            "to compare or debug.",
+            "Give every connection a Twisted transport from the accept (the "
+            "general path), for plain forwards and --protocol hooks alike, "
+            "instead of raw sockets; to compare or debug.",
         ],
     ]
 

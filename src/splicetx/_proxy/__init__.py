@@ -13,9 +13,14 @@ It imports L{splicetx._relay} and L{splicetx._pool}.
  - C{access}: allow and deny rules over client addresses.
  - C{gate}: live connections, the connection limit and the drain.
  - C{fastpath}, C{fastconn}: the fast path of a plain forward.
+ - C{leantransport}, C{leanrelay}: protocols with hooks on the lean path
+   (a raw socket as their transport, adopted on demand; two raw sockets
+   spliced on the socket loop, shared with the fast path).
  - C{poolproxy}: pools and SNI routing on the protocol's hooks.
  - C{tls}: TLS listeners and upstreams that answer ALPN.
  - C{wording}: the relay's A and B as the client and the upstream.
+ - C{lifecycle}: a connection's admission and its end (counted and
+   recorded), decided the same way for every path.
 
 Public through L{splicetx.proxy}, L{splicetx.pools} and C{splicetx.tls}.
  - C{factory}: C{SpliceProxyFactory}.

@@ -10,8 +10,9 @@ L{splicetx.proxy.SpliceProxyFactory}.
 A factory nobody customised serves the clients of the ports given to
 L{SpliceProxyFactory.addListeningPort} on a fast path
 (L{splicetx._proxy.fastpath}: raw sockets, no protocol or transport per
-connection) with the same results, metrics and log records; any override
-of a hook of the protocol takes the general path.
+connection) with the same results, metrics and log records; a protocol
+that overrides hooks runs them over lean transports
+(L{splicetx._proxy.leantransport}) from the same accept.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from splicetx._proxy.clientlimits import ClientLimits
 from splicetx._proxy.fastpath import FastForwarder, fastPathRefusal
 from splicetx._proxy.gate import PortGate
 from splicetx._proxy.interfaces import IAccessLog, IProxyMetrics
+from splicetx._proxy.lifecycle import recordExtra
 from splicetx._proxy.protocol import (
     SpliceProxyProtocol,
 )
@@ -132,8 +134,10 @@ class SpliceProxyFactory(Factory):
         Linux reactor with C{IReactorFDSet}, not the copy engine.  The
         connections, their results, metrics and log records are the same
         either way; a subclass that overrides a hook (of the protocol or
-        the factory) always takes the general path.  Set it to C{False}
-        (before L{addListeningPort}) to use the general path regardless.
+        the factory) gets its protocol object over a lean transport
+        (L{splicetx._proxy.leantransport}), made a Twisted one only when a
+        hook needs it.  Set it to C{False} (before L{addListeningPort}) to
+        give every connection a Twisted transport from the accept.
     @ivar clientLimits: the L{ClientLimits
         <splicetx._proxy.clientlimits.ClientLimits>} (connections and new
         connections per client) applied once a client's address is known,
@@ -370,19 +374,21 @@ class SpliceProxyFactory(Factory):
         if admission is not None and admission.quiet:
             # A client refused again within its log interval.
             return
-        extra = self.logFields
         header = proto.proxyHeader
+        peer = describeAddress(proto.transport.getPeer())
+        client = peer
         if header is not None and header.source is not None:
-            extra = dict(extra or ())
-            extra["peer"] = describeAddress(proto.transport.getPeer())
             client = describeAddress(header.source)
         else:
-            client = describeAddress(proto.transport.getPeer())
+            peer = None
         pooled = proto._poolEndpoint
-        if pooled is not None:
-            extra = dict(extra or ())
-            extra["pool"] = pooled.poolName
-            extra["serverName"] = getattr(proto, "serverName", None)
+        extra = recordExtra(
+            self.logFields,
+            peer,
+            pooled is not None,
+            pooled.poolName if pooled is not None else None,
+            getattr(proto, "serverName", None),
+        )
         upstream = proto.upstream
         if upstream is not None and upstream.transport is not None:
             upstreamText = describeAddress(upstream.transport.getPeer())
@@ -522,6 +528,18 @@ class SpliceProxyFactory(Factory):
             return "a PROXY header sent upstream"
         if self.protocol is not self._fastProtocol:
             return "a protocol subclass"
+        return None
+
+    def _leanRefusal(self) -> str | None:
+        """
+        Why this factory's protocol cannot run its hooks over lean
+        transports (L{splicetx._proxy.leantransport}), or C{None}: only
+        C{fastPath} off and the copy engine stand in the way.
+        """
+        if not self.fastPath:
+            return "fastPath is off"
+        if self.engine == "copy":
+            return "engine copy"
         return None
 
     def _fastPool(self) -> Any:

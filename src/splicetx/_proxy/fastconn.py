@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from _socket import socket as _RawSocket
 from enum import Enum
 from typing import Any
@@ -40,44 +39,32 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
 from splicetx._proxy.leanpreamble import LeanPreamble
+from splicetx._proxy.leanrelay import SpliceHost
+from splicetx._proxy.leantransport import SocketMember
+from splicetx._proxy.lifecycle import NO_ENGINE as _NO_ENGINE
+from splicetx._proxy.lifecycle import admit, countEnd, endResult, recordExtra
 from splicetx._proxy.preamble import (
     REJECTED,
     Refusal,
     closedBeforeRelay,
     untrustedPeer,
 )
-from splicetx._proxy.timeouts import (
-    DRAIN_CLOSE,
-    HALF_CLOSE_TIMEOUT,
-    IDLE_TIMEOUT,
-    halfCloseDetail,
-    idleDetail,
-)
+from splicetx._proxy.timeouts import dueEnd
 from splicetx._proxy.upstream import Address
-from splicetx._proxy.wording import inProxyWords
-from splicetx._relay.bandwidth import directionLimits
-from splicetx._relay.contract import CANCELLED, CLOSED, DONE, ERROR, RelayResult
+from splicetx._relay.contract import CANCELLED, CLOSED, ERROR, RelayResult
 from splicetx._relay.direction import (
     INERT,
-    Direction,
     errname,
-    socketLoss,
-    spliceFailure,
 )
-from splicetx._relay.pipes import PipeLimitReached, UnreservedPipes
 from splicetx._relay.runtime import LOG_PROXY
-from splicetx._relay.socketloop import LoopMember
-from splicetx._relay.tcpoptions import delivered, keepaliveOn
+from splicetx._relay.tcpoptions import keepaliveOn
 
 __all__ = ["FastConnection"]
 
 _log = Logger(namespace=LOG_PROXY)
 
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_LINGER_RESET = struct.pack("ii", 1, 0)
 _CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
-#: The result's engine for a connection that never relayed.
-_NO_ENGINE = "none"
 
 
 class _State(Enum):
@@ -92,7 +79,7 @@ class _State(Enum):
     FINISHED = "finished"
 
 
-class _FastSocket(LoopMember):
+class _FastSocket(SocketMember):
     """
     One socket of a fast connection: a member of the L{SocketLoop
     <splicetx._relay.socketloop.SocketLoop>} and, for its two
@@ -100,7 +87,7 @@ class _FastSocket(LoopMember):
     own socket object is.
     """
 
-    __slots__ = ("engine", "name", "sock")
+    __slots__ = ()
 
     def __init__(self, conn: FastConnection, sock: _RawSocket, name: str) -> None:
         self.engine: Any = conn
@@ -113,13 +100,6 @@ class _FastSocket(LoopMember):
         self.source: Any = INERT
         self.sink: Any = INERT
 
-    @property
-    def socket(self) -> _RawSocket:
-        """
-        The socket (what L{splicetx._relay.tcpoptions} looks for).
-        """
-        return self.sock
-
     def crashed(self) -> None:
         engine = self.engine
         if engine is not None:
@@ -130,29 +110,13 @@ class _FastSocket(LoopMember):
         if engine is not None:
             engine.socketLost(self, reason)
 
-    def close(self, abort: bool) -> None:
-        """
-        Leave the loop, go inert, close the socket (with a reset when
-        C{abort}).
-        """
-        self.loop.forget(self)
-        self.reading = self.writing = False
-        self.engine = None
-        self.source = self.sink = INERT
-        sock = self.sock
-        if abort:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
-        sock.close()
-        self.fd = -1
+    close = SocketMember.shut
 
     def __repr__(self) -> str:
         return f"<splicetx fast socket {self.name} fd={self.fd}>"
 
 
-class FastConnection:
+class FastConnection(SpliceHost):
     """
     One client on the fast path, from accept to its log record.  It is the
     "engine" its two L{Direction <splicetx._relay.direction.Direction>}s report to,
@@ -258,22 +222,12 @@ class FastConnection:
         address (the PROXY header's source, when one was read): C{False}
         when they refuse it (then the connection has ended).
         """
-        factory = self.forwarder.factory
-        acl = factory.acl
-        if acl is not None:
-            allowed, why = acl.isAllowed(self.clientAddress)
-            if not allowed:
-                # A reset, as on the general path and as HAProxy rejects.
-                self.refused(Refusal("acl", why, True))
-                return False
-        limits = factory.clientLimits
-        if limits is not None:
-            admission = self.admission = limits.admit(
-                self.clientAddress, self.lastActivity
-            )
-            if admission.refusal is not None:
-                self.refused(admission.refusal)
-                return False
+        refusal, self.admission = admit(
+            self.forwarder.factory, self.clientAddress, self.lastActivity
+        )
+        if refusal is not None:
+            self.refused(refusal)
+            return False
         return True
 
     def headerRead(self, header: Any) -> bool:
@@ -532,76 +486,8 @@ class FastConnection:
         keepalive = factory.tcpKeepalive
         if keepalive is not None:
             keepaliveOn(us.sock, keepalive)
-        cs = self.client
         self.lastActivity = self.forwarder.reactor.seconds()
-        ab = self.ab = Direction(self, cs, us)
-        ba = self.ba = Direction(self, us, cs)
-        cs.source = us.sink = ab
-        us.source = cs.sink = ba
-        plan = factory.bandwidthPlan(self.admission)
-        if plan is not None:
-            ab.limit, ba.limit = directionLimits(plan, self.forwarder.reactor)
-        if us.writing:
-            us.writing = False
-            us.reading = True
-            us.loop.update(us)
-        else:
-            us.startReading()
-        cs.startReading()
-
-    # -- the engine, for the directions -------------------------------------------
-
-    @property
-    def pool(self) -> UnreservedPipes:
-        return self.forwarder.pool
-
-    @property
-    def reactor(self) -> Any:
-        return self.forwarder.reactor
-
-    def directionDone(self) -> None:
-        ab, ba = self.ab, self.ba
-        if ab.done and ba.done:
-            self._end(DONE, "both directions finished", False)
-
-    def fail(self, reason: str, detail: str) -> None:
-        self._end(reason, detail, True)
-
-    def spliceFailed(self, direction: Any, e: OSError, reading: bool) -> None:
-        self.fail(*spliceFailure(direction, e.errno or 0, reading))
-
-    def pipeFailed(self, direction: Any, e: OSError) -> None:
-        """
-        No pipe for C{direction}'s readable source.  An end of stream (or a
-        reset) needs no pipe: a peek tells, and the direction ends as it
-        would have -- so that connections whose peers leave still close
-        and give their descriptors back when the descriptors are what ran
-        out.  Bytes wait for a pipe (L{waitForPipe
-        <splicetx._proxy.fastpath.FastForwarder.waitForPipe>}).
-        """
-        try:
-            peeked = direction.src.sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return
-        except OSError as err:
-            self.spliceFailed(direction, err, True)
-            return
-        if not peeked:
-            direction.eof = True
-            direction.src.stopReading()
-            direction.finish()
-            return
-        if isinstance(e, PipeLimitReached):
-            why = str(e.strerror)
-        else:
-            why = errname(e.errno or 0)
-        self.forwarder.waitForPipe(direction, why)
-
-    def socketLost(self, sock: _FastSocket, reason: Failure) -> None:
-        """
-        The reactor dropped the socket loop (reactor shutdown).
-        """
-        self.fail(*socketLoss(sock, reason))
+        self.spliceBoth(self.client, us, factory.bandwidthPlan(self.admission))
 
     # -- for the gate and the status page ------------------------------------------
 
@@ -636,50 +522,39 @@ class FastConnection:
 
     def check(self, now: float) -> None:
         """
-        The timeouts: connect, idle, half-close, and the drain's prompt
-        close (the same rules as L{splicetx._proxy.timeouts.IdleTimer}).
+        The timeouts: the preamble's and the connect timeout here; idle,
+        half-close and the drain's prompt close as the general path decides
+        them (L{splicetx._proxy.timeouts.dueEnd}).
         """
         state = self.state
         if state is _State.FINISHED:
-            return
-        factory = self.forwarder.factory
-        if state is _State.PREAMBLE:
-            preamble = self.preamble
-            refusal = preamble.expired(now) if preamble is not None else None
-            if refusal is not None:
-                self.refused(refusal)
-                return
-            idle = factory.idleTimeout
-            if idle and now - self.lastActivity >= idle:
-                # As the general path's idle timer, which runs from the accept.
-                self._end(IDLE_TIMEOUT, idleDetail(idle), True)
             return
         if state is _State.CONNECTING:
             self.lastActivity = now
             if self.deadline and now >= self.deadline:
                 self._tryFailed(errno.ETIMEDOUT, timedOut=True)
             return
-        ab, ba = self.ab, self.ba
-        mark = ab.moved + ba.moved
-        if mark != self.mark:
-            self.mark = mark
-            self.lastActivity = now
-        if ab.done != ba.done:
-            if self.halfClosedAt is None:
-                self.halfClosedAt = now
-            if ba.done and factory.draining and delivered(self.client):
-                self._end(CLOSED, DRAIN_CLOSE, False)
+        if state is _State.PREAMBLE:
+            preamble = self.preamble
+            refusal = preamble.expired(now) if preamble is not None else None
+            if refusal is not None:
+                self.refused(refusal)
                 return
-            half = factory.halfCloseTimeout
-            if half and now - max(self.lastActivity, self.halfClosedAt) >= half:
-                # The client has everything: a clean close; else a reset.
-                clientHasAll = ba.done
-                detail = halfCloseDetail(half, clientHasAll)
-                self._end(HALF_CLOSE_TIMEOUT, detail, not clientHasAll)
-                return
-        idle = factory.idleTimeout
-        if idle and now - self.lastActivity >= idle:
-            self._end(IDLE_TIMEOUT, idleDetail(idle), True)
+            # As the general path's idle timer, which runs from the accept.
+            ended = (False, False)
+        else:
+            ab, ba = self.ab, self.ba
+            mark = ab.moved + ba.moved
+            if mark != self.mark:
+                self.mark = mark
+                self.lastActivity = now
+            ended = (ab.done, ba.done)
+        factory = self.forwarder.factory
+        ending, self.halfClosedAt, _ = dueEnd(
+            factory, now, self.lastActivity, self.halfClosedAt, ended, self.client
+        )
+        if ending is not None:
+            self._end(*ending)
 
     # -- the end -----------------------------------------------------------------
 
@@ -689,29 +564,12 @@ class FastConnection:
         """
         if self.state is _State.FINISHED:
             return
-        ab, ba = self.ab, self.ba
-        pool = self.forwarder.pool
-        up = down = 0
-        for d in (ab, ba):
-            if d is None:
-                continue
-            if d.limit is not None:
-                d.limit.cancel(d)
-            if d.pipe is not None:
-                if d.inPipe:
-                    pool.discard(d.pipe)
-                else:
-                    pool.give(d.pipe)
-                d.pipe = None
-            d.engine = None
-            d.src = d.dst = None
-        if ab is not None:
-            up, down = ab.moved, ba.moved
+        up, down = self.stopDirections()
         self.client.close(abort)
         us, self.upstream = self.upstream, None
         if us is not None:
             us.close(abort)
-        engine = "splice" if ab is not None else _NO_ENGINE
+        engine = "splice" if self.ab is not None else _NO_ENGINE
         self._finish(engine, up, down, reason, detail)
 
     def _finish(
@@ -730,20 +588,15 @@ class FastConnection:
             if up or down:
                 member.relayed(up, down)
             member.release()
-        duration = max(0.0, forwarder.reactor.seconds() - self.startedAt)
         # Its sockets are named A (client) and B (upstream), as a relay's.
-        words = inProxyWords(detail)
-        result = RelayResult(engine, up, down, duration, reason, words, None)
-        metrics = factory.metrics
+        result = endResult(
+            forwarder.reactor,
+            self.startedAt,
+            RelayResult(engine, up, down, 0.0, reason, detail, None),
+        )
         admission, self.admission = self.admission, None
-        record = admission is None or admission.ended()
         try:
-            if metrics is not None:
-                forward = factory.forwardName
-                metrics.connectionClosed(forward)
-                if engine != _NO_ENGINE:
-                    metrics.relayFinished(result, forward)
-            if record:
+            if countEnd(factory, result, admission):
                 factory._recordConnection(
                     result, self.clientText, upstreamText, None, None, self._extra()
                 )
@@ -767,19 +620,18 @@ class FastConnection:
         return f"pool {pool.name}"
 
     def _extra(self) -> dict[str, Any] | None:
-        factory = self.forwarder.factory
-        extra = factory.logFields
         header = self.proxyHeader
+        peer = None
         if header is not None and header.source is not None:
-            extra = dict(extra or ())
-            extra["peer"] = self.peerText
+            peer = self.peerText
         pool = self.upstreamPool
-        if pool is not None:
-            # As the general path's record, once a pool was chosen.
-            extra = dict(extra or ())
-            extra["pool"] = str(pool.name)
-            extra["serverName"] = self.serverName
-        return extra
+        return recordExtra(
+            self.forwarder.factory.logFields,
+            peer,
+            pool is not None,
+            str(pool.name) if pool is not None else None,
+            self.serverName,
+        )
 
     def __repr__(self) -> str:
         return f"<splicetx fast connection {self.clientText} {self.state.value}>"

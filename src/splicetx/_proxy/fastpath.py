@@ -50,6 +50,8 @@ from twisted.logger import Logger
 from splicetx._pool.balance import LeastConnections, RoundRobin, WeightedRandom
 from splicetx._pool.pool import UpstreamPool
 from splicetx._proxy.fastconn import FastConnection
+from splicetx._proxy.leantransport import LeanTransport
+from splicetx._proxy.protocol import SpliceProxyProtocol
 from splicetx._proxy.upstream import Address, directAddress
 from splicetx._relay.direction import errname
 from splicetx._relay.pipes import UnreservedPipes, defaultPipePool
@@ -79,7 +81,21 @@ def fastPathRefusal(factory: Any, port: Any) -> str | None:
     if not IReactorFDSet.providedBy(port.reactor):
         return "the reactor has no IReactorFDSet"
     refusal: str | None = factory._fastPathRefusal()
+    if refusal is not None and factory._leanRefusal() is None:
+        # Its protocol's hooks run on the lean path (lean transports).
+        return None
     return refusal
+
+
+def _numeric(addr: Any) -> Any:
+    """
+    An accepted IPv6 peer's address with its host in numeric form (as
+    C{tcp.Port.doRead} gives it).
+    """
+    if len(addr) == 4:
+        host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+        addr = (host[0], *addr[1:])
+    return addr
 
 
 class _Plan:
@@ -89,7 +105,15 @@ class _Plan:
     pool change (a reload).
     """
 
-    __slots__ = ("key", "single", "pool", "router", "addresses", "needsKey")
+    __slots__ = (
+        "key",
+        "single",
+        "pool",
+        "router",
+        "addresses",
+        "needsKey",
+        "hooks",
+    )
 
     def __init__(self, factory: Any) -> None:
         self.key = _planKey(factory)
@@ -99,7 +123,10 @@ class _Plan:
         self.router: Any = None
         self.addresses: dict[int, Address] = {}
         self.needsKey = True
+        #: Clients get the factory's protocol over a lean transport.
+        self.hooks = False
         if factory._fastPathRefusal() is not None:
+            self.hooks = factory._leanRefusal() is None
             return
         router = getattr(factory, "router", None)
         pool = factory._fastPool()
@@ -345,6 +372,11 @@ class FastForwarder:
             skt: Any = None
             try:
                 if not plan.usable:
+                    if plan.hooks:
+                        skt = _RawSocket(family, socket.SOCK_STREAM, 0, fd)
+                        skt.setblocking(False)
+                        self._lean(port, skt, addr)
+                        continue
                     skt = socket.socket(listener.family, listener.type, 0, fd)
                     self._general(port, skt, addr)
                     continue
@@ -396,20 +428,44 @@ class FastForwarder:
             return False
         raise e
 
+    def _lean(self, port: Any, skt: _RawSocket, addr: Any) -> None:
+        """
+        Serve one accepted client with the factory's protocol over a
+        L{LeanTransport} (its hooks run as on the general path; the socket
+        stays a member of the socket loop).
+        """
+        addr = _numeric(addr)
+        protocol = self.factory.buildProtocol(port._buildAddr(addr))
+        if protocol is None:
+            skt.close()
+            return
+        if not isinstance(protocol, SpliceProxyProtocol):
+            # Not ours to run lean: a Twisted transport, as the port would.
+            self._transport(port, socket.socket(fileno=skt.detach()), addr, protocol)
+            return
+        transport = LeanTransport(skt, self.loop, self.reactor, addr, "A", port)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        transport.begin()
+
     def _general(self, port: Any, skt: socket.socket, addr: Any) -> None:
         """
         Serve one accepted client the general way, as C{tcp.Port.doRead}
         would have.
         """
-        if len(addr) == 4:
-            host = socket.getnameinfo(
-                addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
-            )
-            addr = (host[0], *addr[1:])
+        addr = _numeric(addr)
         protocol = self.factory.buildProtocol(port._buildAddr(addr))
         if protocol is None:
             skt.close()
             return
+        self._transport(port, skt, addr, protocol)
+
+    def _transport(
+        self, port: Any, skt: socket.socket, addr: Any, protocol: Any
+    ) -> None:
+        """
+        Give C{protocol} the port's own kind of transport over C{skt}.
+        """
         s = port.sessionno
         port.sessionno = s + 1
         transport = port.transport(skt, protocol, addr, port, s, port.reactor)

@@ -27,23 +27,22 @@ from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.endpoints import asEndpoint
 from splicetx._proxy.answers import ProxyAnswers
 from splicetx._proxy.headerreader import ProxyHeaderReader
+from splicetx._proxy.leanrelay import connectLean, relayFor
+from splicetx._proxy.lifecycle import NO_ENGINE as _NO_ENGINE
+from splicetx._proxy.lifecycle import admit, countEnd, endResult
 from splicetx._proxy.phase import Phase, requirePhase
 from splicetx._proxy.preamble import REJECTED, closedBeforeRelay, untrustedPeer
 from splicetx._proxy.proxyheader import buildHeader
 from splicetx._proxy.timeouts import (
-    DRAIN_CLOSE,
     HALF_CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
     IdleTimer,
-    halfCloseDetail,
-    idleDetail,
 )
 from splicetx._proxy.upstream import (
     UpstreamProtocol,
     startConnecting,
     stopConnecting,
 )
-from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.relay import (
     CANCELLED,
     CLOSED,
@@ -70,8 +69,6 @@ _log = Logger(namespace=LOG_PROXY)
 #: (refused, unreachable, timed out, or no upstream chosen).
 UPSTREAM_FAILED = "upstream failed"
 
-#: L{RelayResult.engine} of a connection that ended before a relay started.
-_NO_ENGINE = "none"
 
 # The phases in which each action may be called (see splicetx._proxy.phase).
 # Tuples, not sets: Enum hashes in Python, a tuple compares by identity.
@@ -303,15 +300,13 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         if isinstance(upstream, UpstreamProtocol):
             toA += upstream.takeReceived()
             upstream.proxy = None
-        relay = Relay(
+        relay = relayFor(
+            factory,
             self.transport,
             upstream.transport,
-            reactor=factory.reactor,
-            engine=factory.engine,
-            toA=toA,
-            toB=toB,
-            pipePool=factory.pipePool,
-            bandwidth=factory.bandwidthPlan(self._admission),
+            toA,
+            toB,
+            factory.bandwidthPlan(self._admission),
         )
         self.relay = relay
         self._phase = Phase.RELAYING
@@ -437,19 +432,10 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         factory = self.factory
         if not self.readsHandshake:
             self._pauseClient()
-        acl = factory.acl
-        if acl is not None:
-            allowed, why = acl.isAllowed(self.clientAddress())
-            if not allowed:
-                self._refuse("acl", why, reset=True)
-                return
-        limits = factory.clientLimits
-        if limits is not None:
-            self._admission = limits.admit(self.clientAddress(), self.startedAt)
-            refusal = self._admission.refusal
-            if refusal is not None:
-                self._refuse(refusal.metric, refusal.detail, reset=refusal.abort)
-                return
+        refusal, self._admission = admit(factory, self.clientAddress(), self.startedAt)
+        if refusal is not None:
+            self._refuse(refusal.metric, refusal.detail, reset=refusal.abort)
+            return
         try:
             accepted = self.clientAccepted()
         except Exception:
@@ -561,7 +547,8 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
                 pooled.onTryFailed = lambda _member, failure: metrics.connectFailed(
                     failure, forward
                 )
-        startConnecting(self, self.factory.reactor, endpoint, timeout)
+        if not connectLean(self, endpoint, timeout):
+            startConnecting(self, self.factory.reactor, endpoint, timeout)
 
     def _connected(self, upstream: Any) -> Any:
         """
@@ -635,39 +622,17 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         )
         _abort(self.transport)
 
-    def _idleExpired(self, timeout: float) -> None:
+    def _timeoutEnd(self, reason: str, detail: str, abort: bool) -> None:
         """
-        Nothing moved for C{timeout} seconds: end the connection.
-        """
-        detail = idleDetail(timeout)
-        self._ending = (IDLE_TIMEOUT, detail)
-        self.abort(IDLE_TIMEOUT, detail)
-
-    def _halfCloseExpired(self, timeout: float, clientHasAll: bool) -> None:
-        """
-        One direction ended and the other moved nothing for C{timeout}
-        seconds: end the connection.  When the client has the upstream's
-        whole stream (it only has not closed its side), close it cleanly;
-        else (the upstream stopped answering after the client's end of
-        stream) reset both, so the client does not take the silence for a
-        complete reply.
+        A timer decided the end (see L{splicetx._proxy.timeouts.dueEnd}):
+        close or abort the relay, or, before one runs, end the connection.
         """
         relay = self.relay
-        assert relay is not None
-        detail = halfCloseDetail(timeout, clientHasAll)
-        if clientHasAll:
-            relay.close(HALF_CLOSE_TIMEOUT, detail)
-        else:
-            relay.abort(HALF_CLOSE_TIMEOUT, detail)
-
-    def _drainClose(self) -> None:
-        """
-        Draining, the upstream finished and the client has received
-        everything: close now rather than wait for the client to close.
-        """
-        relay = self.relay
-        assert relay is not None
-        relay.close(CLOSED, DRAIN_CLOSE)
+        if self._phase is Phase.RELAYING and relay is not None:
+            (relay.abort if abort else relay.close)(reason, detail)
+            return
+        self._ending = (reason, detail)
+        self.abort(reason, detail)
 
     def drainStarted(self) -> None:
         """
@@ -704,28 +669,11 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
                 member.relayed(result.bytesAToB, result.bytesBToA)
             pooled.release()
         factory = self.factory
-        duration = max(0.0, factory.reactor.seconds() - self.startedAt)
-        result = RelayResult(
-            result.engine,
-            result.bytesAToB,
-            result.bytesBToA,
-            duration,
-            result.reason,
-            # The relay's transports A and B are this client and upstream.
-            inProxyWords(result.detail),
-            inProxyWords(result.fallbackReason),
-        )
-        self.result = result
-        metrics = factory.metrics
-        admission = self._admission
-        if admission is not None:
-            admission.ended()
+        # The relay's transports A and B are this client and upstream.
+        result = self.result = endResult(factory.reactor, self.startedAt, result)
         try:
-            if metrics is not None:
-                forward = factory.forwardName
-                metrics.connectionClosed(forward)
-                if result.engine != _NO_ENGINE:
-                    metrics.relayFinished(result, forward)
+            # Whether a quiet refusal is recorded is the factory's to say.
+            countEnd(factory, result, self._admission)
             self.relayFinished(result)
         except Exception:
             _log.failure("relayFinished() of {proxy!r} failed", proxy=self)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from splicetx._proxy.phase import Phase
+from splicetx._relay.contract import CLOSED
 from splicetx._relay.tcpoptions import delivered
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DRAIN_CLOSE",
     "idleDetail",
     "halfCloseDetail",
+    "dueEnd",
 ]
 
 #: L{RelayResult.reason} of a connection closed by the idle timeout.
@@ -61,6 +63,64 @@ def halfCloseDetail(timeout: float, clientHasAll: bool) -> str:
     return f"the client finished; the upstream sent nothing for {timeout:g} s"
 
 
+#: What a timeout decided: C{(reason, detail, abort)} -- close cleanly
+#: (C{abort} false) or with a reset.
+Ending = tuple[str, str, bool]
+
+
+def dueEnd(
+    factory: Any,
+    now: float,
+    lastActivity: float,
+    halfClosedAt: float | None,
+    ended: tuple[bool, bool],
+    client: Any,
+) -> tuple[Ending | None, float | None, float | None]:
+    """
+    The one decision of a connection's timers, for both ways its bytes move
+    (L{IdleTimer} of the protocol, the fast path's L{FastConnection.check
+    <splicetx._proxy.fastconn.FastConnection.check>}): end it when nothing
+    moved for the factory's C{idleTimeout}; when one direction has ended
+    and the other moved nothing for its C{halfCloseTimeout} (cleanly when
+    the client has the upstream's whole stream, else with a reset, so the
+    client does not take the silence for a complete reply); or, draining,
+    when the upstream finished and the client has received everything.
+
+    @param factory: the factory (its timeouts and C{draining}).
+    @param now: the reactor's clock.
+    @param lastActivity: when a byte last moved.
+    @param halfClosedAt: when one direction was first seen ended, or C{None}.
+    @param ended: whether client to upstream, and upstream to client, have
+        ended (both C{False} before a relay).
+    @param client: the client's transport or socket (for L{delivered}).
+    @return: C{(ending, halfClosedAt, delay)}: the end due now or C{None},
+        the half-close time to keep, and the seconds until the next end
+        could be due (C{None}: no timeout set).
+    """
+    aToB, bToA = ended
+    delay: float | None = None
+    if aToB != bToA:
+        if halfClosedAt is None:
+            halfClosedAt = now
+        if bToA and factory.draining and delivered(client):
+            return (CLOSED, DRAIN_CLOSE, False), halfClosedAt, None
+        half = factory.halfCloseTimeout
+        if half:
+            quiet = now - max(lastActivity, halfClosedAt)
+            if quiet >= half:
+                detail = halfCloseDetail(half, bToA)
+                return (HALF_CLOSE_TIMEOUT, detail, not bToA), halfClosedAt, None
+            delay = half - quiet
+    idle = factory.idleTimeout
+    if idle:
+        quiet = now - lastActivity
+        if quiet >= idle:
+            return (IDLE_TIMEOUT, idleDetail(idle), True), halfClosedAt, None
+        if delay is None or idle - quiet < delay:
+            delay = idle - quiet
+    return None, halfClosedAt, delay
+
+
 #: How often, while the factory drains, a connection checks whether it can
 #: be closed (its upstream finished and its client has everything).
 DRAIN_CHECK_INTERVAL = 0.25
@@ -77,11 +137,11 @@ def _idleInterval(timeout: float) -> float:
 
 class IdleTimer:
     """
-    The idle, half-close and drain checks of one proxied connection.  The
-    host class provides C{factory} (with C{idleTimeout}, C{halfCloseTimeout},
-    C{draining} and C{reactor}), C{relay}, C{transport}, C{_phase},
-    C{_idleExpired(timeout)}, C{_halfCloseExpired(timeout, clientHasAll)}
-    and C{_drainClose()}, which end the connection.
+    The idle, half-close and drain checks of one proxied connection (the
+    decision is L{dueEnd}'s).  The host class provides C{factory} (with
+    C{idleTimeout}, C{halfCloseTimeout}, C{draining} and C{reactor}),
+    C{relay}, C{transport}, C{_phase} and C{_timedOut(reason, detail,
+    abort)}, which ends the connection.
 
     @ivar _lastActivity: when a byte last moved (or the connection started,
         or the upstream connected), by the reactor's clock.
@@ -101,11 +161,7 @@ class IdleTimer:
 
     if TYPE_CHECKING:
 
-        def _idleExpired(self, timeout: float) -> None: ...
-
-        def _halfCloseExpired(self, timeout: float, clientHasAll: bool) -> None: ...
-
-        def _drainClose(self) -> None: ...
+        def _timeoutEnd(self, reason: str, detail: str, abort: bool) -> None: ...
 
     def _checkInterval(self) -> float | None:
         """
@@ -157,36 +213,22 @@ class IdleTimer:
         factory = self.factory
         now = factory.reactor.seconds()
         relay = self.relay
-        delay: float | None = None
+        ended = (False, False)
         if relay is not None:
             mark = (relay.bytesAToB, relay.bytesBToA)
             if mark != self._idleMark:
                 self._idleMark = mark
                 self._lastActivity = now
-            aToB, bToA = relay.endedDirections
-            if aToB != bToA and phase is Phase.RELAYING:
-                if self._halfClosedAt is None:
-                    self._halfClosedAt = now
-                if bToA and factory.draining and delivered(self.transport):
-                    self._drainClose()
-                    return
-                half = factory.halfCloseTimeout
-                if half:
-                    quiet = now - max(self._lastActivity, self._halfClosedAt)
-                    if quiet >= half:
-                        self._halfCloseExpired(half, bToA)
-                        return
-                    delay = half - quiet
+            if phase is Phase.RELAYING:
+                ended = relay.endedDirections
         elif phase is Phase.CONNECTING:
             self._lastActivity = now
-        timeout = factory.idleTimeout
-        if timeout:
-            idle = now - self._lastActivity
-            if idle >= timeout:
-                self._idleExpired(timeout)
-                return
-            if delay is None or timeout - idle < delay:
-                delay = timeout - idle
+        ending, self._halfClosedAt, delay = dueEnd(
+            factory, now, self._lastActivity, self._halfClosedAt, ended, self.transport
+        )
+        if ending is not None:
+            self._timeoutEnd(*ending)
+            return
         self._scheduleIdleCheck(delay)
 
     def _recheckNow(self) -> None:

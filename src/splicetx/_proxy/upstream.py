@@ -71,6 +71,7 @@ __all__ = [
     "startConnecting",
     "stopConnecting",
     "directTarget",
+    "addressFor",
     "directAddress",
     "Address",
 ]
@@ -402,7 +403,10 @@ def directTarget(
 Address = tuple[int, tuple[Any, ...], str, float]
 
 
-def _address(host: str, port: int, timeout: float) -> Address:
+def addressFor(host: str, port: int, timeout: float) -> Address:
+    """
+    The L{Address} of an IP address literal C{host} and C{port}.
+    """
     if isIPv6Address(host):
         return socket.AF_INET6, (host, port), f"[{host}]:{port}", timeout
     return socket.AF_INET, (host, port), f"{host}:{port}", timeout
@@ -418,7 +422,7 @@ def directAddress(endpoint: Any) -> Address | None:
         return None
     if not (isIPAddress(host) or isIPv6Address(host)):
         return None
-    return _address(host, port, timeout)
+    return addressFor(host, port, timeout)
 
 
 def startConnecting(

@@ -309,7 +309,8 @@ class Bench:
                 self.skipped[proxy.spec.name] = f"did not start: {why}"
                 proxy.stop()
                 continue
-            warm = _loadgen.churn(proxy.port, 0.05, 1, proxy.spec.preamble)
+            preamble = (proxy.spec.preamble, self.backendPort)
+            warm = _loadgen.churn(proxy.port, 0.05, 1, *preamble)
             if warm["conns"] == 0:
                 self.skipped[proxy.spec.name] = f"does not relay: {warm['error']}"
                 proxy.stop()
@@ -413,9 +414,8 @@ class Bench:
         if family == "churn":
             meter = TreeMeter(proxy.pid)
             meter.start()
-            r = _loadgen.churn(
-                proxy.port, self.churnSeconds, CHURN_WORKERS, proxy.spec.preamble
-            )
+            preamble = (proxy.spec.preamble, self.backendPort)
+            r = _loadgen.churn(proxy.port, self.churnSeconds, CHURN_WORKERS, *preamble)
             m = meter.stop()
             if m and r["conns"]:
                 r["cpuUsPerOp"] = (m["user"] + m["system"]) / r["conns"] * 1e6

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from splicetx.bench._wire import (
+    CONNECT_REPLY,
     COUNT,
     DOWNLOAD,
     ECHO,
@@ -205,7 +206,11 @@ def churnSource() -> str:
 
 
 def churn(
-    port: int, seconds: float, workers: int = 4, preamble: str | None = None
+    port: int,
+    seconds: float,
+    workers: int = 4,
+    preamble: str | None = None,
+    target: int = 0,
 ) -> dict[str, Any]:
     """
     Open a connection, echo 100 bytes, close; repeat on C{workers} threads
@@ -218,9 +223,11 @@ def churn(
     """
     source = churnSource()
     payload = os.urandom(100)
-    first = preambleBytes(preamble) + header(ECHO) + payload
+    first = preambleBytes(preamble, target) + header(ECHO) + payload
     # What the backend echoes: all of it after a ClientHello (see _wire).
     echoed = first if preamble == "sni" else payload
+    if preamble == "connect":
+        echoed = CONNECT_REPLY + payload
     ok = [0] * workers
     bad = [0] * workers
     errors: list[str] = []

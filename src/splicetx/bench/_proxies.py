@@ -135,6 +135,17 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
         ),
         *_preambleSpecs(defaultPipeSize),
         *_limitSpecs(defaultPipeSize),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-connect",
+            "splicetx, splice engine, default pipes, --protocol "
+            "examples/http_connect_proxy.ConnectProtocol (each client sends "
+            "CONNECT to the backend's IP literal first)",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("churn",),
+            preamble="connect",
+        ),
         ProxySpec("portforward", "twist portforward (Twisted's own)", "portforward"),
         ProxySpec(
             "plainloop",
@@ -259,7 +270,15 @@ def unavailableReason(spec: ProxySpec) -> str | None:
         return "--workers needs the twist splice-proxy CLI"
     if spec.poolSize and not hasSpliceProxyPlugin():
         return "pools need the twist splice-proxy CLI"
+    if spec.preamble == "connect" and not os.path.isdir(EXAMPLES):
+        return "the CONNECT example needs a source checkout (examples/)"
     return None
+
+
+#: The examples of a source checkout (the CONNECT proxy's module).
+EXAMPLES = os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples")
+)
 
 
 def hasSpliceProxyPlugin() -> bool:
@@ -310,6 +329,9 @@ def _connects(spec: ProxySpec, upstream: int) -> list[str]:
     """
     if spec.preamble == "sni":
         return ["--route-sni", f"{SNI_NAME}=tcp:127.0.0.1:{upstream}"]
+    if spec.preamble == "connect":
+        # The client names the upstream (see _wire.preambleBytes).
+        return ["--protocol", "http_connect_proxy.ConnectProtocol"]
     if spec.preamble is not None:
         return [
             "--connect",
@@ -578,6 +600,10 @@ def start(
     log = open(logPath, "wb")
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if spec.preamble == "connect":
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (EXAMPLES, env.get("PYTHONPATH")) if p
+        )
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

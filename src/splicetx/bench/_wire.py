@@ -53,7 +53,9 @@ SINK_PIPE_SIZE = 1 << 20
 SOURCE_FILE_SIZE = 64 << 20
 
 #: The preambles a client may send first: C{proxy-v1}, C{proxy-v2}, C{sni}.
-PREAMBLES = ("proxy-v1", "proxy-v2", "sni")
+PREAMBLES = ("proxy-v1", "proxy-v2", "sni", "connect")
+#: What a CONNECT proxy answers before the tunnel.
+CONNECT_REPLY = b"HTTP/1.1 200 Connection established\r\n\r\n"
 #: The server name of the C{sni} preamble's ClientHello.
 SNI_NAME = "bench.example"
 #: The first byte of a TLS handshake record.
@@ -74,15 +76,18 @@ def header(mode: bytes, param: int = 0) -> bytes:
     return out
 
 
-def preambleBytes(kind: str | None) -> bytes:
+def preambleBytes(kind: str | None, target: int = 0) -> bytes:
     """
     What a client of the preamble C{kind} (one of L{PREAMBLES}, or C{None}
     for none) sends before the header: a PROXY header claiming
     192.0.2.1:50000 -> 127.0.0.1:80, or the ClientHello of a Python C{ssl}
-    client for L{SNI_NAME} (made once).
+    client for L{SNI_NAME} (made once), or (C{connect}) an HTTP CONNECT
+    request for 127.0.0.1:C{target}.
     """
     if kind is None:
         return b""
+    if kind == "connect":
+        return f"CONNECT 127.0.0.1:{target} HTTP/1.1\r\n\r\n".encode("ascii")
     if kind == "proxy-v1":
         return b"PROXY TCP4 192.0.2.1 127.0.0.1 50000 80\r\n"
     if kind == "proxy-v2":
