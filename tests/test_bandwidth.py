@@ -28,9 +28,12 @@ from .test_proxy import LOOPBACK, EchoFactory, connectClient, stopAll
 #: 500 KiB/s, as C{--connection-bandwidth 500KiB/s} reads it.
 RATE = 500 * 1024
 
-#: 1.5 MiB each way: past the one-second burst, at least
-#: (1.5 MiB - 500 KiB) / 500 KiB/s = 2.07 s.
-SIZE = 1536 * 1024
+#: 1 MiB each way: twice the one-second burst, so at least
+#: (1 MiB - 500 KiB) / 500 KiB/s = 1.05 s, about 20 refills of the bucket.
+SIZE = 1024 * 1024
+
+#: The least time L{SIZE} may take through the limit: 1.05 s less some slack.
+FLOOR = 0.9
 
 
 class _FakeReactor:
@@ -108,8 +111,8 @@ class BandwidthScenarios(PathHelpers):
 
     def test_limitedAndUnlimited(self) -> None:
         """
-        1.5 MiB echoed through a proxy limited to 500 KiB/s take at least
-        1.8 s (2.07 s less some slack) and come back intact, spliced; a
+        1 MiB echoed through a proxy limited to 500 KiB/s take at least
+        0.9 s (1.05 s less some slack) and come back intact, spliced; a
         connection of an unlimited proxy in the same process at the same
         time completes intact.
         """
@@ -139,7 +142,7 @@ class BandwidthScenarios(PathHelpers):
         slowDigest, quickDigest, elapsed, limited, free = self.runScenario(scenario)
         self.assertEqual(slowDigest, digest(data))
         self.assertEqual(quickDigest, digest(data))
-        self.assertGreaterEqual(elapsed, 1.8)
+        self.assertGreaterEqual(elapsed, FLOOR)
         self.assertPath(limited)
         self.assertPath(free)
         self.assertEqual(len(events), 2)
@@ -163,8 +166,8 @@ class CopyBandwidth(PathHelpers):
 
     def test_copyLimited(self) -> None:
         """
-        1.5 MiB echoed through a proxy that copies, limited to 500 KiB/s,
-        take at least 1.8 s and come back intact; the record says copy.
+        1 MiB echoed through a proxy that copies, limited to 500 KiB/s,
+        take at least 0.9 s and come back intact; the record says copy.
         """
         data = payload(SIZE, seed=12)
         events = self.events()
@@ -187,7 +190,7 @@ class CopyBandwidth(PathHelpers):
 
         received, elapsed = self.runScenario(scenario)
         self.assertEqual(received, digest(data))
-        self.assertGreaterEqual(elapsed, 1.8)
+        self.assertGreaterEqual(elapsed, FLOOR)
         [event] = events
         self.assertEqual(
             (event["reason"], event["engine"], event["bytesUpstreamToClient"]),

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -62,7 +63,10 @@ class CheckTests(SynchronousTestCase):
         return out
 
     def assertBad(self, *args: str) -> list[str]:
-        status, out, err = check(*args)
+        return self.assertBadResult(check(*args))
+
+    def assertBadResult(self, result: tuple[int, str, str]) -> list[str]:
+        status, out, err = result
         self.assertEqual(status, 64, (out, err))
         self.assertNotIn("Traceback", out + err)
         lines = err.splitlines()
@@ -176,7 +180,7 @@ class CheckTests(SynchronousTestCase):
             'fail-timeout = "soon"\n',
         )
         listen = ["--listen", f"tcp:0:interface={LOOPBACK}"]
-        for args, text in [
+        rows = [
             ([*listen, *CONNECT, "--idle-timeout", "soon"], "--idle-timeout"),
             ([*listen, "--connect", f"tcp:{LOOPBACK}"], "missing the port"),
             (["--config", badRinetd], "bad.conf:1:"),
@@ -186,9 +190,14 @@ class CheckTests(SynchronousTestCase):
                 "cannot load the TLS key or certificate",
             ),
             ([*listen, *CONNECT, "--route-sni", "a b=tcp:127.0.0.1:9"], "--route-sni"),
-        ]:
-            lines = [line for line in self.assertBad(*args) if "problem(s)" not in line]
-            self.assertEqual(len(lines), 1, lines)
+        ]
+        # The six checks are independent processes: run them at once.
+        with ThreadPoolExecutor(len(rows)) as pool:
+            results = list(pool.map(lambda row: check(*row[0]), rows))
+        for (args, text), result in zip(rows, results, strict=True):
+            bad = self.assertBadResult(result)
+            lines = [line for line in bad if "problem(s)" not in line]
+            self.assertEqual(len(lines), 1, (args, lines))
             self.assertIn(text, lines[0])
 
     def test_nothingListens(self) -> None:

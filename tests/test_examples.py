@@ -234,14 +234,23 @@ class HelpTests(SynchronousTestCase):
                 "tcp_forward.py",
             ],
         )
-        for name in names:
-            out = subprocess.run(
+        # All five at once: each is its own process, mostly Python starting.
+        procs = [
+            subprocess.Popen(
                 [sys.executable, _example(name), "--help"],
-                capture_output=True,
-                timeout=TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
-            self.assertEqual(out.returncode, 0, out.stderr)
-            self.assertIn(b"usage:", out.stdout.lower())
+            for name in names
+        ]
+        for proc in procs:
+            self.addCleanup(proc.wait)
+            self.addCleanup(proc.kill)
+        for name, proc in zip(names, procs, strict=True):
+            out, err = proc.communicate(timeout=TIMEOUT)
+            self.assertEqual(proc.returncode, 0, (name, err))
+            self.assertIn(b"usage:", out.lower(), name)
 
 
 class TcpForwardTests(_ExampleTestCase):

@@ -445,7 +445,11 @@ class ProxyMixin(ReactorTestMixin):
             before = (list(echo.received), len(factory.liveProtocols))
             first.transport.loseConnection()
             yield first.lost
-            yield deferLater(reactor, 0.3, lambda: None)
+            # The port accepts again: wait (10 s at most) for the second
+            # client's byte instead of a fixed 0.3 s.
+            deadline = reactor.seconds() + 10
+            while len(echo.received) < 2 and reactor.seconds() < deadline:
+                yield deferLater(reactor, 0.01, lambda: None)
             after = list(echo.received)
             second.transport.loseConnection()
             yield second.lost

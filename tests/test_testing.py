@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -293,30 +294,36 @@ class PluginTests(SynchronousTestCase):
         for name, code in samples.items():
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(code)
-        pytest = self.run_(
-            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_pytest_sample.py"],
-            tmp,
-        )
+        # The six runs are independent (trial picks a free _trial_temp of
+        # its own), so they run at once: most of each is Python starting.
+        pytestQ = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        with ThreadPoolExecutor(6) as pool:
+            runs = {
+                name: pool.submit(self.run_, args, tmp)
+                for name, args in [
+                    ("pytest", [*pytestQ, "test_pytest_sample.py"]),
+                    ("pytestTrial", [*pytestQ, "test_trial_sample.py"]),
+                    ("trial", ["-m", "twisted.trial", "test_trial_sample"]),
+                    ("trialSync", ["-m", "twisted.trial", "test_sync_sample"]),
+                    ("trialHello", ["-m", "twisted.trial", "test_hello_proxy"]),
+                    ("pytestHello", [*pytestQ, "test_hello_proxy.py"]),
+                ]
+            }
+        pytest = runs["pytest"].result()
         self.assertEqual(pytest.returncode, 0, pytest.stdout + pytest.stderr)
         self.assertIn("2 passed", pytest.stdout)
-        pytest = self.run_(
-            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_trial_sample.py"],
-            tmp,
-        )
+        pytest = runs["pytestTrial"].result()
         self.assertEqual(pytest.returncode, 0, pytest.stdout + pytest.stderr)
-        trial = self.run_(["-m", "twisted.trial", "test_trial_sample"], tmp)
+        trial = runs["trial"].result()
         self.assertEqual(trial.returncode, 0, trial.stdout + trial.stderr)
         self.assertIn("PASSED", trial.stdout)
-        trial = self.run_(["-m", "twisted.trial", "test_sync_sample"], tmp)
+        trial = runs["trialSync"].result()
         self.assertEqual(trial.returncode, 0, trial.stdout + trial.stderr)
         self.assertIn("PASSED (successes=1)", trial.stdout)
         # A user's own proxy and its test module, run from their directory.
-        trial = self.run_(["-m", "twisted.trial", "test_hello_proxy"], tmp)
+        trial = runs["trialHello"].result()
         self.assertEqual(trial.returncode, 0, trial.stdout + trial.stderr)
         self.assertIn("PASSED (successes=3)", trial.stdout)
-        pytest = self.run_(
-            ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hello_proxy.py"],
-            tmp,
-        )
+        pytest = runs["pytestHello"].result()
         self.assertEqual(pytest.returncode, 0, pytest.stdout + pytest.stderr)
         self.assertIn("3 passed", pytest.stdout)

@@ -227,7 +227,7 @@ class CommandLineTests(_UserProxyTestCase):
         exit status 64.
         """
         listen = ["--listen", f"tcp:0:interface={LOOPBACK}"]
-        for args, message in [
+        rows = [
             (["--protocol", "nowhere.Proxy"], "no module named 'nowhere'"),
             (["--protocol", "greeting_proxy.usage"], "not a class but module"),
             (
@@ -237,10 +237,28 @@ class CommandLineTests(_UserProxyTestCase):
             (["--protocol", PROTOCOL, "--route", "x"], "expected NAME=ENDPOINT"),
             (["--factory", PROTOCOL], "not a subclass of SpliceProxyFactory"),
             (["--protocol", "greeting_proxy.Plain"], "--connect is required"),
-        ]:
-            done = self.twist(*listen, *args)
-            self.assertEqual(done.returncode, 64, (args, done.stderr))
-            [line] = done.stderr.splitlines()
+        ]
+        # All six processes at once: each is independent, and most of each
+        # one's time is Python starting.
+        procs = [
+            subprocess.Popen(
+                twistCommand([*listen, *args]),
+                env=self.env,
+                cwd=self.directory,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for args, _ in rows
+        ]
+        for proc in procs:
+            self.addCleanup(proc.wait)
+            self.addCleanup(proc.kill)
+        for (args, message), proc in zip(rows, procs, strict=True):
+            _, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 64, (args, err))
+            [line] = err.splitlines()
             self.assertIn(message, line)
 
 
