@@ -51,6 +51,9 @@ class ProxySpec:
         up to read: a PROXY header (splicetx C{--accept-proxy-protocol},
         HAProxy C{accept-proxy}) or a TLS ClientHello routed by its server
         name (splicetx C{--route-sni}, HAProxy C{req.ssl_sni}); C{None}.
+    @ivar pureCore: for splicetx, C{True} to run it with
+        C{SPLICETX_NO_EXTENSIONS=1} (the pure-Python core, beside the
+        compiled one).
     """
 
     name: str
@@ -64,6 +67,7 @@ class ProxySpec:
     logLevel: str = "info"
     fastPath: bool = True
     preamble: str | None = None
+    pureCore: bool = False
 
 
 def _kib(n: int) -> str:
@@ -119,6 +123,16 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             defaultPipeSize,
             ("churn", "keepalive"),
             logLevel="warn",
+        ),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-pure",
+            "splicetx, splice engine, default pipes, SPLICETX_NO_EXTENSIONS=1 "
+            "(the pure-Python core, beside the compiled one)",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("bulk", "latency", "churn", "keepalive"),
+            pureCore=True,
         ),
         ProxySpec(
             defaultSpliceName(defaultPipeSize) + "-general",
@@ -524,6 +538,8 @@ def start(
     log = open(logPath, "wb")
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if spec.pureCore:
+        env["SPLICETX_NO_EXTENSIONS"] = "1"
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
