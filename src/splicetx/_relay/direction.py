@@ -323,6 +323,7 @@ class Direction:
             if limit is not None:
                 limit.tokens -= n
             if n >= BULK_READ:
+                turns.bulkUntil = monotonicNow() + SMALL_WINDOW
                 if not self.bulk:
                     self.bulk = True
                     if turns.smalls:
@@ -332,8 +333,12 @@ class Direction:
                 # a small flow: only a second one in a row counts.
                 self.bulk = False
             else:
-                until = turns.smallUntil = monotonicNow() + SMALL_WINDOW
-                turns.noteSmall(self, until)
+                now = monotonicNow()
+                until = turns.smallUntil = now + SMALL_WINDOW
+                if now < turns.bulkUntil:
+                    # Watched only while bulk is about to serve it between
+                    # pieces: with none, noting is bookkeeping for no one.
+                    turns.noteSmall(self, until)
             left = turns.left = turns.left - n
             if left <= 0:
                 turns.spent()
