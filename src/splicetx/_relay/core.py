@@ -31,7 +31,7 @@ _why = ""
 try:
     _ext = importlib.import_module("splicetx._relay._ccore")
 except ImportError as e:  # no compiler at install, or a pure wheel
-    _why = f"compiled core not built ({e})"
+    _why = f"compiled core not built: {e}"
 
 _forced = os.environ.get("SPLICETX_NO_EXTENSIONS", "") not in ("", "0")
 

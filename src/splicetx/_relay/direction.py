@@ -127,22 +127,6 @@ class _Inert:
     def readable(self) -> None:
         pass
 
-    def writeFailed(self, err: int, e: OSError | None = None) -> int:
-        """
-        A splice into the destination failed with C{err} (C{-1}: it wrote
-        0 bytes): the relay ends.
-
-        @param e: the exception, when Python raised one.
-        @return: 2 (see L{pump}).
-        """
-        if err == -1:
-            self.engine.fail(
-                ERROR, f"{self.name}: splice into {self.dst.name} wrote 0 bytes"
-            )
-        else:
-            self.engine.spliceFailed(self, e or OSError(err, os.strerror(err)), False)
-        return 2
-
     def writable(self) -> None:
         pass
 
