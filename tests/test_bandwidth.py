@@ -22,6 +22,7 @@ from splicetx._relay.turns import monotonicNow
 from splicetx.proxy import SpliceProxyFactory
 from splicetx.testing import digest, makeReactorTests, payload
 
+from ._cores import makeCoreTests
 from .test_fastforward import PathHelpers
 from .test_proxy import LOOPBACK, EchoFactory, connectClient, stopAll
 
@@ -206,6 +207,6 @@ class GeneralBandwidth(BandwidthScenarios):
     fast = False
 
 
-globals().update(makeReactorTests(FastBandwidth))
-globals().update(makeReactorTests(GeneralBandwidth))
+globals().update(makeCoreTests(FastBandwidth))
+globals().update(makeCoreTests(GeneralBandwidth))
 globals().update(makeReactorTests(CopyBandwidth))

@@ -43,6 +43,7 @@ from splicetx.proxy import (
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
 from ._cli_support import blackholePort
+from ._cores import makeCoreTests
 from .test_proxy import (
     LOOPBACK,
     EchoFactory,
@@ -615,7 +616,7 @@ class GeneralPathScenarios(PathScenarios):
     fast = False
 
 
-globals().update(makeReactorTests(FastPathScenarios))
+globals().update(makeCoreTests(FastPathScenarios))
 globals().update(makeReactorTests(GeneralPathScenarios))
 
 
@@ -1200,4 +1201,4 @@ class FastPathOnlyMixin(ReactorTestMixin):
         self.assertIn("lost", event["detail"])
 
 
-globals().update(makeReactorTests(FastPathOnlyMixin))
+globals().update(makeCoreTests(FastPathOnlyMixin))

@@ -14,6 +14,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import zipfile
@@ -164,6 +165,68 @@ class WheelTests(SynchronousTestCase):
         self.assertIn("splicetx.testing._pytestplugin", entryPoints)
 
 
+def _compiler() -> str | None:
+    """
+    The C compiler the build hook would run, or C{None} when there is none.
+    """
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return shutil.which(cc.split()[0])
+
+
+class CompiledCoreTests(SynchronousTestCase):
+    """
+    The wheel carries the compiled relay core when a compiler is at hand,
+    and a machine without one still builds (a pure wheel, one line said).
+    """
+
+    def test_wheelCarriesCore(self) -> None:
+        """
+        The wheel has C{splicetx/_relay/_ccore} built for this Python and is
+        tagged for this platform (not C{py3-none-any}).
+        """
+        if _compiler() is None:
+            raise SkipTest("no C compiler: the wheel is pure (by design)")
+        wheel, _ = _build()
+        with zipfile.ZipFile(wheel) as z:
+            names = set(z.namelist())
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        self.assertIn(f"splicetx/_relay/_ccore{suffix}", names)
+        self.assertNotIn("none-any", wheel.name)
+
+    def test_noCompilerFallsBack(self) -> None:
+        """
+        With no compiler, the wheel still builds, pure, and the build says so
+        in one line.
+        """
+        out = Path(tempfile.mkdtemp(prefix="splicetx-pure-"))
+        self.addCleanup(shutil.rmtree, out, True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _BUILD.replace("print(backend.build_sdist(out))", ""),
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "CC": "/nonexistent/cc"},
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        wheel = out / result.stdout.split()[-1]
+        self.assertTrue(wheel.name.endswith("-py3-none-any.whl"), wheel.name)
+        with zipfile.ZipFile(wheel) as z:
+            self.assertEqual(
+                [n for n in z.namelist() if "_ccore." in n and not n.endswith(".c")], []
+            )
+        said = [
+            line for line in result.stderr.splitlines() if line.startswith("splicetx:")
+        ]
+        self.assertEqual(len(said), 1, result.stderr)
+        self.assertIn("compiled core not built", said[0])
+
+
 class SdistTests(SynchronousTestCase):
     """
     The sdist carries what its tests need.
@@ -192,6 +255,10 @@ class SdistTests(SynchronousTestCase):
             "docs/conf.py",
             "docs/index.md",
             "docs/_ext/splicetx_pydoctor.py",
+            # The compiled core's source and the hook that builds it (with
+            # the C compiler only: no Cython).
+            "hatch_build.py",
+            "src/splicetx/_relay/_ccore.c",
         ]:
             self.assertIn(f"{top}/{path}", names)
         self.assertNotIn(f"{top}/src/twisted/plugins/dropin.cache", names)

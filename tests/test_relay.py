@@ -26,9 +26,11 @@ from splicetx import (
     RESET,
     PipePool,
 )
+from splicetx._relay import core
 from splicetx._relay import direction as _direction
-from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
+from splicetx.testing import ReactorTestMixin, digest, payload
 
+from ._cores import makeCoreTests
 from ._harness import makePair
 
 
@@ -421,19 +423,31 @@ class FallbackMixin(ReactorTestMixin):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
             return real(*args)
 
+        realMove = core.move
+
+        def failingMove(*args: Any) -> tuple[int, int, int]:
+            # The compiled core reports the errno instead of raising.
+            calls.append(args)
+            if len(calls) == 1:
+                return (-1, 0, errno.EINVAL)
+            return realMove(*args)
+
         _direction._splice = failing
+        if realMove is not None:
+            core.move = failingMove
         try:
             result = self.runScenario(lambda r: self._transfer(r, engine="auto"))
         finally:
             _direction._splice = real
+            core.move = realMove
         self.assertEqual(result.engine, "copy")
         self.assertIn("EINVAL", result.fallbackReason)
 
 
-globals().update(makeReactorTests(RelayIntegrityMixin))
-globals().update(makeReactorTests(HalfCloseMixin))
-globals().update(makeReactorTests(BackpressureMixin))
-globals().update(makeReactorTests(ResetMixin))
-globals().update(makeReactorTests(HandOverMixin))
-globals().update(makeReactorTests(EndingsMixin))
-globals().update(makeReactorTests(FallbackMixin))
+globals().update(makeCoreTests(RelayIntegrityMixin))
+globals().update(makeCoreTests(HalfCloseMixin))
+globals().update(makeCoreTests(BackpressureMixin))
+globals().update(makeCoreTests(ResetMixin))
+globals().update(makeCoreTests(HandOverMixin))
+globals().update(makeCoreTests(EndingsMixin))
+globals().update(makeCoreTests(FallbackMixin))

@@ -55,6 +55,7 @@ from splicetx._relay import turns as _turns
 from splicetx._relay.contract import IEngineHost, IRelayEngine, IRelaySide
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
+from ._cores import makeCoreTests
 from ._harness import Peer, _clientFactory, _factory, _Holder, makePair
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1139,9 +1140,9 @@ class RlimitMixin(ReactorTestMixin):
 
 
 globals().update(makeReactorTests(TLSMixin))
-globals().update(makeReactorTests(FileDescriptorHygieneMixin))
-globals().update(makeReactorTests(CycleMixin))
-globals().update(makeReactorTests(FairnessMixin))
-globals().update(makeReactorTests(TurnBudgetMixin))
-globals().update(makeReactorTests(ServeSmallMixin))
-globals().update(makeReactorTests(RlimitMixin))
+globals().update(makeCoreTests(FileDescriptorHygieneMixin))
+globals().update(makeCoreTests(CycleMixin))
+globals().update(makeCoreTests(FairnessMixin))
+globals().update(makeCoreTests(TurnBudgetMixin))
+globals().update(makeCoreTests(ServeSmallMixin))
+globals().update(makeCoreTests(RlimitMixin))

@@ -33,6 +33,7 @@ from splicetx._ops.status import (
     renderHTML,
     statusResources,
 )
+from splicetx._relay import core
 
 from ._cli_support import (
     LOOPBACK,
@@ -492,11 +493,14 @@ class ProcessTests(_ProxyTestCase):
             r, w, client = await holdConnection(port)
             snap = await self.settled(mport, client)
             page = await asyncio.to_thread(fetch, mport, "/status")
+            started = await asyncio.to_thread(
+                proxy.waitForEvent, lambda e: e.get("splicetxEvent") == "core"
+            )
             w.close()
             up.server.close()
-            return snap, page, client, up, port
+            return snap, page, client, up, port, started
 
-        snap, (code, page), client, up, port = runAsync(scenario(), 60)
+        snap, (code, page), client, up, port, started = runAsync(scenario(), 60)
         row = _theConnection(snap, client)
         assert row is not None
         self.assertEqual(row["bytesUpstreamToClient"], len(GREETING))
@@ -505,6 +509,11 @@ class ProcessTests(_ProxyTestCase):
         self.assertIn(row["engine"], ("splice", "copy"))
         self.assertEqual(snap["process"]["role"], "single")
         self.assertTrue(snap["process"]["serving"])
+        # The relay core the process runs, in the page and its start log:
+        # the one this (unswitched) test process runs under the same
+        # environment.
+        self.assertEqual(snap["process"]["core"], core.current())
+        self.assertEqual(started["core"], core.current())
         [listener] = snap["listeners"]
         self.assertEqual(listener["addresses"], [f"{LOOPBACK}:{port}"])
         self.assertEqual(listener["upstreams"][0]["name"], f"{LOOPBACK}:{up.port}")

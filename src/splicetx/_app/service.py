@@ -50,6 +50,7 @@ from splicetx._pool.target import TCPTarget
 from splicetx._proxy import tls as _tls
 from splicetx._proxy.factory import SpliceProxyFactory
 from splicetx._proxy.poolproxy import PoolProxyFactory
+from splicetx._relay import core
 from splicetx._relay.pipes import PipePool
 from splicetx._relay.runtime import LOG_PROXY, defaultReactor
 
@@ -233,6 +234,12 @@ class SpliceProxyService(DrainOnSignal, Service):
             spliced=room.spliced,
             per=FDS_PER_SPLICED_CONNECTION,
             maxConnections=room.maxConnections or "unlimited",
+        )
+        _log.info(
+            "relay core: {description}",
+            splicetxEvent="core",
+            core=core.current(),
+            description=core.describe(),
         )
         return room.maxPipes, room.maxConnections
 

@@ -58,6 +58,7 @@ from splicetx._ops.statusweb import (
 )
 from splicetx._ops.udpstats import isUDPForwarder, udpListenerStatus
 from splicetx._pool.addresses import describeAddress, describeEndpoint
+from splicetx._relay import core
 from splicetx._relay.runtime import LOG_STATUS, __version__, defaultReactor
 
 __all__ = [
@@ -412,6 +413,7 @@ class ServiceStatus:
             "serving": self.isServing(),
             "python": sys.version.split()[0],
             "reactor": type(self.reactor).__name__,
+            "core": core.current(),
         }
 
     def snapshot(self) -> dict[str, Any]:

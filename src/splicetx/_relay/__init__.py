@@ -12,6 +12,9 @@ It imports nothing else of splicetx; every other layer builds on it.
    and the pipe pool.
  - C{bandwidth}: the token bucket of a direction with a bandwidth limit.
  - C{socketloop}: many relayed sockets behind one reactor reader.
+ - C{core}: which core runs the hot loop of C{socketloop} and C{direction}:
+   the compiled one (C{_ccore}, a C extension built at install) or the
+   pure-Python reference.
  - C{copy}: the userspace engine (TLS, fakes, every fallback).
  - C{transports}: what splicetx knows of Twisted's transports.
  - C{tcpoptions}: TCP keepalive and delivery queries on a socket.

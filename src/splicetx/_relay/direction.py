@@ -34,6 +34,7 @@ from typing import Protocol as TypingProtocol
 
 from twisted.python.failure import Failure
 
+from splicetx._relay import core as _core
 from splicetx._relay.contract import CLOSED, ERROR, RESET
 from splicetx._relay.turns import BULK_READ, PIECE, SMALL_WINDOW, monotonicNow, turnsFor
 
@@ -49,6 +50,7 @@ __all__ = [
 
 _splice = os.splice
 _FLAGS = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
+_EAGAIN = errno.EAGAIN
 
 #: Pipe-fulls one readiness event may move before yielding to the reactor.
 MAX_ROUNDS = 4
@@ -271,16 +273,29 @@ class Direction:
         if allowed and allowed < count:
             count = allowed
         srcfd = self.srcfd
+        move = _core.move
         while True:
-            try:
-                n = _splice(srcfd, pipe.writeFD, count, None, None, _FLAGS)
-            except BlockingIOError:
-                break
-            except InterruptedError:
-                continue
-            except OSError as e:
-                self.engine.spliceFailed(self, e, True)
-                return
+            if move is None:
+                try:
+                    n = _splice(srcfd, pipe.writeFD, count, None, None, _FLAGS)
+                except BlockingIOError:
+                    break
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    self.engine.spliceFailed(self, e, True)
+                    return
+            else:
+                # The compiled core reads and, for up to PIECE bytes, writes
+                # too: what pump() would do next, with the same outcome.
+                n, rest, err = move(
+                    srcfd, pipe.writeFD, pipe.readFD, self.dstfd, count, PIECE
+                )
+                if n < 0:
+                    if err == _EAGAIN:
+                        break
+                    self.engine.spliceFailed(self, OSError(err, os.strerror(err)), True)
+                    return
             if not n:
                 self.pool.give(pipe)
                 self.pipe = None
@@ -292,6 +307,7 @@ class Direction:
             if limit is not None:
                 limit.tokens -= n
             if n >= BULK_READ:
+                turns.bulkUntil = monotonicNow() + SMALL_WINDOW
                 if not self.bulk:
                     self.bulk = True
                     if turns.smalls:
@@ -301,12 +317,24 @@ class Direction:
                 # a small flow: only a second one in a row counts.
                 self.bulk = False
             else:
-                until = turns.smallUntil = monotonicNow() + SMALL_WINDOW
-                turns.noteSmall(self, until)
+                now = monotonicNow()
+                until = turns.smallUntil = now + SMALL_WINDOW
+                if now < turns.bulkUntil:
+                    # Watched only while bulk is about to serve it between
+                    # pieces: with none, noting is bookkeeping for no one.
+                    turns.noteSmall(self, until)
             left = turns.left = turns.left - n
             if left <= 0:
                 turns.spent()
-            r = self.pump()
+            if move is None or n > PIECE:
+                r = self.pump()
+            else:
+                self.moved += n - rest
+                self.inPipe = rest
+                if err:
+                    r = 1 if err == _EAGAIN else self.writeFailed(err)
+                else:
+                    r = 1 if rest else 0
             if r:
                 if r == 1:
                     self.src.stopReading()
@@ -355,13 +383,9 @@ class Direction:
             except InterruptedError:
                 continue
             except OSError as e:
-                self.engine.spliceFailed(self, e, False)
-                return 2
+                return self.writeFailed(e.errno or 0, e)
             if not m:
-                self.engine.fail(
-                    ERROR, f"{self.name}: splice into {self.dst.name} wrote 0 bytes"
-                )
-                return 2
+                return self.writeFailed(-1)
             self.moved += m
             left = self.inPipe - m
             self.inPipe = left
@@ -379,6 +403,22 @@ class Direction:
                 # the pipe): nothing more to do here.
                 return 2
             want = left
+
+    def writeFailed(self, err: int, e: OSError | None = None) -> int:
+        """
+        A splice into the destination failed with C{err} (C{-1}: it wrote
+        0 bytes): the relay ends.
+
+        @param e: the exception, when Python raised one.
+        @return: 2 (see L{pump}).
+        """
+        if err == -1:
+            self.engine.fail(
+                ERROR, f"{self.name}: splice into {self.dst.name} wrote 0 bytes"
+            )
+        else:
+            self.engine.spliceFailed(self, e or OSError(err, os.strerror(err)), False)
+        return 2
 
     def writable(self) -> None:
         """

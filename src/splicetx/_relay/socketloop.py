@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from splicetx._relay import core as _core
 from splicetx._relay.runtime import LOG_RELAY
 
 __all__ = ["SocketLoop", "LoopMember", "loopFor", "MAX_EVENTS"]
@@ -106,6 +107,27 @@ class SocketLoop:
         """
         ep = self._ep
         if ep is None:
+            return
+        dispatch = _core.dispatch
+        if dispatch is not None:
+            failed: list[Any] = []
+            try:
+                dispatch(
+                    self._fd,
+                    self.members,
+                    MAX_EVENTS,
+                    _READ_EVENTS,
+                    _WRITE_EVENTS,
+                    failed,
+                )
+            except Exception:
+                # The events after the failed one come back at the next
+                # turn (level-triggered).
+                if not failed:
+                    raise
+                m = failed[0]
+                _log.failure("relayed socket {member!r} failed", member=m)
+                m.crashed()
             return
         try:
             events = ep.poll(0, MAX_EVENTS)

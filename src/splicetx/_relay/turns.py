@@ -74,6 +74,8 @@ class _Turns:
     @ivar left: bytes left in this turn's budget.
     @ivar queue: the bulk directions waiting for a turn, oldest first.
     @ivar smallUntil: until when (C{time.monotonic()}) bulk is held back.
+    @ivar bulkUntil: until when a bulk read is recent: small flows are
+        watched (L{noteSmall}) only meanwhile, for none is served otherwise.
     """
 
     def __init__(self, reactor: Any) -> None:
@@ -87,6 +89,7 @@ class _Turns:
         self.held: set[Any] = set()
         self.pending = False
         self.smallUntil = 0.0
+        self.bulkUntil = 0.0
         self.smalls: OrderedDict[int, tuple[Any, float]] = OrderedDict()
         self.serving = False
         self._poll = select.poll()

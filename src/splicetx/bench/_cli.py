@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from splicetx._app.filelimit import raiseFileLimit
+from splicetx._relay import core
 from splicetx.bench import _loadgen, _proxies, _report, _underbulk
 from splicetx.bench._options import (
     CHURN_WORKERS,
@@ -710,6 +711,7 @@ class Bench:
                     else "the bench's stand-in (splicetx.bench._standin; "
                     "twist splice-proxy not used)"
                 ),
+                "core": core.describe(),
                 "generator": (
                     "iperf3 -Z for the bulk loads, built-in for the others"
                     if self.useIperf

@@ -53,6 +53,9 @@ class ProxySpec:
         name (splicetx C{--route-sni}, HAProxy C{req.ssl_sni}); C{None}.
     @ivar extraArgs: more C{twist splice-proxy} options (the limits per
         client, a bandwidth limit: to price them).
+    @ivar pureCore: for splicetx, C{True} to run it with
+        C{SPLICETX_NO_EXTENSIONS=1} (the pure-Python core, beside the
+        compiled one).
     """
 
     name: str
@@ -67,6 +70,7 @@ class ProxySpec:
     fastPath: bool = True
     preamble: str | None = None
     extraArgs: tuple[str, ...] = ()
+    pureCore: bool = False
 
 
 def _kib(n: int) -> str:
@@ -122,6 +126,16 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             defaultPipeSize,
             ("churn", "keepalive"),
             logLevel="warn",
+        ),
+        ProxySpec(
+            defaultSpliceName(defaultPipeSize) + "-pure",
+            "splicetx, splice engine, default pipes, SPLICETX_NO_EXTENSIONS=1 "
+            "(the pure-Python core, beside the compiled one)",
+            "splicetx",
+            "splice",
+            defaultPipeSize,
+            ("bulk", "latency", "churn", "keepalive"),
+            pureCore=True,
         ),
         ProxySpec(
             defaultSpliceName(defaultPipeSize) + "-general",
@@ -604,6 +618,8 @@ def start(
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (EXAMPLES, env.get("PYTHONPATH")) if p
         )
+    if spec.pureCore:
+        env["SPLICETX_NO_EXTENSIONS"] = "1"
     process = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

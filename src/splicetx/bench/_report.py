@@ -211,6 +211,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"- Machine: {meta['machine']}",
         f"- Software: {meta['software']}",
         f"- splicetx launched with: {meta['launcher']}",
+        f"- splicetx core: {meta.get('core', 'pure Python')} (a `-pure` "
+        "proxy runs the pure-Python one: SPLICETX_NO_EXTENSIONS=1)",
         f"- Load generator: {meta['generator']}",
         f"- Repetitions: {meta['reps']} (proxies interleaved, in a shuffled "
         "order of each repetition's own); cells show median (min–max) when "

@@ -1,0 +1,87 @@
+# -*- test-case-name: tests.test_core -*-
+"""
+Which core carries the relay's hot loop: the compiled one
+(C{splicetx._relay._ccore}, a small C extension built at install when a
+compiler is at hand) or the pure-Python reference
+(docs/design-decisions.md, "A compiled core, optional").
+
+One behaviour, two speeds: L{splicetx._relay.socketloop} and
+L{splicetx._relay.direction} each hold both implementations and take the
+one chosen here.  C{SPLICETX_NO_EXTENSIONS=1} in the environment forces the
+pure one (the convention of aiohttp, yarl and frozenlist); without the
+built extension the pure one runs too, and L{describe} says why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["COMPILED", "PURE", "available", "current", "describe", "use"]
+
+#: The names of the two cores, as the log, C{/status.json} and the bench
+#: report give them.
+COMPILED = "compiled"
+PURE = "pure"
+
+_ext: Any = None
+_why = ""
+try:
+    _ext = importlib.import_module("splicetx._relay._ccore")
+except ImportError as e:  # no compiler at install, or a pure wheel
+    _why = f"compiled core not built: {e}"
+
+_forced = os.environ.get("SPLICETX_NO_EXTENSIONS", "") not in ("", "0")
+
+#: The compiled functions in use, or C{None} while the pure core runs.
+dispatch: Callable[..., int] | None = None
+move: Callable[..., tuple[int, int, int]] | None = None
+
+
+def available() -> bool:
+    """
+    Whether the compiled core is built and importable.
+    """
+    return _ext is not None
+
+
+def current() -> str:
+    """
+    The core that runs now: L{COMPILED} or L{PURE}.
+    """
+    return COMPILED if move is not None else PURE
+
+
+def describe() -> str:
+    """
+    One line for the start log: which core runs, and why the pure one when
+    it does.
+    """
+    if move is not None:
+        return "compiled (splicetx._relay._ccore)"
+    if _ext is not None:
+        return (
+            "pure Python (SPLICETX_NO_EXTENSIONS is set)"
+            if _forced
+            else ("pure Python (chosen by the program)")
+        )
+    return f"pure Python ({_why})"
+
+
+def use(compiled: bool) -> None:
+    """
+    Run the compiled core (C{True}) or the pure one, for every relay of
+    the process from now on; the tests run the relay's tests under both.
+
+    @raise RuntimeError: C{compiled} while the extension is not built.
+    """
+    global dispatch, move
+    if compiled and _ext is None:
+        raise RuntimeError(f"no compiled core: {_why}")
+    dispatch = _ext.dispatch if compiled else None
+    move = _ext.move if compiled else None
+
+
+use(_ext is not None and not _forced)
