@@ -75,10 +75,20 @@ class CoreBuildHook(BuildHookInterface):
         source = root / SOURCE
         name = "_ccore" + sysconfig.get_config_var("EXT_SUFFIX")
         if version == "editable":
+            # Built beside the source, then renamed into place: a process
+            # that imports the core while another install rebuilds it (CI
+            # makes venvs while the suite runs) sees the old file or the
+            # new one, never half of one.
             out = source.with_name(name)
+            partial = out.with_name(f".{name}.{os.getpid()}.tmp")
+            why = compileCore(source, partial)
+            if why is None:
+                os.replace(partial, out)
+            else:
+                partial.unlink(missing_ok=True)
         else:
             out = Path(tempfile.mkdtemp(prefix="splicetx-ccore-")) / name
-        why = compileCore(source, out)
+            why = compileCore(source, out)
         if why is not None:
             print(
                 f"splicetx: compiled core not built, {why}: the pure-Python "
