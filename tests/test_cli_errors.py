@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -440,9 +441,15 @@ def _runAll() -> dict[str, tuple[int | None, str, str, dict[str, str]]]:
                 text=True,
             )
         results = {}
+        # One deadline for all of them, a guard against a process that
+        # hangs (a bad input must exit at once), not a measure of speed: the
+        # rows all start together, so on a loaded 2-core machine the first
+        # one to be waited for may finish only with the last.
+        deadline = time.monotonic() + 600
         for name, proc in procs.items():
             try:
-                out, err = proc.communicate(timeout=60)
+                left = max(1.0, deadline - time.monotonic())
+                out, err = proc.communicate(timeout=left)
                 results[name] = (proc.returncode, out, err, subs)
             except subprocess.TimeoutExpired:
                 proc.kill()

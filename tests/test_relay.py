@@ -382,7 +382,15 @@ class EndingsMixin(ReactorTestMixin):
         _dispose(reactor)
         pair = seen["pair"]
         self.assertIsNotNone(seen.get("result"))
-        self.assertEqual(seen["result"].reason, CLOSED)
+        # The reactor tears its descriptors down one after another, in an
+        # order of its own: when the test's own peer (in the same reactor,
+        # with bytes unread) goes first, its reset is pending on the relayed
+        # socket by the time the relay's turn comes, and the relay rightly
+        # says so (socketLoss reads SO_ERROR); otherwise the relay's socket
+        # is simply lost.  Under load either happens (9 of 40 runs said
+        # reset once); what must hold is that the relay ends and both
+        # transports hear it.
+        self.assertIn(seen["result"].reason, (CLOSED, RESET))
         self.assertIsNotNone(pair.holders[0].lostReason)
         self.assertIsNotNone(pair.holders[1].lostReason)
 
