@@ -740,7 +740,9 @@ class BenchTests(SynchronousTestCase):
                 "--seconds",
                 "0.3",
                 "--churn-seconds",
-                "0.3",
+                # Long enough for a TLS handshake to finish on a loaded
+                # machine (0.3 s saw none at a load average of 6).
+                "2",
                 "--streams",
                 "1",
                 "--proxies",
