@@ -254,16 +254,34 @@ def parseClientHello(body: bytes | memoryview) -> ClientHello:
         if c.left():
             raise ClientHelloError(MALFORMED, f"{c.left()} bytes after the extensions")
         seen: set[int] = set()
-        while extensions.left():
-            kind = extensions.uint(2, "extension type")
-            data = extensions.vector(2, f"extension {kind}")
+        # The extensions are walked in place (what vector() does, without a
+        # cursor for each one routing does not read).
+        raw = extensions.data
+        pos = extensions.pos
+        end = extensions.end
+        while pos < end:
+            if pos + 2 > end:
+                raise extensions._overrun(2, "extension type")
+            kind = raw[pos] << 8 | raw[pos + 1]
+            pos += 2
+            extensions.pos = pos
+            if pos + 2 > end:
+                raise extensions._overrun(2, f"extension {kind} length")
+            n = raw[pos] << 8 | raw[pos + 1]
+            pos += 2
+            extensions.pos = pos
+            if pos + n > end:
+                raise extensions._overrun(n, f"extension {kind}")
+            start = pos
+            pos += n
             if kind in seen:
                 raise ClientHelloError(MALFORMED, f"extension {kind} twice")
             seen.add(kind)
             if kind == _EXT_SERVER_NAME:
-                serverName = _serverName(data)
+                what = f"extension {kind}"
+                serverName = _serverName(_Cursor(raw, what, start, pos))
             elif kind == _EXT_ALPN:
-                alpn = _alpn(data)
+                alpn = _alpn(_Cursor(raw, f"extension {kind}", start, pos))
     return ClientHello(serverName, alpn, version, len(body))
 
 
