@@ -204,3 +204,34 @@ class PrecedenceTests(SynchronousTestCase):
         A bad rule fails at construction.
         """
         self.assertRaises(ValueError, AccessControl, allow=["nope"])
+
+
+class VerdictCacheTests(SynchronousTestCase):
+    """
+    L{AccessControl.isAllowed} remembers verdicts by host text; a
+    remembered verdict is the one the rules give, whatever form the address
+    comes in, and the memory is bounded.
+    """
+
+    def test_sameVerdictEveryForm(self) -> None:
+        acl = AccessControl(allow=["10.0.0.0/8"], deny=["10.0.13.0/24"])
+        for _ in range(2):
+            self.assertEqual(
+                acl.isAllowed("10.1.2.3"), (True, "10.1.2.3 allowed by rule 10.0.0.0/8")
+            )
+            self.assertEqual(
+                acl.isAllowed(IPv4Address("TCP", "10.0.13.1", 5)),
+                (False, "10.0.13.1 denied by rule 10.0.13.0/24"),
+            )
+            self.assertEqual(
+                acl.isAllowed(ipaddress.ip_address("10.0.13.1")),
+                (False, "10.0.13.1 denied by rule 10.0.13.0/24"),
+            )
+            self.assertFalse(acl.isAllowed("192.0.2.1")[0])
+            self.assertFalse(acl.isAllowed(UNIXAddress(None))[0])
+
+    def test_bounded(self) -> None:
+        acl = AccessControl(allow=["10.0.0.0/8"])
+        for i in range(5000):
+            self.assertTrue(acl.isAllowed(f"10.0.{i // 250}.{i % 250}")[0])
+        self.assertLessEqual(len(acl._verdicts), 4096)

@@ -26,7 +26,8 @@ from zope.interface.verify import verifyObject
 
 from splicetx._config.endpoints import clientEndpoint
 from splicetx._pool.resolver import NameCache, cacheFor
-from splicetx._proxy.upstream import directTarget
+from splicetx._proxy.leanrelay import leanTarget
+from splicetx._proxy.upstream import directAddress, directTarget
 from splicetx.endpoints import TCPTarget
 from splicetx.testing import ReactorTestMixin, makeReactorTests
 
@@ -251,6 +252,20 @@ class TargetParsingTests(SynchronousTestCase):
         name = TCPTarget(clock, "up.test", 80)
         self.assertIsNone(name.literal)
         self.assertIsNone(directTarget(name)[0])
+
+    def test_leanTargetOfLiteral(self) -> None:
+        """
+        The lean path connects an address literal target where the general
+        path's direct connect would (read from the target's C{literal}).
+        """
+        clock = Clock()
+        for host, port in (("127.0.0.1", 8080), ("::1", 80), ("fe80::1%lo", 9)):
+            target = TCPTarget(clock, host, port, timeout=5)
+            self.assertEqual(leanTarget(target), directAddress(target))
+            self.assertIsNotNone(leanTarget(target))
+        bound = TCPTarget(clock, "127.0.0.1", 80, bindAddress=("127.0.0.1", 0))
+        self.assertIsNone(leanTarget(bound))
+        self.assertIsNone(directAddress(bound))
 
     def test_namesBecomeTargets(self) -> None:
         """tcp: and tcp6: host names become TCPTargets; literals stay Twisted's."""

@@ -111,33 +111,64 @@ class ClientHello:
 
 class _Cursor:
     """
-    Reads big-endian fields from a bytes slice, raising L{MALFORMED} on any
-    overrun.
+    Reads big-endian fields from C{data[pos:end]}, raising L{MALFORMED} on
+    any overrun.  A vector's cursor shares its parent's bytes (no slice is
+    copied or viewed until a field is taken whole).
     """
 
-    def __init__(self, data: bytes | memoryview, what: str) -> None:
-        self.data = memoryview(data)
-        self.pos = 0
+    __slots__ = ("data", "pos", "end", "what")
+
+    def __init__(
+        self, data: bytes | memoryview, what: str, pos: int = 0, end: int = -1
+    ) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = len(data) if end < 0 else end
         self.what = what
 
     def left(self) -> int:
-        return len(self.data) - self.pos
+        return self.end - self.pos
+
+    def _overrun(self, n: int, what: str) -> ClientHelloError:
+        return ClientHelloError(
+            MALFORMED, f"{what} overruns the {self.what} ({n} > {self.left()})"
+        )
 
     def take(self, n: int, what: str) -> memoryview:
-        if n > self.left():
-            raise ClientHelloError(
-                MALFORMED, f"{what} overruns the {self.what} ({n} > {self.left()})"
-            )
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
+        pos = self.pos
+        end = pos + n
+        if end > self.end:
+            raise self._overrun(n, what)
+        self.pos = end
+        return memoryview(self.data)[pos:end]
+
+    def skip(self, n: int, what: str) -> None:
+        end = self.pos + n
+        if end > self.end:
+            raise self._overrun(n, what)
+        self.pos = end
 
     def uint(self, size: int, what: str) -> int:
-        return int.from_bytes(self.take(size, what), "big")
+        pos = self.pos
+        end = pos + size
+        if end > self.end:
+            raise self._overrun(size, what)
+        self.pos = end
+        data = self.data
+        if size == 1:
+            return data[pos]
+        if size == 2:
+            return data[pos] << 8 | data[pos + 1]
+        return int.from_bytes(data[pos:end], "big")
 
     def vector(self, lengthSize: int, what: str) -> _Cursor:
         n = self.uint(lengthSize, f"{what} length")
-        return _Cursor(self.take(n, what), what)
+        pos = self.pos
+        end = pos + n
+        if end > self.end:
+            raise self._overrun(n, what)
+        self.pos = end
+        return _Cursor(self.data, what, pos, end)
 
 
 def normaliseServerName(name: str) -> str:
@@ -175,11 +206,15 @@ def _isHostName(name: str) -> bool:
     return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
+#: A byte no host name has: a control, space, DEL or non-ASCII byte.
+_UNPRINTABLE = re.compile(rb"[^\x21-\x7e]")
+
+
 def _hostName(raw: memoryview) -> str:
     data = bytes(raw)
     if not data:
         raise ClientHelloError(MALFORMED, "empty server name")
-    if any(b <= 0x20 or b >= 0x7F for b in data):
+    if _UNPRINTABLE.search(data) is not None:
         raise ClientHelloError(MALFORMED, f"bad server name {data[:64]!r}")
     name = data.decode("ascii").lower()
     if name.endswith("."):
@@ -202,7 +237,7 @@ def parseClientHello(body: bytes | memoryview) -> ClientHello:
     version = c.uint(2, "legacy_version")
     if version >> 8 != 3:
         raise ClientHelloError(MALFORMED, f"legacy_version 0x{version:04x}")
-    c.take(32, "random")
+    c.skip(32, "random")
     session = c.vector(1, "legacy_session_id")
     if session.left() > 32:
         raise ClientHelloError(MALFORMED, "legacy_session_id longer than 32")
@@ -219,16 +254,34 @@ def parseClientHello(body: bytes | memoryview) -> ClientHello:
         if c.left():
             raise ClientHelloError(MALFORMED, f"{c.left()} bytes after the extensions")
         seen: set[int] = set()
-        while extensions.left():
-            kind = extensions.uint(2, "extension type")
-            data = extensions.vector(2, f"extension {kind}")
+        # The extensions are walked in place (what vector() does, without a
+        # cursor for each one routing does not read).
+        raw = extensions.data
+        pos = extensions.pos
+        end = extensions.end
+        while pos < end:
+            if pos + 2 > end:
+                raise extensions._overrun(2, "extension type")
+            kind = raw[pos] << 8 | raw[pos + 1]
+            pos += 2
+            extensions.pos = pos
+            if pos + 2 > end:
+                raise extensions._overrun(2, f"extension {kind} length")
+            n = raw[pos] << 8 | raw[pos + 1]
+            pos += 2
+            extensions.pos = pos
+            if pos + n > end:
+                raise extensions._overrun(n, f"extension {kind}")
+            start = pos
+            pos += n
             if kind in seen:
                 raise ClientHelloError(MALFORMED, f"extension {kind} twice")
             seen.add(kind)
             if kind == _EXT_SERVER_NAME:
-                serverName = _serverName(data)
+                what = f"extension {kind}"
+                serverName = _serverName(_Cursor(raw, what, start, pos))
             elif kind == _EXT_ALPN:
-                alpn = _alpn(data)
+                alpn = _alpn(_Cursor(raw, f"extension {kind}", start, pos))
     return ClientHello(serverName, alpn, version, len(body))
 
 

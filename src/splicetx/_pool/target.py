@@ -86,8 +86,10 @@ class TCPTarget:
         self.validity = validity
         self._cache = cache
         self.literal: tuple[int, tuple[str, int]] | None = None
-        if isIPv6Address(host):
-            self.literal = (socket.AF_INET6, (host, port))
+        # (Every IPv6 literal has a colon, and no IPv4 one: one check each.)
+        if ":" in host:
+            if isIPv6Address(host):
+                self.literal = (socket.AF_INET6, (host, port))
         elif isIPAddress(host):
             self.literal = (socket.AF_INET, (host, port))
         # What the general path's direct connect reads (see

@@ -39,6 +39,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _PATTERN = re.compile(r"^[0-9A-Fa-f.:*?]+$")
+#: How many verdicts an L{AccessControl} keeps (then it starts over).
+_VERDICTS = 4096
 
 
 class AccessRule:
@@ -141,6 +143,11 @@ class AccessControl:
             r if isinstance(r, AccessRule) else parseRule(r) for r in deny
         )
         self.outer = outer
+        #: Verdicts by host text: a listener's peers are few (a balancer's
+        #: addresses), and parsing one into an C{ipaddress} object costs
+        #: more than the rest of a PROXY header's checks (the rules never
+        #: change after construction, so neither does a verdict).
+        self._verdicts: dict[object, tuple[bool, str]] = {}
 
     @property
     def description(self) -> str:
@@ -174,6 +181,21 @@ class AccessControl:
         @return: C{(allowed, reason)}, the reason a short phrase for a log
             line naming the rule that decided, e.g. C{(False, "denied by
             rule 10.0.0.0/8")}.
+        """
+        key = getattr(address, "host", address)
+        if type(key) is not str:
+            return self._decide(address)
+        verdicts = self._verdicts
+        verdict = verdicts.get(key)
+        if verdict is None:
+            if len(verdicts) >= _VERDICTS:
+                verdicts.clear()
+            verdict = verdicts[key] = self._decide(key)
+        return verdict
+
+    def _decide(self, address: object) -> tuple[bool, str]:
+        """
+        L{isAllowed}'s verdict, not cached.
         """
         if self.outer is not None:
             ok, reason = self.outer.isAllowed(address)

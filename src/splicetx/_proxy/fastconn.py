@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from _socket import socket as _RawSocket
 from enum import Enum
 from typing import Any
@@ -40,7 +39,12 @@ from splicetx._pool.balance import clientKeyFor
 from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
 from splicetx._proxy.leanpreamble import LeanPreamble
 from splicetx._proxy.leanrelay import SpliceHost
-from splicetx._proxy.leantransport import SocketMember
+from splicetx._proxy.leantransport import (
+    PENDING,
+    SocketMember,
+    connectError,
+    rawConnect,
+)
 from splicetx._proxy.lifecycle import NO_ENGINE as _NO_ENGINE
 from splicetx._proxy.lifecycle import admit, countEnd, endResult, recordExtra
 from splicetx._proxy.preamble import (
@@ -62,9 +66,6 @@ from splicetx._relay.tcpoptions import keepaliveOn
 __all__ = ["FastConnection"]
 
 _log = Logger(namespace=LOG_PROXY)
-
-_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
-_CONNECTING = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 
 
 class _State(Enum):
@@ -367,7 +368,7 @@ class FastConnection(SpliceHost):
             deadline = total
         self.deadline = deadline
         try:
-            up = _RawSocket(family, _STREAM)
+            up, err = rawConnect(family, sockaddr)
         except OSError as e:
             self._failed(
                 f"cannot connect to {target[2]}: cannot create a socket: "
@@ -375,24 +376,14 @@ class FastConnection(SpliceHost):
                 e,
             )
             return
-        err = up.connect_ex(sockaddr)
         us = self.upstream = _FastSocket(self, up, "B")
         if err == 0:
             self._connected()
-        elif err in _CONNECTING:
-            try:
-                # On loopback (and other links faster than a system call)
-                # the handshake is already done: relay now instead of
-                # spending a reactor turn to hear that the socket is
-                # writable.
-                up.getpeername()
-            except OSError:
-                us.sink = self
-                us.startWriting()
-                # A client read for its preamble waits (level-triggered).
-                self.client.stopReading()
-            else:
-                self._connected()
+        elif err == PENDING:
+            us.sink = self
+            us.startWriting()
+            # A client read for its preamble waits (level-triggered).
+            self.client.stopReading()
         else:
             self._tryFailed(err)
 
@@ -403,7 +394,7 @@ class FastConnection(SpliceHost):
         """
         us = self.upstream
         assert us is not None
-        err = us.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        err = connectError(us.sock)
         if err:
             self._tryFailed(err)
         else:

@@ -63,7 +63,17 @@ def leanTarget(endpoint: Any) -> Address | None:
     address the name cache holds now (asked at each connect, so a name that
     moves is followed).  The one place that recognises them.
     """
-    if type(endpoint) is TCPTarget and endpoint.literal is None:
+    if type(endpoint) is TCPTarget:
+        literal = endpoint.literal
+        if literal is not None:
+            # What directAddress() would make of it, without asking twice
+            # whether the host is an address.
+            if endpoint.bindAddress is not None:
+                return None
+            family, sockaddr = literal
+            host, port = sockaddr
+            text = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+            return family, sockaddr, text, float(endpoint.timeout or 0)
         cached = endpoint.cached()
         if cached is None or len(cached) != 1 or endpoint.bindAddress is not None:
             return None

@@ -62,6 +62,44 @@ def _address(family: int, sockaddr: Any) -> Any:
     return IPv4Address("TCP", sockaddr[0], sockaddr[1])
 
 
+#: L{rawConnect}'s answer while the connect is under way.
+PENDING = -1
+
+
+def rawConnect(family: int, sockaddr: Any) -> tuple[_RawSocket, int]:
+    """
+    Start a non-blocking connect to C{sockaddr}: the one way the lean path
+    connects (a plain forward's L{FastConnection
+    <splicetx._proxy.fastconn.FastConnection>} and L{connectRaw}).  On
+    loopback (and other links faster than a system call) the handshake is
+    already done when C{connect} returns C{EINPROGRESS}, which a
+    C{getpeername} tells without spending a reactor turn to hear that the
+    socket is writable.
+
+    @return: the socket and C{0} (connected), L{PENDING} (wait until it is
+        writable, then ask L{connectError}) or the C{errno} it failed with
+        (the socket is still open: the caller closes it).
+    @raise OSError: when the socket cannot be created.
+    """
+    sock = _RawSocket(family, _STREAM)
+    err = sock.connect_ex(sockaddr)
+    if err in _CONNECTING:
+        try:
+            sock.getpeername()
+        except OSError:
+            return sock, PENDING
+        return sock, 0
+    return sock, err
+
+
+def connectError(sock: _RawSocket) -> int:
+    """
+    How a pending connect ended, once its socket is writable: C{0} or an
+    C{errno}.
+    """
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
 class SocketMember(LoopMember):
     """
     A raw socket of the lean path as a member of the L{SocketLoop
@@ -520,7 +558,7 @@ class _RawConnect:
     def writable(self) -> None:
         member = self.member
         assert member is not None
-        err = member.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        err = connectError(member.sock)
         member.stopWriting()
         member.sink = member
         if err:
@@ -595,7 +633,7 @@ def connectRaw(
         timeout = own
     attempt = _RawConnect(proxy, loop, reactor, text)
     try:
-        up = _RawSocket(family, _STREAM)
+        up, err = rawConnect(family, sockaddr)
     except OSError as e:
         attempt.failed(
             _error.ConnectError(
@@ -603,21 +641,12 @@ def connectRaw(
             )
         )
         return
-    err = up.connect_ex(sockaddr)
     member = attempt.member = LeanTransport(up, loop, reactor, sockaddr, "B")
     if err == 0:
         attempt.connected()
         return
-    if err not in _CONNECTING:
+    if err != PENDING:
         attempt.failed(_error.getConnectError(OSError(err, os.strerror(err))))
-        return
-    try:
-        # On loopback the handshake is usually done already.
-        up.getpeername()
-    except OSError:
-        pass
-    else:
-        attempt.connected()
         return
     proxy._connecting = attempt
     if timeout:
