@@ -108,7 +108,7 @@ class Bandwidth(_Bucket):
         Refill the bucket for the time since the last grant.
 
         @return: the bytes the direction may read now; 0 when fewer than
-            L{quantum} (the direction should L{hold}).
+            C{quantum} (the direction should L{hold}).
         """
         tokens = self.available()
         return int(tokens) if tokens >= self.quantum else 0
@@ -116,7 +116,7 @@ class Bandwidth(_Bucket):
     def hold(self, direction: Any) -> None:
         """
         Take C{direction} off the reactor (rule 4: never stay registered
-        for reading while waiting) until L{quantum} tokens are back; then
+        for reading while waiting) until C{quantum} tokens are back; then
         it resumes (C{direction.resume()}) and reads.
         """
         direction.src.stopReading()
@@ -156,10 +156,10 @@ class SharedBandwidth(_Bucket):
 
     Fairness: while the bucket is spent, the directions that wait for it
     queue in the order they ran dry; one timer refills the bucket and wakes
-    them in that order, each with at least L{quantum} tokens, and a
+    them in that order, each with at least C{quantum} tokens, and a
     direction that is not at the head cannot take tokens from the ones
     queued before it.  So the sharers take turns in pieces of
-    L{quantum} bytes (round robin), and an idle sharer costs nothing.
+    C{quantum} bytes (round robin), and an idle sharer costs nothing.
 
     @ivar queue: the L{Limits} waiting for it, first in line first, or
         C{None} when none is (a C{deque} weighs 760 bytes, and a client
