@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._relay import core
+from splicetx._relay import direction as _direction
 from splicetx._relay.bandwidth import Bandwidth
 from splicetx._relay.direction import BULK_READ, PIECE, Direction
 from splicetx._relay.pipes import PipePool, UnreservedPipes
@@ -105,10 +107,10 @@ def _tcpPair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-class TurnTests(SynchronousTestCase):
+class _DirectionCase(SynchronousTestCase):
     """
-    C{turn(d, bulkRead, piece, window, clock)} on a direction from one
-    socket pair to another.
+    A direction from one socket pair to another, its pool with one idle
+    pipe, the compiled core in use.
     """
 
     def setUp(self) -> None:
@@ -145,6 +147,12 @@ class TurnTests(SynchronousTestCase):
     def assertPoolAtRest(self) -> None:
         self.assertEqual((self.pipes.inUse, self.pool.lent, self.pipes.idle), (0, 0, 1))
         self.assertIsNone(self.d.pipe)
+
+
+class TurnTests(_DirectionCase):
+    """
+    C{turn(d, bulkRead, piece, window, clock)}: each outcome.
+    """
 
     def test_smallMessage(self) -> None:
         """
@@ -387,3 +395,113 @@ class TurnTests(SynchronousTestCase):
         self.assertRaises(TypeError, self.ext.turn, self.d)
         self.assertRaises(TypeError, self.ext.turn, self.d, "x", 1, 0.1, time.monotonic)
         self.assertRaises(TypeError, self.ext.setup, 1, 2, 3)
+
+
+class _Member:
+    """
+    A socket loop member whose source is a direction (or anything).
+    """
+
+    def __init__(self, fd: int, source: Any) -> None:
+        self.fd = fd
+        self.source = source
+        self.sink = None
+        self.reading = True
+        self.writing = False
+
+
+class _Recorder:
+    """
+    A direction's stand-in that records C{readable}'s argument.
+    """
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    def readable(self, got: Any = "none") -> None:
+        self.got.append(got)
+
+
+class DispatchTurnTests(_DirectionCase):
+    """
+    C{dispatch(..., turn)}: a member whose source is a L{Direction} has its
+    turn run in C; its C{readable} is called only with what is left to do.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ep = select.epoll()
+        self.addCleanup(self.ep.close)
+        self.ep.register(self.d.srcfd, select.EPOLLIN)
+        self.members = {self.d.srcfd: _Member(self.d.srcfd, self.d)}
+        self.readables: list[Any] = []
+        real = Direction.readable
+
+        def readable(d: Any, got: Any = None) -> None:
+            self.readables.append(got)
+            real(d, got)
+
+        self.patch(Direction, "readable", readable)
+
+    def dispatch(self, turn: Any) -> int:
+        return self.ext.dispatch(
+            self.ep.fileno(), self.members, 8, select.EPOLLIN, 0, [], turn
+        )
+
+    def test_dispatchedSmall(self) -> None:
+        """
+        A small message moves with no Python call.
+        """
+        self.srcPeer.sendall(b"hello")
+        self.assertEqual(self.dispatch(self.ext.turn), 1)
+        self.assertEqual(self.dstPeer.recv(10), b"hello")
+        self.assertEqual(self.readables, [])
+        self.assertPoolAtRest()
+
+    def test_dispatchedLeft(self) -> None:
+        """
+        A turn C{turn()} leaves to Python: C{readable(-1)}, which does not
+        ask it again and moves the bytes itself.
+        """
+        self.d.bulk = True
+        self.srcPeer.sendall(b"hello")
+        self.dispatch(self.ext.turn)
+        self.assertEqual(self.readables, [-1])
+        self.assertEqual(self.dstPeer.recv(10), b"hello")
+        self.assertPoolAtRest()
+
+    def test_dispatchedFullPipe(self) -> None:
+        """
+        After a full pipe: C{readable(-2)}, which reads the next rounds.
+        """
+        pipe = self.pipes.take()
+        self.pipes.give(pipe)
+        data = b"r" * (pipe.size + 100)
+        self.srcPeer.sendall(data)
+        self.patch(_direction, "BULK_READ", pipe.size + 1)
+        self.dispatch(self.ext.turn)
+        self.assertEqual(self.readables, [-2])
+        got = b""
+        while len(got) < len(data):
+            got += self.dstPeer.recv(1 << 20)
+        self.assertEqual(got, data)
+        self.assertPoolAtRest()
+
+    def test_notDispatchedWithoutTurn(self) -> None:
+        """
+        With no turn (C{None}, or six arguments), C{readable()} as before.
+        """
+        self.srcPeer.sendall(b"hello")
+        self.dispatch(None)
+        self.assertEqual(self.readables, [None])
+        self.assertEqual(self.dstPeer.recv(10), b"hello")
+
+    def test_otherSources(self) -> None:
+        """
+        A member whose source is not a L{Direction}: C{readable()}.
+        """
+        other = _Recorder()
+        self.members[self.d.srcfd].source = other
+        self.srcPeer.sendall(b"x")
+        self.dispatch(self.ext.turn)
+        self.assertEqual(other.got, ["none"])

@@ -16,6 +16,10 @@
  *       propagates; the events not handled yet are reported again by the
  *       level-triggered set at the next turn.
  *
+ *       With a 7th argument turn that is not None (core.turn), a member
+ *       whose source is a Direction (see setup_direction) gets turn()
+ *       first, and source.readable(got) only when turn() leaves it work.
+ *
  *   move(srcfd, pipeWrite, pipeRead, dstfd, count, piece) -> (n, left, err)
  *       splice(srcfd -> pipe, count) and, when 0 < n <= piece, splice the
  *       pipe into dstfd once (a short write stops: the destination is full).
@@ -57,6 +61,14 @@ static PyObject *s_pipe, *s_limit, *s_bulk, *s_pool, *s_turns, *s_src,
 /* Set by setup(): the pool classes whose take() the fast turn may defer,
  * and the clock it may read itself (time.monotonic). */
 static PyObject *poolType, *unreservedType, *monotonic;
+/* Set by setup_direction(): the Direction class whose readable() dispatch
+ * may replace by turn(), and its module's globals (the constants turn()
+ * takes, read there so that a test's patch holds). */
+static PyObject *directionType, *directionGlobals;
+static PyObject *s_BULK_READ, *s_PIECE, *s_SMALL_WINDOW, *s_monotonicNow;
+
+static PyObject *ccore_turn(PyObject *self, PyObject *const *args,
+                            Py_ssize_t nargs);
 
 static int
 as_int(PyObject *o, int *out)
@@ -94,15 +106,77 @@ call_side(PyObject *m, PyObject *flag, PyObject *side, PyObject *method)
     return 0;
 }
 
+/*
+ * As call_side(m, reading, source, readable), but a Direction's turn is
+ * tried in C first (targs: turn()'s arguments, the first left for the
+ * direction); when it leaves anything to Python, source.readable(got).
+ */
+static int
+read_side(PyObject *m, PyObject **targs)
+{
+    PyObject *want = PyObject_GetAttr(m, s_reading);
+    if (want == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(want);
+    Py_DECREF(want);
+    if (truth <= 0)
+        return truth;
+    PyObject *source = PyObject_GetAttr(m, s_source);
+    if (source == NULL)
+        return -1;
+    PyObject *r;
+    if (Py_TYPE(source) != (PyTypeObject *)directionType) {
+        r = PyObject_CallMethodNoArgs(source, s_readable);
+    }
+    else {
+        targs[0] = source;
+        PyObject *got = ccore_turn(NULL, targs, 5);
+        targs[0] = NULL;
+        if (got == NULL) {
+            Py_DECREF(source);
+            return -1;
+        }
+        long g = PyLong_AsLong(got);
+        if (g == 0) {
+            Py_DECREF(got);
+            Py_DECREF(source);
+            return 0;
+        }
+        r = PyObject_CallMethodOneArg(source, s_readable, got);
+        Py_DECREF(got);
+    }
+    Py_DECREF(source);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 static PyObject *
 ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int epfd, maxevents, readEvents, writeEvents;
     struct epoll_event evs[MAX_EVENTS];
 
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "dispatch() takes 6 arguments");
+    /* turn() arguments after the direction, when turn is given. */
+    PyObject *targs[5] = {NULL, NULL, NULL, NULL, NULL};
+
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "dispatch() takes 6 or 7 arguments");
         return NULL;
+    }
+    if (nargs == 7 && args[6] != Py_None && directionType != NULL) {
+        PyObject *names[4] = {s_BULK_READ, s_PIECE, s_SMALL_WINDOW, s_monotonicNow};
+        targs[1] = Py_None; /* marks "fast" */
+        for (int k = 0; k < 4; k++) {
+            targs[k + 1] = PyDict_GetItemWithError(directionGlobals, names[k]);
+            if (targs[k + 1] == NULL) {
+                if (PyErr_Occurred())
+                    return NULL;
+                targs[1] = NULL;
+                break;
+            }
+        }
     }
     PyObject *members = args[1], *failed = args[5];
     if (!PyDict_Check(members) || !PyList_Check(failed)) {
@@ -138,7 +212,9 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         /* The member may leave the dict (and be freed) during its calls. */
         Py_INCREF(m);
         int rc = 0;
-        if (ev & (uint32_t)readEvents)
+        if ((ev & (uint32_t)readEvents) && targs[1] != NULL)
+            rc = read_side(m, targs);
+        else if (ev & (uint32_t)readEvents)
             rc = call_side(m, s_reading, s_source, s_readable);
         if (rc == 0 && (ev & (uint32_t)writeEvents))
             rc = call_side(m, s_writing, s_sink, s_writable);
@@ -623,6 +699,18 @@ ccore_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+ccore_setup_direction(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "setup_direction(Direction, globals())");
+        return NULL;
+    }
+    Py_XSETREF(directionType, Py_NewRef(args[0]));
+    Py_XSETREF(directionGlobals, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ccore_methods[] = {
     {"dispatch", (PyCFunction)(void (*)(void))ccore_dispatch, METH_FASTCALL,
      "One turn of a SocketLoop's epoll set (see the module source)."},
@@ -632,6 +720,9 @@ static PyMethodDef ccore_methods[] = {
      "Direction.readable's small-message turn (see the module source)."},
     {"setup", (PyCFunction)(void (*)(void))ccore_setup, METH_FASTCALL,
      "setup(PipePool, UnreservedPipes, time.monotonic) for turn()."},
+    {"setup_direction", (PyCFunction)(void (*)(void))ccore_setup_direction,
+     METH_FASTCALL,
+     "setup_direction(Direction, its module's globals) for dispatch()."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -659,6 +750,10 @@ PyInit__ccore(void)
     INTERN(s_sink, "sink");
     INTERN(s_readable, "readable");
     INTERN(s_writable, "writable");
+    INTERN(s_BULK_READ, "BULK_READ");
+    INTERN(s_PIECE, "PIECE");
+    INTERN(s_SMALL_WINDOW, "SMALL_WINDOW");
+    INTERN(s_monotonicNow, "monotonicNow");
     INTERN(s_pipe, "pipe");
     INTERN(s_limit, "limit");
     INTERN(s_bulk, "bulk");

@@ -20,7 +20,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["COMPILED", "PURE", "available", "current", "describe", "use"]
+__all__ = [
+    "COMPILED",
+    "PURE",
+    "available",
+    "current",
+    "describe",
+    "setupDirection",
+    "use",
+]
 
 #: The names of the two cores, as the log, C{/status.json} and the bench
 #: report give them.
@@ -71,6 +79,20 @@ def describe() -> str:
             else ("pure Python (chosen by the program)")
         )
     return f"pure Python ({_why})"
+
+
+def setupDirection(direction: type, namespace: dict[str, Any]) -> None:
+    """
+    Tell the compiled core (when built) the direction class whose turn
+    C{dispatch} runs itself, and the module namespace holding the
+    constants it passes (C{BULK_READ}, C{PIECE}, C{SMALL_WINDOW},
+    C{monotonicNow}).
+
+    @param direction: L{splicetx._relay.direction.Direction}.
+    @param namespace: its module's C{globals()}.
+    """
+    if _ext is not None:
+        _ext.setup_direction(direction, namespace)
 
 
 def use(compiled: bool) -> None:
