@@ -672,10 +672,11 @@ class ServeSmallMixin(ReactorTestMixin):
             finally:
                 serving.pop()
 
-        def readable(d: Any) -> None:
+        def readable(d: Any, *got: Any) -> None:
+            # got: what the compiled loop's turn left to Python, if any.
             if serving:
                 ping.inline.append(d)
-            realReadable(d)
+            realReadable(d, *got)
 
         self.patch(_turns._Turns, "serveSmall", serveSmall)
         self.patch(_direction.Direction, "readable", readable)

@@ -16,6 +16,10 @@
  *       propagates; the events not handled yet are reported again by the
  *       level-triggered set at the next turn.
  *
+ *       With a 7th argument turn that is not None (core.turn), a member
+ *       whose source is a Direction (see setup_direction) gets turn()
+ *       first, and source.readable(got) only when turn() leaves it work.
+ *
  *   move(srcfd, pipeWrite, pipeRead, dstfd, count, piece) -> (n, left, err)
  *       splice(srcfd -> pipe, count) and, when 0 < n <= piece, splice the
  *       pipe into dstfd once (a short write stops: the destination is full).
@@ -26,6 +30,11 @@
  *                 the write's errno, or -1 when the write moved 0 bytes.
  *       EINTR is retried (after running signal handlers).
  *
+ *   turn(d, bulkRead, piece, window, clock) -> int
+ *       Direction.readable's common case for a small message, in C: see
+ *       ccore_turn below and the Python reference in
+ *       splicetx._relay.direction.
+ *
  * The GIL is kept: every system call here is non-blocking.
  */
 #define PY_SSIZE_T_CLEAN
@@ -34,12 +43,32 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #define MAX_EVENTS 1024
 #define SPLICE_FLAGS (SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
 
 static PyObject *s_reading, *s_writing, *s_source, *s_sink, *s_readable,
     *s_writable;
+
+/* Direction.readable's fast turn (ccore_turn). */
+static PyObject *s_pipe, *s_limit, *s_bulk, *s_pool, *s_turns, *s_src,
+    *s_dst, *s_srcfd, *s_dstfd, *s_inPipe, *s_moved, *s_eof, *s_left,
+    *s_smallUntil, *s_bulkUntil, *s_noteSmall, *s_spent, *s_stopReading,
+    *s_startWriting, *s_finish, *s_writeFailed, *s_spliceFailed, *s_engine,
+    *s_take, *s__idle, *s_readFD, *s_writeFD, *s_size, *s_lent, *s_onReturn,
+    *s_reserved, *s__maxPipes;
+/* Set by setup(): the pool classes whose take() the fast turn may defer,
+ * and the clock it may read itself (time.monotonic). */
+static PyObject *poolType, *unreservedType, *monotonic;
+/* Set by setup_direction(): the Direction class whose readable() dispatch
+ * may replace by turn(), and its module's globals (the constants turn()
+ * takes, read there so that a test's patch holds). */
+static PyObject *directionType, *directionGlobals;
+static PyObject *s_BULK_READ, *s_PIECE, *s_SMALL_WINDOW, *s_monotonicNow;
+
+static PyObject *ccore_turn(PyObject *self, PyObject *const *args,
+                            Py_ssize_t nargs);
 
 static int
 as_int(PyObject *o, int *out)
@@ -77,15 +106,77 @@ call_side(PyObject *m, PyObject *flag, PyObject *side, PyObject *method)
     return 0;
 }
 
+/*
+ * As call_side(m, reading, source, readable), but a Direction's turn is
+ * tried in C first (targs: turn()'s arguments, the first left for the
+ * direction); when it leaves anything to Python, source.readable(got).
+ */
+static int
+read_side(PyObject *m, PyObject **targs)
+{
+    PyObject *want = PyObject_GetAttr(m, s_reading);
+    if (want == NULL)
+        return -1;
+    int truth = PyObject_IsTrue(want);
+    Py_DECREF(want);
+    if (truth <= 0)
+        return truth;
+    PyObject *source = PyObject_GetAttr(m, s_source);
+    if (source == NULL)
+        return -1;
+    PyObject *r;
+    if (Py_TYPE(source) != (PyTypeObject *)directionType) {
+        r = PyObject_CallMethodNoArgs(source, s_readable);
+    }
+    else {
+        targs[0] = source;
+        PyObject *got = ccore_turn(NULL, targs, 5);
+        targs[0] = NULL;
+        if (got == NULL) {
+            Py_DECREF(source);
+            return -1;
+        }
+        long g = PyLong_AsLong(got);
+        if (g == 0) {
+            Py_DECREF(got);
+            Py_DECREF(source);
+            return 0;
+        }
+        r = PyObject_CallMethodOneArg(source, s_readable, got);
+        Py_DECREF(got);
+    }
+    Py_DECREF(source);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 static PyObject *
 ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int epfd, maxevents, readEvents, writeEvents;
     struct epoll_event evs[MAX_EVENTS];
 
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "dispatch() takes 6 arguments");
+    /* turn() arguments after the direction, when turn is given. */
+    PyObject *targs[5] = {NULL, NULL, NULL, NULL, NULL};
+
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "dispatch() takes 6 or 7 arguments");
         return NULL;
+    }
+    if (nargs == 7 && args[6] != Py_None && directionType != NULL) {
+        PyObject *names[4] = {s_BULK_READ, s_PIECE, s_SMALL_WINDOW, s_monotonicNow};
+        targs[1] = Py_None; /* marks "fast" */
+        for (int k = 0; k < 4; k++) {
+            targs[k + 1] = PyDict_GetItemWithError(directionGlobals, names[k]);
+            if (targs[k + 1] == NULL) {
+                if (PyErr_Occurred())
+                    return NULL;
+                targs[1] = NULL;
+                break;
+            }
+        }
     }
     PyObject *members = args[1], *failed = args[5];
     if (!PyDict_Check(members) || !PyList_Check(failed)) {
@@ -121,7 +212,9 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         /* The member may leave the dict (and be freed) during its calls. */
         Py_INCREF(m);
         int rc = 0;
-        if (ev & (uint32_t)readEvents)
+        if ((ev & (uint32_t)readEvents) && targs[1] != NULL)
+            rc = read_side(m, targs);
+        else if (ev & (uint32_t)readEvents)
             rc = call_side(m, s_reading, s_source, s_readable);
         if (rc == 0 && (ev & (uint32_t)writeEvents))
             rc = call_side(m, s_writing, s_sink, s_writable);
@@ -198,11 +291,438 @@ ccore_move(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("nni", (Py_ssize_t)n, (Py_ssize_t)left, err);
 }
 
+/* ---- Direction.readable's fast turn ------------------------------------ */
+
+static int
+get_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+get_int(PyObject *o, PyObject *name, int *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int rc = as_int(v, out);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int
+set_ssize(PyObject *o, PyObject *name, Py_ssize_t v)
+{
+    PyObject *x = PyLong_FromSsize_t(v);
+    if (x == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(o, name, x);
+    Py_DECREF(x);
+    return rc;
+}
+
+/* Whether o.name is None: 1, 0, or -1 on error. */
+static int
+is_none(PyObject *o, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    if (v == NULL)
+        return -1;
+    int none = v == Py_None;
+    Py_DECREF(v);
+    return none;
+}
+
+/* o.name(): 0 or -1. */
+static int
+call0(PyObject *o, PyObject *name)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(o, name);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* o.attr.name(): 0 or -1. */
+static int
+call_on(PyObject *o, PyObject *attr, PyObject *name)
+{
+    PyObject *t = PyObject_GetAttr(o, attr);
+    if (t == NULL)
+        return -1;
+    int rc = call0(t, name);
+    Py_DECREF(t);
+    return rc;
+}
+
+/*
+ * The idle pipe that pool.take() would lend next (a new reference), or
+ * NULL: with an error set, or without one when the fast turn must leave the
+ * take to Python (another pool class, no idle pipe, the cap reached, a
+ * waiter to tell when a pipe comes back, the cap not computed yet).
+ *
+ * The pipe is not taken: a turn that ends with it empty (the common case)
+ * leaves the pool exactly as take() and give() would; one that must keep
+ * it takes it then (take_leased), and take() pops this very pipe.
+ */
+static PyObject *
+peek_pipe(PyObject *pool)
+{
+    PyObject *inner;
+    if (poolType == NULL)
+        return NULL;
+    if (Py_TYPE(pool) == (PyTypeObject *)unreservedType) {
+        Py_ssize_t lent, reserved, maxPipes;
+        int none = is_none(pool, s_onReturn);
+        if (none <= 0)
+            return NULL;
+        inner = PyObject_GetAttr(pool, s_pool);
+        if (inner == NULL)
+            return NULL;
+        if (Py_TYPE(inner) != (PyTypeObject *)poolType) {
+            Py_DECREF(inner);
+            return NULL;
+        }
+        none = is_none(inner, s__maxPipes);
+        if (none != 0 || get_ssize(inner, s__maxPipes, &maxPipes) ||
+            get_ssize(pool, s_lent, &lent) ||
+            get_ssize(inner, s_reserved, &reserved) ||
+            reserved + lent >= maxPipes) {
+            Py_DECREF(inner);
+            return NULL;
+        }
+    }
+    else if (Py_TYPE(pool) == (PyTypeObject *)poolType) {
+        inner = pool;
+        Py_INCREF(inner);
+    }
+    else
+        return NULL;
+    PyObject *idle = PyObject_GetAttr(inner, s__idle);
+    Py_DECREF(inner);
+    if (idle == NULL)
+        return NULL;
+    PyObject *pipe = NULL;
+    if (PyList_CheckExact(idle) && PyList_GET_SIZE(idle) > 0) {
+        pipe = PyList_GET_ITEM(idle, PyList_GET_SIZE(idle) - 1);
+        Py_INCREF(pipe);
+    }
+    Py_DECREF(idle);
+    return pipe;
+}
+
+/* Take the peeked pipe from the pool for real: d.pipe = pool.take(). */
+static int
+take_leased(PyObject *d, PyObject *pool, PyObject *pipe)
+{
+    PyObject *p = PyObject_CallMethodNoArgs(pool, s_take);
+    if (p == NULL)
+        return -1;
+    if (p != pipe) {
+        Py_DECREF(p);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "turn(): the pool lent another pipe than its last idle one");
+        return -1;
+    }
+    int rc = PyObject_SetAttr(d, s_pipe, p);
+    Py_DECREF(p);
+    return rc;
+}
+
+/* splice(2), EINTR retried: 0 (*n and errno as splice left them) or -1
+ * when a signal handler raised. */
+static int
+splice_retry(int in, int out, size_t len, ssize_t *n)
+{
+    for (;;) {
+        *n = splice(in, NULL, out, NULL, len, SPLICE_FLAGS);
+        if (*n >= 0 || errno != EINTR)
+            return 0;
+        if (PyErr_CheckSignals())
+            return -1;
+    }
+}
+
+/*
+ * turn(d, bulkRead, piece, window, clock) -> int
+ *
+ * Direction.readable for a direction that is not bulk, has no bandwidth
+ * limit and holds no pipe, with an idle pipe in its pool: read the source
+ * into the pool's next idle pipe and, for a small read (below bulkRead and
+ * at most piece bytes), do the turn's bookkeeping (inPipe, the small-flow
+ * window, turns.noteSmall while bulk is about, the turn budget and
+ * turns.spent), write the pipe into the destination, and count what moved.
+ * Returns
+ *    -1  nothing done: Python's path runs (the conditions above do not hold);
+ *     0  the turn is over: drained (EAGAIN), end of stream passed on, an
+ *        error reported (engine.spliceFailed, d.writeFailed), the
+ *        destination full (source stopped, destination watched, the pipe
+ *        held), or one small message moved and the pipe empty again;
+ *    -2  one full pipe moved: the pipe is held (d.pipe) and Python reads
+ *        the next round;
+ *   n>0  a bulk read of n bytes sits in the held pipe: Python goes on
+ *        from its read with it.
+ * bulkRead, piece, window and clock are direction.BULK_READ, PIECE,
+ * SMALL_WINDOW and monotonicNow, passed so that a patched one holds here
+ * too; when clock is time.monotonic it is read in C.
+ */
+static PyObject *
+ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *d, *clock, *pool = NULL, *pipe = NULL, *turns = NULL;
+    Py_ssize_t bulkRead, piece, count, left, moved, rest;
+    double window, now, bulkUntil;
+    int rfd, wfd, srcfd, dstfd, taken = 0, err = 0, rc;
+    ssize_t n = 0, m;
+    long result = -1;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "turn() takes 5 arguments");
+        return NULL;
+    }
+    d = args[0];
+    clock = args[4];
+    bulkRead = PyLong_AsSsize_t(args[1]);
+    if (bulkRead == -1 && PyErr_Occurred())
+        return NULL;
+    piece = PyLong_AsSsize_t(args[2]);
+    if (piece == -1 && PyErr_Occurred())
+        return NULL;
+    window = PyFloat_AsDouble(args[3]);
+    if (window == -1.0 && PyErr_Occurred())
+        return NULL;
+
+    if ((rc = is_none(d, s_pipe)) <= 0 || (rc = is_none(d, s_limit)) <= 0)
+        goto fallback;
+    PyObject *bulk = PyObject_GetAttr(d, s_bulk);
+    if (bulk == NULL)
+        return NULL;
+    rc = PyObject_IsTrue(bulk);
+    Py_DECREF(bulk);
+    if (rc != 0)
+        goto fallback;
+    if ((pool = PyObject_GetAttr(d, s_pool)) == NULL)
+        return NULL;
+    if ((pipe = peek_pipe(pool)) == NULL) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto fallback;
+    }
+    if (get_int(pipe, s_readFD, &rfd) || get_int(pipe, s_writeFD, &wfd) ||
+        get_ssize(pipe, s_size, &count) || get_int(d, s_srcfd, &srcfd) ||
+        get_int(d, s_dstfd, &dstfd))
+        goto fail;
+    if (rfd < 0 || count <= 0) {
+        rc = 0;
+        goto fallback;
+    }
+
+    if (splice_retry(srcfd, wfd, (size_t)count, &n))
+        goto fail;
+    if (n < 0) {
+        err = errno;
+        n = 0;
+        if (err == EAGAIN) {
+            result = 0;
+            goto done;
+        }
+        /* The read failed: as Python's path, with the pipe held. */
+        if (take_leased(d, pool, pipe))
+            goto fail;
+        PyObject *e = PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
+        if (e == NULL)
+            goto fail;
+        PyObject *engine = PyObject_GetAttr(d, s_engine);
+        if (engine == NULL) {
+            Py_DECREF(e);
+            goto fail;
+        }
+        PyObject *r = PyObject_CallMethodObjArgs(engine, s_spliceFailed, d, e,
+                                                 Py_True, NULL);
+        Py_DECREF(engine);
+        Py_DECREF(e);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+        result = 0;
+        goto done;
+    }
+    if (n == 0) {
+        /* End of stream (the pipe, never taken, stays in the pool). */
+        if (PyObject_SetAttr(d, s_eof, Py_True) ||
+            call_on(d, s_src, s_stopReading) || call0(d, s_finish))
+            goto fail;
+        result = 0;
+        goto done;
+    }
+    if (n >= bulkRead || n > piece) {
+        if (take_leased(d, pool, pipe))
+            goto fail;
+        taken = 1;
+        result = n;
+        goto done;
+    }
+
+    /* A small read: the bookkeeping of Direction.readable. */
+    if (set_ssize(d, s_inPipe, n) || (turns = PyObject_GetAttr(d, s_turns)) == NULL)
+        goto fail;
+    if (clock == monotonic) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;
+    }
+    else {
+        PyObject *t = PyObject_CallNoArgs(clock);
+        if (t == NULL)
+            goto fail;
+        now = PyFloat_AsDouble(t);
+        Py_DECREF(t);
+        if (now == -1.0 && PyErr_Occurred())
+            goto fail;
+    }
+    PyObject *until = PyFloat_FromDouble(now + window);
+    if (until == NULL)
+        goto fail;
+    if (PyObject_SetAttr(turns, s_smallUntil, until)) {
+        Py_DECREF(until);
+        goto fail;
+    }
+    PyObject *bu = PyObject_GetAttr(turns, s_bulkUntil);
+    if (bu == NULL) {
+        Py_DECREF(until);
+        goto fail;
+    }
+    bulkUntil = PyFloat_AsDouble(bu);
+    Py_DECREF(bu);
+    if (bulkUntil == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(until);
+        goto fail;
+    }
+    if (now < bulkUntil) {
+        PyObject *r = PyObject_CallMethodObjArgs(turns, s_noteSmall, d, until, NULL);
+        if (r == NULL) {
+            Py_DECREF(until);
+            goto fail;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(until);
+    if (get_ssize(turns, s_left, &left) || set_ssize(turns, s_left, left - n))
+        goto fail;
+    left -= n;
+    if (left <= 0 && call0(turns, s_spent))
+        goto fail;
+
+    /* Write the pipe into the destination once. */
+    if (splice_retry(rfd, dstfd, (size_t)n, &m))
+        goto fail;
+    rest = n;
+    if (m < 0)
+        err = errno;
+    else if (m == 0)
+        err = -1;
+    else
+        rest -= m;
+    if (get_ssize(d, s_moved, &moved) || set_ssize(d, s_moved, moved + n - rest) ||
+        set_ssize(d, s_inPipe, rest))
+        goto fail;
+    if (err || rest) {
+        if (take_leased(d, pool, pipe))
+            goto fail;
+        taken = 1;
+        if (err && err != EAGAIN) {
+            PyObject *r = PyObject_CallMethod(d, "writeFailed", "i", err);
+            if (r == NULL)
+                goto fail;
+            Py_DECREF(r);
+        }
+        else if (call_on(d, s_src, s_stopReading) ||
+                 call_on(d, s_dst, s_startWriting))
+            goto fail;
+        result = 0;
+        goto done;
+    }
+    if (n < count || left <= 0) {
+        result = 0;
+        goto done;
+    }
+    /* A full pipe moved and budget left: Python reads the next round. */
+    if (take_leased(d, pool, pipe))
+        goto fail;
+    taken = 1;
+    result = -2;
+
+done:
+    Py_XDECREF(turns);
+    Py_XDECREF(pipe);
+    Py_XDECREF(pool);
+    return PyLong_FromLong(result);
+
+fallback:
+    Py_XDECREF(pipe);
+    Py_XDECREF(pool);
+    if (rc < 0)
+        return NULL;
+    return PyLong_FromLong(-1);
+
+fail:
+    if (n > 0 && !taken) {
+        /* Bytes sit in the peeked pipe: take it, so it is not lent again. */
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        if (take_leased(d, pool, pipe))
+            PyErr_Clear();
+        PyErr_Restore(t, v, tb);
+    }
+    Py_XDECREF(turns);
+    Py_XDECREF(pipe);
+    Py_XDECREF(pool);
+    return NULL;
+}
+
+static PyObject *
+ccore_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "setup(PipePool, UnreservedPipes, time.monotonic)");
+        return NULL;
+    }
+    Py_XSETREF(poolType, Py_NewRef(args[0]));
+    Py_XSETREF(unreservedType, Py_NewRef(args[1]));
+    Py_XSETREF(monotonic, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ccore_setup_direction(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "setup_direction(Direction, globals())");
+        return NULL;
+    }
+    Py_XSETREF(directionType, Py_NewRef(args[0]));
+    Py_XSETREF(directionGlobals, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ccore_methods[] = {
     {"dispatch", (PyCFunction)(void (*)(void))ccore_dispatch, METH_FASTCALL,
      "One turn of a SocketLoop's epoll set (see the module source)."},
     {"move", (PyCFunction)(void (*)(void))ccore_move, METH_FASTCALL,
      "splice source -> pipe, and the pipe into the destination once."},
+    {"turn", (PyCFunction)(void (*)(void))ccore_turn, METH_FASTCALL,
+     "Direction.readable's small-message turn (see the module source)."},
+    {"setup", (PyCFunction)(void (*)(void))ccore_setup, METH_FASTCALL,
+     "setup(PipePool, UnreservedPipes, time.monotonic) for turn()."},
+    {"setup_direction", (PyCFunction)(void (*)(void))ccore_setup_direction,
+     METH_FASTCALL,
+     "setup_direction(Direction, its module's globals) for dispatch()."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -230,6 +750,42 @@ PyInit__ccore(void)
     INTERN(s_sink, "sink");
     INTERN(s_readable, "readable");
     INTERN(s_writable, "writable");
+    INTERN(s_BULK_READ, "BULK_READ");
+    INTERN(s_PIECE, "PIECE");
+    INTERN(s_SMALL_WINDOW, "SMALL_WINDOW");
+    INTERN(s_monotonicNow, "monotonicNow");
+    INTERN(s_pipe, "pipe");
+    INTERN(s_limit, "limit");
+    INTERN(s_bulk, "bulk");
+    INTERN(s_pool, "pool");
+    INTERN(s_turns, "turns");
+    INTERN(s_src, "src");
+    INTERN(s_dst, "dst");
+    INTERN(s_srcfd, "srcfd");
+    INTERN(s_dstfd, "dstfd");
+    INTERN(s_inPipe, "inPipe");
+    INTERN(s_moved, "moved");
+    INTERN(s_eof, "eof");
+    INTERN(s_left, "left");
+    INTERN(s_smallUntil, "smallUntil");
+    INTERN(s_bulkUntil, "bulkUntil");
+    INTERN(s_noteSmall, "noteSmall");
+    INTERN(s_spent, "spent");
+    INTERN(s_stopReading, "stopReading");
+    INTERN(s_startWriting, "startWriting");
+    INTERN(s_finish, "finish");
+    INTERN(s_writeFailed, "writeFailed");
+    INTERN(s_spliceFailed, "spliceFailed");
+    INTERN(s_engine, "engine");
+    INTERN(s_take, "take");
+    INTERN(s__idle, "_idle");
+    INTERN(s_readFD, "readFD");
+    INTERN(s_writeFD, "writeFD");
+    INTERN(s_size, "size");
+    INTERN(s_lent, "lent");
+    INTERN(s_onReturn, "onReturn");
+    INTERN(s_reserved, "reserved");
+    INTERN(s__maxPipes, "_maxPipes");
 #undef INTERN
     return PyModule_Create(&ccore_module);
 }

@@ -16,10 +16,19 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["COMPILED", "PURE", "available", "current", "describe", "use"]
+__all__ = [
+    "COMPILED",
+    "PURE",
+    "available",
+    "current",
+    "describe",
+    "setupDirection",
+    "use",
+]
 
 #: The names of the two cores, as the log, C{/status.json} and the bench
 #: report give them.
@@ -38,6 +47,8 @@ _forced = os.environ.get("SPLICETX_NO_EXTENSIONS", "") not in ("", "0")
 #: The compiled functions in use, or C{None} while the pure core runs.
 dispatch: Callable[..., int] | None = None
 move: Callable[..., tuple[int, int, int]] | None = None
+#: C{Direction.readable}'s small-message turn, compiled, or C{None}.
+turn: Callable[..., int] | None = None
 
 
 def available() -> bool:
@@ -70,6 +81,20 @@ def describe() -> str:
     return f"pure Python ({_why})"
 
 
+def setupDirection(direction: type, namespace: dict[str, Any]) -> None:
+    """
+    Tell the compiled core (when built) the direction class whose turn
+    C{dispatch} runs itself, and the module namespace holding the
+    constants it passes (C{BULK_READ}, C{PIECE}, C{SMALL_WINDOW},
+    C{monotonicNow}).
+
+    @param direction: L{splicetx._relay.direction.Direction}.
+    @param namespace: its module's C{globals()}.
+    """
+    if _ext is not None:
+        _ext.setup_direction(direction, namespace)
+
+
 def use(compiled: bool) -> None:
     """
     Run the compiled core (C{True}) or the pure one, for every relay of
@@ -77,11 +102,19 @@ def use(compiled: bool) -> None:
 
     @raise RuntimeError: C{compiled} while the extension is not built.
     """
-    global dispatch, move
+    global dispatch, move, turn
     if compiled and _ext is None:
         raise RuntimeError(f"no compiled core: {_why}")
+    if compiled:
+        from splicetx._relay.pipes import PipePool, UnreservedPipes
+
+        # The pool classes whose take() the compiled turn may defer (their
+        # exact classes: a subclass may take otherwise), and the clock it
+        # may read itself.
+        _ext.setup(PipePool, UnreservedPipes, time.monotonic)
     dispatch = _ext.dispatch if compiled else None
     move = _ext.move if compiled else None
+    turn = _ext.turn if compiled else None
 
 
 use(_ext is not None and not _forced)

@@ -246,10 +246,27 @@ class Direction:
         #: what this direction reads, or C{None} (no limit).
         self.limit: Any = None
 
-    def readable(self) -> None:
+    def readable(self, got: int | None = None) -> None:
         """
         The source is readable (and, by invariant, the pipe is empty).
+
+        @param got: what the compiled turn returned when the caller (the
+            compiled socket loop) asked it already; C{None} to ask it here.
         """
+        if got is None:
+            got = -1
+            fast = _core.turn
+            if fast is not None:
+                # The compiled core's turn (docs/design-decisions.md, "A
+                # compiled turn"): the common small message read, accounted
+                # and written in one call; it returns -1 when this turn is
+                # not one it takes (then all of the below runs), 0 when the
+                # turn is over, -2 after one full pipe (the next round is
+                # read here), or n > 0: a bulk read of n bytes is in
+                # self.pipe.
+                got = fast(self, BULK_READ, PIECE, SMALL_WINDOW, monotonicNow)
+                if not got:
+                    return
         turns = self.turns
         if self.bulk and turns.left <= 0 and monotonicNow() < turns.smallUntil:
             turns.wait(self, True)
@@ -269,13 +286,19 @@ class Direction:
                 self.engine.pipeFailed(self, e)
                 return
         rounds = MAX_ROUNDS
+        if got == -2:
+            rounds -= 1
         count = pipe.size
         if allowed and allowed < count:
             count = allowed
         srcfd = self.srcfd
         move = _core.move
         while True:
-            if move is None:
+            wrote = False
+            if got > 0:
+                n = got
+                got = -1
+            elif move is None:
                 try:
                     n = _splice(srcfd, pipe.writeFD, count, None, None, _FLAGS)
                 except BlockingIOError:
@@ -296,6 +319,7 @@ class Direction:
                         break
                     self.engine.spliceFailed(self, OSError(err, os.strerror(err)), True)
                     return
+                wrote = n <= PIECE
             if not n:
                 self.pool.give(pipe)
                 self.pipe = None
@@ -326,7 +350,7 @@ class Direction:
             left = turns.left = turns.left - n
             if left <= 0:
                 turns.spent()
-            if move is None or n > PIECE:
+            if not wrote:
                 r = self.pump()
             else:
                 self.moved += n - rest
@@ -476,3 +500,9 @@ class Direction:
         return (
             f"<splicetx direction {self.name} moved={self.moved} inPipe={self.inPipe}>"
         )
+
+
+# The compiled socket loop calls the compiled turn of a Direction itself,
+# with this module's constants (read here at each loop turn: a test's patch
+# of them holds).
+_core.setupDirection(Direction, globals())

@@ -119,6 +119,7 @@ class SocketLoop:
                     _READ_EVENTS,
                     _WRITE_EVENTS,
                     failed,
+                    _core.turn,
                 )
             except Exception:
                 # The events after the failed one come back at the next
