@@ -29,6 +29,7 @@ from splicetx._relay.direction import BULK_READ, PIECE, Direction
 from splicetx._relay.pipes import PipePool, UnreservedPipes
 from splicetx._relay.turns import SMALL_WINDOW, TURN_BUDGET
 
+from ._directionfakes import RecordedEndpoint
 from .test_core import _ext
 
 
@@ -70,33 +71,6 @@ class _Host:
         self.told.append(("done",))
 
 
-class _Sock:
-    """
-    One side of the direction: a real socket, its interest recorded.
-    """
-
-    def __init__(self, engine: Any, sock: socket.socket, name: str) -> None:
-        self.engine = engine
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.name = name
-        self.source: Any = None
-        self.sink: Any = None
-        self.calls: list[str] = []
-
-    def startReading(self) -> None:
-        self.calls.append("startReading")
-
-    def stopReading(self) -> None:
-        self.calls.append("stopReading")
-
-    def startWriting(self) -> None:
-        self.calls.append("startWriting")
-
-    def stopWriting(self) -> None:
-        self.calls.append("stopWriting")
-
-
 def _tcpPair() -> tuple[socket.socket, socket.socket]:
     """
     Both ends of a TCP connection on loopback.
@@ -132,8 +106,8 @@ class _DirectionCase(SynchronousTestCase):
             s.setblocking(False)
         for s in (src, dst, self.srcPeer, self.dstPeer):
             self.addCleanup(s.close)
-        self.src = _Sock(self.host, src, "A")
-        self.dst = _Sock(self.host, dst, "B")
+        self.src = RecordedEndpoint(src, "A", self.host)
+        self.dst = RecordedEndpoint(dst, "B", self.host)
         self.d = Direction(self.host, self.src, self.dst)
         back = Direction(self.host, self.dst, self.src)
         self.src.source = self.dst.sink = self.d

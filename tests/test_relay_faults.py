@@ -56,6 +56,7 @@ from splicetx._relay.contract import IEngineHost, IRelayEngine, IRelaySide
 from splicetx.testing import ReactorTestMixin, digest, makeReactorTests, payload
 
 from ._cores import makeCoreTests
+from ._directionfakes import RecordedEndpoint
 from ._harness import Peer, _clientFactory, _factory, _Holder, makePair
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -961,33 +962,6 @@ class ServeSmallTests(SynchronousTestCase):
         self.assertEqual(sorted(log), ["a", "b"])
 
 
-class _Endpoint:
-    """
-    A socket as L{_direction.Direction} uses it (C{fd}, C{name}, C{sock},
-    C{source}, start/stop reading and writing), and nothing more.
-    """
-
-    def __init__(self, sock: socket.socket, name: str) -> None:
-        sock.setblocking(False)
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.name = name
-        self.source: Any = None
-        self.calls: list[str] = []
-
-    def startReading(self) -> None:
-        self.calls.append("startReading")
-
-    def stopReading(self) -> None:
-        self.calls.append("stopReading")
-
-    def startWriting(self) -> None:
-        self.calls.append("startWriting")
-
-    def stopWriting(self) -> None:
-        self.calls.append("stopWriting")
-
-
 class PiecesTests(SynchronousTestCase):
     """
     L{_direction.Direction.pump} in pieces while a small flow is about, with
@@ -1012,7 +986,7 @@ class PiecesTests(SynchronousTestCase):
         for s in (b, peerB):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        src, dst = _Endpoint(a, "A"), _Endpoint(b, "B")
+        src, dst = RecordedEndpoint(a, "A"), RecordedEndpoint(b, "B")
         d = _direction.Direction(engine, src, dst)  # type: ignore[arg-type]
         src.source = d
         dst.source = SimpleNamespace(done=False)
