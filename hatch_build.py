@@ -1,16 +1,15 @@
 """
-The build hook that compiles splicetx's optional C core,
-C{src/splicetx/_relay/_ccore.c} (docs/design-decisions.md, "A compiled core,
-optional").
+The build hook that compiles splicetx's optional C core, the extension
+C{splicetx._relay._ccore} from the source files in L{SOURCES}
+(docs/design-decisions.md, "A compiled core, optional").
 
 It runs the C compiler Python was built with (C{sysconfig}'s C{CC}, or
-C{$CC} when set) on the
-one source file, with nothing but Python's headers: no Cython, no
-setuptools.  A wheel then carries the extension (and is tagged for this
-platform); an editable install (C{pip install -e .}) builds it in place,
-next to its source.  Without a compiler, or when the compile fails, or with
-C{SPLICETX_NO_EXTENSIONS=1}, it says so in one line and the build goes on:
-the pure-Python core runs.
+C{$CC} when set) on those files together, with nothing but Python's
+headers: no Cython, no setuptools.  A wheel then carries the extension
+(and is tagged for this platform); an editable install (C{pip install
+-e .}) builds it in place, next to its source.  Without a compiler, or
+when the compile fails, or with C{SPLICETX_NO_EXTENSIONS=1}, it says so in
+one line and the build goes on: the pure-Python core runs.
 """
 
 from __future__ import annotations
@@ -25,12 +24,16 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("src") / "splicetx" / "_relay" / "_ccore.c"
+_CORE = Path("src") / "splicetx" / "_relay"
+#: The core's source files, one idea each: the module and the relay's hot
+#: loop, and the ClientHello reading for SNI routes (their shared
+#: declarations are in C{_ccore.h}).
+SOURCES = (_CORE / "_ccore.c", _CORE / "_ccore_hello.c")
 
 
-def compileCore(source: Path, out: Path) -> str | None:
+def compileCore(sources: list[Path], out: Path) -> str | None:
     """
-    Compile C{source} into the extension module C{out}.
+    Compile C{sources} into the extension module C{out}.
 
     @return: C{None} when built, else why not (one line).
     """
@@ -44,7 +47,7 @@ def compileCore(source: Path, out: Path) -> str | None:
         "-Wall",
         *shlex.split(flags),
         f"-I{include}",
-        str(source),
+        *map(str, sources),
         "-o",
         str(out),
     ]
@@ -72,23 +75,23 @@ class CoreBuildHook(BuildHookInterface):
             print("splicetx: SPLICETX_NO_EXTENSIONS is set: pure-Python core only")
             return
         root = Path(self.root)
-        source = root / SOURCE
+        sources = [root / s for s in SOURCES]
         name = "_ccore" + sysconfig.get_config_var("EXT_SUFFIX")
         if version == "editable":
             # Built beside the source, then renamed into place: a process
             # that imports the core while another install rebuilds it (CI
             # makes venvs while the suite runs) sees the old file or the
             # new one, never half of one.
-            out = source.with_name(name)
+            out = sources[0].with_name(name)
             partial = out.with_name(f".{name}.{os.getpid()}.tmp")
-            why = compileCore(source, partial)
+            why = compileCore(sources, partial)
             if why is None:
                 os.replace(partial, out)
             else:
                 partial.unlink(missing_ok=True)
         else:
             out = Path(tempfile.mkdtemp(prefix="splicetx-ccore-")) / name
-            why = compileCore(source, out)
+            why = compileCore(sources, out)
         if why is not None:
             print(
                 f"splicetx: compiled core not built, {why}: the pure-Python "

@@ -218,7 +218,12 @@ class CompiledCoreTests(SynchronousTestCase):
         self.assertTrue(wheel.name.endswith("-py3-none-any.whl"), wheel.name)
         with zipfile.ZipFile(wheel) as z:
             self.assertEqual(
-                [n for n in z.namelist() if "_ccore." in n and not n.endswith(".c")], []
+                [
+                    n
+                    for n in z.namelist()
+                    if "_ccore." in n and not n.endswith((".c", ".h"))
+                ],
+                [],
             )
         said = [
             line for line in result.stderr.splitlines() if line.startswith("splicetx:")
@@ -259,6 +264,8 @@ class SdistTests(SynchronousTestCase):
             # the C compiler only: no Cython).
             "hatch_build.py",
             "src/splicetx/_relay/_ccore.c",
+            "src/splicetx/_relay/_ccore.h",
+            "src/splicetx/_relay/_ccore_hello.c",
         ]:
             self.assertIn(f"{top}/{path}", names)
         self.assertNotIn(f"{top}/src/twisted/plugins/dropin.cache", names)

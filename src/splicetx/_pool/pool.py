@@ -357,7 +357,8 @@ class IUpstreamPool(Interface):
         clientKey: bytes | None = None, exclude: Iterable[Upstream] = ()
     ) -> Upstream | None:
         """
-        Choose an available member for a client, by the balancer.
+        Choose an available member for a client, by the balancer (asked
+        only when there is a choice: a single candidate is taken as it is).
 
         @param clientKey: see L{clientKeyFor <splicetx._pool.balance.clientKeyFor>}.
         @param exclude: members not to choose (already tried).
@@ -485,6 +486,9 @@ class UpstreamPool:
             candidates = [m for m in candidates if m not in skip]
         if not candidates:
             return None
+        if len(candidates) == 1:
+            # No choice to make (every balancer here would take it).
+            return candidates[0]
         chosen: Upstream = self.balancer.choose(candidates, clientKey)
         return chosen
 

@@ -42,6 +42,8 @@ from typing import Any
 
 import attr
 
+from splicetx._relay import core as _core
+
 __all__ = [
     "ClientHello",
     "ClientHelloError",
@@ -359,6 +361,19 @@ class ClientHelloReader:
         @raise ClientHelloError: when the bytes are not a valid, acceptable
             ClientHello (and again on every later call).
         """
+        fast = _core.clientHello
+        if fast is not None and not self._raw:
+            # The compiled core reads the common case (the first bytes hold
+            # one record with a whole, valid ClientHello) with the same
+            # result, and leaves everything else, refusals included, to
+            # the reader below (docs/design-decisions.md, "The ClientHello,
+            # compiled").
+            found = fast(data, self.maxSize)
+            if found is not None:
+                self._raw += data
+                self._pos = 5 + 4 + found[3]
+                self.hello = ClientHello(*found)
+                return self.hello
         self._raw += data
         if self.hello is not None:
             return self.hello
@@ -510,6 +525,10 @@ class SNIRouter:
         """
         if not serverName:
             return None
+        exact = self._exact.get(serverName)
+        if exact is not None:
+            # A name as the ClientHello gives it is in normal form already.
+            return serverName, exact
         try:
             name = normaliseServerName(serverName)
         except ValueError:

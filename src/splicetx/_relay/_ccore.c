@@ -35,6 +35,10 @@
  *       ccore_turn below and the Python reference in
  *       splicetx._relay.direction.
  *
+ *   client_hello(data, maxSize) -> None | tuple
+ *       The common case of reading a TLS ClientHello for SNI routing, in
+ *       its own source file (_ccore_hello.c, declared in _ccore.h).
+ *
  * The GIL is kept: every system call here is non-blocking.
  */
 #define PY_SSIZE_T_CLEAN
@@ -44,6 +48,8 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <time.h>
+
+#include "_ccore.h"
 
 #define MAX_EVENTS 1024
 #define SPLICE_FLAGS (SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
@@ -718,6 +724,9 @@ static PyMethodDef ccore_methods[] = {
      "splice source -> pipe, and the pipe into the destination once."},
     {"turn", (PyCFunction)(void (*)(void))ccore_turn, METH_FASTCALL,
      "Direction.readable's small-message turn (see the module source)."},
+    {"client_hello", (PyCFunction)(void (*)(void))ccore_client_hello,
+     METH_FASTCALL,
+     "A ClientHello's common case, or None (see _ccore_hello.c)."},
     {"setup", (PyCFunction)(void (*)(void))ccore_setup, METH_FASTCALL,
      "setup(PipePool, UnreservedPipes, time.monotonic) for turn()."},
     {"setup_direction", (PyCFunction)(void (*)(void))ccore_setup_direction,

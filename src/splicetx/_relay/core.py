@@ -5,11 +5,12 @@ Which core carries the relay's hot loop: the compiled one
 compiler is at hand) or the pure-Python reference
 (docs/design-decisions.md, "A compiled core, optional").
 
-One behaviour, two speeds: L{splicetx._relay.socketloop} and
-L{splicetx._relay.direction} each hold both implementations and take the
-one chosen here.  C{SPLICETX_NO_EXTENSIONS=1} in the environment forces the
-pure one (the convention of aiohttp, yarl and frozenlist); without the
-built extension the pure one runs too, and L{describe} says why.
+One behaviour, two speeds: L{splicetx._relay.socketloop},
+L{splicetx._relay.direction} and L{splicetx._pool.sni} each hold both
+implementations and take the one chosen here.  C{SPLICETX_NO_EXTENSIONS=1}
+in the environment forces the pure one (the convention of aiohttp, yarl
+and frozenlist); without the built extension the pure one runs too, and
+L{describe} says why.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ dispatch: Callable[..., int] | None = None
 move: Callable[..., tuple[int, int, int]] | None = None
 #: C{Direction.readable}'s small-message turn, compiled, or C{None}.
 turn: Callable[..., int] | None = None
+#: The common case of reading a TLS ClientHello, compiled, or C{None}
+#: (L{splicetx._pool.sni.ClientHelloReader} uses it).
+clientHello: Callable[[bytes, int], tuple[Any, ...] | None] | None = None
 
 
 def available() -> bool:
@@ -102,7 +106,7 @@ def use(compiled: bool) -> None:
 
     @raise RuntimeError: C{compiled} while the extension is not built.
     """
-    global dispatch, move, turn
+    global dispatch, move, turn, clientHello
     if compiled and _ext is None:
         raise RuntimeError(f"no compiled core: {_why}")
     if compiled:
@@ -115,6 +119,7 @@ def use(compiled: bool) -> None:
     dispatch = _ext.dispatch if compiled else None
     move = _ext.move if compiled else None
     turn = _ext.turn if compiled else None
+    clientHello = _ext.client_hello if compiled else None
 
 
 use(_ext is not None and not _forced)
