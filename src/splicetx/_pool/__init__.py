@@ -5,6 +5,8 @@ It imports only L{splicetx._relay}.
 
  - C{pool}: C{Upstream} and C{UpstreamPool}, passive health and failover on
    connect.
+ - C{failover}: one client's tries through a pool (which member next, for
+   how long, when to give up and why), for both ways of connecting.
  - C{balance}: the balancers (round robin, least connections, source hash,
    weighted random).
  - C{health}: active health checks.

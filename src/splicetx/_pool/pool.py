@@ -38,17 +38,24 @@ nothing better than the refusal it will get anyway.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import error as _error
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from splicetx._pool.addresses import describeEndpoint
 from splicetx._pool.balance import IBalancer, RoundRobin
+from splicetx._pool.failover import (
+    ALL_DOWN,
+    ALL_FAILED,
+    Failover,
+    NoUpstreamAvailable,
+    failureReason,
+)
 from splicetx._relay.runtime import LOG_POOL, defaultReactor
 
 __all__ = [
@@ -68,101 +75,6 @@ _log = Logger(namespace=LOG_POOL)
 #: nginx's defaults for C{max_fails} and C{fail_timeout}.
 DEFAULT_MAX_FAILS = 1
 DEFAULT_FAIL_TIMEOUT = 10.0
-
-#: L{NoUpstreamAvailable.reason}: no member was available to try.
-ALL_DOWN = "no upstream available"
-#: L{NoUpstreamAvailable.reason}: every member tried failed, or the tries or
-#: the time ran out.
-ALL_FAILED = "every upstream failed"
-
-
-def failureReason(failure: Any) -> str:
-    """
-    A short, bounded label for why a connect failed (the same labels as
-    C{splicetx._ops.metrics.connectFailureReason}, which needs
-    C{prometheus_client}; this does not).
-
-    @param failure: a L{Failure} or an exception.
-    @return: C{"refused"}, C{"timeout"}, C{"dns"}, C{"no_route"},
-        C{"cancelled"}, C{"unreachable"} or the exception's class name.
-    """
-    exc = getattr(failure, "value", failure)
-    table: list[tuple[Any, str]] = [
-        (_error.ConnectionRefusedError, "refused"),
-        ((_error.TimeoutError, _error.TCPTimedOutError), "timeout"),
-        (_error.DNSLookupError, "dns"),
-        (_error.NoRouteError, "no_route"),
-        (
-            (CancelledError, _error.UserError, _error.ConnectingCancelledError),
-            "cancelled",
-        ),
-    ]
-    for kinds, reason in table:
-        if isinstance(exc, kinds):
-            return reason
-    if isinstance(exc, _error.ConnectError) and "unreachable" in str(exc).lower():
-        return "unreachable"
-    return type(exc).__name__
-
-
-class NoUpstreamAvailable(Exception):
-    """
-    L{UpstreamPool.connect} could not reach any member.
-
-    @ivar reason: L{ALL_DOWN} or L{ALL_FAILED}.
-    @ivar detail: one line for the log, e.g. C{"every upstream failed:
-        10.0.0.1:80 refused, 10.0.0.2:80 timeout"}.
-    @ivar attempts: C{(upstream, failure)} for every connect tried.
-    """
-
-    def __init__(
-        self, reason: str, detail: str, attempts: Sequence[tuple[Upstream, Failure]]
-    ) -> None:
-        self.reason = reason
-        self.detail = detail
-        self.attempts = list(attempts)
-        super().__init__(detail)
-
-
-def tryFailed(pool: Any, upstream: Any, failure: Failure, attempts: list[Any]) -> None:
-    """
-    One connect to C{upstream}, a member of C{pool}, failed: note it in
-    C{attempts}, tell the member (its passive health) and log it.
-
-    @param attempts: the connection's C{(member, failure)} list so far.
-    """
-    reason = failureReason(failure)
-    attempts.append((upstream, failure))
-    upstream.connectFailed(reason)
-    _log.info(
-        "connect to {upstream} of pool {pool} failed: {reason}",
-        splicetxEvent="upstream-connect-failed",
-        upstream=upstream.description,
-        reason=reason,
-        pool=pool.name,
-    )
-
-
-def noUpstream(
-    pool: Any, reason: str, tried: Sequence[Any], attempts: list[Any]
-) -> NoUpstreamAvailable:
-    """
-    The error of a connect through C{pool} that reached no member: its
-    detail names each failed try, or the members that are down.
-
-    @param reason: L{ALL_DOWN} or L{ALL_FAILED}.
-    @param tried: the members tried.
-    @param attempts: their C{(member, failure)} pairs.
-    """
-    if attempts:
-        text = ", ".join(f"{u.description} {failureReason(f)}" for u, f in attempts)
-    else:
-        text = "none tried"
-    detail = f"{reason} in pool {pool.name}: {text}"
-    down = [m.description for m in pool.members if m not in tried]
-    if reason == ALL_DOWN and down:
-        detail += f" (down: {', '.join(down)})"
-    return NoUpstreamAvailable(reason, detail, attempts)
 
 
 class Upstream:
@@ -515,8 +427,9 @@ def _endpointConnect(upstream: Upstream, factory: Any) -> Deferred[Any]:
 
 class _Attempt:
     """
-    One client's way through a pool: a connect at a time, until one
-    succeeds or the tries or the time run out.
+    One client's way through a pool with the Deferreds of endpoints: a
+    connect at a time, until one succeeds or the tries or the time run out
+    (what to try and when to stop is the L{Failover}'s to decide).
     """
 
     def __init__(
@@ -532,19 +445,15 @@ class _Attempt:
         self.clientKey = clientKey
         self.connectOne = connectOne
         self.onTryFailed = onTryFailed
-        self.tried: list[Upstream] = []
-        self.attempts: list[tuple[Upstream, Failure]] = []
+        self.failover: Failover | None = None
         self.current: Deferred[Any] | None = None
         self.timer: Any = None
         self.timedOut = False
         self.cancelled = False
-        self.deadline: float | None = None
         self.result: Deferred[tuple[Upstream, Any]] = Deferred(self._cancel)
 
     def start(self) -> Deferred[tuple[Upstream, Any]]:
-        pool = self.pool
-        if pool.totalTimeout is not None:
-            self.deadline = pool.reactor.seconds() + pool.totalTimeout
+        self.failover = Failover(self.pool, self.clientKey, self.pool.reactor.seconds())
         self._next()
         return self.result
 
@@ -554,27 +463,15 @@ class _Attempt:
         if current is not None:
             current.cancel()
 
-    def _fail(self, reason: str) -> None:
-        self.result.errback(noUpstream(self.pool, reason, self.tried, self.attempts))
-
     def _next(self) -> None:
-        pool = self.pool
-        maxTries = pool.maxTries
-        if maxTries is not None and len(self.tried) >= maxTries:
-            self._fail(ALL_FAILED)
+        failover = self.failover
+        assert failover is not None
+        reactor = self.pool.reactor
+        chosen = failover.next(reactor.seconds())
+        if chosen is None:
+            self.result.errback(failover.exhausted())
             return
-        timeout = pool.tryTimeout
-        if self.deadline is not None:
-            left = self.deadline - pool.reactor.seconds()
-            if left <= 0:
-                self._fail(ALL_FAILED)
-                return
-            timeout = left if timeout is None else min(timeout, left)
-        upstream = pool.pick(self.clientKey, self.tried)
-        if upstream is None:
-            self._fail(ALL_FAILED if self.tried else ALL_DOWN)
-            return
-        self.tried.append(upstream)
+        upstream, timeout = chosen
         try:
             d = self.connectOne(upstream, self.factory)
         except Exception:
@@ -582,7 +479,7 @@ class _Attempt:
             return
         self.timedOut = False
         if timeout is not None and not d.called:
-            self.timer = pool.reactor.callLater(timeout, self._timeUp, d)
+            self.timer = reactor.callLater(timeout, self._timeUp, d)
         self.current = d
         d.addCallbacks(
             self._succeeded,
@@ -604,8 +501,7 @@ class _Attempt:
     def _succeeded(self, protocol: Any, upstream: Upstream) -> None:
         self._stopTimer()
         self.current = None
-        upstream.connectSucceeded()
-        upstream.acquire()
+        Failover.succeeded(upstream)
         if self.cancelled:
             # Cancelled after the connection was made: not ours to keep.
             upstream.release()
@@ -624,7 +520,8 @@ class _Attempt:
             # The endpoint reports our cancel in its own words
             # (CancelledError, ConnectingCancelledError, UserError).
             failure = Failure(_error.TimeoutError(string=upstream.description))
-        tryFailed(self.pool, upstream, failure, self.attempts)
+        assert self.failover is not None
+        self.failover.failed(upstream, failure)
         if self.onTryFailed is not None:
             try:
                 self.onTryFailed(upstream, failure)

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from splicetx._pool.addresses import describeAddress, describeEndpoint
 from splicetx._pool.balance import clientKeyFor
-from splicetx._pool.pool import ALL_DOWN, ALL_FAILED, noUpstream, tryFailed
+from splicetx._pool.failover import Failover
 from splicetx._proxy.leanpreamble import LeanPreamble
 from splicetx._proxy.leanrelay import SpliceHost
 from splicetx._proxy.leantransport import (
@@ -138,11 +138,9 @@ class FastConnection(SpliceHost):
         "ba",
         "peer",
         "member",
-        "tried",
-        "attempts",
         "deadline",
         "timeout",
-        "totalDeadline",
+        "failover",
         "startedAt",
         "lastActivity",
         "mark",
@@ -169,11 +167,10 @@ class FastConnection(SpliceHost):
         self.ba: Any = None
         self.peer = addr
         self.member: Any = None
-        self.tried: list[Any] | None = None
-        self.attempts: list[Any] | None = None
+        #: The tries through its pool (L{Failover}), once it has one.
+        self.failover: Failover | None = None
         self.deadline = 0.0
         self.timeout = 0.0
-        self.totalDeadline = 0.0
         self.startedAt = self.lastActivity = now = factory.reactor.seconds()
         self.mark = 0
         self.halfClosedAt: float | None = None
@@ -278,10 +275,8 @@ class FastConnection(SpliceHost):
         self.state = _State.CONNECTING
         if pool is not None:
             self.upstreamPool = pool
-            self.tried = []
-            total = pool.totalTimeout
-            if total:
-                self.totalDeadline = now + total
+            key = clientKeyFor(self.clientAddress) if self.plan.needsKey else None
+            self.failover = Failover(pool, key, now)
         self._connect(now)
 
     # -- connecting ----------------------------------------------------------------
@@ -327,46 +322,33 @@ class FastConnection(SpliceHost):
             return member.endpoint
         return self.forwarder.factory.upstream
 
-    def _target(self) -> Address | None:
-        plan = self.plan
-        pool = self.upstreamPool
-        if pool is None:
-            return plan.single
-        assert self.tried is not None
-        if pool.maxTries is not None and len(self.tried) >= pool.maxTries:
-            return None
-        key = None
-        if plan.needsKey:
-            key = clientKeyFor(self.clientAddress)
-        member = pool.pick(key, self.tried)
-        if member is None:
-            return None
-        self.tried.append(member)
-        self.member = member
-        return plan.addresses.get(id(member))
-
     def _connect(self, now: float) -> None:
         """
-        Start the connect to the next upstream (the only one, or the pool's
-        next member).
+        Start the connect to the next upstream: the plan's only one, or the
+        next member its L{Failover} chooses.
         """
-        target = self._target()
+        failover = self.failover
+        if failover is None:
+            target: Address | None = self.plan.single
+            timeout = self.forwarder.factory.connectTimeout
+        else:
+            chosen = failover.next(now)
+            if chosen is None:
+                self._noUpstream()
+                return
+            member, bound = chosen
+            self.member = member
+            target = self.plan.addresses.get(id(member))
+            timeout = bound or 0.0
         if target is None:
             self._noUpstream()
             return
         family, sockaddr, _, own = target
-        factory = self.forwarder.factory
-        pool = self.upstreamPool
-        timeout = factory.connectTimeout if pool is None else pool.tryTimeout or 0.0
         if own and (not timeout or own < timeout):
             # A shorter timeout of the endpoint wins, as on the general path.
             timeout = own
         self.timeout = timeout
-        deadline = now + timeout if timeout else 0.0
-        total = self.totalDeadline
-        if total and (not deadline or total < deadline):
-            deadline = total
-        self.deadline = deadline
+        self.deadline = now + timeout if timeout else 0.0
         try:
             up, err = rawConnect(family, sockaddr)
         except OSError as e:
@@ -412,7 +394,8 @@ class FastConnection(SpliceHost):
         else:
             exc = _error.getConnectError(OSError(err, os.strerror(err)))
         member = self.member
-        if member is None:
+        failover = self.failover
+        if member is None or failover is None:
             factory = self.forwarder.factory
             if timedOut:
                 why = f"timed out after {self.timeout:g} s"
@@ -422,30 +405,23 @@ class FastConnection(SpliceHost):
                 f"cannot connect to {describeEndpoint(factory.upstream)}: {why}", exc
             )
             return
-        if self.attempts is None:
-            self.attempts = []
         failure = Failure(exc)
-        tryFailed(self.upstreamPool, member, failure, self.attempts)
+        failover.failed(member, failure)
         metrics = self.forwarder.factory.metrics
         if metrics is not None:
             # Every failed try counts, as on the general path.
             metrics.connectFailed(failure, self.forwarder.factory.forwardName)
         self.member = None
-        now = self.forwarder.reactor.seconds()
-        if self.totalDeadline and now >= self.totalDeadline:
-            self._noUpstream()
-            return
-        self._connect(now)
+        self._connect(self.forwarder.reactor.seconds())
 
     def _noUpstream(self) -> None:
         """
         The pool has no member left to try.
         """
         pool = self.upstreamPool
-        tried = self.tried or []
-        exc = noUpstream(
-            pool, ALL_FAILED if tried else ALL_DOWN, tried, self.attempts or []
-        )
+        failover = self.failover
+        assert pool is not None and failover is not None
+        exc = failover.exhausted()
         self._failed(
             f"cannot connect to pool {pool.name}: {Failure(exc).getErrorMessage()}",
             exc,
@@ -472,8 +448,7 @@ class FastConnection(SpliceHost):
         factory = self.forwarder.factory
         member = self.member
         if member is not None:
-            member.connectSucceeded()
-            member.acquire()
+            Failover.succeeded(member)
         keepalive = factory.tcpKeepalive
         if keepalive is not None:
             keepaliveOn(us.sock, keepalive)
