@@ -324,10 +324,13 @@ class SpliceProxyFactory(Factory):
     @property
     def reactor(self) -> Any:
         """
-        The reactor the proxy runs on.
+        The reactor the proxy runs on (the global one, taken when first
+        asked for, unless one was given).
         """
-        self._reactor = defaultReactor(self._reactor)
-        return self._reactor
+        reactor = self._reactor
+        if reactor is None:
+            reactor = self._reactor = defaultReactor(None)
+        return reactor
 
     def logPrefix(self) -> str:
         """
