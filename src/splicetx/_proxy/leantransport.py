@@ -311,16 +311,32 @@ class LeanTransport(SocketMember):
             real.resumeProducing()
             return
         self.paused = False
-        if self.connected and not self.disconnecting and self.engine is None:
+        if self._wantsBytes():
             self.startReading()
 
     def begin(self) -> None:
         """
         Its protocol is connected: read, as a new Twisted transport does,
         unless the protocol paused it already.
+
+        The first read is tried at once: a client that speaks first (a
+        CONNECT request, a SOCKS greeting) has usually spoken by the time
+        it is accepted, and reading now saves a turn of the socket loop
+        and the socket's registration with it (as the lean preamble's first
+        peek does).
         """
-        if not self.paused:
-            self.resumeProducing()
+        if self.paused:
+            return
+        if self._adopted is None and self._wantsBytes():
+            self.readable()
+            if self.paused or self._adopted is not None:
+                # What it read paused it (an upstream to connect first) or
+                # gave it a Twisted transport of its own.
+                return
+        self.resumeProducing()
+
+    def _wantsBytes(self) -> bool:
+        return self.connected and not self.disconnecting and self.engine is None
 
     def stopProducing(self) -> None:
         self.loseConnection()
