@@ -26,9 +26,9 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 _CORE = Path("src") / "splicetx" / "_relay"
 #: The core's source files, one idea each: the module and the relay's hot
-#: loop, and the ClientHello reading for SNI routes (their shared
-#: declarations are in C{_ccore.h}).
-SOURCES = (_CORE / "_ccore.c", _CORE / "_ccore_hello.c")
+#: loop, the ClientHello reading for SNI routes and the PROXY header reading
+#: (their shared declarations are in C{_ccore.h}).
+SOURCES = (_CORE / "_ccore.c", _CORE / "_ccore_hello.c", _CORE / "_ccore_proxy.c")
 
 
 def compileCore(sources: list[Path], out: Path) -> str | None:

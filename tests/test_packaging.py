@@ -266,6 +266,7 @@ class SdistTests(SynchronousTestCase):
             "src/splicetx/_relay/_ccore.c",
             "src/splicetx/_relay/_ccore.h",
             "src/splicetx/_relay/_ccore_hello.c",
+            "src/splicetx/_relay/_ccore_proxy.c",
         ]:
             self.assertIn(f"{top}/{path}", names)
         self.assertNotIn(f"{top}/src/twisted/plugins/dropin.cache", names)

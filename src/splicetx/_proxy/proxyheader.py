@@ -42,6 +42,8 @@ from socket import inet_pton as _inetPton
 import attr
 from twisted.internet.address import IPv4Address, IPv6Address
 
+from splicetx._relay import core as _core
+
 __all__ = [
     "ProxyHeader",
     "ProxyHeaderParser",
@@ -292,7 +294,7 @@ def _v1Address(text: str, version: int, what: str) -> str:
     if version == 4:
         try:
             _inetPton(_AF_INET, text)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL in the text
             pass
         else:
             return text
@@ -476,6 +478,26 @@ def parseProxyHeader(
         header of an accepted version.
     """
     data = bytes(data)
+    fast = _core.proxyHeader
+    if fast is not None:
+        # The compiled core reads the common case (a whole, valid TCP4
+        # header of an accepted version) with the same result, and leaves
+        # everything else, refusals included, to the parser below
+        # (docs/design-decisions.md, "The PROXY header and the ClientHello,
+        # compiled").
+        found = fast(data, 1 in versions, 2 in versions)
+        if found is not None:
+            version, family, src, sport, dst, dport, length, tlvs = found
+            return ProxyHeader(
+                version,
+                PROXY,
+                family,
+                IPv4Address("TCP", src, sport),
+                IPv4Address("TCP", dst, dport),
+                tlvs,
+                length,
+                data[length:],
+            )
     n = len(data)
     if n == 0:
         return None

@@ -39,6 +39,9 @@
  *       The common case of reading a TLS ClientHello for SNI routing, in
  *       its own source file (_ccore_hello.c, declared in _ccore.h).
  *
+ *   proxy_header(data, v1, v2) -> None | tuple
+ *       The common case of reading a PROXY protocol header (_ccore_proxy.c).
+ *
  * The GIL is kept: every system call here is non-blocking.
  */
 #define PY_SSIZE_T_CLEAN
@@ -727,6 +730,9 @@ static PyMethodDef ccore_methods[] = {
     {"client_hello", (PyCFunction)(void (*)(void))ccore_client_hello,
      METH_FASTCALL,
      "A ClientHello's common case, or None (see _ccore_hello.c)."},
+    {"proxy_header", (PyCFunction)(void (*)(void))ccore_proxy_header,
+     METH_FASTCALL,
+     "A PROXY header's common case, or None (see _ccore_proxy.c)."},
     {"setup", (PyCFunction)(void (*)(void))ccore_setup, METH_FASTCALL,
      "setup(PipePool, UnreservedPipes, time.monotonic) for turn()."},
     {"setup_direction", (PyCFunction)(void (*)(void))ccore_setup_direction,

@@ -6,7 +6,8 @@ compiler is at hand) or the pure-Python reference
 (docs/design-decisions.md, "A compiled core, optional").
 
 One behaviour, two speeds: L{splicetx._relay.socketloop},
-L{splicetx._relay.direction} and L{splicetx._pool.sni} each hold both
+L{splicetx._relay.direction}, L{splicetx._pool.sni} and
+L{splicetx._proxy.proxyheader} each hold both
 implementations and take the one chosen here.  C{SPLICETX_NO_EXTENSIONS=1}
 in the environment forces the pure one (the convention of aiohttp, yarl
 and frozenlist); without the built extension the pure one runs too, and
@@ -53,6 +54,9 @@ turn: Callable[..., int] | None = None
 #: The common case of reading a TLS ClientHello, compiled, or C{None}
 #: (L{splicetx._pool.sni.ClientHelloReader} uses it).
 clientHello: Callable[[bytes, int], tuple[Any, ...] | None] | None = None
+#: The common case of reading a PROXY protocol header, compiled, or C{None}
+#: (L{splicetx._proxy.proxyheader.parseProxyHeader} uses it).
+proxyHeader: Callable[[bytes, bool, bool], tuple[Any, ...] | None] | None = None
 
 
 def available() -> bool:
@@ -106,7 +110,7 @@ def use(compiled: bool) -> None:
 
     @raise RuntimeError: C{compiled} while the extension is not built.
     """
-    global dispatch, move, turn, clientHello
+    global dispatch, move, turn, clientHello, proxyHeader
     if compiled and _ext is None:
         raise RuntimeError(f"no compiled core: {_why}")
     if compiled:
@@ -120,6 +124,7 @@ def use(compiled: bool) -> None:
     move = _ext.move if compiled else None
     turn = _ext.turn if compiled else None
     clientHello = _ext.client_hello if compiled else None
+    proxyHeader = _ext.proxy_header if compiled else None
 
 
 use(_ext is not None and not _forced)
