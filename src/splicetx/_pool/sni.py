@@ -366,8 +366,8 @@ class ClientHelloReader:
             # The compiled core reads the common case (the first bytes hold
             # one record with a whole, valid ClientHello) with the same
             # result, and leaves everything else, refusals included, to
-            # the reader below (docs/design-decisions.md, "The ClientHello,
-            # compiled").
+            # the reader below (docs/design-decisions.md, "The PROXY header
+            # and the ClientHello, compiled").
             found = fast(data, self.maxSize)
             if found is not None:
                 self._raw += data

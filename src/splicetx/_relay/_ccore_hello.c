@@ -1,6 +1,7 @@
 /*
  * splicetx._relay._ccore: the compiled reading of a TLS ClientHello, for
- * routing by SNI (docs/design-decisions.md, "The ClientHello, compiled").
+ * routing by SNI (docs/design-decisions.md, "The PROXY header and the
+ * ClientHello, compiled").
  *
  *   client_hello(data, maxSize) -> None | (serverName, alpn, version, length)
  *       The common case of splicetx._pool.sni.ClientHelloReader.feed, in C:
