@@ -121,3 +121,19 @@ class FailoverTests(SynchronousTestCase):
         member = chosen[0]
         Failover.succeeded(member)
         self.assertEqual((member.active, member.connections), (1, 1))
+
+    def test_zeroIsNoBound(self) -> None:
+        """
+        A C{tryTimeout} or C{totalTimeout} of 0 bounds nothing, as C{None}
+        does (what the configuration makes of a 0): a try may take as long
+        as the endpoint lets it, and the tries go on.
+        """
+        f = Failover(pool(tryTimeout=0, totalTimeout=0), None, 100.0)
+        self.assertIsNone(f.deadline)
+        chosen = f.next(1000.0)
+        assert chosen is not None
+        self.assertIsNone(chosen[1])
+        g = Failover(pool(tryTimeout=0, totalTimeout=5.0), None, 0.0)
+        chosen = g.next(1.0)
+        assert chosen is not None
+        self.assertEqual(chosen[1], 4.0)

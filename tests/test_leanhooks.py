@@ -20,7 +20,10 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
-from twisted.internet.task import deferLater
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import AccumulatingProtocol
+from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx import DONE, Relay
 from splicetx._pool.pool import Upstream, UpstreamPool
@@ -366,3 +369,97 @@ class LeanHookScenarios(ReactorTestMixin):
 
 
 globals().update(makeReactorTests(LeanHookScenarios))
+
+
+class FirstReadTests(SynchronousTestCase):
+    """
+    L{LeanTransport.begin} reads the client's first bytes at once (before
+    the socket joins the loop), over a real socket pair.
+    """
+
+    def setUp(self) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.addCleanup(self.theirs.close)
+        self.reactor = Clock()
+        self.loop = loopFor(self.reactor)
+        self.reactor.addReader = lambda reader: None  # type: ignore[attr-defined]
+        self.reactor.removeReader = lambda reader: None  # type: ignore[attr-defined]
+
+    def transport(self, protocol: Any) -> LeanTransport:
+        t = LeanTransport(self.ours, self.loop, self.reactor, ("127.0.0.1", 1), "A")
+        t.protocol = protocol
+        protocol.makeConnection(t)
+        return t
+
+    def test_bytesThereAreRead(self) -> None:
+        """
+        Bytes the client sent before the accept reach the protocol in
+        C{begin()}; it then watches the socket for more.
+        """
+        protocol = AccumulatingProtocol()
+        self.theirs.sendall(b"CONNECT x:1 HTTP/1.1\r\n\r\n")
+        t = self.transport(protocol)
+        t.begin()
+        self.assertEqual(protocol.data, b"CONNECT x:1 HTTP/1.1\r\n\r\n")
+        self.assertTrue(t.reading)
+        self.assertIn(t.fd, self.loop.members)
+        t.abortConnection()
+
+    def test_nothingThere(self) -> None:
+        """
+        With nothing sent yet, C{begin()} only starts watching.
+        """
+        protocol = AccumulatingProtocol()
+        t = self.transport(protocol)
+        t.begin()
+        self.assertEqual(protocol.data, b"")
+        self.assertIn(t.fd, self.loop.members)
+        t.abortConnection()
+
+    def test_raisingProtocolIsCutOff(self) -> None:
+        """
+        A protocol that raises on the first bytes is treated as on any later
+        read: the error is logged, the connection aborted, the protocol
+        told, and the socket is not left in the loop.
+        """
+        lost: list[Any] = []
+
+        class Raising(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                raise ZeroDivisionError("first read")
+
+            def connectionLost(self, reason: Any) -> None:
+                lost.append(reason)
+
+        self.theirs.sendall(b"hello")
+        t = self.transport(Raising())
+        fd = t.fd
+        t.begin()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(len(lost), 1)
+        self.assertFalse(t.connected)
+        self.assertNotIn(fd, self.loop.members)
+        self.theirs.settimeout(5)
+        try:
+            self.assertEqual(self.theirs.recv(10), b"")
+        except ConnectionResetError:
+            pass  # aborted: a reset is the expected end as well
+
+    def test_pausedByWhatItRead(self) -> None:
+        """
+        A protocol that pauses its transport on the first bytes (to connect
+        its upstream) stays paused.
+        """
+
+        class Pausing(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+
+        self.theirs.sendall(b"hello")
+        t = self.transport(Pausing())
+        t.begin()
+        self.assertTrue(t.paused)
+        self.assertFalse(t.reading)
+        self.assertNotIn(t.fd, self.loop.members)
+        t.abortConnection()

@@ -142,7 +142,8 @@ class Failover:
     @ivar attempts: C{(member, failure)} for every failed try.
     @ivar deadline: when every try must be over (the pool's
         C{totalTimeout} from the start), by the reactor's clock; C{None}:
-        no bound.
+        no bound.  A C{tryTimeout} or C{totalTimeout} of 0 is no bound, as
+        C{None} is (what the configuration makes of a 0).
     """
 
     __slots__ = ("pool", "clientKey", "tried", "attempts", "deadline", "reason")
@@ -158,7 +159,8 @@ class Failover:
         self.tried: list[Any] = []
         self.attempts: list[tuple[Any, Failure]] = []
         total = pool.totalTimeout
-        self.deadline: float | None = None if total is None else now + total
+        # No bound, as the configuration writes it (0 or None).
+        self.deadline: float | None = now + total if total else None
         #: L{ALL_FAILED} or L{ALL_DOWN} once L{next} gave up.
         self.reason = ALL_FAILED
 
@@ -174,7 +176,7 @@ class Failover:
         maxTries = pool.maxTries
         if maxTries is not None and len(self.tried) >= maxTries:
             return None
-        timeout = pool.tryTimeout
+        timeout = pool.tryTimeout or None
         deadline = self.deadline
         if deadline is not None:
             left = deadline - now

@@ -328,7 +328,13 @@ class LeanTransport(SocketMember):
         if self.paused:
             return
         if self._adopted is None and self._wantsBytes():
-            self.readable()
+            try:
+                self.readable()
+            except Exception:
+                # As the socket loop does for a member whose event raised.
+                _log.failure("relayed socket {member!r} failed", member=self)
+                self.crashed()
+                return
             if self.paused or self._adopted is not None:
                 # What it read paused it (an upstream to connect first) or
                 # gave it a Twisted transport of its own.
