@@ -14,10 +14,27 @@ the relay's public behaviour, which the doubled scenarios pin for both.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from twisted.trial.unittest import SkipTest
 
 from splicetx._relay import core
 from splicetx.testing import makeReactorTests
+
+
+@contextmanager
+def usingCore(compiled: bool) -> Iterator[None]:
+    """
+    Run the block under the compiled core (C{True}) or the pure one, then
+    put back the one that ran before.
+    """
+    before = core.current() == core.COMPILED
+    core.use(compiled)
+    try:
+        yield
+    finally:
+        core.use(before)
 
 
 class CoreSwitch:

@@ -22,7 +22,7 @@ from splicetx._proxy.proxyheader import (
     parseProxyHeader,
 )
 from splicetx._relay import core
-from tests._cores import CoreSwitch
+from tests._cores import CoreSwitch, usingCore
 
 try:
     from hypothesis import given, settings
@@ -40,14 +40,11 @@ def outcome(compiled: bool, data: bytes, versions: tuple[int, ...]) -> object:
     What L{parseProxyHeader} gives under one core: the header, C{None} or
     the error's message.
     """
-    before = core.current() == core.COMPILED
-    core.use(compiled)
-    try:
-        return parseProxyHeader(data, versions)
-    except ProxyProtocolError as e:
-        return ("error", str(e))
-    finally:
-        core.use(before)
+    with usingCore(compiled):
+        try:
+            return parseProxyHeader(data, versions)
+        except ProxyProtocolError as e:
+            return ("error", str(e))
 
 
 class Compiled(CoreSwitch):

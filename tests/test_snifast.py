@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._pool.sni import ClientHello, ClientHelloError, ClientHelloReader
 from splicetx._relay import core
-from tests._cores import CoreSwitch
+from tests._cores import CoreSwitch, usingCore
 from tests.test_sni import buildHello, pythonHello, recordsOf, sniExtension, vector
 
 try:
@@ -34,9 +34,7 @@ def outcome(compiled: bool, chunks: list[bytes], maxSize: int) -> object:
     How a fresh reader under one core ends on C{chunks}: the ClientHello,
     C{None}, or C{(reason, detail)} of its error; and what it buffered.
     """
-    before = core.current() == core.COMPILED
-    core.use(compiled)
-    try:
+    with usingCore(compiled):
         reader = ClientHelloReader(maxSize)
         result: object = None
         for chunk in chunks:
@@ -47,8 +45,6 @@ def outcome(compiled: bool, chunks: list[bytes], maxSize: int) -> object:
             if result is not None:
                 break
         return result, reader.buffered
-    finally:
-        core.use(before)
 
 
 def opensslHello(serverName: str) -> bytes | None:
