@@ -111,6 +111,94 @@ class PreambleChurnTests(SynchronousTestCase):
         self.assertIn(f"| **{SPLICE}-proxy2** | proxy-v2 |", md)
 
 
+class BackendTests(SynchronousTestCase):
+    """
+    The bench's backend, a real subprocess on loopback: what churn relies
+    on (mode C{Q}: echo, then the backend closes first) and the TLS
+    records it echoes before the header.
+    """
+
+    def setUp(self) -> None:
+        source = tempfile.NamedTemporaryFile(prefix="splicetx-test-backend-")
+        self.addCleanup(source.close)
+        source.write(b"x" * 4096)
+        source.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "splicetx.bench._backend", "--file", source.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.addCleanup(self.proc.wait, 10)
+        self.addCleanup(self.proc.stdin.close)
+        self.addCleanup(self.proc.stdout.close)
+        self.port = int(self.proc.stdout.readline())
+
+    def exchange(self, data: bytes, expect: int) -> tuple[bytes, bool]:
+        """
+        Send C{data}, read C{expect} bytes back, then see whether the
+        backend closed: C{(bytes, closed)}.
+        """
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(data)
+            got = _wire.recvExactly(s, expect)
+            s.settimeout(0.5)
+            try:
+                closed = s.recv(1) == b""
+            except TimeoutError:
+                closed = False
+            return got, closed
+
+    def test_echoThenClose(self) -> None:
+        """
+        Mode C{Q<n>} echoes C{n} bytes and then the backend closes: the
+        client reads its end of stream.
+        """
+        payload = os.urandom(100)
+        got, closed = self.exchange(
+            _wire.header(_wire.ECHO_THEN_CLOSE, len(payload)) + payload, 100
+        )
+        self.assertEqual(got, payload)
+        self.assertTrue(closed)
+
+    def test_echoStaysOpen(self) -> None:
+        """
+        Mode C{E} echoes and leaves the connection open.
+        """
+        got, closed = self.exchange(_wire.header(_wire.ECHO) + b"ping", 4)
+        self.assertEqual(got, b"ping")
+        self.assertFalse(closed)
+
+    def test_clientHelloBeforeHeader(self) -> None:
+        """
+        A ClientHello ahead of the header (what an SNI-routing proxy passes
+        on) comes back whole, then the header's mode applies.
+        """
+        hello = _wire.preambleBytes("sni")
+        self.assertIn(hello[0], _wire.TLS_RECORD_TYPES)
+        got, closed = self.exchange(
+            hello + _wire.header(_wire.ECHO_THEN_CLOSE, 3) + b"abc",
+            len(hello) + 3,
+        )
+        self.assertEqual(got, hello + b"abc")
+        self.assertTrue(closed)
+
+    def test_churnLeavesNoTimeWaitAtTheClient(self) -> None:
+        """
+        A direct churn run leaves no TIME_WAIT socket on its client address:
+        the backend closed first.
+        """
+        result = _loadgen.churn(self.port, 0.3, 2)
+        self.assertGreater(result["conns"], 0)
+        self.assertEqual(result["failures"], 0, result["error"])
+        out = subprocess.run(
+            ["ss", "-Htan", "state", "time-wait", "src", result["source"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        self.assertEqual(out.strip(), "")
+
+
 class QuickBenchTests(SynchronousTestCase):
     """
     C{python -m splicetx.bench --quick} runs and writes its outputs.

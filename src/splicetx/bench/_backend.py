@@ -22,12 +22,13 @@ from splicetx.bench._wire import (
     COUNT,
     DOWNLOAD,
     ECHO,
+    ECHO_THEN_CLOSE,
     HEADER_SIZE,
     KEEPALIVE_REQUEST,
     REPLY,
-    TLS_HANDSHAKE,
+    TLS_RECORD_HEADER,
+    TLS_RECORD_TYPES,
     UPLOAD,
-    header,
     parseHeader,
     sendFor,
     sinkFrames,
@@ -35,15 +36,32 @@ from splicetx.bench._wire import (
 
 
 class _EchoConn:
-    __slots__ = ("sock", "head", "out", "reply", "got")
+    __slots__ = ("sock", "head", "out", "reply", "got", "left")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.head = b""
+        # What came before the header was complete (TLS records, the
+        # header's first bytes); None once the header is read.
+        self.head: bytearray | None = bytearray()
         self.out = b""
         # Mode R: the answer to each request, and the request bytes so far.
         self.reply: bytes | None = None
         self.got = 0
+        # Mode Q: the bytes still to echo before the backend closes.
+        self.left: int | None = None
+
+
+def _headWant(head: bytearray) -> int:
+    """
+    How many bytes to read next before the header is complete: never past
+    the header (a bulk thread takes the socket after it) nor past the TLS
+    record being read.
+    """
+    if head and head[0] in TLS_RECORD_TYPES:
+        if len(head) < TLS_RECORD_HEADER:
+            return TLS_RECORD_HEADER - len(head)
+        return TLS_RECORD_HEADER + int.from_bytes(head[3:5], "big") - len(head)
+    return HEADER_SIZE - len(head)
 
 
 class Backend:
@@ -95,8 +113,8 @@ class Backend:
         conn.sock.close()
 
     def _read(self, conn: _EchoConn) -> None:
-        # Never read past the header: a bulk thread takes the socket after it.
-        want = HEADER_SIZE - len(conn.head) if len(conn.head) < HEADER_SIZE else 1 << 16
+        head = conn.head
+        want = 1 << 16 if head is None else _headWant(head)
         try:
             data = conn.sock.recv(want)
         except (BlockingIOError, InterruptedError):
@@ -107,37 +125,66 @@ class Backend:
         if not data:
             self._close(conn)
             return
-        if not conn.head and data[0] == TLS_HANDSHAKE:
-            # A ClientHello a proxy routed by: echo all of it (see _wire).
-            conn.head = header(ECHO)
-        if len(conn.head) < HEADER_SIZE:
-            need = HEADER_SIZE - len(conn.head)
-            conn.head += data[:need]
-            data = data[need:]
-            if len(conn.head) < HEADER_SIZE:
+        if head is not None:
+            head += data
+            data = self._takeHead(conn, head)
+            if data is None:
                 return
-            mode, param = parseHeader(conn.head)
-            if mode in (UPLOAD, DOWNLOAD):
-                self.sel.unregister(conn.sock)
-                conn.sock.setblocking(True)
-                threading.Thread(
-                    target=self._bulk,
-                    args=(conn.sock, mode, param),
-                    daemon=True,
-                ).start()
-                return
-            if mode == REPLY:
-                conn.reply = b"r" * param
-            elif mode != ECHO:
-                self._close(conn)
-                return
-        if data and conn.reply is not None:
+        if not data:
+            return
+        if conn.reply is not None:
             conn.got += len(data)
             answers, conn.got = divmod(conn.got, KEEPALIVE_REQUEST)
             if answers:
                 self._send(conn, conn.reply * answers)
-        elif data:
+        elif conn.left is not None:
+            data = data[: conn.left]
+            conn.left -= len(data)
             self._send(conn, data)
+        else:
+            self._send(conn, data)
+
+    def _takeHead(self, conn: _EchoConn, head: bytearray) -> bytes | None:
+        """
+        Echo the whole TLS records at the front of C{head}, then read the
+        header once it is complete.
+
+        @return: the bytes after the header, or C{None} while the header is
+            incomplete or when the connection went elsewhere (closed, or
+            handed to a bulk thread).
+        """
+        while head and head[0] in TLS_RECORD_TYPES:
+            if len(head) < TLS_RECORD_HEADER:
+                return None
+            end = TLS_RECORD_HEADER + int.from_bytes(head[3:5], "big")
+            if len(head) < end:
+                return None
+            self._send(conn, bytes(head[:end]))
+            del head[:end]
+        if len(head) < HEADER_SIZE:
+            return None
+        conn.head = None
+        mode, param = parseHeader(bytes(head[:HEADER_SIZE]))
+        if mode in (UPLOAD, DOWNLOAD):
+            self.sel.unregister(conn.sock)
+            conn.sock.setblocking(True)
+            threading.Thread(
+                target=self._bulk,
+                args=(conn.sock, mode, param),
+                daemon=True,
+            ).start()
+            return None
+        if mode == REPLY:
+            conn.reply = b"r" * param
+        elif mode == ECHO_THEN_CLOSE:
+            conn.left = param
+            if not param:
+                self._close(conn)
+                return None
+        elif mode != ECHO:
+            self._close(conn)
+            return None
+        return bytes(head[HEADER_SIZE:])
 
     def _send(self, conn: _EchoConn, data: bytes) -> None:
         try:
@@ -150,6 +197,9 @@ class Backend:
         if n < len(data):
             conn.out = data[n:]
             self.sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        elif conn.left == 0:
+            # Mode Q: all echoed; the backend closes first.
+            self._close(conn)
 
     def _flush(self, conn: _EchoConn) -> None:
         data, conn.out = conn.out, b""

@@ -21,6 +21,7 @@ from splicetx.bench._wire import (
     COUNT,
     DOWNLOAD,
     ECHO,
+    ECHO_THEN_CLOSE,
     KEEPALIVE_REQUEST,
     REPLY,
     UPLOAD,
@@ -184,14 +185,10 @@ def churnSource() -> str:
     A loopback source address of its own for one churn run (127.1.x.y), or
     127.0.0.1 where such an address cannot be bound.
 
-    The client closes first, so each connection it makes leaves a socket in
-    TIME_WAIT for 60 s on its 4-tuple; direct's churn leaves some 30,000 of
-    them towards the backend's port.  From one shared 127.0.0.1, the next
-    run's connects (and a proxy's own connects to the backend) would hunt
-    for free ports among them, and whichever proxy ran next paid for what
-    direct left behind.  (A proxy's own connections to the backend, which
-    it closes first, still leave theirs on 127.0.0.1; every proxy leaves
-    about as many, and the shuffled order spreads them.)
+    Churn's backend closes first (see L{churn}), so a client's socket
+    normally leaves no TIME_WAIT behind; one that does (a proxy that resets,
+    a client that gives up) must not make the next run's connects hunt for
+    free ports among the ones this run left on a shared 127.0.0.1.
     """
     n = next(_churnRuns) % (250 * 250)
     source = f"127.1.{n // 250}.{n % 250 + 1}"
@@ -213,20 +210,37 @@ def churn(
     target: int = 0,
 ) -> dict[str, Any]:
     """
-    Open a connection, echo 100 bytes, close; repeat on C{workers} threads
-    for C{seconds}, from a source address of the run's own
-    (L{churnSource}).  With a C{preamble} (see L{preambleBytes}), each
+    Open a connection, echo 100 bytes, see it closed, close; repeat on
+    C{workers} threads for C{seconds}, from a source address of the run's
+    own (L{churnSource}).  With a C{preamble} (see L{preambleBytes}), each
     connection sends it first; a ClientHello comes back with the echo.
+
+    The backend closes first (mode C{Q}), and the client closes once the
+    proxy has passed that end of stream on.  Whoever closes first keeps the
+    connection's 4-tuple in TIME_WAIT for 60 s: when the client closed
+    first, every proxy closed its connection to the backend first, and each
+    run left some 30,000 such sockets on 127.0.0.1 towards the backend's
+    one port.  The next proxy's connects then hunted for free ports among
+    them (the kernel walks the ports a TIME_WAIT socket holds), and a
+    proxy's CPU per connection grew with the table (splicetx 1.18x
+    HAProxy's with it empty, 1.44x with 131,000 in it, one run each:
+    docs/benchmarks.md).  With the backend closing first, the TIME_WAIT
+    sockets are the backend's, on its listening port, which nobody
+    connects from.
 
     @return: C{conns} (completed), C{failures}, C{seconds}, C{connsPerSec},
         C{error} (the first failure), C{source} (the client address).
     """
     source = churnSource()
     payload = os.urandom(100)
-    first = preambleBytes(preamble, target) + header(ECHO) + payload
-    # What the backend echoes: all of it after a ClientHello (see _wire).
-    echoed = first if preamble == "sni" else payload
-    if preamble == "connect":
+    before = preambleBytes(preamble, target)
+    first = before + header(ECHO_THEN_CLOSE, len(payload)) + payload
+    # What comes back: a ClientHello (echoed by the backend, see _wire) or a
+    # CONNECT proxy's answer, then the payload.
+    echoed = payload
+    if preamble == "sni":
+        echoed = before + payload
+    elif preamble == "connect":
         echoed = CONNECT_REPLY + payload
     ok = [0] * workers
     bad = [0] * workers
@@ -243,6 +257,8 @@ def churn(
                 s.sendall(first)
                 if recvExactly(s, len(echoed)) != echoed:
                     raise ValueError("echo mismatch")
+                if s.recv(1):
+                    raise ValueError("bytes after the echo")
                 ok[i] += 1
             except (OSError, ValueError) as e:
                 bad[i] += 1

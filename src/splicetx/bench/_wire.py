@@ -13,15 +13,18 @@ byte and a right-aligned decimal parameter.
   - C{D<ms>}: download.  The backend C{sendfile}s from a page-cached file for
     C{ms} milliseconds, then half-closes; the client splices into
     C{/dev/null}.
-  - C{E}: echo (ping-pong, churn and idle connections).
+  - C{E}: echo (ping-pong and idle connections).
+  - C{Q<count>}: echo C{count} bytes, then close (churn).  The backend
+    closes first, so the socket that waits in TIME_WAIT afterwards is the
+    backend's, on its listening port: see L{splicetx.bench._loadgen.churn}.
   - C{R<size>}: request/response (keep-alive).  For every
     L{KEEPALIVE_REQUEST} bytes the client sends, the backend answers
     C{size} bytes.
 
-A connection whose first byte opens a TLS handshake record (C{0x16}: a
-proxy that routes by SNI delivered the client's ClientHello first) is an
-echo connection from that byte on: everything, the ClientHello included,
-comes back.
+TLS records before the header (a proxy that routes by SNI delivered the
+client's ClientHello first) are echoed whole, each as it completes; the
+header follows them.  A connection that is all TLS records (a real TLS
+client) is echoed in full.
 
 The preamble loads (L{PREAMBLES}) send L{preambleBytes} before the header:
 a PROXY protocol v1 line or v2 header (which the proxy takes off), or a
@@ -39,6 +42,7 @@ HEADER_SIZE = 16
 UPLOAD = b"U"
 DOWNLOAD = b"D"
 ECHO = b"E"
+ECHO_THEN_CLOSE = b"Q"
 REPLY = b"R"
 #: The size of one keep-alive request (mode C{R}).
 KEEPALIVE_REQUEST = 100
@@ -60,6 +64,11 @@ CONNECT_REPLY = b"HTTP/1.1 200 Connection established\r\n\r\n"
 SNI_NAME = "bench.example"
 #: The first byte of a TLS handshake record.
 TLS_HANDSHAKE = 0x16
+#: The first bytes of TLS records (change_cipher_spec, alert, handshake,
+#: application_data); no header's mode byte is one of them.
+TLS_RECORD_TYPES = frozenset(range(20, 24))
+#: The size of a TLS record's header (type, version, length).
+TLS_RECORD_HEADER = 5
 _PROXY_V2 = b"\r\n\r\n\x00\r\nQUIT\n" + struct.pack("!BBH", 0x21, 0x11, 12)
 _hellos: dict[str, bytes] = {}
 
