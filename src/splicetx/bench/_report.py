@@ -23,7 +23,7 @@ LOAD_TITLES = {
     "bulk-8-up": "bulk, 8 streams, upload",
     "bulk-8-down": "bulk, 8 streams, download",
     "latency": "1 KiB ping-pong",
-    "churn": "connection churn (open, 100 B echo, close)",
+    "churn": "connection churn (open, 100 B echo, the backend closes, close)",
     "keepalive": "keep-alive requests (100 B request, 1 KiB response)",
     "idle": "idle connections",
     "underbulk": "1 KiB ping-pong under bulk",
@@ -315,7 +315,9 @@ def markdown(result: dict[str, Any]) -> str:
             "## Connection churn",
             "",
             f"{meta.get('churnWorkers', 4)} client threads, each: open, 100 B "
-            "echo, close.",
+            "echo, the backend closes, the client closes once the proxy passed "
+            "that on (so no proxy's connects meet the TIME_WAIT sockets an "
+            "earlier run left).",
             "",
             "| proxy | conns/s | × portforward | failures | proxy CPU µs per conn "
             "| of which user |",
