@@ -225,7 +225,7 @@ class OtherCaseTests(Compiled, SynchronousTestCase):
         ]
         for data in cases:
             result = self.assertLeft(data + b"tail")
-            self.assertIsInstance(result, tuple, data)
+            self.assertIsInstance(result, tuple, repr(data))
         # Over maxSize: oversized.
         big = recordsOf(buildHello(sniExtension(b"big.example")))
         self.assertEqual(self.assertLeft(big, maxSize=20)[1], "oversized ClientHello")  # type: ignore[index]
