@@ -46,7 +46,7 @@ from splicetx._proxy.leantransport import (
     rawConnect,
 )
 from splicetx._proxy.lifecycle import NO_ENGINE as _NO_ENGINE
-from splicetx._proxy.lifecycle import admit, countEnd, endResult, recordExtra
+from splicetx._proxy.lifecycle import admit, countEnd, endResultOf, recordExtra
 from splicetx._proxy.preamble import (
     REJECTED,
     Refusal,
@@ -55,7 +55,7 @@ from splicetx._proxy.preamble import (
 )
 from splicetx._proxy.timeouts import dueEnd
 from splicetx._proxy.upstream import Address
-from splicetx._relay.contract import CANCELLED, CLOSED, ERROR, RelayResult
+from splicetx._relay.contract import CANCELLED, CLOSED, ERROR
 from splicetx._relay.direction import (
     INERT,
     errname,
@@ -150,6 +150,7 @@ class FastConnection(SpliceHost):
         "serverName",
         "upstreamPool",
         "admission",
+        "keepaliveDue",
         "__weakref__",
     )
 
@@ -183,6 +184,8 @@ class FastConnection(SpliceHost):
         self.upstreamPool: Any = None
         #: What the factory's client limits decided (see _admitted).
         self.admission: Any = None
+        #: TCP keepalive is still to go on the upstream socket (see check).
+        self.keepaliveDue = False
         factory._gate.connectionStarted(self)
         forwarder.started()
         metrics = factory.metrics
@@ -449,9 +452,9 @@ class FastConnection(SpliceHost):
         member = self.member
         if member is not None:
             Failover.succeeded(member)
-        keepalive = factory.tcpKeepalive
-        if keepalive is not None:
-            keepaliveOn(us.sock, keepalive)
+        # TCP keepalive goes on the upstream socket at the first check (see
+        # check): a connection that ends before never needs it.
+        self.keepaliveDue = factory.tcpKeepalive is not None
         self.lastActivity = self.forwarder.reactor.seconds()
         self.spliceBoth(self.client, us, factory.bandwidthPlan(self.admission))
 
@@ -509,6 +512,8 @@ class FastConnection(SpliceHost):
             # As the general path's idle timer, which runs from the accept.
             ended = (False, False)
         else:
+            if self.keepaliveDue:
+                self._keepalive()
             ab, ba = self.ab, self.ba
             mark = ab.moved + ba.moved
             if mark != self.mark:
@@ -521,6 +526,24 @@ class FastConnection(SpliceHost):
         )
         if ending is not None:
             self._end(*ending)
+
+    def _keepalive(self) -> None:
+        """
+        Turn TCP keepalive on for the upstream socket (four C{setsockopt}).
+
+        The client socket has it from the accept: inherited from the
+        listening socket, or set then.  The upstream socket gets it here,
+        at the connection's first check (a quarter of the shortest timeout
+        at most after the connect: 7.5 s at the defaults), not at the
+        connect: most connections of a busy proxy end before that and
+        never needed it, and a connection that lives on gets it long
+        before its first probe is due (60 s of silence at the defaults).
+        """
+        self.keepaliveDue = False
+        keepalive = self.forwarder.factory.tcpKeepalive
+        us = self.upstream
+        if keepalive is not None and us is not None:
+            keepaliveOn(us.sock, keepalive)
 
     # -- the end -----------------------------------------------------------------
 
@@ -555,10 +578,8 @@ class FastConnection(SpliceHost):
                 member.relayed(up, down)
             member.release()
         # Its sockets are named A (client) and B (upstream), as a relay's.
-        result = endResult(
-            forwarder.reactor,
-            self.startedAt,
-            RelayResult(engine, up, down, 0.0, reason, detail, None),
+        result = endResultOf(
+            forwarder.reactor, self.startedAt, engine, up, down, reason, detail
         )
         admission, self.admission = self.admission, None
         try:

@@ -57,6 +57,7 @@ from splicetx._relay.direction import errname
 from splicetx._relay.pipes import UnreservedPipes, defaultPipePool
 from splicetx._relay.runtime import LOG_PROXY
 from splicetx._relay.socketloop import LoopMember, loopFor
+from splicetx._relay.turns import turnsFor
 
 __all__ = ["FastForwarder", "fastPathRefusal"]
 
@@ -232,6 +233,9 @@ class FastForwarder:
         self.factory = factory
         self.reactor = factory.reactor
         self.loop = loopFor(self.reactor)
+        #: The reactor's turn budget, which every direction of its
+        #: connections shares (asked once, not per direction).
+        self.turns = turnsFor(self.reactor)
         self.live = 0
         #: The listening ports attached (until they stop listening).
         self.ports: set[Any] = set()

@@ -112,8 +112,10 @@ class SpliceHost:
         each direction within the bandwidth C{plan} when there is one (see
         L{directionLimits <splicetx._relay.bandwidth.directionLimits>}).
         """
-        ab = self.ab = Direction(self, cs, us)
-        ba = self.ba = Direction(self, us, cs)
+        forwarder = self.forwarder
+        pool, turns = forwarder.pool, forwarder.turns
+        ab = self.ab = Direction(self, cs, us, pool, turns)
+        ba = self.ba = Direction(self, us, cs, pool, turns)
         cs.source = us.sink = ab
         us.source = cs.sink = ba
         if plan is not None:

@@ -18,7 +18,14 @@ from splicetx._proxy.preamble import Refusal
 from splicetx._proxy.wording import inProxyWords
 from splicetx._relay.contract import RelayResult
 
-__all__ = ["NO_ENGINE", "admit", "endResult", "countEnd", "recordExtra"]
+__all__ = [
+    "NO_ENGINE",
+    "admit",
+    "endResult",
+    "endResultOf",
+    "countEnd",
+    "recordExtra",
+]
 
 #: L{RelayResult.engine} of a connection that ended before a relay started.
 NO_ENGINE = "none"
@@ -52,14 +59,40 @@ def endResult(reactor: Any, startedAt: float, result: RelayResult) -> RelayResul
     accept, and the relay's A and B named as the client and the upstream
     (L{splicetx._proxy.wording}).
     """
-    return RelayResult(
+    return endResultOf(
+        reactor,
+        startedAt,
         result.engine,
         result.bytesAToB,
         result.bytesBToA,
-        max(0.0, reactor.seconds() - startedAt),
         result.reason,
-        inProxyWords(result.detail),
-        inProxyWords(result.fallbackReason),
+        result.detail,
+        result.fallbackReason,
+    )
+
+
+def endResultOf(
+    reactor: Any,
+    startedAt: float,
+    engine: str,
+    bytesAToB: int,
+    bytesBToA: int,
+    reason: str,
+    detail: str,
+    fallbackReason: str | None = None,
+) -> RelayResult:
+    """
+    L{endResult} from the result's fields, for a connection that has no
+    relay's result to start from (the plain forward's).
+    """
+    return RelayResult(
+        engine,
+        bytesAToB,
+        bytesBToA,
+        max(0.0, reactor.seconds() - startedAt),
+        reason,
+        inProxyWords(detail),
+        inProxyWords(fallbackReason),
     )
 
 

@@ -224,10 +224,24 @@ class Direction:
     )
 
     def __init__(
-        self, engine: DirectionHost, src: DirectionSocket, dst: DirectionSocket
+        self,
+        engine: DirectionHost,
+        src: DirectionSocket,
+        dst: DirectionSocket,
+        pool: Any = None,
+        turns: Any = None,
     ) -> None:
+        """
+        @param engine: the host it reports to.
+        @param src: the socket it reads.
+        @param dst: the socket it writes.
+        @param pool: the host's pipe pool, when the caller has it at hand
+            (else C{engine.pool} is asked).
+        @param turns: the reactor's turn budget (L{turnsFor}), when the
+            caller has it at hand.
+        """
         self.engine: Any = engine
-        self.pool = engine.pool
+        self.pool = engine.pool if pool is None else pool
         self.src = src
         self.dst = dst
         self.srcfd = src.fd
@@ -240,7 +254,7 @@ class Direction:
         self.moved = 0
         self.eof = False
         self.done = False
-        self.turns = turnsFor(engine.reactor)
+        self.turns = turnsFor(engine.reactor) if turns is None else turns
         self.bulk = False
         #: A L{Bandwidth <splicetx._relay.bandwidth.Bandwidth>} bounding
         #: what this direction reads, or C{None} (no limit).
