@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
@@ -554,8 +555,14 @@ class ProxyLifecycleMixin(ReactorTestMixin):
         @inlineCallbacks
         def scenario(reactor: Any) -> Any:
             up = reactor.listenTCP(0, EchoFactory(), interface=LOOPBACK)
+            # An idle timeout of 0.4 s: the connection is checked every
+            # 0.1 s, and the upstream socket gets its keepalive at the first
+            # check (a connection that ends before never needs it).
             factory = proxyTo(
-                reactor, up.getHost().port, tcpKeepalive=TCPKeepalive(7, 3, 4)
+                reactor,
+                up.getHost().port,
+                tcpKeepalive=TCPKeepalive(7, 3, 4),
+                idleTimeout=0.4,
             )
             port = reactor.listenTCP(0, factory, interface=LOOPBACK)
             if viaPort:
@@ -568,6 +575,7 @@ class ProxyLifecycleMixin(ReactorTestMixin):
             client.transport.write(b"x")
             yield echoed
             [proto] = factory.liveProtocols
+            yield deferLater(reactor, 0.25, lambda: None)
             seen = [
                 _keepaliveOf(proto.transport.socket),
                 _keepaliveOf(proto.upstream.transport.socket),

@@ -10,6 +10,7 @@ L{splicetx._proxy.headerreader} and L{splicetx._pool.addresses}.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as _error
@@ -565,7 +566,12 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         self._phase = Phase.CONNECTED
         keepalive = self.factory.tcpKeepalive
         if keepalive is not None:
-            setKeepalive(upstream.transport, keepalive)
+            if self._idleCall is not None:
+                # At the first idle check, as the plain forward's at its
+                # first check: a connection that ends before never needs it.
+                self._dueAtCheck = partial(setKeepalive, upstream.transport, keepalive)
+            else:
+                setKeepalive(upstream.transport, keepalive)
         try:
             self.upstreamConnected(upstream)
         except Exception:
@@ -662,6 +668,7 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
             return result
         self._phase = Phase.FINISHED
         self._stopIdleCheck()
+        self._dueAtCheck = None
         pooled = self._poolEndpoint
         if pooled is not None:
             member = getattr(pooled, "upstream", None)

@@ -155,6 +155,10 @@ class IdleTimer:
     _phase: Phase
 
     _idleCall: Any = None
+    #: Run once at the next check (the upstream socket's TCP keepalive:
+    #: see L{SpliceProxyProtocol._connected
+    #: <splicetx._proxy.protocol.SpliceProxyProtocol._connected>}).
+    _dueAtCheck: Any = None
     _idleMark: tuple[int, int] = (-1, -1)
     _lastActivity: float = 0.0
     _halfClosedAt: float | None = None
@@ -210,6 +214,10 @@ class IdleTimer:
         phase = self._phase
         if phase is Phase.FINISHED:
             return
+        due = self._dueAtCheck
+        if due is not None:
+            self._dueAtCheck = None
+            due()
         factory = self.factory
         now = factory.reactor.seconds()
         relay = self.relay
