@@ -175,6 +175,69 @@ class LeanHookScenarios(ReactorTestMixin):
         )
         self.assertEqual(event["bytesUpstreamToClient"], len(data))
 
+    @inlineCallbacks
+    def silentClient(self, reactor: Any, drain: bool) -> Any:
+        """
+        Serve the CONNECT example with an idle timeout of 0.4 s to a client
+        that never sends its request; with C{drain}, drain the factory
+        (30 s) once the client is in.
+
+        @return: C{(the protocol's own idle call while live, the checker,
+            seconds until the client saw the close, the record's reason)}.
+        """
+        events, stop = capturedEvents()
+        self.addCleanup(stop)
+        factory = SpliceProxyFactory(None, reactor=reactor, idleTimeout=0.4)
+        factory.protocol = _connect.ConnectProtocol
+        port = reactor.listenTCP(0, factory, interface=LOOPBACK)
+        factory.addListeningPort(port)
+        client = connectClient(reactor, port)
+        yield client.made
+        while not factory.liveProtocols:
+            yield deferLater(reactor, 0.01, lambda: None)
+        [proto] = factory.liveProtocols
+        own, checker = proto._idleCall, proto._checker
+        started = reactor.seconds()
+        drained = factory.drain(30.0) if drain else None
+        yield client.lost
+        took = reactor.seconds() - started
+        if drained is not None:
+            # The drain stopped listening; it ends with the last client.
+            yield drained
+        else:
+            yield stopAll([port])
+        [event] = events
+        return own, checker, took, event["reason"]
+
+    def test_idleTimeoutOnTheForwardersTimer(self) -> None:
+        """
+        A protocol the lean accept took has no idle C{callLater} of its own:
+        its forwarder's one timer checks it, and the idle timeout closes a
+        client that never spoke within the timeout and a quarter.
+        """
+        own, checker, took, reason = self.runScenario(
+            lambda reactor: self.silentClient(reactor, False)
+        )
+        self.assertIsNone(own)
+        self.assertIsNotNone(checker)
+        self.assertEqual(reason, "idle timeout")
+        self.assertGreaterEqual(took, 0.35)
+        self.assertLess(took, 5.0)
+
+    def test_drainOnTheForwardersTimer(self) -> None:
+        """
+        Draining checks such a protocol at once and then on the drain's
+        schedule: a client stuck in its handshake is closed by the idle
+        timeout, not kept for the drain's 30 s.
+        """
+        own, checker, took, reason = self.runScenario(
+            lambda reactor: self.silentClient(reactor, True)
+        )
+        self.assertIsNone(own)
+        self.assertIsNotNone(checker)
+        self.assertEqual(reason, "idle timeout")
+        self.assertLess(took, 5.0)
+
     def test_socksExampleRunsLean(self) -> None:
         """
         The SOCKS5 example, greeting and request pipelined with the first

@@ -449,6 +449,10 @@ class FastForwarder:
             return
         transport = LeanTransport(skt, self.loop, self.reactor, addr, "A", port)
         transport.protocol = protocol
+        # Its idle, half-close and drain checks run on this forwarder's one
+        # timer, as the fast connections' do: no callLater per client.
+        protocol._checker = self
+        self.started()
         protocol.makeConnection(transport)
         transport.begin()
 
@@ -528,8 +532,12 @@ class FastForwarder:
             self._resumeWaiters()
         now = self.reactor.seconds()
         for conn in list(self.factory._gate.live):
-            if type(conn) is FastConnection and conn.forwarder is self:
-                conn.check(now)
+            if type(conn) is FastConnection:
+                if conn.forwarder is self:
+                    conn.check(now)
+            elif getattr(conn, "_checker", None) is self:
+                # A protocol the lean accept took (see _lean).
+                conn._checkIdle()
         if self.live > 0:
             self._schedule()
 

@@ -566,7 +566,7 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         self._phase = Phase.CONNECTED
         keepalive = self.factory.tcpKeepalive
         if keepalive is not None:
-            if self._idleCall is not None:
+            if self._idleCall is not None or self._checker is not None:
                 # At the first idle check, as the plain forward's at its
                 # first check: a connection that ends before never needs it.
                 self._dueAtCheck = partial(setKeepalive, upstream.transport, keepalive)
@@ -685,6 +685,9 @@ class SpliceProxyProtocol(ProxyAnswers, ProxyHeaderReader, IdleTimer, Protocol):
         except Exception:
             _log.failure("relayFinished() of {proxy!r} failed", proxy=self)
         finally:
+            checker, self._checker = self._checker, None
+            if checker is not None:
+                checker.ended()
             factory._gate.connectionEnded(self)
         return result
 

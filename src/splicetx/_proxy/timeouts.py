@@ -155,6 +155,10 @@ class IdleTimer:
     _phase: Phase
 
     _idleCall: Any = None
+    #: The forwarder whose one timer checks this connection (a client the
+    #: lean accept took: L{splicetx._proxy.fastpath.FastForwarder.check}),
+    #: or C{None}: a C{callLater} of its own.
+    _checker: Any = None
     #: Run once at the next check (the upstream socket's TCP keepalive:
     #: see L{SpliceProxyProtocol._connected
     #: <splicetx._proxy.protocol.SpliceProxyProtocol._connected>}).
@@ -187,6 +191,9 @@ class IdleTimer:
         Check in C{delay} seconds (default: L{_checkInterval}), unless there
         is nothing to check (no timeout, not draining).
         """
+        if self._checker is not None:
+            # Its forwarder's timer checks it, at least as often.
+            return
         interval = self._checkInterval()
         if interval is None:
             return
@@ -248,3 +255,7 @@ class IdleTimer:
             return
         self._stopIdleCheck()
         self._checkIdle()
+        checker = self._checker
+        if checker is not None:
+            # The drain's schedule is the forwarder timer's now.
+            checker.hurry()
