@@ -62,8 +62,6 @@ PREAMBLES = ("proxy-v1", "proxy-v2", "sni", "connect")
 CONNECT_REPLY = b"HTTP/1.1 200 Connection established\r\n\r\n"
 #: The server name of the C{sni} preamble's ClientHello.
 SNI_NAME = "bench.example"
-#: The first byte of a TLS handshake record.
-TLS_HANDSHAKE = 0x16
 #: The first bytes of TLS records (change_cipher_spec, alert, handshake,
 #: application_data); no header's mode byte is one of them.
 TLS_RECORD_TYPES = frozenset(range(20, 24))
