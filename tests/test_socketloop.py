@@ -147,6 +147,103 @@ class _TurnMixin:
         self.assertEqual(m.events, 1)
         self.assertEqual(self.loop.fileno(), -1)
 
+    def test_membersOfEveryKind(self) -> None:
+        """
+        In one turn, members whose C{reading} is a slot, an instance
+        attribute, or a property of their class are each asked as Python
+        would ask them (the compiled core reads slots directly and must
+        fall back for the others): the first two read, the third, whose
+        property says it does not read, is left alone.
+        """
+        [(slotted, a)] = self.members(1)
+        x, b = socket.socketpair()
+        y, c = socket.socketpair()
+        for sock in (x, b, y, c):
+            self.addCleanup(sock.close)
+        x.setblocking(False)
+        y.setblocking(False)
+        plain = _PlainMember(self.loop, x)
+        plain.startReading()
+        notReading = _Shadowed(self.loop, y)
+        notReading.startReading()
+        notReading.wants = False
+        for peer in (a, b, c):
+            peer.send(b"x")
+        self.turn()
+        self.assertEqual((slotted.events, plain.events, notReading.events), (1, 1, 0))
+
+    def test_classChangedBetweenTurns(self) -> None:
+        """
+        A change to a member's class between two turns holds at the next
+        turn (the compiled core's cached slot offset is dropped when the
+        class changes): with C{reading} patched to a property that says
+        no, the ready member is left alone; restored, it reads.
+        """
+        [(m, peer)] = self.members(1)
+        peer.send(b"x")
+        self.turn()
+        self.assertEqual(m.events, 1)
+        peer.send(b"y")
+        patched = property(lambda self: False, lambda self, v: None)
+        original = _Member.__dict__.get("reading")
+        _Member.reading = patched
+        try:
+            self.turn()
+            self.assertEqual(m.events, 1)
+        finally:
+            if original is None:
+                delattr(_Member, "reading")
+            else:
+                _Member.reading = original
+        self.turn()
+        self.assertEqual(m.events, 2)
+
+
+class _PlainMember:
+    """
+    A member without slots: its attributes are in its C{__dict__}.
+    """
+
+    def __init__(self, loop: SocketLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reading = self.writing = False
+        self.source = self.sink = self
+        self.events = 0
+
+    def startReading(self) -> None:
+        self.reading = True
+        self.loop.update(self)
+
+    def readable(self, *ignored: Any) -> None:
+        self.events += 1
+        self.sock.recv(1)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reading = False
+
+
+class _Shadowed(_Member):
+    """
+    A member whose class shadows the C{reading} slot it inherits with a
+    property (that says C{wants}), the slot itself holding C{True}.
+    """
+
+    __slots__ = ("wants",)
+
+    @property  # type: ignore[override]
+    def reading(self) -> bool:
+        return self.wants
+
+    @reading.setter
+    def reading(self, value: bool) -> None:
+        self.wants = value
+
+    def __init__(self, loop: SocketLoop, sock: socket.socket) -> None:
+        super().__init__(loop, sock)
+        LoopMember.__dict__["reading"].__set__(self, True)
+
 
 class CompiledTurnTests(_TurnMixin, SynchronousTestCase):
     compiled = True

@@ -53,6 +53,7 @@
 #include <time.h>
 
 #include "_ccore.h"
+#include "structmember.h"
 
 #define MAX_EVENTS 1024
 #define SPLICE_FLAGS (SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
@@ -79,6 +80,107 @@ static PyObject *s_BULK_READ, *s_PIECE, *s_SMALL_WINDOW, *s_monotonicNow;
 static PyObject *ccore_turn(PyObject *self, PyObject *const *args,
                             Py_ssize_t nargs);
 
+/*
+ * Attribute access by slot offset.  The hot loop reads and writes the same
+ * few attributes of the same few classes (Direction, Pipe, the members, the
+ * pools, the turn budget), all declared in __slots__; PyObject_GetAttr finds
+ * each through the type's dictionary and its descriptor every time.  A
+ * SlotCache remembers, per call site, the type it last saw and the offset
+ * of the attribute's slot in its instances, valid while the type's version
+ * tag is unchanged (any change to the class, a test's patch included,
+ * assigns a new one): then the slot is read or written directly, as the
+ * member descriptor would.  Anything else (no slot, a class with its own
+ * __getattribute__ or __setattr__, an empty slot) takes PyObject_GetAttr or
+ * PyObject_SetAttr, so the behaviour is the same either way.
+ */
+typedef struct {
+    PyObject **name;
+    PyTypeObject *type; /* borrowed: only compared, with its version tag */
+    unsigned int version;
+    Py_ssize_t offset;
+} SlotCache;
+
+#define SLOT(var) {&(var), NULL, 0, 0}
+
+/* Whether tp's version tag stands for its current attributes. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define VERSION_VALID(tp) ((tp)->tp_version_tag != 0)
+#else
+#define VERSION_VALID(tp)                                                    \
+    (((tp)->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) && (tp)->tp_version_tag != 0)
+#endif
+
+static Py_ssize_t
+slot_offset(PyObject *o, SlotCache *c)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (c->type == tp && VERSION_VALID(tp) && tp->tp_version_tag == c->version)
+        return c->offset;
+    c->type = NULL;
+    if (tp->tp_getattro != PyObject_GenericGetAttr ||
+        tp->tp_setattro != PyObject_GenericSetAttr)
+        return -1;
+    PyObject *descr = _PyType_Lookup(tp, *c->name);
+    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
+        return -1;
+    PyMemberDef *md = ((PyMemberDescrObject *)descr)->d_member;
+    if (md->type != T_OBJECT_EX || (md->flags & READONLY) || !VERSION_VALID(tp))
+        return -1;
+    c->type = tp;
+    c->version = tp->tp_version_tag;
+    c->offset = md->offset;
+    return md->offset;
+}
+
+/* o.<name>: a new reference, or NULL with an error set. */
+static PyObject *
+attr_get(PyObject *o, SlotCache *c)
+{
+    Py_ssize_t off = slot_offset(o, c);
+    if (off > 0) {
+        PyObject *v = *(PyObject **)((char *)o + off);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(o, *c->name);
+}
+
+/* o.<name> = v: 0, or -1 with an error set. */
+static int
+attr_set(PyObject *o, SlotCache *c, PyObject *v)
+{
+    Py_ssize_t off = slot_offset(o, c);
+    if (off > 0) {
+        PyObject **slot = (PyObject **)((char *)o + off);
+        PyObject *old = *slot;
+        *slot = Py_NewRef(v);
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(o, *c->name, v);
+}
+
+/* The call sites' caches: c_<object>_<attribute>, where the object is a
+ * loop member (m), a Direction (d), a Pipe (p), the turn budget (t), an
+ * UnreservedPipes (u) or a PipePool (pp). */
+static SlotCache c_m_reading = SLOT(s_reading), c_m_source = SLOT(s_source),
+                 c_m_writing = SLOT(s_writing), c_m_sink = SLOT(s_sink);
+static SlotCache c_d_pipe = SLOT(s_pipe), c_d_limit = SLOT(s_limit),
+                 c_d_bulk = SLOT(s_bulk), c_d_pool = SLOT(s_pool),
+                 c_d_srcfd = SLOT(s_srcfd), c_d_dstfd = SLOT(s_dstfd),
+                 c_d_engine = SLOT(s_engine), c_d_eof = SLOT(s_eof),
+                 c_d_src = SLOT(s_src), c_d_dst = SLOT(s_dst),
+                 c_d_inPipe = SLOT(s_inPipe), c_d_turns = SLOT(s_turns),
+                 c_d_moved = SLOT(s_moved);
+static SlotCache c_p_readFD = SLOT(s_readFD), c_p_writeFD = SLOT(s_writeFD),
+                 c_p_size = SLOT(s_size);
+static SlotCache c_t_smallUntil = SLOT(s_smallUntil),
+                 c_t_bulkUntil = SLOT(s_bulkUntil), c_t_left = SLOT(s_left);
+static SlotCache c_u_onReturn = SLOT(s_onReturn), c_u_pool = SLOT(s_pool),
+                 c_u_lent = SLOT(s_lent);
+static SlotCache c_pp_maxPipes = SLOT(s__maxPipes),
+                 c_pp_reserved = SLOT(s_reserved), c_pp_idle = SLOT(s__idle);
+
 static int
 as_int(PyObject *o, int *out)
 {
@@ -95,16 +197,16 @@ as_int(PyObject *o, int *out)
 
 /* Call member.<side>.<method>() when member.<flag> is true: 0 or -1. */
 static int
-call_side(PyObject *m, PyObject *flag, PyObject *side, PyObject *method)
+call_side(PyObject *m, SlotCache *flag, SlotCache *side, PyObject *method)
 {
-    PyObject *want = PyObject_GetAttr(m, flag);
+    PyObject *want = attr_get(m, flag);
     if (want == NULL)
         return -1;
     int truth = PyObject_IsTrue(want);
     Py_DECREF(want);
     if (truth <= 0)
         return truth;
-    PyObject *target = PyObject_GetAttr(m, side);
+    PyObject *target = attr_get(m, side);
     if (target == NULL)
         return -1;
     PyObject *r = PyObject_CallMethodNoArgs(target, method);
@@ -123,14 +225,14 @@ call_side(PyObject *m, PyObject *flag, PyObject *side, PyObject *method)
 static int
 read_side(PyObject *m, PyObject **targs)
 {
-    PyObject *want = PyObject_GetAttr(m, s_reading);
+    PyObject *want = attr_get(m, &c_m_reading);
     if (want == NULL)
         return -1;
     int truth = PyObject_IsTrue(want);
     Py_DECREF(want);
     if (truth <= 0)
         return truth;
-    PyObject *source = PyObject_GetAttr(m, s_source);
+    PyObject *source = attr_get(m, &c_m_source);
     if (source == NULL)
         return -1;
     PyObject *r;
@@ -224,9 +326,9 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if ((ev & (uint32_t)readEvents) && targs[1] != NULL)
             rc = read_side(m, targs);
         else if (ev & (uint32_t)readEvents)
-            rc = call_side(m, s_reading, s_source, s_readable);
+            rc = call_side(m, &c_m_reading, &c_m_source, s_readable);
         if (rc == 0 && (ev & (uint32_t)writeEvents))
-            rc = call_side(m, s_writing, s_sink, s_writable);
+            rc = call_side(m, &c_m_writing, &c_m_sink, s_writable);
         if (rc < 0) {
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
@@ -303,9 +405,9 @@ ccore_move(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* ---- Direction.readable's fast turn ------------------------------------ */
 
 static int
-get_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
+get_ssize(PyObject *o, SlotCache *name, Py_ssize_t *out)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    PyObject *v = attr_get(o, name);
     if (v == NULL)
         return -1;
     *out = PyLong_AsSsize_t(v);
@@ -314,9 +416,9 @@ get_ssize(PyObject *o, PyObject *name, Py_ssize_t *out)
 }
 
 static int
-get_int(PyObject *o, PyObject *name, int *out)
+get_int(PyObject *o, SlotCache *name, int *out)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    PyObject *v = attr_get(o, name);
     if (v == NULL)
         return -1;
     int rc = as_int(v, out);
@@ -325,21 +427,21 @@ get_int(PyObject *o, PyObject *name, int *out)
 }
 
 static int
-set_ssize(PyObject *o, PyObject *name, Py_ssize_t v)
+set_ssize(PyObject *o, SlotCache *name, Py_ssize_t v)
 {
     PyObject *x = PyLong_FromSsize_t(v);
     if (x == NULL)
         return -1;
-    int rc = PyObject_SetAttr(o, name, x);
+    int rc = attr_set(o, name, x);
     Py_DECREF(x);
     return rc;
 }
 
 /* Whether o.name is None: 1, 0, or -1 on error. */
 static int
-is_none(PyObject *o, PyObject *name)
+is_none(PyObject *o, SlotCache *name)
 {
-    PyObject *v = PyObject_GetAttr(o, name);
+    PyObject *v = attr_get(o, name);
     if (v == NULL)
         return -1;
     int none = v == Py_None;
@@ -360,9 +462,9 @@ call0(PyObject *o, PyObject *name)
 
 /* o.attr.name(): 0 or -1. */
 static int
-call_on(PyObject *o, PyObject *attr, PyObject *name)
+call_on(PyObject *o, SlotCache *attr, PyObject *name)
 {
-    PyObject *t = PyObject_GetAttr(o, attr);
+    PyObject *t = attr_get(o, attr);
     if (t == NULL)
         return -1;
     int rc = call0(t, name);
@@ -388,20 +490,20 @@ peek_pipe(PyObject *pool)
         return NULL;
     if (Py_TYPE(pool) == (PyTypeObject *)unreservedType) {
         Py_ssize_t lent, reserved, maxPipes;
-        int none = is_none(pool, s_onReturn);
+        int none = is_none(pool, &c_u_onReturn);
         if (none <= 0)
             return NULL;
-        inner = PyObject_GetAttr(pool, s_pool);
+        inner = attr_get(pool, &c_u_pool);
         if (inner == NULL)
             return NULL;
         if (Py_TYPE(inner) != (PyTypeObject *)poolType) {
             Py_DECREF(inner);
             return NULL;
         }
-        none = is_none(inner, s__maxPipes);
-        if (none != 0 || get_ssize(inner, s__maxPipes, &maxPipes) ||
-            get_ssize(pool, s_lent, &lent) ||
-            get_ssize(inner, s_reserved, &reserved) ||
+        none = is_none(inner, &c_pp_maxPipes);
+        if (none != 0 || get_ssize(inner, &c_pp_maxPipes, &maxPipes) ||
+            get_ssize(pool, &c_u_lent, &lent) ||
+            get_ssize(inner, &c_pp_reserved, &reserved) ||
             reserved + lent >= maxPipes) {
             Py_DECREF(inner);
             return NULL;
@@ -413,7 +515,7 @@ peek_pipe(PyObject *pool)
     }
     else
         return NULL;
-    PyObject *idle = PyObject_GetAttr(inner, s__idle);
+    PyObject *idle = attr_get(inner, &c_pp_idle);
     Py_DECREF(inner);
     if (idle == NULL)
         return NULL;
@@ -439,7 +541,7 @@ take_leased(PyObject *d, PyObject *pool, PyObject *pipe)
                         "turn(): the pool lent another pipe than its last idle one");
         return -1;
     }
-    int rc = PyObject_SetAttr(d, s_pipe, p);
+    int rc = attr_set(d, &c_d_pipe, p);
     Py_DECREF(p);
     return rc;
 }
@@ -507,24 +609,24 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (window == -1.0 && PyErr_Occurred())
         return NULL;
 
-    if ((rc = is_none(d, s_pipe)) <= 0 || (rc = is_none(d, s_limit)) <= 0)
+    if ((rc = is_none(d, &c_d_pipe)) <= 0 || (rc = is_none(d, &c_d_limit)) <= 0)
         goto fallback;
-    PyObject *bulk = PyObject_GetAttr(d, s_bulk);
+    PyObject *bulk = attr_get(d, &c_d_bulk);
     if (bulk == NULL)
         return NULL;
     rc = PyObject_IsTrue(bulk);
     Py_DECREF(bulk);
     if (rc != 0)
         goto fallback;
-    if ((pool = PyObject_GetAttr(d, s_pool)) == NULL)
+    if ((pool = attr_get(d, &c_d_pool)) == NULL)
         return NULL;
     if ((pipe = peek_pipe(pool)) == NULL) {
         rc = PyErr_Occurred() ? -1 : 0;
         goto fallback;
     }
-    if (get_int(pipe, s_readFD, &rfd) || get_int(pipe, s_writeFD, &wfd) ||
-        get_ssize(pipe, s_size, &count) || get_int(d, s_srcfd, &srcfd) ||
-        get_int(d, s_dstfd, &dstfd))
+    if (get_int(pipe, &c_p_readFD, &rfd) || get_int(pipe, &c_p_writeFD, &wfd) ||
+        get_ssize(pipe, &c_p_size, &count) || get_int(d, &c_d_srcfd, &srcfd) ||
+        get_int(d, &c_d_dstfd, &dstfd))
         goto fail;
     if (rfd < 0 || count <= 0) {
         rc = 0;
@@ -546,7 +648,7 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *e = PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
         if (e == NULL)
             goto fail;
-        PyObject *engine = PyObject_GetAttr(d, s_engine);
+        PyObject *engine = attr_get(d, &c_d_engine);
         if (engine == NULL) {
             Py_DECREF(e);
             goto fail;
@@ -563,8 +665,8 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (n == 0) {
         /* End of stream (the pipe, never taken, stays in the pool). */
-        if (PyObject_SetAttr(d, s_eof, Py_True) ||
-            call_on(d, s_src, s_stopReading) || call0(d, s_finish))
+        if (attr_set(d, &c_d_eof, Py_True) ||
+            call_on(d, &c_d_src, s_stopReading) || call0(d, s_finish))
             goto fail;
         result = 0;
         goto done;
@@ -578,7 +680,7 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
 
     /* A small read: the bookkeeping of Direction.readable. */
-    if (set_ssize(d, s_inPipe, n) || (turns = PyObject_GetAttr(d, s_turns)) == NULL)
+    if (set_ssize(d, &c_d_inPipe, n) || (turns = attr_get(d, &c_d_turns)) == NULL)
         goto fail;
     if (clock == monotonic) {
         struct timespec ts;
@@ -597,11 +699,11 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *until = PyFloat_FromDouble(now + window);
     if (until == NULL)
         goto fail;
-    if (PyObject_SetAttr(turns, s_smallUntil, until)) {
+    if (attr_set(turns, &c_t_smallUntil, until)) {
         Py_DECREF(until);
         goto fail;
     }
-    PyObject *bu = PyObject_GetAttr(turns, s_bulkUntil);
+    PyObject *bu = attr_get(turns, &c_t_bulkUntil);
     if (bu == NULL) {
         Py_DECREF(until);
         goto fail;
@@ -621,7 +723,7 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(r);
     }
     Py_DECREF(until);
-    if (get_ssize(turns, s_left, &left) || set_ssize(turns, s_left, left - n))
+    if (get_ssize(turns, &c_t_left, &left) || set_ssize(turns, &c_t_left, left - n))
         goto fail;
     left -= n;
     if (left <= 0 && call0(turns, s_spent))
@@ -637,8 +739,8 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         err = -1;
     else
         rest -= m;
-    if (get_ssize(d, s_moved, &moved) || set_ssize(d, s_moved, moved + n - rest) ||
-        set_ssize(d, s_inPipe, rest))
+    if (get_ssize(d, &c_d_moved, &moved) || set_ssize(d, &c_d_moved, moved + n - rest) ||
+        set_ssize(d, &c_d_inPipe, rest))
         goto fail;
     if (err || rest) {
         if (take_leased(d, pool, pipe))
@@ -650,8 +752,8 @@ ccore_turn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 goto fail;
             Py_DECREF(r);
         }
-        else if (call_on(d, s_src, s_stopReading) ||
-                 call_on(d, s_dst, s_startWriting))
+        else if (call_on(d, &c_d_src, s_stopReading) ||
+                 call_on(d, &c_d_dst, s_startWriting))
             goto fail;
         result = 0;
         goto done;

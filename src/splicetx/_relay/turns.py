@@ -78,6 +78,22 @@ class _Turns:
         watched (L{noteSmall}) only meanwhile, for none is served otherwise.
     """
 
+    # Slots: the compiled core reads and writes left, smallUntil and
+    # bulkUntil on every small read (splicetx._relay._ccore, SlotCache).
+    __slots__ = (
+        "_reactor",
+        "left",
+        "queue",
+        "held",
+        "pending",
+        "smallUntil",
+        "bulkUntil",
+        "smalls",
+        "serving",
+        "_poll",
+        "__weakref__",
+    )
+
     def __init__(self, reactor: Any) -> None:
         # Weakly, and no DelayedCall kept (it refers to the reactor): the
         # registry below is keyed weakly on the reactor, and a strong path
