@@ -562,10 +562,20 @@ class DeploymentTests(_ProxyTestCase):
 
     def test_reactors(self) -> None:
         """
-        C{twist --reactor=NAME splice-proxy} works with epoll, poll, select
-        and asyncio, splicing on each.
+        C{twist --reactor=NAME splice-proxy} works with epoll, poll, select,
+        asyncio and splicetx, splicing on each; with no C{--reactor} it runs
+        on splicetx's (L{splicetx.reactor}).  The start log names the
+        reactor.
         """
-        names = ["epoll", "poll", "select", "asyncio"]
+        names = ["epoll", "poll", "select", "asyncio", "splicetx", None]
+        classes = {
+            "epoll": "EPollReactor",
+            "poll": "PollReactor",
+            "select": "SelectReactor",
+            "asyncio": "AsyncioSelectorReactor",
+            "splicetx": "SpliceEPollReactor",
+            None: "SpliceEPollReactor",
+        }
         data = os.urandom(256 * 1024)
 
         async def through(port: int) -> bytes:
@@ -581,7 +591,8 @@ class DeploymentTests(_ProxyTestCase):
                 *(
                     _startProxy(
                         lambda name=name: self.forward(
-                            uport, twistArgs=[f"--reactor={name}"]
+                            uport,
+                            twistArgs=[f"--reactor={name}"] if name else [],
                         )
                     )
                     for name in names
@@ -597,6 +608,8 @@ class DeploymentTests(_ProxyTestCase):
         for name, proxy in zip(names, proxies, strict=True):
             [event] = proxy.waitForConnections(1)
             self.assertEqual((name, event["engine"]), (name, "splice"))
+            started = proxy.waitForEvent(lambda e: e.get("splicetxEvent") == "core")
+            self.assertEqual((name, started["reactor"]), (name, classes[name]))
 
 
 class FileDescriptorExhaustionTests(_ProxyTestCase):

@@ -236,10 +236,11 @@ class SpliceProxyService(DrainOnSignal, Service):
             maxConnections=room.maxConnections or "unlimited",
         )
         _log.info(
-            "relay core: {description}",
+            "relay core: {description}; reactor: {reactor}",
             splicetxEvent="core",
             core=core.current(),
             description=core.describe(),
+            reactor=type(self.reactor).__name__,
         )
         return room.maxPipes, room.maxConnections
 

@@ -128,6 +128,18 @@ _DURATION_OPTIONS = (
 )
 
 
+def _installDefaultReactor() -> None:
+    """
+    Install L{splicetx.reactor} unless a reactor was chosen already; where
+    there is no epoll (not Linux), leave C{twist} its default.
+    """
+    try:
+        from splicetx.reactor import installDefault
+    except ImportError:
+        return
+    installDefault()
+
+
 class Options(usage.Options):
     """
     Options of C{twist splice-proxy}.
@@ -470,6 +482,10 @@ class Options(usage.Options):
         @raise usage.UsageError: for bad input, with a message naming the
             option.
         """
+        # Before anything (a --protocol module, say) imports the global
+        # reactor, and before twist installs its default: the socket loop's
+        # wake costs less on this one (splicetx.reactor).
+        _installDefaultReactor()
         if not self["listen"] and (self["connect"] or self["route-sni"]):
             raise ConfigError("--listen is required (e.g. --listen tcp:8989)")
         if not self["listen"] and not self["config"]:

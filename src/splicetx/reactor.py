@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_reactor -*-
+"""
+Twisted's epoll reactor, handing splicetx's socket loop its readiness
+events without a log context per wake.
+
+Every relayed socket of the fast path sits in one C{epoll} set of
+L{splicetx._relay.socketloop.SocketLoop}, whose descriptor is the one thing
+the reactor watches for them.  Twisted's C{EPollReactor.doPoll} calls each
+ready descriptor through C{twisted.python.log.callWithLogger}, which builds
+a legacy logging context (two dictionary copies and a context-stack push)
+so that C{log.msg} calls made inside C{doRead} carry the descriptor's
+C{logPrefix} as their C{system}.  That costs about 2.7 microseconds per
+call on this project's benchmark machine: on a 1 KiB ping-pong through the
+proxy, two of them per round trip are most of what separates splicetx from
+HAProxy (docs/design-decisions.md, "The socket loop's wake without a log
+context").  The socket loop logs through C{twisted.logger} with its own
+namespace and has no use for that context.
+
+L{SpliceEPollReactor} is C{EPollReactor} with one change: a ready
+L{SocketLoop} is handed to the reactor's own C{_doReadOrWrite} directly,
+with the same error handling and disconnection rules; every other
+descriptor goes through C{callWithLogger} as before.
+
+Install it the way Twisted's reactors are installed, before anything
+imports C{twisted.internet.reactor}::
+
+    from splicetx import reactor
+    reactor.install()
+
+or name it on the command line, C{twist --reactor splicetx ...} and
+C{trial --reactor splicetx ...} (the plugin is
+C{twisted/plugins/splicetx_reactor.py}).  C{twist splice-proxy} installs
+it when no reactor was chosen (L{installDefault}); C{twist --reactor epoll
+splice-proxy} keeps Twisted's own.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from typing import Any
+
+from twisted.internet.epollreactor import EPollReactor
+from twisted.python import log
+
+from splicetx._relay.socketloop import SocketLoop
+
+__all__ = ["SpliceEPollReactor", "install", "installDefault"]
+
+
+class SpliceEPollReactor(EPollReactor):
+    """
+    C{EPollReactor} that hands a ready L{SocketLoop} its event without
+    C{callWithLogger}.  See the module docstring.
+    """
+
+    def doPoll(self, timeout: float | None) -> None:
+        """
+        Poll for new events and dispatch them, as C{EPollReactor.doPoll}
+        does, but call a L{SocketLoop} without a legacy log context.
+
+        @param timeout: seconds to wait at most; L{None} waits until an
+            event.
+        """
+        if timeout is None:
+            timeout = -1
+        try:
+            events = self._poller.poll(timeout, len(self._selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        drdw = self._doReadOrWrite
+        callWithLogger = log.callWithLogger
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            if selectable.__class__ is SocketLoop:
+                drdw(selectable, fd, event)
+            else:
+                callWithLogger(selectable, drdw, selectable, fd, event)
+
+    doIteration = doPoll
+
+
+def install() -> SpliceEPollReactor:
+    """
+    Install a L{SpliceEPollReactor} as the global reactor.
+
+    @return: the reactor.
+    @raise twisted.internet.error.ReactorAlreadyInstalledError: if a reactor
+        is installed already.
+    """
+    from twisted.internet.main import installReactor
+
+    r = SpliceEPollReactor()
+    installReactor(r)
+    return r
+
+
+def installDefault() -> Any:
+    """
+    Install a L{SpliceEPollReactor} unless a reactor is installed already
+    (C{twist --reactor NAME}, or an import of C{twisted.internet.reactor}),
+    for C{twist splice-proxy}, whose options are parsed before C{twist}
+    installs its default.
+
+    @return: the reactor installed now, or L{None} if one was already.
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        return None
+    return install()

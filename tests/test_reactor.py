@@ -1,0 +1,204 @@
+"""
+Tests for L{splicetx.reactor}: Twisted's epoll reactor that hands the
+socket loop its events without a legacy log context, and keeps that
+context for every other descriptor.  Real socket pairs in a real reactor
+instance (not the global one), polled by hand; the install paths in a
+subprocess, where no reactor is installed yet.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from twisted.python import context, log
+from twisted.trial.unittest import SynchronousTestCase
+
+from splicetx._relay import core
+from splicetx._relay.socketloop import LoopMember, SocketLoop
+from splicetx.reactor import SpliceEPollReactor, installDefault
+
+
+class _Member(LoopMember):
+    """
+    A socket-pair end in a L{SocketLoop} that records the legacy log
+    context (C{system}) of each event it reads.
+    """
+
+    __slots__ = ("sock", "systems")
+
+    def __init__(self, loop: SocketLoop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reading = self.writing = False
+        self.source = self.sink = self
+        self.systems: list[str] = []
+
+    def readable(self, *ignored: Any) -> None:
+        self.sock.recv(1)
+        self.systems.append(context.get(log.ILogContext)["system"])
+
+    def connectionLost(self, reason: Any) -> None:
+        self.reading = False
+
+
+class _Reader:
+    """
+    A plain C{IReadDescriptor} on a socket, recording the C{system} of the
+    log context its C{doRead} runs in.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.systems: list[str] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "plain-reader"
+
+    def doRead(self) -> None:
+        self.sock.recv(1)
+        self.systems.append(context.get(log.ILogContext)["system"])
+
+    def connectionLost(self, reason: Any) -> None:
+        pass
+
+
+class SpliceEPollReactorTests(SynchronousTestCase):
+    """
+    One C{doPoll} of a L{SpliceEPollReactor} with a socket loop and a plain
+    reader ready.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = SpliceEPollReactor()
+        self.addCleanup(self._closeReactor)
+
+    def _closeReactor(self) -> None:
+        self.reactor._poller.close()
+        self.reactor.waker.connectionLost(None)
+
+    def loop(self) -> SocketLoop:
+        loop = SocketLoop(self.reactor)
+        self.addCleanup(loop.connectionLost, None)
+        return loop
+
+    def pair(self) -> tuple[socket.socket, socket.socket]:
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        a.setblocking(False)
+        return a, b
+
+    def test_loopWithoutLogContext(self) -> None:
+        """
+        A ready socket loop is handed its event in the caller's log context
+        (no C{callWithLogger}); a plain reader ready in the same poll runs
+        in a context named by its C{logPrefix}, as on C{EPollReactor}.
+        """
+        loop = self.loop()
+        a, b = self.pair()
+        member = _Member(loop, a)
+        member.startReading()
+        c, d = self.pair()
+        reader = _Reader(c)
+        self.reactor.addReader(reader)
+        outer = context.get(log.ILogContext)["system"]
+        b.send(b"x")
+        d.send(b"y")
+        self.reactor.doPoll(1)
+        self.assertEqual(member.systems, [outer])
+        self.assertEqual(reader.systems, ["plain-reader"])
+        self.assertNotEqual(outer, "plain-reader")
+        self.assertNotEqual(outer, loop.logPrefix())
+
+    def test_loopFailureDisconnects(self) -> None:
+        """
+        A socket loop whose C{doRead} raises is logged and disconnected by
+        the reactor's own rules (C{_doReadOrWrite}), as any descriptor is:
+        out of the reactor, its members told C{connectionLost}.
+        """
+        loop = self.loop()
+        a, b = self.pair()
+        member = _Member(loop, a)
+        member.startReading()
+
+        def broken(*args: Any) -> int:
+            raise RuntimeError("broken loop")
+
+        # The compiled turn raising with no member to blame: doRead lets it
+        # out (socketloop), and the reactor has the last word.
+        self.patch(core, "dispatch", broken)
+        b.send(b"x")
+        self.reactor.doPoll(1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNotIn(loop, self.reactor.getReaders())
+        self.assertFalse(member.reading)
+        self.assertEqual(member.systems, [])
+
+    def test_installDefaultLeavesAnInstalledReactor(self) -> None:
+        """
+        With a reactor installed (this test process has one),
+        L{installDefault} installs nothing.
+        """
+        from twisted.internet import reactor
+
+        self.assertIsNone(installDefault())
+        from twisted.internet import reactor as after
+
+        self.assertIs(after, reactor)
+
+
+class InstallTests(SynchronousTestCase):
+    """
+    Installing the reactor in a process that has none yet.
+    """
+
+    def run_python(self, code: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return out.stdout.strip()
+
+    def test_install(self) -> None:
+        """
+        L{splicetx.reactor.install} makes it the global reactor.
+        """
+        got = self.run_python(
+            "from splicetx import reactor; reactor.install(); "
+            "from twisted.internet import reactor as r; print(type(r).__name__)"
+        )
+        self.assertEqual(got, "SpliceEPollReactor")
+
+    def test_installDefault(self) -> None:
+        """
+        L{installDefault} installs it when no reactor is installed, and
+        returns it.
+        """
+        got = self.run_python(
+            "from splicetx.reactor import installDefault; r = installDefault(); "
+            "from twisted.internet import reactor; print(r is reactor, "
+            "type(reactor).__name__)"
+        )
+        self.assertEqual(got, "True SpliceEPollReactor")
+
+    def test_plugin(self) -> None:
+        """
+        The reactor is named C{splicetx} for C{twist --reactor} and
+        C{trial --reactor}.
+        """
+        got = self.run_python(
+            "from twisted.application.reactors import getReactorTypes; "
+            "print([r.moduleName for r in getReactorTypes() "
+            "if r.shortName == 'splicetx'])"
+        )
+        self.assertEqual(got, "['splicetx.reactor']")
