@@ -307,9 +307,11 @@ class FastForwarder:
         forwarder = self
         closed = port.connectionLost
         member = _PortMember(port, self.loop)
+        # Once: socket.family converts to an enum on every read.
+        family = int(port.socket.family)
 
         def doRead() -> None:
-            forwarder.accept(port)
+            forwarder.accept(port, family)
 
         def connectionLost(reason: Any) -> Any:
             member.stopReading()
@@ -349,16 +351,19 @@ class FastForwarder:
             plan = self._plan = _Plan(self.factory)
         return plan
 
-    def accept(self, port: Any) -> None:
+    def accept(self, port: Any, family: int | None = None) -> None:
         """
         The port's C{doRead}: accept what the kernel has, up to the port's
         limit, as C{tcp.Port.doRead} does.
+
+        @param family: the listening socket's address family, if known.
         """
         listener = port.socket
         limit = port.numberAccepts
         accepted = 0
         plan = self.plan()
-        family = int(listener.family)
+        if family is None:
+            family = int(listener.family)
         while accepted < limit:
             try:
                 # The C level: socket.accept() would build a socket.socket
