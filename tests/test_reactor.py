@@ -141,6 +141,27 @@ class SpliceEPollReactorTests(SynchronousTestCase):
         self.assertFalse(member.reading)
         self.assertEqual(member.systems, [])
 
+    def test_mainLoopGoesOnAfterAnError(self) -> None:
+        """
+        An error in one iteration of the main loop is logged, and the loop
+        goes on with the next, as on Twisted's own main loop.
+        """
+        r = self.reactor
+        timeouts: list[float | None] = []
+        realTimeout = r.timeout
+
+        def timeout() -> float | None:
+            timeouts.append(None)
+            if len(timeouts) == 1:
+                raise RuntimeError("one bad iteration")
+            return realTimeout()
+
+        r.timeout = timeout  # type: ignore[method-assign]
+        r.callLater(0, lambda: r.callLater(0, r.stop))
+        r.run(installSignalHandlers=False)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertGreaterEqual(len(timeouts), 2)
+
     def test_installDefaultLeavesAnInstalledReactor(self) -> None:
         """
         With a reactor installed (this test process has one),

@@ -16,10 +16,16 @@ HAProxy (docs/design-decisions.md, "The socket loop's wake without a log
 context").  The socket loop logs through C{twisted.logger} with its own
 namespace and has no use for that context.
 
-L{SpliceEPollReactor} is C{EPollReactor} with one change: a ready
-L{SocketLoop} is handed to the reactor's own C{_doReadOrWrite} directly,
-with the same error handling and disconnection rules; every other
-descriptor goes through C{callWithLogger} as before.
+L{SpliceEPollReactor} is C{EPollReactor} with two changes:
+
+  - a ready L{SocketLoop} is handed to the reactor's own C{_doReadOrWrite}
+    directly, with the same error handling and disconnection rules; every
+    other descriptor goes through C{callWithLogger} as before;
+  - its main loop enters the error handler that logs an unexpected error
+    ("Unexpected error in main loop") once for a run of iterations, not once
+    per iteration (a Python context manager's enter and exit per wake), and
+    enters it again after an error, so an error ends one iteration, as on
+    Twisted's own loop.
 
 Install it the way Twisted's reactors are installed, before anything
 imports C{twisted.internet.reactor}::
@@ -41,11 +47,16 @@ import sys
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.logger import Logger
 from twisted.python import log
 
 from splicetx._relay.socketloop import SocketLoop
 
 __all__ = ["SpliceEPollReactor", "install", "installDefault"]
+
+# In Twisted's namespace, as Twisted's main loop logs them.
+_log = Logger(namespace="twisted.internet.base")
+_mainLoopErrors = _log.failureHandler("Unexpected error in main loop")
 
 
 class SpliceEPollReactor(EPollReactor):
@@ -83,6 +94,20 @@ class SpliceEPollReactor(EPollReactor):
                 callWithLogger(selectable, drdw, selectable, fd, event)
 
     doIteration = doPoll
+
+    def mainLoop(self) -> None:
+        """
+        Run iterations until the reactor stops, as C{ReactorBase.mainLoop},
+        with the error handler entered once per run of iterations.
+        """
+        while self._started:
+            with _mainLoopErrors:
+                while self._started:
+                    self.runUntilCurrent()
+                    t2 = self.timeout()
+                    t = self.running and t2
+                    self.doIteration(t)
+        _log.info("Main loop terminated.")
 
 
 def install() -> SpliceEPollReactor:

@@ -117,19 +117,23 @@ slot_offset(PyObject *o, SlotCache *c)
     if (c->type == tp && VERSION_VALID(tp) && tp->tp_version_tag == c->version)
         return c->offset;
     c->type = NULL;
-    if (tp->tp_getattro != PyObject_GenericGetAttr ||
-        tp->tp_setattro != PyObject_GenericSetAttr)
-        return -1;
-    PyObject *descr = _PyType_Lookup(tp, *c->name);
-    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type)
-        return -1;
-    PyMemberDef *md = ((PyMemberDescrObject *)descr)->d_member;
-    if (md->type != T_OBJECT_EX || (md->flags & READONLY) || !VERSION_VALID(tp))
-        return -1;
-    c->type = tp;
-    c->version = tp->tp_version_tag;
-    c->offset = md->offset;
-    return md->offset;
+    Py_ssize_t offset = -1;
+    if (tp->tp_getattro == PyObject_GenericGetAttr &&
+        tp->tp_setattro == PyObject_GenericSetAttr) {
+        PyObject *descr = _PyType_Lookup(tp, *c->name);
+        if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+            PyMemberDef *md = ((PyMemberDescrObject *)descr)->d_member;
+            if (md->type == T_OBJECT_EX && !(md->flags & READONLY))
+                offset = md->offset;
+        }
+    }
+    /* Remembered either way: no slot (-1) is as stable as the class. */
+    if (VERSION_VALID(tp)) {
+        c->type = tp;
+        c->version = tp->tp_version_tag;
+        c->offset = offset;
+    }
+    return offset;
 }
 
 /* o.<name>: a new reference, or NULL with an error set. */
