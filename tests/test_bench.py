@@ -111,6 +111,57 @@ class PreambleChurnTests(SynchronousTestCase):
         self.assertIn(f"| **{SPLICE}-proxy2** | proxy-v2 |", md)
 
 
+class FreshProcessTests(SynchronousTestCase):
+    """
+    C{--fresh-process}: each repetition after the first runs in a new
+    process of each proxy.
+    """
+
+    def test_aProcessPerRepetition(self) -> None:
+        """
+        Two repetitions of one proxy run in two processes (two logs, two
+        listening ports), both measured, and the report says so.
+        """
+        out = tempfile.mkdtemp(prefix="splicetx-test-fresh-")
+        self.addCleanup(shutil.rmtree, out, True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "splicetx.bench",
+                "--quick",
+                "--reps",
+                "2",
+                "--loads",
+                "latency",
+                "--proxies",
+                SPLICE,
+                "--fresh-process",
+                "--no-chart",
+                "--out",
+                out,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        with open(os.path.join(out, "results.json")) as f:
+            result = json.load(f)
+        self.assertTrue(result["meta"]["freshProcess"])
+        runs = [r for r in result["runs"] if r["proxy"] == SPLICE]
+        self.assertEqual(sorted(r["rep"] for r in runs), [0, 1])
+        self.assertEqual([r.get("error") for r in runs], [None, None])
+        logs = [
+            f
+            for f in os.listdir(os.path.join(out, "logs"))
+            if f.startswith(f"{SPLICE}-") and f.endswith(".log")
+        ]
+        self.assertEqual(len(logs), 2, logs)
+        with open(os.path.join(out, "results.md")) as f:
+            self.assertIn("each repetition in a fresh process", f.read())
+
+
 class BackendTests(SynchronousTestCase):
     """
     The bench's backend, a real subprocess on loopback: what churn relies
@@ -396,6 +447,24 @@ class HelperTests(SynchronousTestCase):
                 configs[name] = f.read()
         self.assertIn("bind 127.0.0.1:1001 accept-proxy\n", configs["haproxy-proxy2"])
         self.assertIn(f"req.ssl_sni -i {_wire.SNI_NAME}", configs["haproxy-sni"])
+
+    def test_reactorCommands(self) -> None:
+        """
+        The splicetx proxies run C{twist splice-proxy} at its default
+        reactor (L{splicetx.reactor}), but the C{-epoll} one, which names
+        Twisted's own; C{twist portforward} runs on Twisted's epoll.
+        """
+        specs = {s.name: s for s in _proxies.allSpecs(splicetx.DEFAULT_PIPE_SIZE)}
+        work = tempfile.mkdtemp(prefix="splicetx-test-cmd-")
+        self.addCleanup(shutil.rmtree, work, True)
+
+        def reactors(name: str) -> list[str]:
+            argv = _proxies.command(specs[name], 1000, 2000, "cli", work)
+            return [a for a in argv if a.startswith("--reactor")]
+
+        self.assertEqual(reactors(SPLICE), [])
+        self.assertEqual(reactors(f"{SPLICE}-epoll"), ["--reactor=epoll"])
+        self.assertEqual(reactors("portforward"), ["--reactor=epoll"])
 
     def test_limitCommands(self) -> None:
         """

@@ -322,6 +322,22 @@ class Bench:
                 proxy.stop()
                 del self.iperfProxies[name]
 
+    def restart(self, name: str, work: str) -> None:
+        """
+        Stop proxy C{name} and start it again (C{--fresh-process}); when
+        the new one does not start, the old one's runs are all it has.
+        """
+        old = self.proxies[name]
+        old.stop()
+        proxy = _proxies.start(old.spec, self.backendPort, old.launcher or "", work)
+        why = _proxies.waitListening(proxy)
+        if why:
+            self.errors.append(f"{name}: did not start again: {why}")
+            proxy.stop()
+            return
+        _loadgen.churn(proxy.port, 0.05, 1, proxy.spec.preamble, self.backendPort)
+        self.proxies[name] = proxy
+
     def stopAll(self) -> None:
         for proxy in [*self.proxies.values(), *self.iperfProxies.values()]:
             proxy.stop()
@@ -658,7 +674,11 @@ class Bench:
             progress = Progress(
                 len(plan) + (len(straceTargets) if doStrace else 0) + len(perfPlan)
             )
+            fresh: set[tuple[int, str]] = set()
             for rep, load, name in plan:
+                if a.fresh_process and rep > 0 and (rep, name) not in fresh:
+                    fresh.add((rep, name))
+                    self.restart(name, work)
                 proxy = self.proxies[name]
                 progress.step(f"rep {rep + 1}/{self.reps} {load:<12} {name}")
                 if not proxy.alive() and not load.startswith("idle"):
@@ -719,6 +739,7 @@ class Bench:
                     "splice into /dev/null)"
                 ),
                 "reps": self.reps,
+                "freshProcess": bool(self.args.fresh_process),
                 "underbulkStreams": self.args.underbulk_streams,
                 "bulkSeconds": self.seconds,
                 "pings": self.pings,

@@ -100,6 +100,13 @@ def argumentParser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not pin client, backend and proxy to one CPU for the latency test",
     )
+    p.add_argument(
+        "--fresh-process",
+        action="store_true",
+        help="start every proxy afresh for each repetition after the first: "
+        "the spread between processes (address layout, hash seed) then shows "
+        "in the min-max instead of one process's draw counting for all reps",
+    )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG")
     p.add_argument(
         "--tls",

@@ -215,8 +215,13 @@ def markdown(result: dict[str, Any]) -> str:
         "proxy runs the pure-Python one: SPLICETX_NO_EXTENSIONS=1)",
         f"- Load generator: {meta['generator']}",
         f"- Repetitions: {meta['reps']} (proxies interleaved, in a shuffled "
-        "order of each repetition's own); cells show median (min–max) when "
-        "there is more than one.",
+        "order of each repetition's own"
+        + (
+            "; each repetition in a fresh process of each proxy"
+            if meta.get("freshProcess")
+            else "; one process of each proxy for all"
+        )
+        + "); cells show median (min–max) when there is more than one.",
         "- CPU, context switches, RSS and fds are the proxy's process tree "
         "(psutil); direct has no proxy process.",
         "",
