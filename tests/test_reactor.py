@@ -8,9 +8,12 @@ subprocess, where no reactor is installed yet.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from twisted.python import context, log
@@ -211,6 +214,59 @@ class InstallTests(SynchronousTestCase):
             "type(reactor).__name__)"
         )
         self.assertEqual(got, "True SpliceEPollReactor")
+
+    def test_beforeProtocolModules(self) -> None:
+        """
+        C{twist splice-proxy} installs it before it imports the
+        C{--protocol} module, so a module that imports the global reactor
+        at its top gets this one.
+        """
+        work = tempfile.mkdtemp(prefix="splicetx-test-reactor-")
+        self.addCleanup(shutil.rmtree, work, True)
+        with open(os.path.join(work, "reactormodule.py"), "w") as f:
+            f.write(
+                "import sys\n"
+                "from twisted.internet import reactor\n"
+                "from splicetx.proxy import SpliceProxyProtocol\n"
+                "sys.stderr.write('REACTOR=' + type(reactor).__name__ + '\\n')\n"
+                "class Proto(SpliceProxyProtocol):\n"
+                "    pass\n"
+            )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "splice-proxy",
+                "--check",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--connect",
+                "tcp:127.0.0.1:9",
+                "--protocol",
+                "reactormodule.Proto",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=work),
+        )
+        self.assertIn("REACTOR=SpliceEPollReactor", out.stderr, out.stderr)
+
+    def test_notByProxyService(self) -> None:
+        """
+        L{splicetx.service.proxyService} (a program of the user's own)
+        installs no reactor of ours: the program chose its own, or gets
+        Twisted's default.
+        """
+        got = self.run_python(
+            "from splicetx.service import proxyService; "
+            "proxyService(arguments=['--listen', 'tcp:0:interface=127.0.0.1', "
+            "'--connect', 'tcp:127.0.0.1:9']); "
+            "from twisted.internet import reactor; print(type(reactor).__name__)"
+        )
+        self.assertNotEqual(got, "SpliceEPollReactor")
+        self.assertTrue(got.endswith("Reactor"), got)
 
     def test_plugin(self) -> None:
         """

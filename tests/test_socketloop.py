@@ -172,6 +172,22 @@ class _TurnMixin:
         self.turn()
         self.assertEqual((slotted.events, plain.events, notReading.events), (1, 1, 0))
 
+    def test_foreignSlot(self) -> None:
+        """
+        A member whose class holds another class's slot descriptor fails
+        as in Python (C{TypeError}: the member is told it crashed), and is
+        never read at the other class's offset.
+        """
+        [(m, peer)] = self.members(1)
+        peer.send(b"x")
+        self.turn()  # the call site has seen the slotted class
+        foreign = _Foreign(self.loop, m.fd)
+        self.loop.members[m.fd] = foreign
+        peer.send(b"y")
+        self.turn()
+        self.assertEqual(foreign.crashes, 1)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
     def test_classChangedBetweenTurns(self) -> None:
         """
         A change to a member's class between two turns holds at the next
@@ -197,6 +213,31 @@ class _TurnMixin:
                 _Member.reading = original
         self.turn()
         self.assertEqual(m.events, 2)
+
+
+class _Foreign:
+    """
+    A member of no loop class whose C{reading} is C{LoopMember}'s slot
+    descriptor, copied: reading it raises C{TypeError} in Python, and the
+    compiled core must not read it at C{LoopMember}'s offset either.
+    """
+
+    reading = LoopMember.__dict__["reading"]
+
+    def __init__(self, loop: SocketLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.writing = False
+        self.source = self.sink = self
+        self.crashes = 0
+
+    def readable(self, *ignored: Any) -> None:
+        raise AssertionError("read through a foreign slot")
+
+    def crashed(self) -> None:
+        # As a connection does: it ends, and leaves the set.
+        self.crashes += 1
+        self.loop.forget(self)
 
 
 class _PlainMember:

@@ -21,11 +21,10 @@ L{SpliceEPollReactor} is C{EPollReactor} with two changes:
   - a ready L{SocketLoop} is handed to the reactor's own C{_doReadOrWrite}
     directly, with the same error handling and disconnection rules; every
     other descriptor goes through C{callWithLogger} as before;
-  - its main loop enters the error handler that logs an unexpected error
-    ("Unexpected error in main loop") once for a run of iterations, not once
-    per iteration (a Python context manager's enter and exit per wake), and
-    enters it again after an error, so an error ends one iteration, as on
-    Twisted's own loop.
+  - its main loop catches an unexpected error ("Unexpected error in main
+    loop") around a run of iterations, not around each (Twisted enters a
+    Python context manager per wake), and goes on after logging it, so an
+    error ends one iteration, as on Twisted's own loop.
 
 Install it the way Twisted's reactors are installed, before anything
 imports C{twisted.internet.reactor}::
@@ -56,7 +55,10 @@ __all__ = ["SpliceEPollReactor", "install", "installDefault"]
 
 # In Twisted's namespace, as Twisted's main loop logs them.
 _log = Logger(namespace="twisted.internet.base")
-_mainLoopErrors = _log.failureHandler("Unexpected error in main loop")
+
+
+#: The log system of an error that escapes the socket loop's dispatch.
+_SYSTEM = "splicetx"
 
 
 class SpliceEPollReactor(EPollReactor):
@@ -89,7 +91,15 @@ class SpliceEPollReactor(EPollReactor):
             if selectable is None:
                 continue
             if selectable.__class__ is SocketLoop:
-                drdw(selectable, fd, event)
+                # What callWithLogger would do besides the context: an
+                # error that escapes the reactor's own handling is logged,
+                # and the other events of the poll are still dispatched.
+                try:
+                    drdw(selectable, fd, event)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    log.err(system=_SYSTEM)
             else:
                 callWithLogger(selectable, drdw, selectable, fd, event)
 
@@ -101,12 +111,15 @@ class SpliceEPollReactor(EPollReactor):
         with the error handler entered once per run of iterations.
         """
         while self._started:
-            with _mainLoopErrors:
+            try:
                 while self._started:
                     self.runUntilCurrent()
                     t2 = self.timeout()
                     t = self.running and t2
                     self.doIteration(t)
+            except BaseException:
+                # As Twisted's handler: logged, and the loop goes on.
+                _log.failure("Unexpected error in main loop")
         _log.info("Main loop terminated.")
 
 

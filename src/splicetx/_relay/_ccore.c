@@ -121,7 +121,11 @@ slot_offset(PyObject *o, SlotCache *c)
     if (tp->tp_getattro == PyObject_GenericGetAttr &&
         tp->tp_setattro == PyObject_GenericSetAttr) {
         PyObject *descr = _PyType_Lookup(tp, *c->name);
-        if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type) {
+        /* The slot must be one of tp's own layout: a member descriptor
+         * copied into an unrelated class describes another layout (Python
+         * raises TypeError there; the generic call below does). */
+        if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type &&
+            PyType_IsSubtype(tp, PyDescr_TYPE(descr))) {
             PyMemberDef *md = ((PyMemberDescrObject *)descr)->d_member;
             if (md->type == T_OBJECT_EX && !(md->flags & READONLY))
                 offset = md->offset;

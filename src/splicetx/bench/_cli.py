@@ -322,21 +322,38 @@ class Bench:
                 proxy.stop()
                 del self.iperfProxies[name]
 
-    def restart(self, name: str, work: str) -> None:
+    def restart(self, name: str, work: str) -> bool:
         """
-        Stop proxy C{name} and start it again (C{--fresh-process}); when
-        the new one does not start, the old one's runs are all it has.
+        Stop proxy C{name} (and its copy for iperf3) and start it again
+        (C{--fresh-process}).
+
+        @return: whether the new one relays; when not, the error is noted
+            and the runs of the processes before are all it has.
         """
         old = self.proxies[name]
         old.stop()
         proxy = _proxies.start(old.spec, self.backendPort, old.launcher or "", work)
         why = _proxies.waitListening(proxy)
+        if not why:
+            preamble = (proxy.spec.preamble, self.backendPort)
+            warm = _loadgen.churn(proxy.port, 0.05, 1, *preamble)
+            if warm["conns"] == 0:
+                why = f"does not relay: {warm['error']}"
         if why:
             self.errors.append(f"{name}: did not start again: {why}")
             proxy.stop()
-            return
-        _loadgen.churn(proxy.port, 0.05, 1, proxy.spec.preamble, self.backendPort)
+            return False
         self.proxies[name] = proxy
+        iperf = self.iperfProxies.get(name)
+        if iperf is not None:
+            iperf.stop()
+            again = _proxies.start(old.spec, self.iperfPort, old.launcher or "", work)
+            if _proxies.waitListening(again):
+                again.stop()
+                del self.iperfProxies[name]
+            else:
+                self.iperfProxies[name] = again
+        return True
 
     def stopAll(self) -> None:
         for proxy in [*self.proxies.values(), *self.iperfProxies.values()]:
@@ -675,10 +692,14 @@ class Bench:
                 len(plan) + (len(straceTargets) if doStrace else 0) + len(perfPlan)
             )
             fresh: set[tuple[int, str]] = set()
+            gone: set[str] = set()
             for rep, load, name in plan:
                 if a.fresh_process and rep > 0 and (rep, name) not in fresh:
                     fresh.add((rep, name))
-                    self.restart(name, work)
+                    if name not in gone and not self.restart(name, work):
+                        gone.add(name)
+                if name in gone:
+                    continue
                 proxy = self.proxies[name]
                 progress.step(f"rep {rep + 1}/{self.reps} {load:<12} {name}")
                 if not proxy.alive() and not load.startswith("idle"):
