@@ -62,7 +62,6 @@ def proxyService(
     """
     options = Options()
     options.exitOnUsageError = False
-    options.installsReactor = False
     options.parseOptions([*_classArguments(protocol, factory), *arguments])
     return makeService(options)
 
