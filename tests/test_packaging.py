@@ -109,12 +109,13 @@ class WheelTests(SynchronousTestCase):
 
     def test_pluginAndTypeMarker(self) -> None:
         """
-        The wheel has the C{twist splice-proxy} and C{mptcp:} endpoint
-        plugin modules and C{splicetx/py.typed}.
+        The wheel has the C{twist splice-proxy}, C{mptcp:} endpoint and
+        C{splicetx} reactor plugin modules and C{splicetx/py.typed}.
         """
         names = self.names()
         self.assertIn("twisted/plugins/splicetx_plugin.py", names)
         self.assertIn("twisted/plugins/splicetx_mptcp.py", names)
+        self.assertIn("twisted/plugins/splicetx_reactor.py", names)
         self.assertIn("splicetx/py.typed", names)
         self.assertIn("splicetx/__init__.py", names)
 
@@ -132,7 +133,11 @@ class WheelTests(SynchronousTestCase):
         twisted = {n for n in names if n.startswith("twisted/")}
         self.assertEqual(
             twisted,
-            {"twisted/plugins/splicetx_plugin.py", "twisted/plugins/splicetx_mptcp.py"},
+            {
+                "twisted/plugins/splicetx_plugin.py",
+                "twisted/plugins/splicetx_mptcp.py",
+                "twisted/plugins/splicetx_reactor.py",
+            },
         )
 
     def test_everyModuleShipped(self) -> None:

@@ -17,32 +17,27 @@ from twisted.python import context, log
 from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._relay import core
-from splicetx._relay.socketloop import LoopMember, SocketLoop
+from splicetx._relay.socketloop import SocketLoop
 from splicetx.reactor import SpliceEPollReactor
 
+from .test_socketloop import _Member as _TurnMember
 
-class _Member(LoopMember):
+
+class _Member(_TurnMember):
     """
-    A socket-pair end in a L{SocketLoop} that records the legacy log
+    A socket-pair end in a L{SocketLoop} that also records the legacy log
     context (C{system}) of each event it reads.
     """
 
-    __slots__ = ("sock", "systems")
+    __slots__ = ("systems",)
 
     def __init__(self, loop: SocketLoop, sock: socket.socket) -> None:
-        self.loop = loop
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.reading = self.writing = False
-        self.source = self.sink = self
+        super().__init__(loop, sock)
         self.systems: list[str] = []
 
     def readable(self, *ignored: Any) -> None:
-        self.sock.recv(1)
+        super().readable()
         self.systems.append(context.get(log.ILogContext)["system"])
-
-    def connectionLost(self, reason: Any) -> None:
-        self.reading = False
 
 
 class _Reader:

@@ -242,27 +242,14 @@ class _Foreign:
 
 class _PlainMember:
     """
-    A member without slots: its attributes are in its C{__dict__}.
+    A member without slots (its attributes are in its C{__dict__}) that
+    behaves as L{_Member}.
     """
 
-    def __init__(self, loop: SocketLoop, sock: socket.socket) -> None:
-        self.loop = loop
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.reading = self.writing = False
-        self.source = self.sink = self
-        self.events = 0
-
-    def startReading(self) -> None:
-        self.reading = True
-        self.loop.update(self)
-
-    def readable(self, *ignored: Any) -> None:
-        self.events += 1
-        self.sock.recv(1)
-
-    def connectionLost(self, reason: Any) -> None:
-        self.reading = False
+    __init__ = _Member.__init__
+    readable = _Member.readable
+    connectionLost = _Member.connectionLost
+    startReading = LoopMember.startReading
 
 
 class _Shadowed(_Member):

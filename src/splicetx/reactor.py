@@ -68,7 +68,7 @@ class SpliceEPollReactor(EPollReactor):
         Poll for new events and dispatch them, as C{EPollReactor.doPoll}
         does, but call a L{SocketLoop} without a legacy log context.
 
-        @param timeout: seconds to wait at most; L{None} waits until an
+        @param timeout: seconds to wait at most; C{None} waits until an
             event.
         """
         if timeout is None:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from splicetx._app.filelimit import raiseFileLimit
@@ -32,7 +31,15 @@ from splicetx.bench._options import (
     QUICK_PROXIES,
     argumentParser,
 )
-from splicetx.bench._procstats import TreeMeter, snapshot, treePids
+from splicetx.bench._procstats import (
+    TreeMeter,
+    cpuOf,
+    cpuOfSelf,
+    pinned,
+    snapshot,
+    treePids,
+)
+from splicetx.bench._progress import Progress
 from splicetx.bench._tracing import (
     awaitAck,
     classifyDso,
@@ -41,102 +48,6 @@ from splicetx.bench._tracing import (
     perfReport,
 )
 from splicetx.bench._wire import makeSourceFile
-
-
-class Progress:
-    """
-    A one-line progress bar on stderr (one line per step when stderr is not a
-    terminal).
-    """
-
-    def __init__(self, total: int, stream: Any = None) -> None:
-        self.total = max(1, total)
-        self.done = 0
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.started = time.monotonic()
-
-    def step(self, label: str) -> None:
-        self.show(label)
-        self.done += 1
-
-    def show(self, label: str) -> None:
-        frac = self.done / self.total
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        line = (
-            f"[{bar}] {self.done}/{self.total} "
-            f"{time.monotonic() - self.started:5.0f}s  {label}"
-        )
-        if self.tty:
-            self.stream.write("\r\x1b[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def finish(self, label: str = "done") -> None:
-        self.done = self.total
-        self.show(label)
-        if self.tty:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _allTasks(pid: int) -> list[int]:
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return []
-
-
-@contextlib.contextmanager
-def pinned(pids: list[int], enabled: bool) -> Iterator[bool]:
-    """
-    Pin every thread of C{pids} (and the calling thread) to one CPU for the
-    duration; restore afterwards.
-    """
-    if not enabled or not hasattr(os, "sched_setaffinity"):
-        yield False
-        return
-    allowed = os.sched_getaffinity(0)
-    cpu = {max(allowed)}
-    saved: list[tuple[int, set[int]]] = []
-    tids = [0]
-    for pid in pids:
-        tids += _allTasks(pid)
-        try:
-            import psutil
-
-            for kid in psutil.Process(pid).children(recursive=True):
-                tids += _allTasks(kid.pid)
-        except Exception:
-            pass
-    for tid in tids:
-        try:
-            saved.append((tid, os.sched_getaffinity(tid)))
-            os.sched_setaffinity(tid, cpu)
-        except OSError:
-            pass
-    try:
-        yield True
-    finally:
-        for tid, mask in saved:
-            try:
-                os.sched_setaffinity(tid, mask)
-            except OSError:
-                pass
-
-
-def _cpuSelf() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def _cpuOf(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    s = snapshot(pid)
-    return s.user + s.system
-
 
 #: Connections a proxy started for the idle load may hold beyond the idle
 #: ones (the warm-up's and the fresh ones' stragglers, the bench's probes).
@@ -381,7 +292,7 @@ class Bench:
                 else (self.iperfPort if useIperf else self.backendPort)
             )
             meter = TreeMeter(target.pid)
-            gen0 = _cpuSelf() + _cpuOf(None if useIperf else backendPid)
+            gen0 = cpuOfSelf() + cpuOf(None if useIperf else backendPid)
             meter.start()
             if useIperf:
                 r = _loadgen.iperf3Bulk(port, int(n), d == "up", self.seconds)
@@ -396,7 +307,7 @@ class Bench:
                     self.devnull,
                 )
             m = meter.stop()
-            gen = _cpuSelf() + _cpuOf(None if useIperf else backendPid) - gen0
+            gen = cpuOfSelf() + cpuOf(None if useIperf else backendPid) - gen0
             gb = r["bytes"] / 1e9
             out: dict[str, Any] = {
                 "gbps": r["bytes"] * 8 / r["seconds"] / 1e9,
