@@ -35,6 +35,18 @@ PROXIES = ("direct", SPLICE, "copy")
 _ran: dict[str, object] = {}
 
 
+def _runBench(out: str, *arguments: str) -> subprocess.CompletedProcess:
+    """
+    Run C{python -m splicetx.bench --quick ARGUMENTS --out OUT}.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "splicetx.bench", "--quick", *arguments, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _quickRun() -> tuple[str, subprocess.CompletedProcess]:
     """
     Run the bench once per test process (quick mode, three proxies) and
@@ -43,21 +55,7 @@ def _quickRun() -> tuple[str, subprocess.CompletedProcess]:
     if not _ran:
         out = tempfile.mkdtemp(prefix="splicetx-test-bench-")
         atexit.register(shutil.rmtree, out, True)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "splicetx.bench",
-                "--quick",
-                "--proxies",
-                ",".join(PROXIES),
-                "--out",
-                out,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = _runBench(out, "--proxies", ",".join(PROXIES))
         _ran["out"], _ran["proc"] = out, proc
     return _ran["out"], _ran["proc"]  # type: ignore[return-value]
 
@@ -76,25 +74,15 @@ class PreambleChurnTests(SynchronousTestCase):
         out = tempfile.mkdtemp(prefix="splicetx-test-bench-")
         self.addCleanup(shutil.rmtree, out, True)
         names = [SPLICE, f"{SPLICE}-proxy1", f"{SPLICE}-proxy2", f"{SPLICE}-sni"]
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "splicetx.bench",
-                "--quick",
-                "--loads",
-                "churn",
-                "--churn-seconds",
-                "0.3",
-                "--no-chart",
-                "--proxies",
-                ",".join(names),
-                "--out",
-                out,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        proc = _runBench(
+            out,
+            "--loads",
+            "churn",
+            "--churn-seconds",
+            "0.3",
+            "--no-chart",
+            "--proxies",
+            ",".join(names),
         )
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         with open(os.path.join(out, "results.json")) as f:
@@ -124,26 +112,16 @@ class FreshProcessTests(SynchronousTestCase):
         """
         out = tempfile.mkdtemp(prefix="splicetx-test-fresh-")
         self.addCleanup(shutil.rmtree, out, True)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "splicetx.bench",
-                "--quick",
-                "--reps",
-                "2",
-                "--loads",
-                "latency",
-                "--proxies",
-                SPLICE,
-                "--fresh-process",
-                "--no-chart",
-                "--out",
-                out,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        proc = _runBench(
+            out,
+            "--reps",
+            "2",
+            "--loads",
+            "latency",
+            "--proxies",
+            SPLICE,
+            "--fresh-process",
+            "--no-chart",
         )
         self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
         with open(os.path.join(out, "results.json")) as f:

@@ -351,19 +351,18 @@ class FastForwarder:
             plan = self._plan = _Plan(self.factory)
         return plan
 
-    def accept(self, port: Any, family: int | None = None) -> None:
+    def accept(self, port: Any, family: int) -> None:
         """
         The port's C{doRead}: accept what the kernel has, up to the port's
         limit, as C{tcp.Port.doRead} does.
 
-        @param family: the listening socket's address family, if known.
+        @param family: the listening socket's address family (read once, at
+            L{attach}).
         """
         listener = port.socket
         limit = port.numberAccepts
         accepted = 0
         plan = self.plan()
-        if family is None:
-            family = int(listener.family)
         while accepted < limit:
             try:
                 # The C level: socket.accept() would build a socket.socket

@@ -221,10 +221,9 @@ class Bench:
                 self.skipped[proxy.spec.name] = f"did not start: {why}"
                 proxy.stop()
                 continue
-            preamble = (proxy.spec.preamble, self.backendPort)
-            warm = _loadgen.churn(proxy.port, 0.05, 1, *preamble)
-            if warm["conns"] == 0:
-                self.skipped[proxy.spec.name] = f"does not relay: {warm['error']}"
+            why = self.whyNotRelaying(proxy)
+            if why:
+                self.skipped[proxy.spec.name] = why
                 proxy.stop()
                 continue
             self.proxies[proxy.spec.name] = proxy
@@ -232,6 +231,18 @@ class Bench:
             if name not in self.proxies or _proxies.waitListening(proxy):
                 proxy.stop()
                 del self.iperfProxies[name]
+
+    def whyNotRelaying(self, proxy: _proxies.RunningProxy) -> str | None:
+        """
+        Warm C{proxy} up with a moment of churn (its preamble included).
+
+        @return: why it does not relay, or C{None} when it does.
+        """
+        preamble = (proxy.spec.preamble, self.backendPort)
+        warm = _loadgen.churn(proxy.port, 0.05, 1, *preamble)
+        if warm["conns"] == 0:
+            return f"does not relay: {warm['error']}"
+        return None
 
     def restart(self, name: str, work: str) -> bool:
         """
@@ -244,12 +255,7 @@ class Bench:
         old = self.proxies[name]
         old.stop()
         proxy = _proxies.start(old.spec, self.backendPort, old.launcher or "", work)
-        why = _proxies.waitListening(proxy)
-        if not why:
-            preamble = (proxy.spec.preamble, self.backendPort)
-            warm = _loadgen.churn(proxy.port, 0.05, 1, *preamble)
-            if warm["conns"] == 0:
-                why = f"does not relay: {warm['error']}"
+        why = _proxies.waitListening(proxy) or self.whyNotRelaying(proxy)
         if why:
             self.errors.append(f"{name}: did not start again: {why}")
             proxy.stop()
