@@ -103,6 +103,34 @@ class AccessLogTests(SynchronousTestCase):
         self.assertFalse([k for k in record if k.startswith("log_")])
         self.assertLess(len(line), 400)
 
+    def test_jsonAsTheStandardEncoder(self) -> None:
+        """
+        The encoder built once writes what C{json.dumps} with the same
+        settings writes: text outside ASCII as itself, quotes and control
+        characters escaped, large integers and non-finite floats; a record
+        that fails to encode leaves the next one unharmed.
+        """
+        out = io.StringIO()
+        log = AccessLog(out, "json", reactor=Clock(), flushInterval=0)
+        fields = {
+            **_FIELDS,
+            "client": 'caf\u00e9 "\n\x01',
+            "bytesClientToUpstream": 2**70,
+            "duration": float("inf"),
+        }
+        with self.assertRaises(TypeError):
+            log.connection(False, **fields, extra={"odd": object()})
+        log.connection(False, **fields, extra={"nested": {"a": [1, None]}})
+        (line,) = out.getvalue().splitlines()
+        record = json.loads(line)
+        self.assertEqual(
+            line,
+            json.dumps(record, separators=(",", ":"), ensure_ascii=False),
+        )
+        self.assertEqual(record["client"], 'caf\u00e9 "\n\x01')
+        self.assertIn("caf\u00e9", line)
+        self.assertEqual(record["nested"], {"a": [1, None]})
+
     def test_jsonInTwistsStream(self) -> None:
         """
         With the record separator, Twisted's own JSON log reader reads the

@@ -229,6 +229,10 @@ class _Member:
         self.source = self.sink = _Side(calls, name, fail)
 
 
+class _LoopLike:
+    _fd = -1
+
+
 class DispatchTests(SynchronousTestCase):
     """
     C{dispatch(epfd, members, maxevents, readEvents, writeEvents, failed)}.
@@ -291,6 +295,85 @@ class DispatchTests(SynchronousTestCase):
         failed: list = []
         self.assertRaises(RuntimeError, self.dispatch, {m.fd: m}, failed)
         self.assertEqual(failed, [m])
+
+    def _loopOf(self) -> _LoopLike:
+        """
+        What C{dispatch} reads of a L{SocketLoop} given in place of a
+        descriptor: its C{_fd}.
+        """
+        loop = _LoopLike()
+        loop._fd = self.ep.fileno()
+        return loop
+
+    def _readyReaders(self, count: int) -> dict:
+        members = {}
+        for i, (a, _b) in enumerate(self.pairs[:count]):
+            m = _Member(a.fileno(), self.calls, str(i))
+            members[m.fd] = m
+            self.ep.register(m.fd, select.EPOLLIN)
+        return members
+
+    def test_loopPollsAgain(self) -> None:
+        """
+        Given the loop, C{dispatch} polls again while the last poll found
+        events: bytes that arrive during a member's call are handled in the
+        same call, and the count is of every event handled.
+        """
+        members = self._readyReaders(2)
+        (a0, b0), (a1, b1) = self.pairs[:2]
+        first = members[a0.fileno()]
+
+        def readable() -> None:
+            self.calls.append("0 readable")
+            a0.recv(10)
+            if len(self.calls) == 1:
+                b1.send(b"y")
+
+        first.source.readable = readable  # type: ignore[method-assign]
+        second = members[a1.fileno()]
+
+        def drain() -> None:
+            self.calls.append("1 readable")
+            a1.recv(10)
+
+        second.source.readable = drain  # type: ignore[method-assign]
+        b0.send(b"x")
+        n = self.ext.dispatch(
+            self._loopOf(), members, 64, select.EPOLLIN, select.EPOLLOUT, []
+        )
+        self.assertEqual((n, self.calls), (2, ["0 readable", "1 readable"]))
+
+    def test_loopBound(self) -> None:
+        """
+        Given the loop, C{maxevents} bounds the events of all its polls.
+        """
+        members = self._readyReaders(3)
+        for _a, b in self.pairs:
+            b.send(b"x")
+        n = self.ext.dispatch(
+            self._loopOf(), members, 2, select.EPOLLIN, select.EPOLLOUT, []
+        )
+        # Nothing is read: every poll would find all three again.
+        self.assertEqual((n, len(self.calls)), (2, 2))
+
+    def test_loopClosedDuringTurn(self) -> None:
+        """
+        Given the loop, a member's call that closes the set (C{_fd} -1)
+        ends the turn: the closed descriptor is not polled again.
+        """
+        members = self._readyReaders(1)
+        a, b = self.pairs[0]
+        loop = self._loopOf()
+        m = members[a.fileno()]
+
+        def closeSet() -> None:
+            self.calls.append("closed")
+            loop._fd = -1
+
+        m.source.readable = closeSet  # type: ignore[method-assign]
+        b.send(b"x")
+        n = self.ext.dispatch(loop, members, 64, select.EPOLLIN, select.EPOLLOUT, [])
+        self.assertEqual((n, self.calls), (1, ["closed"]))
 
     def test_closedEpoll(self) -> None:
         """

@@ -20,6 +20,11 @@
  *       whose source is a Direction (see setup_direction) gets turn()
  *       first, and source.readable(got) only when turn() leaves it work.
  *
+ *       Given the SocketLoop in place of epfd, it is SocketLoop.doRead's
+ *       whole turn: it polls loop._fd again while the last poll found
+ *       events, maxevents events in all, and stops when loop._fd is -1 (a
+ *       member's call closed the set); it returns the events handled.
+ *
  *   move(srcfd, pipeWrite, pipeRead, dstfd, count, piece) -> (n, left, err)
  *       splice(srcfd -> pipe, count) and, when 0 < n <= piece, splice the
  *       pipe into dstfd once (a short write stops: the destination is full).
@@ -75,7 +80,7 @@ static PyObject *poolType, *unreservedType, *monotonic;
  * may replace by turn(), and its module's globals (the constants turn()
  * takes, read there so that a test's patch holds). */
 static PyObject *directionType, *directionGlobals;
-static PyObject *s_BULK_READ, *s_PIECE, *s_SMALL_WINDOW, *s_monotonicNow;
+static PyObject *s_BULK_READ, *s_PIECE, *s_SMALL_WINDOW, *s_monotonicNow, *s__fd;
 
 static PyObject *ccore_turn(PyObject *self, PyObject *const *args,
                             Py_ssize_t nargs);
@@ -271,11 +276,76 @@ read_side(PyObject *m, PyObject **targs)
     return 0;
 }
 
+/* One epoll_wait of the set and its events: the number of events, or -1
+ * with an exception set (the member that raised is appended to failed). */
+static int
+dispatch_once(int epfd, int maxevents, PyObject *members, int readEvents,
+              int writeEvents, PyObject *failed, PyObject **targs)
+{
+    struct epoll_event evs[MAX_EVENTS];
+
+    if (maxevents < 1)
+        maxevents = 1;
+    if (maxevents > MAX_EVENTS)
+        maxevents = MAX_EVENTS;
+    int n = epoll_wait(epfd, evs, maxevents, 0);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        uint32_t ev = evs[i].events;
+        PyObject *key = PyLong_FromLong(evs[i].data.fd);
+        if (key == NULL)
+            return -1;
+        PyObject *m = PyDict_GetItemWithError(members, key);
+        Py_DECREF(key);
+        if (m == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        /* The member may leave the dict (and be freed) during its calls. */
+        Py_INCREF(m);
+        int rc = 0;
+        if ((ev & (uint32_t)readEvents) && targs[1] != NULL)
+            rc = read_side(m, targs);
+        else if (ev & (uint32_t)readEvents)
+            rc = call_side(m, &c_m_reading, &c_m_source, s_readable);
+        if (rc == 0 && (ev & (uint32_t)writeEvents))
+            rc = call_side(m, &c_m_writing, &c_m_sink, s_writable);
+        if (rc < 0) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            int appended = PyList_Append(failed, m);
+            Py_DECREF(m);
+            if (appended < 0) {
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+                return -1;
+            }
+            PyErr_Restore(type, value, tb);
+            return -1;
+        }
+        Py_DECREF(m);
+    }
+    return n;
+}
+
+/* dispatch(set, members, maxevents, readEvents, writeEvents, failed[, turn])
+ *
+ * set is the epoll descriptor (one poll, its events handled) or the
+ * SocketLoop itself: then, as SocketLoop.doRead's turn, the set is polled
+ * again while the last poll found events, up to maxevents events in all,
+ * and as long as the loop's _fd is open (a member's call may close the
+ * set).  Returns the number of events handled. */
 static PyObject *
 ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int epfd, maxevents, readEvents, writeEvents;
-    struct epoll_event evs[MAX_EVENTS];
 
     /* turn() arguments after the direction, when turn is given. */
     PyObject *targs[5] = {NULL, NULL, NULL, NULL, NULL};
@@ -302,58 +372,38 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "dispatch(): members dict, failed list");
         return NULL;
     }
-    if (as_int(args[0], &epfd) || as_int(args[2], &maxevents) ||
-        as_int(args[3], &readEvents) || as_int(args[4], &writeEvents))
+    if (as_int(args[2], &maxevents) || as_int(args[3], &readEvents) ||
+        as_int(args[4], &writeEvents))
         return NULL;
-    if (maxevents < 1)
-        maxevents = 1;
-    if (maxevents > MAX_EVENTS)
-        maxevents = MAX_EVENTS;
-
-    int n = epoll_wait(epfd, evs, maxevents, 0);
-    if (n < 0) {
-        if (errno == EINTR)
-            return PyLong_FromLong(0);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    for (int i = 0; i < n; i++) {
-        uint32_t ev = evs[i].events;
-        PyObject *key = PyLong_FromLong(evs[i].data.fd);
-        if (key == NULL)
+    if (PyLong_Check(args[0])) {
+        if (as_int(args[0], &epfd))
             return NULL;
-        PyObject *m = PyDict_GetItemWithError(members, key);
-        Py_DECREF(key);
-        if (m == NULL) {
-            if (PyErr_Occurred())
-                return NULL;
-            continue;
-        }
-        /* The member may leave the dict (and be freed) during its calls. */
-        Py_INCREF(m);
-        int rc = 0;
-        if ((ev & (uint32_t)readEvents) && targs[1] != NULL)
-            rc = read_side(m, targs);
-        else if (ev & (uint32_t)readEvents)
-            rc = call_side(m, &c_m_reading, &c_m_source, s_readable);
-        if (rc == 0 && (ev & (uint32_t)writeEvents))
-            rc = call_side(m, &c_m_writing, &c_m_sink, s_writable);
-        if (rc < 0) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            int appended = PyList_Append(failed, m);
-            Py_DECREF(m);
-            if (appended < 0) {
-                Py_XDECREF(type);
-                Py_XDECREF(value);
-                Py_XDECREF(tb);
-                return NULL;
-            }
-            PyErr_Restore(type, value, tb);
-            return NULL;
-        }
-        Py_DECREF(m);
+        int n = dispatch_once(epfd, maxevents, members, readEvents, writeEvents,
+                              failed, targs);
+        return n < 0 ? NULL : PyLong_FromLong(n);
     }
-    return PyLong_FromLong(n);
+    PyObject *loop = args[0];
+    long total = 0;
+    while (maxevents > 0) {
+        PyObject *fd = PyObject_GetAttr(loop, s__fd);
+        if (fd == NULL)
+            return NULL;
+        int rc = as_int(fd, &epfd);
+        Py_DECREF(fd);
+        if (rc)
+            return NULL;
+        if (epfd < 0)
+            break;
+        int n = dispatch_once(epfd, maxevents, members, readEvents, writeEvents,
+                              failed, targs);
+        if (n < 0)
+            return NULL;
+        if (n == 0)
+            break;
+        total += n;
+        maxevents -= n;
+    }
+    return PyLong_FromLong(total);
 }
 
 static PyObject *
@@ -874,6 +924,7 @@ PyInit__ccore(void)
     INTERN(s_source, "source");
     INTERN(s_sink, "sink");
     INTERN(s_readable, "readable");
+    INTERN(s__fd, "_fd");
     INTERN(s_writable, "writable");
     INTERN(s_BULK_READ, "BULK_READ");
     INTERN(s_PIECE, "PIECE");

@@ -117,21 +117,19 @@ class SocketLoop:
         dispatch = _core.dispatch
         if dispatch is not None:
             failed: list[Any] = []
-            left = MAX_EVENTS
             try:
-                while left > 0 and self._fd >= 0:
-                    n = dispatch(
-                        self._fd,
-                        self.members,
-                        left,
-                        _READ_EVENTS,
-                        _WRITE_EVENTS,
-                        failed,
-                        _core.turn,
-                    )
-                    if not n:
-                        break
-                    left -= n
+                # Given the loop, the compiled dispatch runs the whole turn:
+                # it polls again while events come, reading self._fd before
+                # each poll (a member's call may close the set).
+                dispatch(
+                    self,
+                    self.members,
+                    MAX_EVENTS,
+                    _READ_EVENTS,
+                    _WRITE_EVENTS,
+                    failed,
+                    _core.turn,
+                )
             except Exception:
                 # The events after the failed one come back at the next
                 # turn (level-triggered).
