@@ -2,7 +2,7 @@
  * splicetx._relay._ccore: the compiled core of the relay's hot loop
  * (docs/design-decisions.md, "A compiled core, optional").
  *
- * Two functions, each doing in C what the pure-Python reference
+ * Functions each doing in C what the pure-Python reference
  * (splicetx._relay.socketloop, splicetx._relay.direction) does with the same
  * result; splicetx._relay.core chooses which one runs:
  *
@@ -24,6 +24,11 @@
  *       whole turn: it polls loop._fd again while the last poll found
  *       events, maxevents events in all, and stops when loop._fd is -1 (a
  *       member's call closed the set); it returns the events handled.
+ *
+ *   interest(m, reading, writing)
+ *       A loop member's new interest (LoopMember.start/stop Reading/Writing):
+ *       m.reading and m.writing set, and its SocketLoop's set told in C, as
+ *       SocketLoop.update(m) does; see ccore_interest below.
  *
  *   move(srcfd, pipeWrite, pipeRead, dstfd, count, piece) -> (n, left, err)
  *       splice(srcfd -> pipe, count) and, when 0 < n <= piece, splice the
@@ -81,6 +86,8 @@ static PyObject *poolType, *unreservedType, *monotonic;
  * takes, read there so that a test's patch holds). */
 static PyObject *directionType, *directionGlobals;
 static PyObject *s_BULK_READ, *s_PIECE, *s_SMALL_WINDOW, *s_monotonicNow, *s__fd;
+/* interest(): a member's loop and descriptor, the loop's set. */
+static PyObject *s_loop, *s_fd, *s_members, *s__added, *s_update;
 
 static PyObject *ccore_turn(PyObject *self, PyObject *const *args,
                             Py_ssize_t nargs);
@@ -193,6 +200,11 @@ static SlotCache c_u_onReturn = SLOT(s_onReturn), c_u_pool = SLOT(s_pool),
                  c_u_lent = SLOT(s_lent);
 static SlotCache c_pp_maxPipes = SLOT(s__maxPipes),
                  c_pp_reserved = SLOT(s_reserved), c_pp_idle = SLOT(s__idle);
+/* interest(): a member whose interest changes (i) and its SocketLoop (l). */
+static SlotCache c_i_reading = SLOT(s_reading), c_i_writing = SLOT(s_writing),
+                 c_i_loop = SLOT(s_loop), c_i_fd = SLOT(s_fd);
+static SlotCache c_l_members = SLOT(s_members), c_l_fd = SLOT(s__fd),
+                 c_l_added = SLOT(s__added);
 
 static int
 as_int(PyObject *o, int *out)
@@ -404,6 +416,114 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         maxevents -= n;
     }
     return PyLong_FromLong(total);
+}
+
+
+/* An int attribute through a SlotCache: 0, or -1 with an error set. */
+static int
+attr_int(PyObject *o, SlotCache *c, int *out)
+{
+    PyObject *v = attr_get(o, c);
+    if (v == NULL)
+        return -1;
+    int rc = as_int(v, out);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* interest(m, reading, writing)
+ *
+ * LoopMember's start/stop Reading/Writing once the interest changes:
+ * m.reading and m.writing set, and m's SocketLoop told, as
+ * SocketLoop.update(m) does (the Python reference): EPOLL_CTL_MOD for a
+ * member in the set, EPOLL_CTL_ADD (and members[fd] = m) for a new one
+ * while the set is open and carried by the reactor, members.pop(fd) and
+ * EPOLL_CTL_DEL (its errors ignored) for one that wants nothing.  What
+ * involves the reactor (the set to make or to hand to the reactor, the
+ * last member leaving) is left to loop.update(m). */
+static PyObject *
+ccore_interest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "interest() takes 3 arguments");
+        return NULL;
+    }
+    PyObject *m = args[0];
+    int reading = PyObject_IsTrue(args[1]);
+    int writing = reading < 0 ? -1 : PyObject_IsTrue(args[2]);
+    if (writing < 0)
+        return NULL;
+    if (attr_set(m, &c_i_reading, reading ? Py_True : Py_False) ||
+        attr_set(m, &c_i_writing, writing ? Py_True : Py_False))
+        return NULL;
+
+    PyObject *loop = NULL, *members = NULL, *key = NULL, *added = NULL, *r;
+    int fd, epfd, isAdded;
+    uint32_t mask = (reading ? EPOLLIN : 0) | (writing ? EPOLLOUT : 0);
+    struct epoll_event ev;
+
+    if ((loop = attr_get(m, &c_i_loop)) == NULL || attr_int(m, &c_i_fd, &fd) ||
+        (members = attr_get(loop, &c_l_members)) == NULL ||
+        attr_int(loop, &c_l_fd, &epfd) || (added = attr_get(loop, &c_l_added)) == NULL)
+        goto fail;
+    if (!PyDict_CheckExact(members))
+        goto slow;
+    if ((isAdded = PyObject_IsTrue(added)) < 0 || (key = PyLong_FromLong(fd)) == NULL)
+        goto fail;
+    PyObject *current = PyDict_GetItemWithError(members, key); /* borrowed */
+    if (current == NULL && PyErr_Occurred())
+        goto fail;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = mask;
+    ev.data.fd = fd;
+    if (mask) {
+        if (epfd < 0 || (current == NULL && !isAdded))
+            goto slow;
+        if (current != NULL) {
+            if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto fail;
+            }
+            goto done;
+        }
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        if (PyDict_SetItem(members, key, m) < 0) {
+            epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+            goto fail;
+        }
+        goto done;
+    }
+    if (current == NULL)
+        goto done; /* not in the set: nothing to forget */
+    if (PyDict_GET_SIZE(members) <= 1 || epfd < 0)
+        goto slow; /* the last member leaves: the loop leaves the reactor */
+    if (PyDict_DelItem(members, key) < 0)
+        goto fail;
+    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(added);
+    Py_XDECREF(members);
+    Py_XDECREF(loop);
+    Py_RETURN_NONE;
+
+slow:
+    r = PyObject_CallMethodOneArg(loop, s_update, m);
+    if (r == NULL)
+        goto fail;
+    Py_DECREF(r);
+    goto done;
+
+fail:
+    Py_XDECREF(key);
+    Py_XDECREF(added);
+    Py_XDECREF(members);
+    Py_XDECREF(loop);
+    return NULL;
 }
 
 static PyObject *
@@ -883,6 +1003,8 @@ ccore_setup_direction(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef ccore_methods[] = {
     {"dispatch", (PyCFunction)(void (*)(void))ccore_dispatch, METH_FASTCALL,
      "One turn of a SocketLoop's epoll set (see the module source)."},
+    {"interest", (PyCFunction)(void (*)(void))ccore_interest, METH_FASTCALL,
+     "A loop member's new interest, told to its SocketLoop's set."},
     {"move", (PyCFunction)(void (*)(void))ccore_move, METH_FASTCALL,
      "splice source -> pipe, and the pipe into the destination once."},
     {"turn", (PyCFunction)(void (*)(void))ccore_turn, METH_FASTCALL,
@@ -925,6 +1047,11 @@ PyInit__ccore(void)
     INTERN(s_sink, "sink");
     INTERN(s_readable, "readable");
     INTERN(s__fd, "_fd");
+    INTERN(s_loop, "loop");
+    INTERN(s_fd, "fd");
+    INTERN(s_members, "members");
+    INTERN(s__added, "_added");
+    INTERN(s_update, "update");
     INTERN(s_writable, "writable");
     INTERN(s_BULK_READ, "BULK_READ");
     INTERN(s_PIECE, "PIECE");

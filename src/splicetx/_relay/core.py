@@ -51,6 +51,9 @@ dispatch: Callable[..., int] | None = None
 move: Callable[..., tuple[int, int, int]] | None = None
 #: C{Direction.readable}'s small-message turn, compiled, or C{None}.
 turn: Callable[..., int] | None = None
+#: A loop member's new interest told to its socket loop's set
+#: (L{splicetx._relay.socketloop.LoopMember}), compiled, or C{None}.
+interest: Callable[[Any, bool, bool], None] | None = None
 #: The common case of reading a TLS ClientHello, compiled, or C{None}
 #: (L{splicetx._pool.sni.ClientHelloReader} uses it).
 clientHello: Callable[[bytes, int], tuple[Any, ...] | None] | None = None
@@ -110,7 +113,7 @@ def use(compiled: bool) -> None:
 
     @raise RuntimeError: C{compiled} while the extension is not built.
     """
-    global dispatch, move, turn, clientHello, proxyHeader
+    global dispatch, move, turn, interest, clientHello, proxyHeader
     if compiled and _ext is None:
         raise RuntimeError(f"no compiled core: {_why}")
     if compiled:
@@ -123,6 +126,7 @@ def use(compiled: bool) -> None:
     dispatch = _ext.dispatch if compiled else None
     move = _ext.move if compiled else None
     turn = _ext.turn if compiled else None
+    interest = _ext.interest if compiled else None
     clientHello = _ext.client_hello if compiled else None
     proxyHeader = _ext.proxy_header if compiled else None
 

@@ -252,8 +252,9 @@ class LoopMember:
     """
     The registration bookkeeping of a L{SocketLoop} member: C{start}/C{stop}
     C{Reading}/C{Writing} change its interest and tell the loop, one
-    C{epoll_ctl} only when the interest changes.  Subclasses set C{loop},
-    C{fd}, C{source} and C{sink}.
+    C{epoll_ctl} only when the interest changes (L{SocketLoop.update}, or
+    the compiled core's C{interest}, which does the same in C).  Subclasses
+    set C{loop}, C{fd}, C{source} and C{sink}.
     """
 
     __slots__ = ("loop", "fd", "reading", "writing", "source", "sink")
@@ -265,21 +266,37 @@ class LoopMember:
 
     def startReading(self) -> None:
         if not self.reading:
+            interest = _core.interest
+            if interest is not None:
+                interest(self, True, self.writing)
+                return
             self.reading = True
             self.loop.update(self)
 
     def stopReading(self) -> None:
         if self.reading:
+            interest = _core.interest
+            if interest is not None:
+                interest(self, False, self.writing)
+                return
             self.reading = False
             self.loop.update(self)
 
     def startWriting(self) -> None:
         if not self.writing:
+            interest = _core.interest
+            if interest is not None:
+                interest(self, self.reading, True)
+                return
             self.writing = True
             self.loop.update(self)
 
     def stopWriting(self) -> None:
         if self.writing:
+            interest = _core.interest
+            if interest is not None:
+                interest(self, self.reading, False)
+                return
             self.writing = False
             self.loop.update(self)
 
