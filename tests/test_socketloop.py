@@ -279,3 +279,116 @@ class CompiledTurnTests(_TurnMixin, SynchronousTestCase):
 
 class PureTurnTests(_TurnMixin, SynchronousTestCase):
     compiled = False
+
+
+class _InterestMixin:
+    """
+    A member's interest changes (L{LoopMember}'s start/stop methods): the
+    set, the members and the reactor's readers as L{SocketLoop.update}
+    leaves them, under each core (the compiled one does the common cases
+    in C, C{interest}).
+    """
+
+    compiled: bool
+
+    def setUp(self) -> None:
+        if self.compiled and not core.available():
+            self.skipTest(f"the compiled core is not built: {core.describe()}")
+        self.reactor = _Reactor()
+        self.loop = SocketLoop(self.reactor)
+        self.addCleanup(self.loop.connectionLost, None)
+        cm = usingCore(self.compiled)
+        cm.__enter__()
+        self.addCleanup(cm.__exit__, None, None, None)
+        self.pairs = [socket.socketpair() for _ in range(2)]
+        for a, b in self.pairs:
+            self.addCleanup(a.close)
+            self.addCleanup(b.close)
+        self.members = [_Member(self.loop, a) for a, _b in self.pairs]
+
+    def test_firstAndNext(self) -> None:
+        """
+        The first member makes the set and hands it to the reactor; the
+        next joins it; both are reported when ready.
+        """
+        first, second = self.members
+        first.startReading()
+        self.assertEqual(self.reactor.readers, {self.loop})
+        second.startReading()
+        self.assertEqual(set(self.loop.members.values()), {first, second})
+        for _a, b in self.pairs:
+            b.send(b"x")
+        self.loop.doRead()
+        self.assertEqual((first.events, second.events), (1, 1))
+
+    def test_modify(self) -> None:
+        """
+        A member that also writes is watched for output too (its sink hears
+        C{writable}); one that stops reading is no longer told of input.
+        """
+        first, second = self.members
+        first.startReading()
+        second.startReading()
+        writable: list[tuple[bool, bool]] = []
+
+        class Sink:
+            def writable(self) -> None:
+                writable.append((second.reading, second.writing))
+                # Level-triggered: a socket that can take bytes stays ready.
+                second.stopWriting()
+
+        second.sink = Sink()
+        second.startWriting()
+        second.stopReading()
+        self.assertIn(second.fd, self.loop.members)
+        self.pairs[1][1].send(b"x")
+        self.loop.doRead()
+        self.assertEqual((second.events, writable), (0, [(False, True)]))
+        self.assertNotIn(second.fd, self.loop.members)
+
+    def test_leaveAndLast(self) -> None:
+        """
+        A member that wants nothing leaves the set (its events are no longer
+        reported); the last one to leave takes the loop off the reactor.
+        """
+        first, second = self.members
+        first.startReading()
+        second.startReading()
+        second.stopReading()
+        self.assertNotIn(second.fd, self.loop.members)
+        self.pairs[1][1].send(b"x")
+        self.loop.doRead()
+        self.assertEqual(second.events, 0)
+        self.assertEqual(self.reactor.readers, {self.loop})
+        # It left the epoll set too: it can join again (no EEXIST).
+        second.startReading()
+        self.loop.doRead()
+        self.assertEqual(second.events, 1)
+        second.stopReading()
+        first.stopReading()
+        self.assertEqual((self.loop.members, self.reactor.readers), ({}, set()))
+        # And back: the kept set is handed to the reactor again.
+        first.startReading()
+        self.assertEqual(self.reactor.readers, {self.loop})
+
+    def test_addFails(self) -> None:
+        """
+        A descriptor the set cannot take (closed) raises C{OSError}, as
+        C{epoll.register} does, and is not kept as a member.
+        """
+        first, second = self.members
+        first.startReading()
+        a, _b = self.pairs[1]
+        fd = second.fd
+        a.close()
+        with self.assertRaises(OSError):
+            second.startReading()
+        self.assertNotIn(fd, self.loop.members)
+
+
+class CompiledInterestTests(_InterestMixin, SynchronousTestCase):
+    compiled = True
+
+
+class PureInterestTests(_InterestMixin, SynchronousTestCase):
+    compiled = False
