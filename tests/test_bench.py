@@ -428,9 +428,9 @@ class HelperTests(SynchronousTestCase):
 
     def test_reactorCommands(self) -> None:
         """
-        The splicetx proxies run C{twist splice-proxy} on Twisted's epoll
-        reactor, but the C{-rsplicetx} one, on L{splicetx.reactor};
-        C{twist portforward} runs on Twisted's epoll.
+        The splicetx proxies run C{twist splice-proxy} at its default
+        reactor (L{splicetx.reactor}), but the C{-epoll} one, which names
+        Twisted's own; C{twist portforward} runs on Twisted's epoll.
         """
         specs = {s.name: s for s in _proxies.allSpecs(splicetx.DEFAULT_PIPE_SIZE)}
         work = tempfile.mkdtemp(prefix="splicetx-test-cmd-")
@@ -440,8 +440,8 @@ class HelperTests(SynchronousTestCase):
             argv = _proxies.command(specs[name], 1000, 2000, "cli", work)
             return [a for a in argv if a.startswith("--reactor")]
 
-        self.assertEqual(reactors(SPLICE), ["--reactor=epoll"])
-        self.assertEqual(reactors(f"{SPLICE}-rsplicetx"), ["--reactor=splicetx"])
+        self.assertEqual(reactors(SPLICE), [])
+        self.assertEqual(reactors(f"{SPLICE}-epoll"), ["--reactor=epoll"])
         self.assertEqual(reactors("portforward"), ["--reactor=epoll"])
 
     def test_limitCommands(self) -> None:

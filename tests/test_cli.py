@@ -563,9 +563,9 @@ class DeploymentTests(_ProxyTestCase):
     def test_reactors(self) -> None:
         """
         C{twist --reactor=NAME splice-proxy} works with epoll, poll, select,
-        asyncio and splicetx (L{splicetx.reactor}), splicing on each; with
-        no C{--reactor} it runs on Twisted's default (epoll on Linux).  The
-        start log names the reactor.
+        asyncio and splicetx, splicing on each; with no C{--reactor} it runs
+        on splicetx's (L{splicetx.reactor}).  The start log names the
+        reactor.
         """
         names = ["epoll", "poll", "select", "asyncio", "splicetx", None]
         classes = {
@@ -574,7 +574,7 @@ class DeploymentTests(_ProxyTestCase):
             "select": "SelectReactor",
             "asyncio": "AsyncioSelectorReactor",
             "splicetx": "SpliceEPollReactor",
-            None: "EPollReactor",
+            None: "SpliceEPollReactor",
         }
         data = os.urandom(256 * 1024)
 

@@ -8,9 +8,12 @@ subprocess, where no reactor is installed yet.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from twisted.python import context, log
@@ -18,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from splicetx._relay import core
 from splicetx._relay.socketloop import SocketLoop
-from splicetx.reactor import SpliceEPollReactor
+from splicetx.reactor import SpliceEPollReactor, installDefault
 
 from .test_socketloop import _Member as _TurnMember
 
@@ -157,6 +160,18 @@ class SpliceEPollReactorTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertGreaterEqual(len(timeouts), 2)
 
+    def test_installDefaultLeavesAnInstalledReactor(self) -> None:
+        """
+        With a reactor installed (this test process has one),
+        L{installDefault} installs nothing.
+        """
+        from twisted.internet import reactor
+
+        self.assertIsNone(installDefault())
+        from twisted.internet import reactor as after
+
+        self.assertIs(after, reactor)
+
 
 class InstallTests(SynchronousTestCase):
     """
@@ -182,6 +197,71 @@ class InstallTests(SynchronousTestCase):
             "from twisted.internet import reactor as r; print(type(r).__name__)"
         )
         self.assertEqual(got, "SpliceEPollReactor")
+
+    def test_installDefault(self) -> None:
+        """
+        L{installDefault} installs it when no reactor is installed, and
+        returns it.
+        """
+        got = self.run_python(
+            "from splicetx.reactor import installDefault; r = installDefault(); "
+            "from twisted.internet import reactor; print(r is reactor, "
+            "type(reactor).__name__)"
+        )
+        self.assertEqual(got, "True SpliceEPollReactor")
+
+    def test_beforeProtocolModules(self) -> None:
+        """
+        C{twist splice-proxy} installs it before it imports the
+        C{--protocol} module, so a module that imports the global reactor
+        at its top gets this one.
+        """
+        work = tempfile.mkdtemp(prefix="splicetx-test-reactor-")
+        self.addCleanup(shutil.rmtree, work, True)
+        with open(os.path.join(work, "reactormodule.py"), "w") as f:
+            f.write(
+                "import sys\n"
+                "from twisted.internet import reactor\n"
+                "from splicetx.proxy import SpliceProxyProtocol\n"
+                "sys.stderr.write('REACTOR=' + type(reactor).__name__ + '\\n')\n"
+                "class Proto(SpliceProxyProtocol):\n"
+                "    pass\n"
+            )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "splice-proxy",
+                "--check",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--connect",
+                "tcp:127.0.0.1:9",
+                "--protocol",
+                "reactormodule.Proto",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=work),
+        )
+        self.assertIn("REACTOR=SpliceEPollReactor", out.stderr, out.stderr)
+
+    def test_notByProxyService(self) -> None:
+        """
+        L{splicetx.service.proxyService} (a program of the user's own)
+        installs no reactor of ours: the program chose its own, or gets
+        Twisted's default.
+        """
+        got = self.run_python(
+            "from splicetx.service import proxyService; "
+            "proxyService(arguments=['--listen', 'tcp:0:interface=127.0.0.1', "
+            "'--connect', 'tcp:127.0.0.1:9']); "
+            "from twisted.internet import reactor; print(type(reactor).__name__)"
+        )
+        self.assertNotEqual(got, "SpliceEPollReactor")
+        self.assertTrue(got.endswith("Reactor"), got)
 
     def test_plugin(self) -> None:
         """

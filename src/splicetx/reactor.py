@@ -10,7 +10,9 @@ ready descriptor through C{twisted.python.log.callWithLogger}, which builds
 a legacy logging context (two dictionary copies and a context-stack push)
 so that C{log.msg} calls made inside C{doRead} carry the descriptor's
 C{logPrefix} as their C{system}: about 2.8 microseconds per call on this
-project's benchmark machine, against 0.1 for the call itself.  The socket
+project's benchmark machine, against 0.1 for the call itself, and 6 % of a
+plain forward's CPU per connection on the churn load (docs/design-decisions.md,
+"The reactor wake without a log context becomes the default").  The socket
 loop logs through C{twisted.logger} with its own namespace and has no use
 for that context.
 
@@ -30,16 +32,18 @@ imports C{twisted.internet.reactor}::
     from splicetx import reactor
     reactor.install()
 
-or name it on the command line: C{twist --reactor splicetx ...} and
+or name it on the command line, C{twist --reactor splicetx ...} and
 C{trial --reactor splicetx ...} (the plugin is
-C{twisted/plugins/splicetx_reactor.py}).  It is not C{twist splice-proxy}'s
-default: the benchmark does not show the saving (docs/design-decisions.md,
-"A reactor wake without a log context").
+C{twisted/plugins/splicetx_reactor.py}).  C{twist splice-proxy} installs
+it when no reactor was chosen (L{installDefault}); C{twist --reactor epoll
+splice-proxy} keeps Twisted's own.
 """
 
 from __future__ import annotations
 
 import errno
+import sys
+from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import Logger
@@ -47,7 +51,7 @@ from twisted.python import log
 
 from splicetx._relay.socketloop import SocketLoop
 
-__all__ = ["SpliceEPollReactor", "install"]
+__all__ = ["SpliceEPollReactor", "install", "installDefault"]
 
 # In Twisted's namespace, as Twisted's main loop logs them.
 _log = Logger(namespace="twisted.internet.base")
@@ -132,3 +136,17 @@ def install() -> SpliceEPollReactor:
     r = SpliceEPollReactor()
     installReactor(r)
     return r
+
+
+def installDefault() -> Any:
+    """
+    Install a L{SpliceEPollReactor} unless a reactor is installed already
+    (C{twist --reactor NAME}, or an import of C{twisted.internet.reactor}),
+    for C{twist splice-proxy}, whose options are parsed before C{twist}
+    installs its default.
+
+    @return: the reactor installed now, or L{None} if one was already.
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        return None
+    return install()

@@ -62,6 +62,7 @@ def proxyService(
     """
     options = Options()
     options.exitOnUsageError = False
+    options.installsReactor = False
     options.parseOptions([*_classArguments(protocol, factory), *arguments])
     return makeService(options)
 

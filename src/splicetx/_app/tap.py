@@ -128,6 +128,18 @@ _DURATION_OPTIONS = (
 )
 
 
+def _installDefaultReactor() -> None:
+    """
+    Install L{splicetx.reactor} unless a reactor was chosen already; where
+    there is no epoll (not Linux), leave C{twist} its default.
+    """
+    try:
+        from splicetx.reactor import installDefault
+    except ImportError:
+        return
+    installDefault()
+
+
 class Options(usage.Options):
     """
     Options of C{twist splice-proxy}.
@@ -145,6 +157,10 @@ class Options(usage.Options):
         C{usage.UsageError} prints one line on standard error and exits with
         status 64 instead of propagating (so C{twist} prints no full usage
         text); set it to C{False} to get the exception.
+    @cvar installsReactor: when C{True} (the default, for C{twist} and
+        C{twistd}), parsing installs L{splicetx.reactor} unless a reactor is
+        installed already; L{splicetx.service.proxyService} turns it off (an
+        application picks its own reactor).
     """
 
     synopsis = "--listen ENDPOINT [--listen ENDPOINT ...] --connect ENDPOINT [options]"
@@ -157,6 +173,7 @@ class Options(usage.Options):
         "live connections finish for up to --drain-timeout seconds."
     )
     exitOnUsageError = True
+    installsReactor = True
 
     optParameters = [
         [
@@ -453,6 +470,11 @@ class Options(usage.Options):
         Parse the options; see L{exitOnUsageError}.
         """
         self.rawArgs = list(sys.argv[1:] if options is None else options)
+        if self.installsReactor:
+            # Before the --protocol and --factory modules are imported (one
+            # may import the global reactor), and before twist installs its
+            # default: the socket loop's wake costs less on this one.
+            _installDefaultReactor()
         try:
             self._loadClasses(self.rawArgs)
             usage.Options.parseOptions(self, options)

@@ -56,8 +56,8 @@ class ProxySpec:
     @ivar pureCore: for splicetx, C{True} to run it with
         C{SPLICETX_NO_EXTENSIONS=1} (the pure-Python core, beside the
         compiled one).
-    @ivar reactor: for splicetx, C{twist --reactor NAME} (epoll unless
-        named).
+    @ivar reactor: for splicetx, C{twist --reactor NAME}; C{None} for what
+        C{twist splice-proxy} picks by default (L{splicetx.reactor}).
     """
 
     name: str
@@ -73,7 +73,7 @@ class ProxySpec:
     preamble: str | None = None
     extraArgs: tuple[str, ...] = ()
     pureCore: bool = False
-    reactor: str = "epoll"
+    reactor: str | None = None
 
 
 def _kib(n: int) -> str:
@@ -141,14 +141,14 @@ def allSpecs(defaultPipeSize: int) -> list[ProxySpec]:
             pureCore=True,
         ),
         ProxySpec(
-            defaultSpliceName(defaultPipeSize) + "-rsplicetx",
-            "splicetx, splice engine, default pipes, twist --reactor splicetx "
-            "(splicetx.reactor: no log context per wake of the socket loop)",
+            defaultSpliceName(defaultPipeSize) + "-epoll",
+            "splicetx, splice engine, default pipes, twist --reactor epoll "
+            "(Twisted's own epoll reactor: a log context per wake)",
             "splicetx",
             "splice",
             defaultPipeSize,
             ("latency", "churn", "keepalive"),
-            reactor="splicetx",
+            reactor="epoll",
         ),
         ProxySpec(
             defaultSpliceName(defaultPipeSize) + "-general",
@@ -335,12 +335,12 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def _twist(*args: str, logLevel: str = "warn", reactor: str = "epoll") -> list[str]:
+def _twist(*args: str, logLevel: str = "warn", reactor: str | None = None) -> list[str]:
     return [
         sys.executable,
         "-m",
         "twisted",
-        f"--reactor={reactor}",
+        *([f"--reactor={reactor}"] if reactor else []),
         f"--log-level={logLevel}",
         "--log-format=text",
         "--log-file=-",
@@ -387,7 +387,7 @@ def needsCLI(spec: ProxySpec) -> bool:
         or spec.logLevel != "info"
         or spec.preamble is not None
         or bool(spec.extraArgs)
-        or spec.reactor != "epoll"
+        or spec.reactor is not None
     )
 
 
@@ -456,6 +456,7 @@ def command(
             "127.0.0.1",
             "--dest_port",
             str(upstream),
+            reactor="epoll",
         )
     if spec.kind == "plainloop":
         return [

@@ -2,8 +2,9 @@
 A minimal splicetx TCP proxy for the bench, used when C{twist splice-proxy}
 is not installed (or when asked for with C{--splicetx-launcher standin}).
 
-It listens with Twisted on the epoll reactor, pauses reading the client,
-connects upstream and hands both transports to L{splicetx.relay}.  No ACLs,
+It listens with Twisted on splicetx's epoll reactor (L{splicetx.reactor}),
+pauses reading the client, connects upstream and hands both transports to
+L{splicetx.relay}.  No ACLs,
 no metrics, no per-connection log line: the bare cost of the relay.  Run as
 C{python -m splicetx.bench._standin --listen PORT --connect PORT --engine
 splice|copy|auto --pipe-size BYTES}.
@@ -27,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipe-size", type=int, default=1 << 20)
     args = p.parse_args(argv)
 
-    from twisted.internet import epollreactor
+    from splicetx.reactor import install
 
-    epollreactor.install()
+    install()
     from twisted.internet import reactor
     from twisted.internet.protocol import ClientFactory, Factory, Protocol
     from twisted.logger import (
