@@ -63,9 +63,10 @@ class _Member(LoopMember):
         self.reading = False
 
 
-class _TurnMixin:
+class _LoopCase:
     """
-    The scenarios; the two classes below run them under each core.
+    A loop on a stand-in reactor, for the scenarios run under each core
+    (C{compiled}).
     """
 
     compiled: bool
@@ -77,6 +78,12 @@ class _TurnMixin:
         self.reactor = _Reactor()
         self.loop = SocketLoop(self.reactor)
         self.addCleanup(self.loop.connectionLost, None)
+
+
+class _TurnMixin(_LoopCase):
+    """
+    The scenarios; the two classes below run them under each core.
+    """
 
     def members(self, count: int) -> list[tuple[_Member, socket.socket]]:
         """
@@ -281,7 +288,7 @@ class PureTurnTests(_TurnMixin, SynchronousTestCase):
     compiled = False
 
 
-class _InterestMixin:
+class _InterestMixin(_LoopCase):
     """
     A member's interest changes (L{LoopMember}'s start/stop methods): the
     set, the members and the reactor's readers as L{SocketLoop.update}
@@ -289,14 +296,8 @@ class _InterestMixin:
     in C, C{interest}).
     """
 
-    compiled: bool
-
     def setUp(self) -> None:
-        if self.compiled and not core.available():
-            self.skipTest(f"the compiled core is not built: {core.describe()}")
-        self.reactor = _Reactor()
-        self.loop = SocketLoop(self.reactor)
-        self.addCleanup(self.loop.connectionLost, None)
+        super().setUp()
         cm = usingCore(self.compiled)
         cm.__enter__()
         self.addCleanup(cm.__exit__, None, None, None)
