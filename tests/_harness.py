@@ -205,8 +205,15 @@ class Pair:
 
 
 def _factory(proto: Any) -> protocol.Factory:
+    """
+    A factory that gives C{proto} to the first connection it accepts and
+    refuses (closes) any other: a stray connect from another process on the
+    machine to this ephemeral port (one probing for a port nobody listens
+    on, say) must not become a second connection of the same protocol.
+    """
     f = protocol.Factory()
-    f.buildProtocol = lambda addr: proto  # type: ignore[method-assign]
+    given = [proto]
+    f.buildProtocol = lambda addr: given.pop() if given else None  # type: ignore[method-assign]
     return f
 
 

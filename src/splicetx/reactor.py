@@ -145,7 +145,7 @@ def installDefault() -> Any:
     for C{twist splice-proxy}, whose options are parsed before C{twist}
     installs its default.
 
-    @return: the reactor installed now, or L{None} if one was already.
+    @return: the reactor installed now, or C{None} if one was already.
     """
     if "twisted.internet.reactor" in sys.modules:
         return None
