@@ -200,7 +200,8 @@ static SlotCache c_u_onReturn = SLOT(s_onReturn), c_u_pool = SLOT(s_pool),
                  c_u_lent = SLOT(s_lent);
 static SlotCache c_pp_maxPipes = SLOT(s__maxPipes),
                  c_pp_reserved = SLOT(s_reserved), c_pp_idle = SLOT(s__idle);
-/* interest(): a member whose interest changes (i) and its SocketLoop (l). */
+/* interest(): a member whose interest changes (i); interest() and dispatch():
+ * its SocketLoop (l). */
 static SlotCache c_i_reading = SLOT(s_reading), c_i_writing = SLOT(s_writing),
                  c_i_loop = SLOT(s_loop), c_i_fd = SLOT(s_fd);
 static SlotCache c_l_members = SLOT(s_members), c_l_fd = SLOT(s__fd),
@@ -286,6 +287,18 @@ read_side(PyObject *m, PyObject **targs)
         return -1;
     Py_DECREF(r);
     return 0;
+}
+
+/* An int attribute through a SlotCache: 0, or -1 with an error set. */
+static int
+attr_int(PyObject *o, SlotCache *c, int *out)
+{
+    PyObject *v = attr_get(o, c);
+    if (v == NULL)
+        return -1;
+    int rc = as_int(v, out);
+    Py_DECREF(v);
+    return rc;
 }
 
 /* One epoll_wait of the set and its events: the number of events, or -1
@@ -397,12 +410,7 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *loop = args[0];
     long total = 0;
     while (maxevents > 0) {
-        PyObject *fd = PyObject_GetAttr(loop, s__fd);
-        if (fd == NULL)
-            return NULL;
-        int rc = as_int(fd, &epfd);
-        Py_DECREF(fd);
-        if (rc)
+        if (attr_int(loop, &c_l_fd, &epfd))
             return NULL;
         if (epfd < 0)
             break;
@@ -419,17 +427,6 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 
-/* An int attribute through a SlotCache: 0, or -1 with an error set. */
-static int
-attr_int(PyObject *o, SlotCache *c, int *out)
-{
-    PyObject *v = attr_get(o, c);
-    if (v == NULL)
-        return -1;
-    int rc = as_int(v, out);
-    Py_DECREF(v);
-    return rc;
-}
 
 /* interest(m, reading, writing)
  *
@@ -457,7 +454,8 @@ ccore_interest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         attr_set(m, &c_i_writing, writing ? Py_True : Py_False))
         return NULL;
 
-    PyObject *loop = NULL, *members = NULL, *key = NULL, *added = NULL, *r;
+    PyObject *loop = NULL, *members = NULL, *key = NULL, *added = NULL;
+    PyObject *result = NULL;
     int fd, epfd, isAdded;
     uint32_t mask = (reading ? EPOLLIN : 0) | (writing ? EPOLLOUT : 0);
     struct epoll_event ev;
@@ -465,14 +463,14 @@ ccore_interest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((loop = attr_get(m, &c_i_loop)) == NULL || attr_int(m, &c_i_fd, &fd) ||
         (members = attr_get(loop, &c_l_members)) == NULL ||
         attr_int(loop, &c_l_fd, &epfd) || (added = attr_get(loop, &c_l_added)) == NULL)
-        goto fail;
+        goto out;
     if (!PyDict_CheckExact(members))
         goto slow;
     if ((isAdded = PyObject_IsTrue(added)) < 0 || (key = PyLong_FromLong(fd)) == NULL)
-        goto fail;
+        goto out;
     PyObject *current = PyDict_GetItemWithError(members, key); /* borrowed */
     if (current == NULL && PyErr_Occurred())
-        goto fail;
+        goto out;
     memset(&ev, 0, sizeof(ev));
     ev.events = mask;
     ev.data.fd = fd;
@@ -482,17 +480,17 @@ ccore_interest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (current != NULL) {
             if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0) {
                 PyErr_SetFromErrno(PyExc_OSError);
-                goto fail;
+                goto out;
             }
             goto done;
         }
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             PyErr_SetFromErrno(PyExc_OSError);
-            goto fail;
+            goto out;
         }
         if (PyDict_SetItem(members, key, m) < 0) {
             epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-            goto fail;
+            goto out;
         }
         goto done;
     }
@@ -501,29 +499,22 @@ ccore_interest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyDict_GET_SIZE(members) <= 1 || epfd < 0)
         goto slow; /* the last member leaves: the loop leaves the reactor */
     if (PyDict_DelItem(members, key) < 0)
-        goto fail;
+        goto out;
     epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
 
 done:
-    Py_XDECREF(key);
-    Py_XDECREF(added);
-    Py_XDECREF(members);
-    Py_XDECREF(loop);
-    Py_RETURN_NONE;
+    result = Py_NewRef(Py_None);
+    goto out;
 
 slow:
-    r = PyObject_CallMethodOneArg(loop, s_update, m);
-    if (r == NULL)
-        goto fail;
-    Py_DECREF(r);
-    goto done;
+    result = PyObject_CallMethodOneArg(loop, s_update, m);
 
-fail:
+out: /* result: NULL (an error is set), or what done or slow set */
     Py_XDECREF(key);
     Py_XDECREF(added);
     Py_XDECREF(members);
     Py_XDECREF(loop);
-    return NULL;
+    return result;
 }
 
 static PyObject *
