@@ -16,8 +16,9 @@ Twisted's own reactor tests do it.  This::
 
     globals().update(makeReactorTests(RelayTests))
 
-generates C{RelayTests_epoll}, C{RelayTests_poll}, C{RelayTests_select} and
-C{RelayTests_asyncio}: trial and pytest both collect them.
+generates C{RelayTests_epoll}, C{RelayTests_splicetx}, C{RelayTests_poll},
+C{RelayTests_select} and C{RelayTests_asyncio}: trial and pytest both
+collect them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def _epoll() -> Any:
     return EPollReactor()
 
 
+def _splicetx() -> Any:
+    from splicetx.reactor import SpliceEPollReactor
+
+    return SpliceEPollReactor()
+
+
 def _poll() -> Any:
     from twisted.internet.pollreactor import PollReactor
 
@@ -67,16 +74,20 @@ def _asyncio() -> Any:
     return AsyncioSelectorReactor(asyncio.new_event_loop())
 
 
-#: The reactors splicetx supports, by short name.  epoll and poll exist on
+#: The reactors splicetx supports, by short name.  epoll, splicetx's own
+#: (L{splicetx.reactor}: epoll's without a log context per socket loop
+#: wake, which C{twist splice-proxy} runs by default) and poll exist on
 #: Linux only; select and asyncio everywhere.
 REACTORS: dict[str, Callable[[], Any]] = {
     "epoll": _epoll,
+    "splicetx": _splicetx,
     "poll": _poll,
     "select": _select,
     "asyncio": _asyncio,
 }
 if not sys.platform.startswith("linux"):  # pragma: no cover
     del REACTORS["epoll"]
+    del REACTORS["splicetx"]
 
 
 class ScenarioTimeout(AssertionError):
