@@ -16,6 +16,9 @@ import sys
 import tempfile
 from typing import Any
 
+from twisted.internet.test.test_core import SystemEventTestsBuilder
+from twisted.internet.test.test_threads import ThreadTestsBuilder
+from twisted.internet.test.test_time import TimeTestsBuilder
 from twisted.python import context, log
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -172,6 +175,44 @@ class SpliceEPollReactorTests(SynchronousTestCase):
 
         self.assertIs(after, reactor)
 
+    def test_timedCallResetLater(self) -> None:
+        """
+        A timed call reset to a later time (Twisted moves it lazily: it
+        stays first in the heap with its old time) runs at its new time,
+        not at its old one: the iteration that finds the old time due runs
+        C{runUntilCurrent}, which moves the call.
+        """
+        r = self.reactor
+        start = r.seconds()
+        fired: list[float] = []
+        call = r.callLater(0.05, lambda: fired.append(r.seconds()))
+        r.callLater(0.01, call.reset, 0.2)
+        r.callLater(0.5, r.stop)
+        r.run(installSignalHandlers=False)
+        self.assertEqual(len(fired), 1)
+        self.assertGreaterEqual(fired[0] - start, 0.2)
+
+    def test_pollWaitsForTheFirstTimedCall(self) -> None:
+        """
+        With a timed call pending and nothing else to do, the iteration
+        polls with the time left until that call, as C{timeout()} says.
+        """
+        r = self.reactor
+        timeouts: list[float | None] = []
+        realPoll = r.doIteration
+
+        def poll(timeout: float | None) -> None:
+            timeouts.append(timeout)
+            realPoll(timeout)
+
+        r.doIteration = poll  # type: ignore[method-assign]
+        r.callLater(0, lambda: r.callLater(0.3, r.stop))
+        r.run(installSignalHandlers=False)
+        waits = [t for t in timeouts if t]
+        self.assertTrue(waits, timeouts)
+        self.assertLessEqual(max(waits), 0.3)
+        self.assertGreater(max(waits), 0.1)
+
 
 class InstallTests(SynchronousTestCase):
     """
@@ -274,3 +315,32 @@ class InstallTests(SynchronousTestCase):
             "if r.shortName == 'splicetx'])"
         )
         self.assertEqual(got, "['splicetx.reactor']")
+
+
+class _OnSpliceReactor:
+    """
+    Twisted's own reactor tests (L{ReactorBuilder}), built on
+    L{SpliceEPollReactor} only: its main loop runs C{runUntilCurrent} and
+    C{timeout} only when there is something for them to do, and these say
+    that timed calls, thread calls, system events and stopping behave as on
+    Twisted's reactors.
+    """
+
+    _reactors = ["splicetx.reactor.SpliceEPollReactor"]
+
+
+class SpliceTimeTests(_OnSpliceReactor, TimeTestsBuilder):
+    pass
+
+
+class SpliceSystemEventTests(_OnSpliceReactor, SystemEventTestsBuilder):
+    pass
+
+
+class SpliceThreadTests(_OnSpliceReactor, ThreadTestsBuilder):
+    pass
+
+
+globals().update(SpliceTimeTests.makeTestCaseClasses())
+globals().update(SpliceSystemEventTests.makeTestCaseClasses())
+globals().update(SpliceThreadTests.makeTestCaseClasses())
