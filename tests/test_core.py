@@ -204,6 +204,100 @@ class MoveTests(SynchronousTestCase):
         self.assertRaises(ValueError, self.ext.move, 1, 2, 3, 4, -1, 6)
 
 
+class AcceptTests(SynchronousTestCase):
+    """
+    C{accept(fd)}: C{accept4} with the new descriptor non-blocking, and the
+    address as C{socket.accept()} gives it.
+    """
+
+    def setUp(self) -> None:
+        self.ext = _ext()
+
+    def listener(self, family: int, host: str) -> socket.socket:
+        server = socket.socket(family, socket.SOCK_STREAM)
+        self.addCleanup(server.close)
+        server.bind((host, 0))
+        server.listen(8)
+        server.setblocking(False)
+        return server
+
+    def connect(self, server: socket.socket) -> socket.socket:
+        client = socket.create_connection(server.getsockname()[:2], timeout=5)
+        self.addCleanup(client.close)
+        return client
+
+    def accepted(self, server: socket.socket) -> tuple[int, object]:
+        # The connection is queued by the time connect() returns (loopback);
+        # select says so for certain.
+        select.select([server], [], [], 5)
+        got = self.ext.accept(server.fileno())
+        self.assertIsNotNone(got)
+        fd, addr = got
+        self.addCleanup(os.close, fd)
+        return fd, addr
+
+    def test_nothingWaiting(self) -> None:
+        """
+        With no client waiting it returns C{None} (no exception).
+        """
+        server = self.listener(socket.AF_INET, "127.0.0.1")
+        self.assertIsNone(self.ext.accept(server.fileno()))
+
+    def test_ipv4(self) -> None:
+        """
+        An IPv4 client: C{(host, port)}, as C{socket.accept()} says, on a
+        non-blocking, close-on-exec descriptor.
+        """
+        server = self.listener(socket.AF_INET, "127.0.0.1")
+        client = self.connect(server)
+        fd, addr = self.accepted(server)
+        self.assertEqual(addr, client.getsockname())
+        flags = os.get_blocking(fd), os.get_inheritable(fd)
+        self.assertEqual(flags, (False, False))
+        # A socket object over it in non-blocking mode, without FIONBIO.
+        sock = socket.socket(
+            socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0, os.dup(fd)
+        )
+        self.addCleanup(sock.close)
+        self.assertEqual((sock.type, sock.gettimeout()), (socket.SOCK_STREAM, 0.0))
+        with self.assertRaises(BlockingIOError):
+            sock.recv(1)
+
+    def test_ipv6(self) -> None:
+        """
+        An IPv6 client: C{(host, port, flowinfo, scope_id)}, as
+        C{socket.accept()} says.
+        """
+        if not socket.has_ipv6:
+            raise SkipTest("no IPv6 in this Python")
+        try:
+            server = self.listener(socket.AF_INET6, "::1")
+        except OSError as e:
+            raise SkipTest(f"no IPv6 loopback here: {e}")
+        client = self.connect(server)
+        fd, addr = self.accepted(server)
+        self.assertEqual(addr, client.getsockname())
+        self.assertFalse(os.get_blocking(fd))
+
+    def test_errors(self) -> None:
+        """
+        Other failures raise C{OSError} with their C{errno}, as
+        C{socket.accept()} does: a socket that does not listen, a closed
+        descriptor.
+        """
+        idle = socket.socket()
+        self.addCleanup(idle.close)
+        with self.assertRaises(OSError) as caught:
+            self.ext.accept(idle.fileno())
+        self.assertEqual(caught.exception.errno, errno.EINVAL)
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        with self.assertRaises(OSError) as caught:
+            self.ext.accept(r)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
+
+
 class _Side:
     def __init__(self, calls: list[str], name: str, fail: bool = False) -> None:
         self.calls = calls

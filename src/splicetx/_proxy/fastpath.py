@@ -53,6 +53,7 @@ from splicetx._proxy.fastconn import FastConnection
 from splicetx._proxy.leantransport import LeanTransport
 from splicetx._proxy.protocol import SpliceProxyProtocol
 from splicetx._proxy.upstream import Address, directAddress
+from splicetx._relay import core as _core
 from splicetx._relay.direction import errname
 from splicetx._relay.pipes import UnreservedPipes, defaultPipePool
 from splicetx._relay.runtime import LOG_PROXY
@@ -62,6 +63,11 @@ from splicetx._relay.turns import turnsFor
 __all__ = ["FastForwarder", "fastPathRefusal"]
 
 _log = Logger(namespace=LOG_PROXY)
+
+#: The listening families whose clients the compiled accept takes.
+_IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+#: The type of an accepted socket that is non-blocking already.
+_NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 def fastPathRefusal(factory: Any, port: Any) -> str | None:
@@ -363,11 +369,23 @@ class FastForwarder:
         limit = port.numberAccepts
         accepted = 0
         plan = self.plan()
+        # The compiled accept: the client's socket non-blocking from
+        # accept4 (no FIONBIO after it), and None, not an exception, when
+        # the backlog is drained.
+        fast = _core.accept if family in _IP_FAMILIES else None
+        listenFD = listener.fileno()
         while accepted < limit:
             try:
-                # The C level: socket.accept() would build a socket.socket
-                # and convert its family and type to enums, per client.
-                fd, addr = listener._accept()
+                if fast is not None:
+                    got = fast(listenFD)
+                    if got is None:
+                        break
+                    fd, addr = got
+                else:
+                    # The C level: socket.accept() would build a
+                    # socket.socket and convert its family and type to
+                    # enums, per client.
+                    fd, addr = listener._accept()
             except BlockingIOError:
                 break
             except OSError as e:
@@ -379,18 +397,19 @@ class FastForwarder:
             accepted += 1
             skt: Any = None
             try:
-                if not plan.usable:
-                    if plan.hooks:
-                        skt = _RawSocket(family, socket.SOCK_STREAM, 0, fd)
-                        skt.setblocking(False)
-                        self._lean(port, skt, addr)
-                        continue
+                if not plan.usable and not plan.hooks:
                     skt = socket.socket(listener.family, listener.type, 0, fd)
                     self._general(port, skt, addr)
                     continue
-                skt = _RawSocket(family, socket.SOCK_STREAM, 0, fd)
-                skt.setblocking(False)
-                FastConnection(self, plan, skt, addr)
+                if fast is not None:
+                    skt = _RawSocket(family, _NONBLOCKING_STREAM, 0, fd)
+                else:
+                    skt = _RawSocket(family, socket.SOCK_STREAM, 0, fd)
+                    skt.setblocking(False)
+                if plan.usable:
+                    FastConnection(self, plan, skt, addr)
+                else:
+                    self._lean(port, skt, addr)
             except Exception:
                 _log.failure("accepting a client of {port!r} failed", port=port)
                 if skt is not None:

@@ -30,6 +30,10 @@
  *       m.reading and m.writing set, and its SocketLoop's set told in C, as
  *       SocketLoop.update(m) does; see ccore_interest below.
  *
+ *   accept(fd) -> (newfd, address) | None
+ *       accept4 of an IPv4 or IPv6 listening socket, the new descriptor
+ *       non-blocking; None when no client waits (see ccore_accept).
+ *
  *   move(srcfd, pipeWrite, pipeRead, dstfd, count, piece) -> (n, left, err)
  *       splice(srcfd -> pipe, count) and, when 0 < n <= piece, splice the
  *       pipe into dstfd once (a short write stops: the destination is full).
@@ -57,10 +61,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "_ccore.h"
 #include "structmember.h"
@@ -515,6 +523,76 @@ out: /* result: NULL (an error is set), or what done or slow set */
     Py_XDECREF(members);
     Py_XDECREF(loop);
     return result;
+}
+
+/* ---- accept ----------------------------------------------------------- */
+
+/* An IPv4 or IPv6 peer address as socket.accept() gives it: (host, port),
+ * or (host, port, flowinfo, scope_id); NULL with an error set, or without
+ * one for another family. */
+static PyObject *
+peer_address(const struct sockaddr_storage *ss)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(si)", host, (int)ntohs(a->sin_port));
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(siII)", host, (int)ntohs(a->sin6_port),
+                             (unsigned int)ntohl(a->sin6_flowinfo),
+                             (unsigned int)a->sin6_scope_id);
+    }
+    return NULL;
+}
+
+/* accept(fd) -> (newfd, address) | None
+ *
+ * accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC) of an IPv4 or IPv6 listening
+ * socket: the new descriptor is non-blocking already (no FIONBIO after),
+ * and the address is what socket.accept() returns.  None when no client
+ * is waiting (EAGAIN: no exception to raise and catch per round of
+ * accepts); other errors raise OSError as socket.accept() does.  EINTR is
+ * retried (after running signal handlers). */
+static PyObject *
+ccore_accept(PyObject *self, PyObject *arg)
+{
+    int fd, nfd;
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    if (as_int(arg, &fd))
+        return NULL;
+    for (;;) {
+        len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        nfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (nfd >= 0)
+            break;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals())
+                return NULL;
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *addr = peer_address(&ss);
+    if (addr == NULL) {
+        close(nfd);
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError,
+                         "accept(): address family %d is not IPv4 or IPv6",
+                         (int)ss.ss_family);
+        return NULL;
+    }
+    return Py_BuildValue("(iN)", nfd, addr);
 }
 
 static PyObject *
@@ -996,6 +1074,8 @@ static PyMethodDef ccore_methods[] = {
      "One turn of a SocketLoop's epoll set (see the module source)."},
     {"interest", (PyCFunction)(void (*)(void))ccore_interest, METH_FASTCALL,
      "A loop member's new interest, told to its SocketLoop's set."},
+    {"accept", (PyCFunction)ccore_accept, METH_O,
+     "accept(fd) -> (fd, address) | None: a non-blocking accept4."},
     {"move", (PyCFunction)(void (*)(void))ccore_move, METH_FASTCALL,
      "splice source -> pipe, and the pipe into the destination once."},
     {"turn", (PyCFunction)(void (*)(void))ccore_turn, METH_FASTCALL,

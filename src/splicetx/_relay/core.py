@@ -49,6 +49,9 @@ _forced = os.environ.get("SPLICETX_NO_EXTENSIONS", "") not in ("", "0")
 #: The compiled functions in use, or C{None} while the pure core runs.
 dispatch: Callable[..., int] | None = None
 move: Callable[..., tuple[int, int, int]] | None = None
+#: A non-blocking accept of an IPv4 or IPv6 listening socket
+#: (L{splicetx._proxy.fastpath.FastForwarder.accept}), compiled, or C{None}.
+accept: Callable[[int], tuple[int, Any] | None] | None = None
 #: C{Direction.readable}'s small-message turn, compiled, or C{None}.
 turn: Callable[..., int] | None = None
 #: A loop member's new interest told to its socket loop's set
@@ -113,7 +116,7 @@ def use(compiled: bool) -> None:
 
     @raise RuntimeError: C{compiled} while the extension is not built.
     """
-    global dispatch, move, turn, interest, clientHello, proxyHeader
+    global dispatch, move, accept, turn, interest, clientHello, proxyHeader
     if compiled and _ext is None:
         raise RuntimeError(f"no compiled core: {_why}")
     if compiled:
@@ -125,6 +128,7 @@ def use(compiled: bool) -> None:
         _ext.setup(PipePool, UnreservedPipes, time.monotonic)
     dispatch = _ext.dispatch if compiled else None
     move = _ext.move if compiled else None
+    accept = _ext.accept if compiled else None
     turn = _ext.turn if compiled else None
     interest = _ext.interest if compiled else None
     clientHello = _ext.client_hello if compiled else None
