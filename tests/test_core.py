@@ -75,6 +75,41 @@ class ChoiceTests(SynchronousTestCase):
             "compiled compiled (splicetx._relay._ccore)",
         )
 
+    def test_staleBuildNotUsed(self) -> None:
+        """
+        A compiled core built from older sources (one of the functions the
+        relay takes missing) is not used: the pure core runs, and says why.
+        """
+        _ext()
+        # The extension is loaded by hand, before the package (whose import
+        # imports the core) is.
+        code = (
+            "import glob, os, sys, types, importlib.util as u\n"
+            "top = os.path.dirname(u.find_spec('splicetx').origin)\n"
+            "path = glob.glob(os.path.join(top, '_relay', '_ccore*.so'))[0]\n"
+            "spec = u.spec_from_file_location('splicetx._relay._ccore', path)\n"
+            "real = u.module_from_spec(spec)\n"
+            "spec.loader.exec_module(real)\n"
+            "stale = types.ModuleType(real.__name__)\n"
+            "stale.__dict__.update({k: v for k, v in vars(real).items()"
+            " if k != 'accept'})\n"
+            "sys.modules[real.__name__] = stale\n"
+            "from splicetx._relay import core\n"
+            "print(core.current(), core.describe())\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        self.assertEqual(
+            result.stdout.strip(),
+            "pure pure Python (compiled core out of date (it has no accept): "
+            "reinstall splicetx to rebuild it)",
+        )
+
     def test_use(self) -> None:
         """
         L{core.use} switches both functions, and L{core.current} follows.

@@ -142,6 +142,38 @@ class SpliceEPollReactorTests(SynchronousTestCase):
         self.assertFalse(member.reading)
         self.assertEqual(member.systems, [])
 
+    def test_loopDisconnectFailureLeavesTheOthers(self) -> None:
+        """
+        When disconnecting a failed socket loop fails too, both errors are
+        logged and a plain reader ready in the same poll is still
+        dispatched: the poll's other events are not lost.
+        """
+        loop = self.loop()
+        a, b = self.pair()
+        member = _Member(loop, a)
+        member.startReading()
+        c, d = self.pair()
+        reader = _Reader(c)
+        self.reactor.addReader(reader)
+
+        def broken(*args: Any) -> int:
+            raise RuntimeError("broken loop")
+
+        def brokenLoss(*args: Any) -> None:
+            raise ValueError("broken disconnect")
+
+        self.patch(core, "dispatch", broken)
+        self.patch(SocketLoop, "connectionLost", brokenLoss)
+        b.send(b"x")
+        d.send(b"y")
+        # The loop's descriptor and the reader's come in one poll.
+        self.reactor.doPoll(1)
+        if not reader.systems:
+            self.reactor.doPoll(1)
+        self.assertEqual(reader.systems, ["plain-reader"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_mainLoopGoesOnAfterAnError(self) -> None:
         """
         An error in one iteration of the main loop is logged, and the loop

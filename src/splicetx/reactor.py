@@ -118,8 +118,15 @@ class SpliceEPollReactor(EPollReactor):
                     try:
                         selectable.doRead()
                     except BaseException as e:
-                        log.err(system=_SYSTEM)
-                        self._disconnectSelectable(selectable, e, True)
+                        try:
+                            log.err(system=_SYSTEM)
+                            self._disconnectSelectable(selectable, e, True)
+                        except KeyboardInterrupt:
+                            raise
+                        except BaseException:
+                            # As below: the other events of the poll are
+                            # still dispatched.
+                            log.err(system=_SYSTEM)
                     continue
                 # What callWithLogger would do besides the context: an
                 # error that escapes the reactor's own handling is logged,

@@ -583,16 +583,18 @@ ccore_accept(PyObject *self, PyObject *arg)
             Py_RETURN_NONE;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    PyObject *addr = peer_address(&ss);
-    if (addr == NULL) {
-        close(nfd);
-        if (!PyErr_Occurred())
-            PyErr_Format(PyExc_ValueError,
-                         "accept(): address family %d is not IPv4 or IPv6",
-                         (int)ss.ss_family);
-        return NULL;
-    }
-    return Py_BuildValue("(iN)", nfd, addr);
+    PyObject *addr;
+    if (len == 0)
+        /* No address (as socket.accept() says it: None). */
+        addr = Py_NewRef(Py_None);
+    else if ((addr = peer_address(&ss)) == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError,
+                     "accept(): address family %d is not IPv4 or IPv6",
+                     (int)ss.ss_family);
+    PyObject *result = addr == NULL ? NULL : Py_BuildValue("(iN)", nfd, addr);
+    if (result == NULL)
+        close(nfd); /* nobody else holds it */
+    return result;
 }
 
 static PyObject *

@@ -39,10 +39,33 @@ PURE = "pure"
 
 _ext: Any = None
 _why = ""
+#: What this module takes from the compiled core: an extension built from
+#: older sources (a checkout's stale build) lacks some, and is not used.
+_FUNCTIONS = (
+    "dispatch",
+    "move",
+    "accept",
+    "turn",
+    "interest",
+    "client_hello",
+    "proxy_header",
+    "setup",
+    "setup_direction",
+)
+
 try:
     _ext = importlib.import_module("splicetx._relay._ccore")
 except ImportError as e:  # no compiler at install, or a pure wheel
     _why = f"compiled core not built: {e}"
+else:
+    _missing = [name for name in _FUNCTIONS if not hasattr(_ext, name)]
+    if _missing:
+        _ext = None
+        _why = (
+            "compiled core out of date (it has no "
+            + ", ".join(_missing)
+            + "): reinstall splicetx to rebuild it"
+        )
 
 _forced = os.environ.get("SPLICETX_NO_EXTENSIONS", "") not in ("", "0")
 
