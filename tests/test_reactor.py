@@ -96,11 +96,12 @@ class SpliceEPollReactorTests(SynchronousTestCase):
         a.setblocking(False)
         return a, b
 
-    def test_loopWithoutLogContext(self) -> None:
+    def loopAndReader(
+        self,
+    ) -> tuple[SocketLoop, _Member, socket.socket, _Reader, socket.socket]:
         """
-        A ready socket loop is handed its event in the caller's log context
-        (no C{callWithLogger}); a plain reader ready in the same poll runs
-        in a context named by its C{logPrefix}, as on C{EPollReactor}.
+        A socket loop with a reading member, and a plain reader: each with
+        the other end of its socket pair.
         """
         loop = self.loop()
         a, b = self.pair()
@@ -109,6 +110,15 @@ class SpliceEPollReactorTests(SynchronousTestCase):
         c, d = self.pair()
         reader = _Reader(c)
         self.reactor.addReader(reader)
+        return loop, member, b, reader, d
+
+    def test_loopWithoutLogContext(self) -> None:
+        """
+        A ready socket loop is handed its event in the caller's log context
+        (no C{callWithLogger}); a plain reader ready in the same poll runs
+        in a context named by its C{logPrefix}, as on C{EPollReactor}.
+        """
+        loop, member, b, reader, d = self.loopAndReader()
         outer = context.get(log.ILogContext)["system"]
         b.send(b"x")
         d.send(b"y")
@@ -148,13 +158,7 @@ class SpliceEPollReactorTests(SynchronousTestCase):
         logged and a plain reader ready in the same poll is still
         dispatched: the poll's other events are not lost.
         """
-        loop = self.loop()
-        a, b = self.pair()
-        member = _Member(loop, a)
-        member.startReading()
-        c, d = self.pair()
-        reader = _Reader(c)
-        self.reactor.addReader(reader)
+        loop, member, b, reader, d = self.loopAndReader()
 
         def broken(*args: Any) -> int:
             raise RuntimeError("broken loop")

@@ -299,7 +299,7 @@ read_side(PyObject *m, PyObject **targs)
 
 /* An int attribute through a SlotCache: 0, or -1 with an error set. */
 static int
-attr_int(PyObject *o, SlotCache *c, int *out)
+get_int(PyObject *o, SlotCache *c, int *out)
 {
     PyObject *v = attr_get(o, c);
     if (v == NULL)
@@ -418,7 +418,7 @@ ccore_dispatch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *loop = args[0];
     long total = 0;
     while (maxevents > 0) {
-        if (attr_int(loop, &c_l_fd, &epfd))
+        if (get_int(loop, &c_l_fd, &epfd))
             return NULL;
         if (epfd < 0)
             break;
@@ -468,9 +468,9 @@ ccore_interest(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     uint32_t mask = (reading ? EPOLLIN : 0) | (writing ? EPOLLOUT : 0);
     struct epoll_event ev;
 
-    if ((loop = attr_get(m, &c_i_loop)) == NULL || attr_int(m, &c_i_fd, &fd) ||
+    if ((loop = attr_get(m, &c_i_loop)) == NULL || get_int(m, &c_i_fd, &fd) ||
         (members = attr_get(loop, &c_l_members)) == NULL ||
-        attr_int(loop, &c_l_fd, &epfd) || (added = attr_get(loop, &c_l_added)) == NULL)
+        get_int(loop, &c_l_fd, &epfd) || (added = attr_get(loop, &c_l_added)) == NULL)
         goto out;
     if (!PyDict_CheckExact(members))
         goto slow;
@@ -662,17 +662,6 @@ get_ssize(PyObject *o, SlotCache *name, Py_ssize_t *out)
     *out = PyLong_AsSsize_t(v);
     Py_DECREF(v);
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
-}
-
-static int
-get_int(PyObject *o, SlotCache *name, int *out)
-{
-    PyObject *v = attr_get(o, name);
-    if (v == NULL)
-        return -1;
-    int rc = as_int(v, out);
-    Py_DECREF(v);
-    return rc;
 }
 
 static int
