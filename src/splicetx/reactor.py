@@ -110,29 +110,22 @@ class SpliceEPollReactor(EPollReactor):
             if selectable is None:
                 continue
             if selectable.__class__ is SocketLoop:
-                if event == _POLLIN:
-                    # The loop's only event (an epoll set is never hung up
-                    # on): _doReadOrWrite's read, inline.  Its doRead
-                    # returns None unless it raises: then, as there, the
-                    # error is logged and disconnects the loop.
-                    try:
-                        selectable.doRead()
-                    except BaseException as e:
-                        try:
-                            log.err(system=_SYSTEM)
-                            self._disconnectSelectable(selectable, e, True)
-                        except KeyboardInterrupt:
-                            raise
-                        except BaseException:
-                            # As below: the other events of the poll are
-                            # still dispatched.
-                            log.err(system=_SYSTEM)
-                    continue
                 # What callWithLogger would do besides the context: an
                 # error that escapes the reactor's own handling is logged,
                 # and the other events of the poll are still dispatched.
                 try:
-                    drdw(selectable, fd, event)
+                    if event == _POLLIN:
+                        # The loop's only event (an epoll set is never hung
+                        # up on): _doReadOrWrite's read, inline.  Its doRead
+                        # returns None unless it raises: then, as there, the
+                        # error is logged and disconnects the loop.
+                        try:
+                            selectable.doRead()
+                        except BaseException as e:
+                            log.err(system=_SYSTEM)
+                            self._disconnectSelectable(selectable, e, True)
+                    else:
+                        drdw(selectable, fd, event)
                 except KeyboardInterrupt:
                     raise
                 except BaseException:
@@ -152,24 +145,23 @@ class SpliceEPollReactor(EPollReactor):
         while self._started:
             try:
                 while self._started:
-                    if self.threadCallQueue or self._newTimedCalls or self._justStopped:
-                        self.runUntilCurrent()
-                        t2 = self.timeout()
-                    else:
+                    due = (
+                        self.threadCallQueue or self._newTimedCalls or self._justStopped
+                    )
+                    if not due:
                         # Nothing new: runUntilCurrent would only run the
                         # timed calls that are due, and timeout() say how
                         # long until the first.
                         pending = self._pendingTimedCalls
-                        if not pending:
-                            t2 = None
-                        else:
+                        t2 = None
+                        if pending:
                             delay = pending[0].time - self.seconds()
-                            if delay <= 0:
-                                self.runUntilCurrent()
-                                t2 = self.timeout()
-                            else:
-                                # timeout()'s bound: epoll_wait's int of ms.
-                                t2 = min(_LONGEST, delay)
+                            due = delay <= 0
+                            # timeout()'s bound: epoll_wait's int of ms.
+                            t2 = min(_LONGEST, delay)
+                    if due:
+                        self.runUntilCurrent()
+                        t2 = self.timeout()
                     t = self.running and t2
                     self.doIteration(t)
             except BaseException:
